@@ -1,0 +1,2 @@
+//! Types shared by the eBPF programs and user space. Everything is `#[repr(C)]`.
+#![no_std]
