@@ -1,2 +1,233 @@
-//! Types shared by the eBPF programs and user space. Everything is `#[repr(C)]`.
+//! Types shared by the eBPF programs (`vmap-trace-ebpf`) and user space (`vmap-trace`).
+//!
+//! Everything here is `#[repr(C)]` plain data: it is the layout of BPF map keys and values and
+//! of the read-only configuration the loader writes into the object before loading it.
+//! Changing a type here changes the committed eBPF object: rebuild it with
+//! `cargo xtask build-ebpf`.
 #![no_std]
+
+/// log2 buckets of a wait/hold/latency histogram in nanoseconds: bucket `i` counts values `v`
+/// with `floor(log2(v)) == i` (bucket 0 also holds 0). 2^47 ns is about 39 hours.
+pub const TIME_BUCKETS: usize = 48;
+/// log2 buckets of allocation sizes in pages.
+pub const SIZE_BUCKETS: usize = 32;
+/// Length of a task's `comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Max entries of the per-(lock, kind) wait map.
+pub const MAX_LOCKS: u32 = 4096;
+/// Max entries of the per-(lock, kind, stack) map.
+pub const MAX_STACK_KEYS: u32 = 16384;
+/// Max distinct kernel stacks kept. Also the hash bucket count: stacks whose hash collides
+/// with a different stored stack are counted as lost, so keep it well above the stacks seen.
+pub const MAX_STACKS: u32 = 16384;
+/// Max tasks tracked for the per-task summary.
+pub const MAX_TASKS: u32 = 8192;
+/// Max sleeping-lock waits in flight (one per waiting task).
+pub const MAX_INFLIGHT_TASKS: u32 = 16384;
+
+/// Index into the per-CPU `OP_COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpCounter {
+    /// `vmalloc:alloc_vmap_area` hits (successful and failed).
+    Allocs = 0,
+    /// ... of which failed (`failed != 0`).
+    AllocsFailed = 1,
+    /// `vmalloc:free_vmap_area_noflush` hits.
+    Frees = 2,
+    /// `vmalloc:purge_vmap_area_lazy` hits.
+    Purges = 3,
+    /// Sum of `npurged` over the purges.
+    PurgedAreas = 4,
+    /// Sum of allocated sizes in pages (successful allocations).
+    AllocPages = 5,
+}
+pub const OP_COUNTERS: u32 = 6;
+
+/// Index into the per-CPU `LOSS_COUNTERS` array: everything the kernel side could not record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossCounter {
+    /// A contention could not get a start slot (task map full).
+    InflightFull = 0,
+    /// The per-lock wait map was full: the contention was not counted per lock.
+    LockMapFull = 1,
+    /// `bpf_get_stackid` failed (stack map full or hash collision).
+    StackCaptureFailed = 2,
+    /// The per-stack map was full.
+    StackKeysFull = 3,
+    /// The per-task map was full.
+    TaskMapFull = 4,
+}
+pub const LOSS_COUNTERS: u32 = 5;
+
+/// `lock:contention_begin` flags (include/trace/events/lock.h).
+pub mod lock_flags {
+    pub const SPIN: u32 = 1 << 0;
+    pub const READ: u32 = 1 << 1;
+    pub const WRITE: u32 = 1 << 2;
+    pub const RT: u32 = 1 << 3;
+    pub const PERCPU: u32 = 1 << 4;
+    pub const MUTEX: u32 = 1 << 5;
+}
+
+/// Where a tracepoint field lives in the classic tracepoint record, read from tracefs'
+/// `format` files at run time (layouts differ between kernel versions).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    pub alloc_addr: u32,
+    pub alloc_size: u32,
+    pub alloc_failed: u32,
+    pub free_nr_lazy: u32,
+    pub free_nr_lazy_max: u32,
+    pub purge_npurged: u32,
+    pub contention_lock: u32,
+    pub contention_flags: u32,
+}
+
+/// Where each argument sits in a BTF tracepoint's argument list, read from the kernel's BTF
+/// (`btf_trace_<event>` prototypes) at run time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BtfArgIndexes {
+    pub alloc_addr: u32,
+    pub alloc_size: u32,
+    pub alloc_failed: u32,
+    pub free_nr_lazy: u32,
+    pub free_nr_lazy_max: u32,
+    pub purge_npurged: u32,
+    pub contention_lock: u32,
+    pub contention_flags: u32,
+}
+
+/// Read-only configuration written into the object's `.rodata` by the loader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub tp: TracepointOffsets,
+    pub btf: BtfArgIndexes,
+    /// Page size, to turn byte sizes into pages.
+    pub page_shift: u32,
+    pub _pad: u32,
+}
+
+/// A contention in flight: set by `contention_begin`, consumed by `contention_end`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ContentionStart {
+    pub lock_addr: u64,
+    pub start_ns: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Key of the per-lock wait map: one lock address seen with one set of flags.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LockKey {
+    pub lock_addr: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Aggregated wait of one lock key. Updated with atomic adds from all CPUs; `max_ns` is a
+/// racy maximum (a concurrent larger value may very rarely be lost, never a count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WaitStats {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub hist: [u64; TIME_BUCKETS],
+}
+
+impl WaitStats {
+    pub const ZERO: WaitStats = WaitStats { count: 0, total_ns: 0, max_ns: 0, hist: [0; TIME_BUCKETS] };
+}
+
+/// Key of the per-stack wait map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub lock_addr: u64,
+    pub stack_id: u32,
+    pub flags: u32,
+}
+
+/// Count, total and max of a set of waits (no histogram).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WaitTotals {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Per-task wait summary.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskWait {
+    pub totals: WaitTotals,
+    pub tgid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Last values seen on `vmalloc:free_vmap_area_noflush`: the lazy backlog and its limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LazyGauge {
+    pub nr_lazy: u64,
+    pub nr_lazy_max: u64,
+    pub nr_lazy_peak: u64,
+    /// When this CPU last saw the event (ktime ns): the newest CPU holds the current value.
+    pub updated_ns: u64,
+}
+
+/// The log2 bucket of `v` (0 for 0 and 1), clamped to `buckets - 1`.
+#[inline(always)]
+pub fn log2_bucket(v: u64, buckets: usize) -> usize {
+    let b = if v == 0 { 0 } else { 63 - v.leading_zeros() as usize };
+    if b >= buckets { buckets - 1 } else { b }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ProbeConfig {}
+    unsafe impl aya::Pod for ContentionStart {}
+    unsafe impl aya::Pod for LockKey {}
+    unsafe impl aya::Pod for WaitStats {}
+    unsafe impl aya::Pod for StackKey {}
+    unsafe impl aya::Pod for WaitTotals {}
+    unsafe impl aya::Pod for TaskWait {}
+    unsafe impl aya::Pod for LazyGauge {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_bucket_edges() {
+        assert_eq!(log2_bucket(0, 48), 0);
+        assert_eq!(log2_bucket(1, 48), 0);
+        assert_eq!(log2_bucket(2, 48), 1);
+        assert_eq!(log2_bucket(3, 48), 1);
+        assert_eq!(log2_bucket(1024, 48), 10);
+        assert_eq!(log2_bucket(u64::MAX, 48), 47);
+    }
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        // The kernel copies keys byte for byte: implicit padding would make equal keys differ.
+        assert_eq!(core::mem::size_of::<LockKey>(), 16);
+        assert_eq!(core::mem::size_of::<StackKey>(), 16);
+        assert_eq!(core::mem::size_of::<ContentionStart>(), 24);
+        assert_eq!(core::mem::size_of::<WaitStats>(), 8 * (3 + TIME_BUCKETS));
+        assert_eq!(core::mem::size_of::<TaskWait>(), 24 + 8 + COMM_LEN);
+        assert_eq!(core::mem::size_of::<ProbeConfig>(), 4 * 18);
+    }
+}

@@ -1,2 +1,391 @@
+//! vmap-trace's kernel side: aggregate vmap allocator activity and lock contention in BPF maps.
+//!
+//! Every hook exists in two variants, so the loader can pick the best the kernel allows:
+//! `tp_btf` (typed arguments, cheapest) and the classic `tracepoint` (reads fields at offsets
+//! taken from tracefs). Both variants feed the same `on_*` functions and the same maps.
+//! Nothing is streamed to user space: everything is a counter or a histogram.
 #![no_std]
 #![no_main]
+// The BPF target has no `AtomicU64::fetch_add`; the intrinsic lowers to BPF_ATOMIC add.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
+    maps::{HashMap, PerCpuArray, StackTrace},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext, tracing::StackIdContext},
+};
+use vmap_trace_common::{
+    ContentionStart, LOSS_COUNTERS, LazyGauge, LockKey, LossCounter, MAX_INFLIGHT_TASKS, MAX_LOCKS,
+    MAX_STACK_KEYS, MAX_STACKS, MAX_TASKS, OP_COUNTERS, OpCounter, ProbeConfig, SIZE_BUCKETS,
+    StackKey, TIME_BUCKETS, TaskWait, WaitStats, WaitTotals, lock_flags, log2_bucket,
+};
+
+/// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
+#[unsafe(no_mangle)]
+static CONFIG: ProbeConfig = ProbeConfig {
+    tp: vmap_trace_common::TracepointOffsets {
+        alloc_addr: 0,
+        alloc_size: 0,
+        alloc_failed: 0,
+        free_nr_lazy: 0,
+        free_nr_lazy_max: 0,
+        purge_npurged: 0,
+        contention_lock: 0,
+        contention_flags: 0,
+    },
+    btf: vmap_trace_common::BtfArgIndexes {
+        alloc_addr: 0,
+        alloc_size: 0,
+        alloc_failed: 0,
+        free_nr_lazy: 0,
+        free_nr_lazy_max: 0,
+        purge_npurged: 0,
+        contention_lock: 0,
+        contention_flags: 0,
+    },
+    page_shift: 12,
+    _pad: 0,
+};
+
+#[inline(always)]
+fn config() -> ProbeConfig {
+    // Volatile: the compiler must not fold the placeholder values above.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+#[map]
+static OP_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(OP_COUNTERS, 0);
+#[map]
+static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
+#[map]
+static ALLOC_SIZE_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIZE_BUCKETS as u32, 0);
+#[map]
+static LAZY_GAUGE: PerCpuArray<LazyGauge> = PerCpuArray::with_max_entries(1, 0);
+
+/// Spinning waits in flight, one slot per CPU (a spinning task cannot migrate).
+#[map]
+static SPIN_INFLIGHT: PerCpuArray<ContentionStart> = PerCpuArray::with_max_entries(1, 0);
+/// Sleeping waits in flight (mutex, rwsem...), per task id.
+#[map]
+static TASK_INFLIGHT: HashMap<u32, ContentionStart> = HashMap::with_max_entries(MAX_INFLIGHT_TASKS, 0);
+
+#[map]
+static LOCK_WAITS: HashMap<LockKey, WaitStats> = HashMap::with_max_entries(MAX_LOCKS, 0);
+#[map]
+static STACK_WAITS: HashMap<StackKey, WaitTotals> = HashMap::with_max_entries(MAX_STACK_KEYS, 0);
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+#[map]
+static TASK_WAITS: HashMap<u32, TaskWait> = HashMap::with_max_entries(MAX_TASKS, 0);
+#[map]
+static CPU_WAITS: PerCpuArray<WaitTotals> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn atomic_add(p: *mut u64, v: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+#[inline(always)]
+fn racy_max(p: *mut u64, v: u64) {
+    unsafe {
+        if *p < v {
+            *p = v;
+        }
+    }
+}
+
+#[inline(always)]
+fn percpu_add(map: &PerCpuArray<u64>, idx: u32, v: u64) {
+    if let Some(p) = map.get_ptr_mut(idx) {
+        unsafe { *p += v };
+    }
+}
+
+#[inline(always)]
+fn lost(what: LossCounter) {
+    percpu_add(&LOSSES, what as u32, 1);
+}
+
+// ---------------------------------------------------------------- vmalloc:* tracepoints
+
+#[inline(always)]
+fn on_alloc_vmap_area(size_bytes: u64, failed: i32) {
+    percpu_add(&OP_COUNTS, OpCounter::Allocs as u32, 1);
+    if failed != 0 {
+        percpu_add(&OP_COUNTS, OpCounter::AllocsFailed as u32, 1);
+        return;
+    }
+    let pages = size_bytes >> (config().page_shift & 63);
+    percpu_add(&OP_COUNTS, OpCounter::AllocPages as u32, pages);
+    percpu_add(&ALLOC_SIZE_HIST, log2_bucket(pages, SIZE_BUCKETS) as u32, 1);
+}
+
+#[inline(always)]
+fn on_free_vmap_area_noflush(nr_lazy: u64, nr_lazy_max: u64) {
+    percpu_add(&OP_COUNTS, OpCounter::Frees as u32, 1);
+    if let Some(g) = LAZY_GAUGE.get_ptr_mut(0) {
+        let g = unsafe { &mut *g };
+        g.nr_lazy = nr_lazy;
+        g.nr_lazy_max = nr_lazy_max;
+        g.updated_ns = unsafe { bpf_ktime_get_ns() };
+        if nr_lazy > g.nr_lazy_peak {
+            g.nr_lazy_peak = nr_lazy;
+        }
+    }
+}
+
+#[inline(always)]
+fn on_purge_vmap_area_lazy(npurged: u64) {
+    percpu_add(&OP_COUNTS, OpCounter::Purges as u32, 1);
+    percpu_add(&OP_COUNTS, OpCounter::PurgedAreas as u32, npurged);
+}
+
+/// tp_btf arguments must be read at constant offsets: map the runtime index onto constants.
+#[inline(always)]
+fn btf_arg(ctx: &BtfTracePointContext, idx: u32) -> u64 {
+    match idx {
+        0 => ctx.arg(0),
+        1 => ctx.arg(1),
+        2 => ctx.arg(2),
+        3 => ctx.arg(3),
+        4 => ctx.arg(4),
+        5 => ctx.arg(5),
+        _ => 0,
+    }
+}
+
+#[btf_tracepoint(function = "alloc_vmap_area")]
+pub fn tpbtf_alloc_vmap_area(ctx: BtfTracePointContext) -> i32 {
+    let c = config().btf;
+    on_alloc_vmap_area(btf_arg(&ctx, c.alloc_size), btf_arg(&ctx, c.alloc_failed) as i32);
+    0
+}
+
+#[btf_tracepoint(function = "free_vmap_area_noflush")]
+pub fn tpbtf_free_vmap_area_noflush(ctx: BtfTracePointContext) -> i32 {
+    let c = config().btf;
+    on_free_vmap_area_noflush(btf_arg(&ctx, c.free_nr_lazy), btf_arg(&ctx, c.free_nr_lazy_max));
+    0
+}
+
+#[btf_tracepoint(function = "purge_vmap_area_lazy")]
+pub fn tpbtf_purge_vmap_area_lazy(ctx: BtfTracePointContext) -> i32 {
+    let c = config().btf;
+    on_purge_vmap_area_lazy(btf_arg(&ctx, c.purge_npurged) as u32 as u64);
+    0
+}
+
+#[inline(always)]
+fn tp_field<T: Default>(ctx: &TracePointContext, off: u32) -> T {
+    unsafe { ctx.read_at::<T>(off as usize) }.unwrap_or_default()
+}
+
+#[tracepoint(category = "vmalloc", name = "alloc_vmap_area")]
+pub fn tp_alloc_vmap_area(ctx: TracePointContext) -> u32 {
+    let c = config().tp;
+    on_alloc_vmap_area(tp_field::<u64>(&ctx, c.alloc_size), tp_field::<i32>(&ctx, c.alloc_failed));
+    0
+}
+
+#[tracepoint(category = "vmalloc", name = "free_vmap_area_noflush")]
+pub fn tp_free_vmap_area_noflush(ctx: TracePointContext) -> u32 {
+    let c = config().tp;
+    on_free_vmap_area_noflush(tp_field::<u64>(&ctx, c.free_nr_lazy), tp_field::<u64>(&ctx, c.free_nr_lazy_max));
+    0
+}
+
+#[tracepoint(category = "vmalloc", name = "purge_vmap_area_lazy")]
+pub fn tp_purge_vmap_area_lazy(ctx: TracePointContext) -> u32 {
+    let c = config().tp;
+    on_purge_vmap_area_lazy(tp_field::<u32>(&ctx, c.purge_npurged) as u64);
+    0
+}
+
+// ---------------------------------------------------------------- lock:contention_* tracepoints
+
+/// Same bookkeeping as perf's lock_contention.bpf.c: pure spinning waits (spinlocks, rwlocks)
+/// use the per-CPU slot; anything that may sleep is keyed by task. A nested begin for a wait
+/// already in flight (a mutex spins, then sleeps) keeps the first timestamp.
+#[inline(always)]
+fn on_contention_begin(lock_addr: u64, flags: u32) {
+    let start = ContentionStart { lock_addr, start_ns: unsafe { bpf_ktime_get_ns() }, flags, _pad: 0 };
+    if flags & (lock_flags::SPIN | lock_flags::MUTEX) == lock_flags::SPIN {
+        if let Some(slot) = SPIN_INFLIGHT.get_ptr_mut(0) {
+            let slot = unsafe { &mut *slot };
+            if slot.lock_addr == 0 {
+                *slot = start;
+            }
+        }
+        return;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(slot) = TASK_INFLIGHT.get_ptr_mut(tid) {
+        let slot = unsafe { &mut *slot };
+        if slot.lock_addr == 0 {
+            *slot = start;
+        }
+        return;
+    }
+    if TASK_INFLIGHT.insert(tid, start, BPF_NOEXIST as u64).is_err() {
+        lost(LossCounter::InflightFull);
+    }
+}
+
+/// Look up `key`, inserting `zero` first if absent; counts a loss when the map is full.
+#[inline(always)]
+fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V, full: LossCounter) -> Option<*mut V> {
+    if let Some(p) = map.get_ptr_mut(key) {
+        return Some(p);
+    }
+    // EEXIST means another CPU inserted it meanwhile: fine, look it up again.
+    let _ = map.insert(key, zero, BPF_NOEXIST as u64);
+    let p = map.get_ptr_mut(key);
+    if p.is_none() {
+        lost(full);
+    }
+    p
+}
+
+#[inline(always)]
+fn add_totals(t: *mut WaitTotals, wait: u64) {
+    let t = unsafe { &mut *t };
+    atomic_add(&mut t.count, 1);
+    atomic_add(&mut t.total_ns, wait);
+    racy_max(&mut t.max_ns, wait);
+}
+
+#[inline(always)]
+fn on_contention_end<C: StackIdContext>(ctx: &C, lock_addr: u64) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    // contention_end carries no flags: a CPU with a spin wait in flight cannot be sleeping
+    // on another lock, so the per-CPU slot is checked first (perf does the same).
+    let start = match SPIN_INFLIGHT.get_ptr_mut(0) {
+        Some(slot) if unsafe { (*slot).lock_addr } != 0 => {
+            let slot = unsafe { &mut *slot };
+            if slot.lock_addr != lock_addr {
+                return;
+            }
+            let s = *slot;
+            slot.lock_addr = 0;
+            s
+        }
+        _ => {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let Some(slot) = TASK_INFLIGHT.get_ptr(tid) else { return };
+            let s = unsafe { *slot };
+            if s.lock_addr != lock_addr {
+                return;
+            }
+            let _ = TASK_INFLIGHT.remove(tid);
+            s
+        }
+    };
+    let wait = now.saturating_sub(start.start_ns);
+
+    let key = LockKey { lock_addr, flags: start.flags, _pad: 0 };
+    if let Some(s) = get_or_insert(&LOCK_WAITS, &key, &WaitStats::ZERO, LossCounter::LockMapFull) {
+        let s = unsafe { &mut *s };
+        atomic_add(&mut s.count, 1);
+        atomic_add(&mut s.total_ns, wait);
+        racy_max(&mut s.max_ns, wait);
+        let b = log2_bucket(wait, TIME_BUCKETS);
+        if b < TIME_BUCKETS {
+            atomic_add(&mut s.hist[b], 1);
+        }
+    }
+
+    match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => {
+            let key = StackKey { lock_addr, stack_id: id as u32, flags: start.flags };
+            if let Some(t) = get_or_insert(&STACK_WAITS, &key, &WaitTotals::default(), LossCounter::StackKeysFull) {
+                add_totals(t, wait);
+            }
+        }
+        Err(_) => lost(LossCounter::StackCaptureFailed),
+    }
+
+    if let Some(t) = CPU_WAITS.get_ptr_mut(0) {
+        let t = unsafe { &mut *t };
+        t.count += 1;
+        t.total_ns += wait;
+        if wait > t.max_ns {
+            t.max_ns = wait;
+        }
+    }
+
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let task = match TASK_WAITS.get_ptr_mut(tid) {
+        Some(p) => Some(p),
+        None => {
+            let fresh = TaskWait {
+                totals: WaitTotals::default(),
+                tgid: (pid_tgid >> 32) as u32,
+                _pad: 0,
+                comm: bpf_get_current_comm().unwrap_or_default(),
+            };
+            get_or_insert(&TASK_WAITS, &tid, &fresh, LossCounter::TaskMapFull)
+        }
+    };
+    if let Some(t) = task {
+        add_totals(unsafe { &mut (*t).totals }, wait);
+    }
+}
+
+#[btf_tracepoint(function = "contention_begin")]
+pub fn tpbtf_contention_begin(ctx: BtfTracePointContext) -> i32 {
+    let c = config().btf;
+    on_contention_begin(btf_arg(&ctx, c.contention_lock), btf_arg(&ctx, c.contention_flags) as u32);
+    0
+}
+
+#[btf_tracepoint(function = "contention_end")]
+pub fn tpbtf_contention_end(ctx: BtfTracePointContext) -> i32 {
+    let c = config().btf;
+    on_contention_end(&ctx, btf_arg(&ctx, c.contention_lock));
+    0
+}
+
+#[tracepoint(category = "lock", name = "contention_begin")]
+pub fn tp_contention_begin(ctx: TracePointContext) -> u32 {
+    let c = config().tp;
+    on_contention_begin(tp_field::<u64>(&ctx, c.contention_lock), tp_field::<u32>(&ctx, c.contention_flags));
+    0
+}
+
+#[tracepoint(category = "lock", name = "contention_end")]
+pub fn tp_contention_end(ctx: TracePointContext) -> u32 {
+    let c = config().tp;
+    on_contention_end(&ctx, tp_field::<u64>(&ctx, c.contention_lock));
+    0
+}
+
+// ---------------------------------------------------------------- capability probes
+
+/// `doctor` loads and attaches these no-op programs to learn from the kernel itself whether
+/// kprobes and fentry work here (a config file can say yes while lockdown or a missing
+/// trampoline says no).
+#[kprobe]
+pub fn cap_kprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[fentry(function = "find_vmap_area")]
+pub fn cap_fentry(_ctx: FEntryContext) -> i32 {
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -2,7 +2,15 @@
 //!
 //! The pipeline, one module per stage (see docs/architecture.md):
 //! kernel probes (`vmap-trace-ebpf`) -> `probe` (load/attach) -> `collect` (map reading)
-//! -> `profile` (pure, serializable) -> views (`report`, ...) and `model`.
+//! -> `profile` (pure, serializable) -> views (`report`) and the `model`.
+//! `session` ties probe and collect together; `commands` holds each CLI command.
 
+pub mod collect;
+pub mod commands;
+pub mod kernel;
 pub mod model;
+pub mod probe;
+pub mod profile;
+pub mod report;
+pub mod session;
 pub mod stress;

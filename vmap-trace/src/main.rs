@@ -1,9 +1,17 @@
 //! Thin CLI: parse arguments and dispatch to the library.
 use clap::{Parser, Subcommand};
+use vmap_trace::commands::{doctor, record, report};
 use vmap_trace::{model, stress};
 
 #[derive(Parser)]
-#[command(name = "vmap-trace", version, about = "Lock-contention profiler for the Linux vmalloc / vmap-area allocator")]
+#[command(
+    name = "vmap-trace",
+    version,
+    about = "Lock-contention profiler for the Linux vmalloc / vmap-area allocator",
+    long_about = "Lock-contention profiler for the Linux vmalloc / vmap-area allocator.\n\n\
+                  Start with `sudo vmap-trace doctor` to see what this kernel offers, then \
+                  `sudo vmap-trace record -d 10` and `vmap-trace report vmap-trace.rec`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -11,6 +19,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show what this kernel offers and which probe mechanism each hook will use.
+    Doctor(doctor::DoctorArgs),
+    /// Record vmap allocator activity and lock contention to a file.
+    Record(record::RecordArgs),
+    /// Print a recording.
+    Report(report::ReportArgs),
     /// Generate real load on the vmap allocator from user space.
     Stress(stress::StressArgs),
     /// Simulate the kernel's legacy and node-sharded vmap allocator designs.
@@ -18,8 +32,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+        Command::Record(args) => record::run(args),
+        Command::Report(args) => report::run(args),
         Command::Stress(args) => stress::run(args),
         Command::Model(args) => model::cli::run(args),
     };

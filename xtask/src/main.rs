@@ -1,1 +1,41 @@
-fn main(){}
+//! Build and test automation: `cargo xtask <command>`.
+mod ebpf;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "vmap-trace build and test automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the eBPF toolchain (Debian rustc-web, llvm-22, bpf-linker 0.13.0) and the test
+    /// tools (perf, bpftrace, tmux). A no-op when everything is present.
+    Setup,
+    /// Compile vmap-trace-ebpf and write the committed object and its input hash.
+    BuildEbpf,
+    /// Fail if the committed eBPF object is stale: rebuild it and compare the recorded input
+    /// hash and the bytes.
+    CheckEbpf,
+    /// Everything CI runs: setup, stale-object check, build, unit and root integration tests.
+    Test {
+        /// Skip `setup` (the tools are known to be installed).
+        #[arg(long)]
+        no_setup: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::BuildEbpf => ebpf::build(),
+        Command::CheckEbpf => ebpf::check(),
+        Command::Test { no_setup } => test::run(no_setup),
+    }
+}

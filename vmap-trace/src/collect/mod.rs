@@ -1,0 +1,169 @@
+//! Reading the BPF maps into a `Profile`.
+//!
+//! The kernel side only ever adds, so a read is a cumulative snapshot since attach; views that
+//! need windows subtract two snapshots. Stacks are symbolized and attributed here, once.
+use std::collections::HashMap as StdHashMap;
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, StackTraceMap},
+    Ebpf, Pod,
+};
+use vmap_trace_common::{
+    LazyGauge, LockKey, LossCounter, OpCounter, StackKey, TaskWait, WaitStats, WaitTotals, OP_COUNTERS, SIZE_BUCKETS,
+};
+
+use crate::kernel::{kallsyms::DataSymbols, symbolize::KernelSymbolizer};
+use crate::profile::{
+    attribution, CpuWait, Frame, LockWait, Log2Histogram, Losses, StackWait, TaskWaitSummary, VmallocOps, WaitHistogram,
+};
+
+/// Everything read from the maps, ready to become a `Profile` with its metadata.
+pub struct Snapshot {
+    pub ops: VmallocOps,
+    pub locks: Vec<LockWait>,
+    pub stacks: Vec<StackWait>,
+    pub cpus: Vec<CpuWait>,
+    pub tasks: Vec<TaskWaitSummary>,
+    pub losses: Losses,
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
+    ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+}
+
+fn per_cpu<'a, T: Pod>(ebpf: &'a Ebpf, name: &str) -> Result<PerCpuArray<&'a MapData, T>> {
+    PerCpuArray::try_from(map(ebpf, name)?).with_context(|| format!("map {name}"))
+}
+
+/// Per-CPU values of slot `idx`.
+fn per_cpu_values<T: Pod>(arr: &PerCpuArray<&MapData, T>, idx: u32) -> Result<Vec<T>> {
+    Ok(arr.get(&idx, 0).with_context(|| format!("reading slot {idx}"))?.iter().copied().collect())
+}
+
+/// Turns stack ids into symbolized frames, caching per id.
+pub struct StackResolver {
+    symbolizer: KernelSymbolizer,
+    cache: StdHashMap<u32, Vec<Frame>>,
+}
+
+impl Default for StackResolver {
+    fn default() -> Self {
+        StackResolver { symbolizer: KernelSymbolizer::new(), cache: StdHashMap::new() }
+    }
+}
+
+impl StackResolver {
+    fn frames(&mut self, stacks: &StackTraceMap<&MapData>, id: u32) -> Vec<Frame> {
+        if let Some(f) = self.cache.get(&id) {
+            return f.clone();
+        }
+        let ips: Vec<u64> = match stacks.get(&id, 0) {
+            Ok(st) => st.frames().iter().map(|f| f.ip).collect(),
+            Err(_) => Vec::new(),
+        };
+        let frames = self.symbolizer.symbolize(&ips);
+        self.cache.insert(id, frames.clone());
+        frames
+    }
+}
+
+pub fn read(ebpf: &Ebpf, data_symbols: &DataSymbols, resolver: &mut StackResolver) -> Result<Snapshot> {
+    // vmalloc op counters, summed over CPUs; allocations also kept per CPU.
+    let counters = per_cpu::<u64>(ebpf, "OP_COUNTS")?;
+    let mut sums = [0u64; OP_COUNTERS as usize];
+    let mut allocs_per_cpu = Vec::new();
+    for (i, sum) in sums.iter_mut().enumerate() {
+        let values = per_cpu_values(&counters, i as u32)?;
+        *sum = values.iter().sum();
+        if i == OpCounter::Allocs as usize {
+            allocs_per_cpu = values;
+        }
+    }
+    let sizes = per_cpu::<u64>(ebpf, "ALLOC_SIZE_HIST")?;
+    let mut size_buckets = [0u64; SIZE_BUCKETS];
+    for (i, b) in size_buckets.iter_mut().enumerate() {
+        *b = per_cpu_values(&sizes, i as u32)?.iter().sum();
+    }
+    let lazy: Vec<LazyGauge> = per_cpu_values(&per_cpu::<LazyGauge>(ebpf, "LAZY_GAUGE")?, 0)?;
+    let newest = lazy.iter().max_by_key(|g| g.updated_ns).copied().unwrap_or_default();
+    let ops = VmallocOps {
+        allocs: sums[OpCounter::Allocs as usize],
+        allocs_failed: sums[OpCounter::AllocsFailed as usize],
+        frees: sums[OpCounter::Frees as usize],
+        purges: sums[OpCounter::Purges as usize],
+        purged_areas: sums[OpCounter::PurgedAreas as usize],
+        alloc_pages: sums[OpCounter::AllocPages as usize],
+        size_pages: Log2Histogram::from_buckets(&size_buckets),
+        allocs_per_cpu,
+        lazy_pages_last: newest.nr_lazy,
+        lazy_pages_max: newest.nr_lazy_max,
+        lazy_pages_peak: lazy.iter().map(|g| g.nr_lazy_peak).max().unwrap_or(0),
+    };
+
+    let lock_map: HashMap<&MapData, LockKey, WaitStats> = HashMap::try_from(map(ebpf, "LOCK_WAITS")?)?;
+    let mut locks = Vec::new();
+    for entry in lock_map.iter() {
+        let (k, v) = entry.context("reading LOCK_WAITS")?;
+        locks.push(LockWait {
+            lock_addr: k.lock_addr,
+            flags: k.flags,
+            name: data_symbols.name_at(k.lock_addr).map(str::to_string),
+            wait: WaitHistogram { count: v.count, total_ns: v.total_ns, max_ns: v.max_ns, hist: Log2Histogram::from_buckets(&v.hist) },
+        });
+    }
+    locks.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
+
+    let stack_map: HashMap<&MapData, StackKey, WaitTotals> = HashMap::try_from(map(ebpf, "STACK_WAITS")?)?;
+    let stack_traces = StackTraceMap::try_from(map(ebpf, "STACKS")?)?;
+    let mut stacks = Vec::new();
+    for entry in stack_map.iter() {
+        let (k, v) = entry.context("reading STACK_WAITS")?;
+        let frames = resolver.frames(&stack_traces, k.stack_id);
+        stacks.push(StackWait {
+            lock_addr: k.lock_addr,
+            flags: k.flags,
+            attribution: attribution::attribute(&frames),
+            frames,
+            count: v.count,
+            total_ns: v.total_ns,
+            max_ns: v.max_ns,
+        });
+    }
+    stacks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+
+    let cpu_values: Vec<WaitTotals> = per_cpu_values(&per_cpu::<WaitTotals>(ebpf, "CPU_WAITS")?, 0)?;
+    let cpus = cpu_values
+        .iter()
+        .enumerate()
+        .map(|(cpu, t)| CpuWait { cpu: cpu as u32, count: t.count, total_ns: t.total_ns, max_ns: t.max_ns })
+        .collect();
+
+    let task_map: HashMap<&MapData, u32, TaskWait> = HashMap::try_from(map(ebpf, "TASK_WAITS")?)?;
+    let mut tasks = Vec::new();
+    for entry in task_map.iter() {
+        let (tid, t) = entry.context("reading TASK_WAITS")?;
+        let comm_len = t.comm.iter().position(|&b| b == 0).unwrap_or(t.comm.len());
+        tasks.push(TaskWaitSummary {
+            tid,
+            tgid: t.tgid,
+            comm: String::from_utf8_lossy(&t.comm[..comm_len]).into_owned(),
+            count: t.totals.count,
+            total_ns: t.totals.total_ns,
+            max_ns: t.totals.max_ns,
+        });
+    }
+    tasks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+
+    let loss_arr = per_cpu::<u64>(ebpf, "LOSSES")?;
+    let loss = |c: LossCounter| -> Result<u64> { Ok(per_cpu_values(&loss_arr, c as u32)?.iter().sum()) };
+    let losses = Losses {
+        inflight_full: loss(LossCounter::InflightFull)?,
+        lock_map_full: loss(LossCounter::LockMapFull)?,
+        stack_capture_failed: loss(LossCounter::StackCaptureFailed)?,
+        stack_keys_full: loss(LossCounter::StackKeysFull)?,
+        task_map_full: loss(LossCounter::TaskMapFull)?,
+    };
+
+    Ok(Snapshot { ops, locks, stacks, cpus, tasks, losses })
+}

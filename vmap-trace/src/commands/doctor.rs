@@ -1,0 +1,283 @@
+//! `vmap-trace doctor`: what this kernel offers, what vmap-trace will use, and what each
+//! missing piece costs the user.
+use std::path::Path;
+
+use anyhow::Result;
+use aya::{
+    programs::{FEntry, KProbe},
+    Btf, EbpfLoader,
+};
+use serde::Serialize;
+
+use crate::kernel::{btf::KernelBtf, config, kallsyms, privileges, tracefs};
+use crate::probe::{self, Hook};
+use crate::profile::HookStatus;
+use crate::session;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DoctorFormat {
+    Text,
+    Json,
+}
+
+/// Check what this kernel offers and which probe mechanism each hook will use.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    #[arg(short, long, value_enum, default_value_t = DoctorFormat::Text)]
+    pub format: DoctorFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Missing,
+    Info,
+}
+
+/// One fact about the kernel.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub item: String,
+    pub status: Status,
+    pub detail: String,
+    /// What the user loses when it is missing.
+    pub cost: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DoctorReport {
+    pub findings: Vec<Finding>,
+    /// Per hook: the mechanism `record` will use (needs root to find out).
+    pub hooks: Option<Vec<HookStatus>>,
+}
+
+impl DoctorReport {
+    pub fn finding(&self, item: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.item == item)
+    }
+}
+
+fn finding(item: &str, ok: bool, detail: impl Into<String>, cost: &str) -> Finding {
+    Finding {
+        item: item.into(),
+        status: if ok { Status::Ok } else { Status::Missing },
+        detail: detail.into(),
+        cost: (!ok).then(|| cost.to_string()),
+    }
+}
+
+fn info(item: &str, detail: impl Into<String>) -> Finding {
+    Finding { item: item.into(), status: Status::Info, detail: detail.into(), cost: None }
+}
+
+/// Try to load and attach the no-op kprobe: the kernel's answer is the truth.
+fn try_kprobe() -> Result<(), String> {
+    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return Err("no kprobe PMU (/sys/bus/event_source/devices/kprobe): CONFIG_KPROBES is not set".into());
+    }
+    let mut ebpf = EbpfLoader::new().load(probe::EBPF_OBJECT).map_err(|e| e.to_string())?;
+    let prog: &mut KProbe = ebpf.program_mut("cap_kprobe").ok_or("cap_kprobe missing")?.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    prog.load().map_err(|e| e.to_string())?;
+    prog.attach("find_vmap_area", 0).map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))?;
+    Ok(())
+}
+
+fn try_fentry(btf: &Btf) -> Result<(), String> {
+    let mut ebpf = EbpfLoader::new().btf(Some(btf)).load(probe::EBPF_OBJECT).map_err(|e| e.to_string())?;
+    let prog: &mut FEntry = ebpf.program_mut("cap_fentry").ok_or("cap_fentry missing")?.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    let detail = |e: aya::programs::ProgramError| {
+        let mut s = e.to_string();
+        if let Some(src) = std::error::Error::source(&e) {
+            s = format!("{s}: {src}");
+        }
+        s.lines().next().unwrap_or("").to_string()
+    };
+    prog.load("find_vmap_area", btf).map_err(detail)?;
+    prog.attach().map_err(detail)?;
+    Ok(())
+}
+
+pub fn examine() -> DoctorReport {
+    let mut f = Vec::new();
+    let release = session::kernel_release();
+    let cpus = session::online_cpus();
+    f.push(info("kernel", format!("{release}, {cpus} CPUs online")));
+
+    let root = privileges::can_trace();
+    f.push(finding(
+        "privileges",
+        root,
+        if root { "can load tracing programs" } else { "not root and no CAP_BPF+CAP_PERFMON" },
+        "nothing can be recorded: run with sudo",
+    ));
+
+    let btf = KernelBtf::load();
+    f.push(finding(
+        "btf",
+        btf.is_ok(),
+        match &btf {
+            Ok(_) => "kernel BTF at /sys/kernel/btf/vmlinux".to_string(),
+            Err(e) => format!("{e:#}"),
+        },
+        "no tp_btf/fentry (falls back to classic tracepoints), allocator design unknown",
+    ));
+    let btf = btf.ok();
+
+    let design = session::detect_design(btf.as_ref());
+    f.push(info("design", design.label()));
+
+    let tfs = if root { tracefs::ensure_mounted().ok() } else { tracefs::mounted() };
+    f.push(finding(
+        "tracefs",
+        tfs.is_some(),
+        tfs.as_ref().map(|p| format!("mounted at {}", p.display())).unwrap_or_else(|| "not mounted".into()),
+        "no classic tracepoints or field layouts",
+    ));
+    for hook in Hook::ALL {
+        let (cat, ev) = hook.event();
+        let exists = tfs.as_ref().is_some_and(|r| tracefs::event_exists(r, cat, ev))
+            || btf.as_ref().is_some_and(|b| b.tracepoint_params(ev).is_ok());
+        f.push(finding(
+            &format!("tracepoint {cat}:{ev}"),
+            exists,
+            if exists { "present" } else { "absent" },
+            hook.cost_if_missing(),
+        ));
+    }
+
+    let aya_btf = Btf::from_sys_fs().ok();
+    if root {
+        let kprobe = try_kprobe();
+        f.push(finding(
+            "kprobes",
+            kprobe.is_ok(),
+            kprobe.clone().err().unwrap_or_else(|| "attach works".into()),
+            "no latency of vmap functions and no two-way spinlock waits; vmap locks seen only via lock:contention_*",
+        ));
+        let fentry = match &aya_btf {
+            Some(b) => try_fentry(b),
+            None => Err("no kernel BTF".into()),
+        };
+        f.push(finding(
+            "fentry",
+            fentry.is_ok(),
+            fentry.clone().err().unwrap_or_else(|| "attach works".into()),
+            "kprobes are used instead where present (slightly higher overhead)",
+        ));
+    } else {
+        f.push(info("kprobes", "not tested: needs root"));
+        f.push(info("fentry", "not tested: needs root"));
+    }
+
+    let lockdown = privileges::lockdown_mode();
+    f.push(finding(
+        "lockdown",
+        lockdown.as_deref() != Some("confidentiality"),
+        lockdown.clone().unwrap_or_else(|| "unknown (no securityfs)".into()),
+        "confidentiality mode forbids reading kernel memory from BPF: classic tracepoints fail, tp_btf still works",
+    ));
+
+    match kallsyms::load() {
+        Ok((vis, _)) => {
+            f.push(finding(
+                "kallsyms addresses",
+                vis.addresses_visible,
+                format!("visible: {} (kptr_restrict={})", vis.addresses_visible, kallsyms::kptr_restrict().map_or("?".into(), |v| v.to_string())),
+                &kallsyms::hidden_addresses_hint(),
+            ));
+            f.push(finding(
+                "kallsyms data symbols",
+                vis.kallsyms_all,
+                format!("{} data symbols listed", vis.data_symbols),
+                "CONFIG_KALLSYMS_ALL unset: vmap locks cannot be named by variable; they are attributed by the vmap function in the stack",
+            ));
+        }
+        Err(e) => f.push(finding("kallsyms addresses", false, format!("{e:#}"), "stacks cannot be symbolized")),
+    }
+
+    match config::load(&release) {
+        Some((src, cfg)) => {
+            for (key, cost) in [
+                ("CONFIG_VMAP_STACK", "kernel stacks are not vmalloc'd: fork/thread creation does not load the vmap allocator"),
+                ("CONFIG_HARDENED_USERCOPY", "copy_{to,from}_user on vmalloc buffers does not call find_vmap_area"),
+                ("CONFIG_KALLSYMS_ALL", "lock variables are not in kallsyms"),
+            ] {
+                let on = cfg.get(key).is_some_and(|v| v == "y");
+                let mut item = finding(key, on, format!("{} ({src})", if on { "y" } else { "not set" }), cost);
+                if key != "CONFIG_KALLSYMS_ALL" {
+                    // These describe where load comes from, not something vmap-trace needs.
+                    item.status = Status::Info;
+                    if !on {
+                        item.detail = format!("not set: {cost}");
+                    }
+                    item.cost = None;
+                }
+                f.push(item);
+            }
+        }
+        None => f.push(info("kernel config", "not readable (/proc/config.gz, /boot/config-*)")),
+    }
+
+    let hooks = root.then(|| match probe::attach_all() {
+        Ok(p) => p.hooks,
+        Err(e) => vec![HookStatus { hook: format!("(load failed: {e:#})"), mechanism: None, rejected: vec![] }],
+    });
+    DoctorReport { findings: f, hooks }
+}
+
+pub fn render_text(r: &DoctorReport) -> String {
+    let mut o = String::new();
+    for f in &r.findings {
+        let mark = match f.status {
+            Status::Ok => "ok  ",
+            Status::Missing => "NO  ",
+            Status::Info => "    ",
+        };
+        o += &format!("{mark}{:<40} {}\n", f.item, f.detail);
+        if let Some(c) = &f.cost {
+            o += &format!("    {:<40} -> {c}\n", "");
+        }
+    }
+    match &r.hooks {
+        None => o += "\nhooks: not tested (needs root)\n",
+        Some(hooks) => {
+            o += "\nhooks (what `record` will use):\n";
+            for h in hooks {
+                o += &format!("  {:<40} {}\n", h.hook, h.mechanism.map(|m| m.label()).unwrap_or("UNAVAILABLE"));
+                for rej in &h.rejected {
+                    o += &format!("  {:<40}   not {}: {}\n", "", rej.mechanism.label(), rej.reason);
+                }
+            }
+        }
+    }
+    o
+}
+
+pub fn run(args: DoctorArgs) -> Result<()> {
+    let report = examine();
+    match args.format {
+        DoctorFormat::Text => print!("{}", render_text(&report)),
+        DoctorFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_shows_costs_of_missing_items() {
+        let r = DoctorReport {
+            findings: vec![finding("kprobes", false, "CONFIG_KPROBES is not set", "no latency"), finding("btf", true, "present", "x")],
+            hooks: None,
+        };
+        let t = render_text(&r);
+        assert!(t.contains("NO  kprobes"));
+        assert!(t.contains("-> no latency"));
+        assert!(t.contains("ok  btf"));
+        assert!(!t.contains("-> x"));
+        assert!(t.contains("not tested (needs root)"));
+    }
+}

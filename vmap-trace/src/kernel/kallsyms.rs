@@ -1,0 +1,113 @@
+//! /proc/kallsyms: whether addresses are visible, and the data symbols that name locks.
+//!
+//! Stack frames are symbolized with blazesym (see `symbolize`); this module only answers what
+//! blazesym does not: is kallsyms usable at all (kptr_restrict hides addresses as zeros), are
+//! data symbols listed (CONFIG_KALLSYMS_ALL), and which symbol starts exactly at a lock address.
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+
+pub const KALLSYMS: &str = "/proc/kallsyms";
+
+/// Data symbols needed at most in one kernel without KALLSYMS_ALL; more means it is set.
+const KALLSYMS_ALL_THRESHOLD: usize = 1000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KallsymsVisibility {
+    /// False when every address reads as zero (kptr_restrict, or not root).
+    pub addresses_visible: bool,
+    /// Number of data/bss symbols listed.
+    pub data_symbols: usize,
+    /// CONFIG_KALLSYMS_ALL, inferred from the number of data symbols.
+    pub kallsyms_all: bool,
+}
+
+/// Data (and bss) symbols by address: what a lock address is called, when the kernel says.
+#[derive(Debug, Default)]
+pub struct DataSymbols {
+    by_addr: HashMap<u64, String>,
+    by_name: HashMap<String, u64>,
+}
+
+impl DataSymbols {
+    pub fn name_at(&self, addr: u64) -> Option<&str> {
+        self.by_addr.get(&addr).map(String::as_str)
+    }
+    pub fn addr_of(&self, name: &str) -> Option<u64> {
+        self.by_name.get(name).copied()
+    }
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+}
+
+/// Parse kallsyms text (`address type name [module]` per line).
+pub fn parse(text: &str) -> (KallsymsVisibility, DataSymbols) {
+    let mut vis = KallsymsVisibility::default();
+    let mut data = DataSymbols::default();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else { continue };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+        if addr != 0 {
+            vis.addresses_visible = true;
+        }
+        if matches!(kind, "d" | "D" | "b" | "B") {
+            vis.data_symbols += 1;
+            if addr != 0 && f.next().is_none() {
+                data.by_addr.entry(addr).or_insert_with(|| name.to_string());
+                data.by_name.insert(name.to_string(), addr);
+            }
+        }
+    }
+    vis.kallsyms_all = vis.data_symbols >= KALLSYMS_ALL_THRESHOLD;
+    (vis, data)
+}
+
+pub fn load() -> Result<(KallsymsVisibility, DataSymbols)> {
+    let text = std::fs::read_to_string(KALLSYMS).with_context(|| format!("cannot read {KALLSYMS}"))?;
+    Ok(parse(&text))
+}
+
+pub fn kptr_restrict() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/kernel/kptr_restrict").ok()?.trim().parse().ok()
+}
+
+/// What to tell a user whose kallsyms shows only zeros.
+pub fn hidden_addresses_hint() -> String {
+    let current = kptr_restrict().map(|v| format!(" (kptr_restrict is {v})")).unwrap_or_default();
+    format!(
+        "/proc/kallsyms shows zero addresses{current}: kernel stacks cannot be symbolized. \
+         Run as root with `sysctl kernel.kptr_restrict=0` (or 1, which root can read)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_addresses_detected() {
+        let (vis, data) = parse("0000000000000000 T _text\n0000000000000000 d vmap_area_lock\n");
+        assert!(!vis.addresses_visible);
+        assert_eq!(vis.data_symbols, 1);
+        assert!(data.is_empty(), "zero addresses must not name locks");
+    }
+
+    #[test]
+    fn data_symbols_name_locks() {
+        let text = "ffffffff81000000 T _text\n\
+                    ffffffff82a1b2c0 d vmap_area_lock\n\
+                    ffffffff82a1b300 b free_vmap_area_lock\n\
+                    ffffffffc0001000 d some_mod_var\t[mod]\n";
+        let (vis, data) = parse(text);
+        assert!(vis.addresses_visible);
+        assert!(!vis.kallsyms_all);
+        assert_eq!(data.name_at(0xffffffff82a1b2c0), Some("vmap_area_lock"));
+        assert_eq!(data.addr_of("free_vmap_area_lock"), Some(0xffffffff82a1b300));
+        assert_eq!(data.name_at(0xffffffffc0001000), None, "module symbols are not kernel locks");
+    }
+}

@@ -1,0 +1,199 @@
+//! Loading the embedded eBPF object and attaching every hook with the best mechanism the
+//! running kernel accepts, recording why better ones were refused.
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::{
+    programs::{BtfTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use vmap_trace_common::{BtfArgIndexes, ProbeConfig, TracepointOffsets};
+
+use crate::kernel::{btf::KernelBtf, tracefs};
+use crate::profile::{HookStatus, Mechanism, Rejection};
+
+/// The committed object built by `cargo xtask build-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/vmap-trace.bpf.o");
+
+/// One kernel event vmap-trace listens to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    AllocVmapArea,
+    FreeVmapAreaNoflush,
+    PurgeVmapAreaLazy,
+    ContentionBegin,
+    ContentionEnd,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 5] =
+        [Hook::AllocVmapArea, Hook::FreeVmapAreaNoflush, Hook::PurgeVmapAreaLazy, Hook::ContentionBegin, Hook::ContentionEnd];
+
+    /// (tracepoint category, event name)
+    pub fn event(self) -> (&'static str, &'static str) {
+        match self {
+            Hook::AllocVmapArea => ("vmalloc", "alloc_vmap_area"),
+            Hook::FreeVmapAreaNoflush => ("vmalloc", "free_vmap_area_noflush"),
+            Hook::PurgeVmapAreaLazy => ("vmalloc", "purge_vmap_area_lazy"),
+            Hook::ContentionBegin => ("lock", "contention_begin"),
+            Hook::ContentionEnd => ("lock", "contention_end"),
+        }
+    }
+
+    pub fn label(self) -> String {
+        let (c, e) = self.event();
+        format!("{c}:{e}")
+    }
+
+    /// Program names in the object, per mechanism, best first.
+    fn programs(self) -> [(Mechanism, &'static str); 2] {
+        match self {
+            Hook::AllocVmapArea => [(Mechanism::TpBtf, "tpbtf_alloc_vmap_area"), (Mechanism::Tracepoint, "tp_alloc_vmap_area")],
+            Hook::FreeVmapAreaNoflush => {
+                [(Mechanism::TpBtf, "tpbtf_free_vmap_area_noflush"), (Mechanism::Tracepoint, "tp_free_vmap_area_noflush")]
+            }
+            Hook::PurgeVmapAreaLazy => {
+                [(Mechanism::TpBtf, "tpbtf_purge_vmap_area_lazy"), (Mechanism::Tracepoint, "tp_purge_vmap_area_lazy")]
+            }
+            Hook::ContentionBegin => [(Mechanism::TpBtf, "tpbtf_contention_begin"), (Mechanism::Tracepoint, "tp_contention_begin")],
+            Hook::ContentionEnd => [(Mechanism::TpBtf, "tpbtf_contention_end"), (Mechanism::Tracepoint, "tp_contention_end")],
+        }
+    }
+
+    /// What a user loses when this hook is unavailable.
+    pub fn cost_if_missing(self) -> &'static str {
+        match self {
+            Hook::AllocVmapArea => "no vmap allocation counts or sizes (vmalloc tracepoints exist since 6.2)",
+            Hook::FreeVmapAreaNoflush => "no free counts or lazy backlog (vmalloc tracepoints exist since 6.2)",
+            Hook::PurgeVmapAreaLazy => "no purge counts (vmalloc tracepoints exist since 6.2)",
+            Hook::ContentionBegin | Hook::ContentionEnd => "no lock contention timing (lock tracepoints exist since 5.19)",
+        }
+    }
+}
+
+/// Field offsets and argument positions for this kernel. An event that does not exist keeps
+/// zeros: its hook is reported unavailable and never attached.
+pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>) -> ProbeConfig {
+    let off = |cat: &str, ev: &str, field: &str| tracefs::field(tracefs_root, cat, ev, field).map(|f| f.offset).unwrap_or(0);
+    let arg = |ev: &str, name: &str| btf.and_then(|b| b.tracepoint_arg_index(ev, name).ok()).unwrap_or(0);
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    ProbeConfig {
+        tp: TracepointOffsets {
+            alloc_addr: off("vmalloc", "alloc_vmap_area", "addr"),
+            alloc_size: off("vmalloc", "alloc_vmap_area", "size"),
+            alloc_failed: off("vmalloc", "alloc_vmap_area", "failed"),
+            free_nr_lazy: off("vmalloc", "free_vmap_area_noflush", "nr_lazy"),
+            free_nr_lazy_max: off("vmalloc", "free_vmap_area_noflush", "nr_lazy_max"),
+            purge_npurged: off("vmalloc", "purge_vmap_area_lazy", "npurged"),
+            contention_lock: off("lock", "contention_begin", "lock_addr"),
+            contention_flags: off("lock", "contention_begin", "flags"),
+        },
+        btf: BtfArgIndexes {
+            alloc_addr: arg("alloc_vmap_area", "addr"),
+            alloc_size: arg("alloc_vmap_area", "size"),
+            alloc_failed: arg("alloc_vmap_area", "failed"),
+            free_nr_lazy: arg("free_vmap_area_noflush", "nr_lazy"),
+            free_nr_lazy_max: arg("free_vmap_area_noflush", "nr_lazy_max"),
+            purge_npurged: arg("purge_vmap_area_lazy", "npurged"),
+            contention_lock: arg("contention_begin", "lock"),
+            contention_flags: arg("contention_begin", "flags"),
+        },
+        page_shift: page_size.trailing_zeros(),
+        _pad: 0,
+    }
+}
+
+/// The loaded object and what each hook ended up using.
+pub struct Probes {
+    pub ebpf: Ebpf,
+    pub hooks: Vec<HookStatus>,
+}
+
+/// The kernel's error, with its causes, on one line.
+fn reason(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    // Verifier logs can be thousands of lines: keep the part that says what went wrong.
+    let first = s.lines().next().unwrap_or("").to_string();
+    if first.len() > 300 { format!("{}...", &first[..300]) } else { first }
+}
+
+/// Load the object and attach every hook. Fails only if nothing at all could be loaded; a
+/// hook that cannot be attached is reported in `hooks` with the kernel's reasons.
+pub fn attach_all() -> Result<Probes> {
+    crate::kernel::privileges::require_bpf()?;
+    raise_memlock_limit();
+    let tracefs_root = tracefs::ensure_mounted()?;
+    let kernel_btf = KernelBtf::load().ok();
+    let config = probe_config(&tracefs_root, kernel_btf.as_ref());
+    let aya_btf = Btf::from_sys_fs().ok();
+    let mut ebpf = EbpfLoader::new()
+        .btf(aya_btf.as_ref())
+        .override_global("CONFIG", &config, true)
+        .load(EBPF_OBJECT)
+        .context("the kernel refused vmap-trace's eBPF object (maps or BTF)")?;
+
+    let mut hooks = Vec::new();
+    for hook in Hook::ALL {
+        let (category, event) = hook.event();
+        let mut status = HookStatus { hook: hook.label(), mechanism: None, rejected: Vec::new() };
+        let event_exists = tracefs::event_exists(&tracefs_root, category, event);
+        for (mechanism, prog_name) in hook.programs() {
+            let result = if mechanism == Mechanism::Tracepoint && !event_exists {
+                Err(format!("tracepoint {category}:{event} does not exist in this kernel"))
+            } else {
+                try_attach(&mut ebpf, mechanism, prog_name, category, event, aya_btf.as_ref())
+            };
+            match result {
+                Ok(()) => {
+                    status.mechanism = Some(mechanism);
+                    break;
+                }
+                Err(reason) => status.rejected.push(Rejection { mechanism, reason }),
+            }
+        }
+        log::info!("{}: {:?}", status.hook, status.mechanism);
+        hooks.push(status);
+    }
+    Ok(Probes { ebpf, hooks })
+}
+
+/// Load and attach one program; the error is the kernel's reason, on one line.
+fn try_attach(
+    ebpf: &mut Ebpf,
+    mechanism: Mechanism,
+    prog_name: &str,
+    category: &str,
+    event: &str,
+    btf: Option<&Btf>,
+) -> Result<(), String> {
+    let program = ebpf.program_mut(prog_name).ok_or_else(|| format!("program {prog_name} missing from the object"))?;
+    match mechanism {
+        Mechanism::TpBtf => {
+            let btf = btf.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux)")?;
+            let prog: &mut BtfTracePoint = program.try_into().map_err(|e| reason(&e))?;
+            prog.load(event, btf).map_err(|e| reason(&e))?;
+            prog.attach().map_err(|e| reason(&e))?;
+        }
+        Mechanism::Tracepoint => {
+            let prog: &mut TracePoint = program.try_into().map_err(|e| reason(&e))?;
+            prog.load().map_err(|e| reason(&e))?;
+            prog.attach(category, event).map_err(|e| reason(&e))?;
+        }
+        other => return Err(format!("{} is not compiled for this hook", other.label())),
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid struct; failure only matters on old kernels and then
+    // surfaces as a map creation error.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}

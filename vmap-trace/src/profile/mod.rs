@@ -1,0 +1,426 @@
+//! The profile: everything a recording holds, as plain serializable data.
+//!
+//! No kernel access happens here: `collect` builds a `Profile` from the BPF maps, and every
+//! view (report, flamegraph, top, metrics, the model) reads one. Stacks are symbolized at
+//! record time so a recording can be reported on another machine.
+pub mod attribution;
+pub mod histogram;
+pub mod recording;
+
+use serde::{Deserialize, Serialize};
+
+pub use attribution::{Attribution, LockClass};
+pub use histogram::{Log2Histogram, WaitHistogram};
+
+/// How a hook is attached, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    Fentry,
+    Kprobe,
+    TpBtf,
+    RawTracepoint,
+    Tracepoint,
+}
+
+impl Mechanism {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mechanism::Fentry => "fentry",
+            Mechanism::Kprobe => "kprobe",
+            Mechanism::TpBtf => "tp_btf",
+            Mechanism::RawTracepoint => "raw_tracepoint",
+            Mechanism::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// A better mechanism that was tried for a hook and why the kernel refused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub mechanism: Mechanism,
+    pub reason: String,
+}
+
+/// What became of one hook (e.g. `lock:contention_begin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookStatus {
+    pub hook: String,
+    /// The mechanism in use, or None when the hook could not be attached at all.
+    pub mechanism: Option<Mechanism>,
+    /// Better mechanisms tried first, with the kernel's reason for refusing each.
+    pub rejected: Vec<Rejection>,
+}
+
+/// The kernel's vmap allocator design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocatorDesign {
+    /// Global vmap_area_lock / free_vmap_area_lock / purge_vmap_area_lock (5.11 .. 6.8).
+    Legacy,
+    /// Per-node busy/lazy trees and pools (6.9+).
+    NodeSharded,
+    /// Could not tell (no BTF).
+    Unknown,
+}
+
+impl AllocatorDesign {
+    pub fn label(self) -> &'static str {
+        match self {
+            AllocatorDesign::Legacy => "legacy (global vmap locks, <= 6.8)",
+            AllocatorDesign::NodeSharded => "node-sharded (vmap_node, >= 6.9)",
+            AllocatorDesign::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where and how the recording was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingMeta {
+    pub tool_version: String,
+    pub kernel_release: String,
+    pub hostname: String,
+    pub design: AllocatorDesign,
+    pub cpus: u32,
+    /// Unix time (seconds) when recording started.
+    pub started_unix_s: u64,
+    pub duration_ns: u64,
+    pub hooks: Vec<HookStatus>,
+    /// Whether lock addresses could be named from kallsyms data symbols.
+    pub lock_names_available: bool,
+    /// Whether kallsyms addresses were visible (stacks symbolized).
+    pub stacks_symbolized: bool,
+    /// Things the user should know about this recording's limits.
+    pub notes: Vec<String>,
+}
+
+impl RecordingMeta {
+    pub fn duration_s(&self) -> f64 {
+        self.duration_ns as f64 / 1e9
+    }
+}
+
+/// vmalloc tracepoint counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmallocOps {
+    pub allocs: u64,
+    pub allocs_failed: u64,
+    pub frees: u64,
+    pub purges: u64,
+    pub purged_areas: u64,
+    pub alloc_pages: u64,
+    /// Allocation sizes in pages, log2 buckets.
+    pub size_pages: Log2Histogram,
+    /// Allocations per CPU (index = CPU).
+    pub allocs_per_cpu: Vec<u64>,
+    /// Lazily freed pages waiting for a purge: last value seen, its limit, and the peak.
+    pub lazy_pages_last: u64,
+    pub lazy_pages_max: u64,
+    pub lazy_pages_peak: u64,
+}
+
+/// One kernel stack frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frame {
+    pub addr: u64,
+    pub function: Option<String>,
+    pub offset: u64,
+}
+
+impl Frame {
+    pub fn label(&self) -> String {
+        match &self.function {
+            Some(f) => f.clone(),
+            None => format!("{:#x}", self.addr),
+        }
+    }
+}
+
+/// Waits on one lock (address + lock:contention_begin flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockWait {
+    pub lock_addr: u64,
+    pub flags: u32,
+    /// The lock's name when the kernel lists it (kallsyms data symbol) or vmap-trace can derive it.
+    pub name: Option<String>,
+    pub wait: WaitHistogram,
+}
+
+impl LockWait {
+    pub fn kind(&self) -> &'static str {
+        lock_kind(self.flags)
+    }
+}
+
+/// Waits through one kernel stack on one lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackWait {
+    pub lock_addr: u64,
+    pub flags: u32,
+    /// Innermost frame first.
+    pub frames: Vec<Frame>,
+    pub attribution: Attribution,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuWait {
+    pub cpu: u32,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskWaitSummary {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Everything the kernel side could not record; all zero in a complete recording.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Losses {
+    pub inflight_full: u64,
+    pub lock_map_full: u64,
+    pub stack_capture_failed: u64,
+    pub stack_keys_full: u64,
+    pub task_map_full: u64,
+}
+
+impl Losses {
+    pub fn total(&self) -> u64 {
+        self.inflight_full + self.lock_map_full + self.stack_capture_failed + self.stack_keys_full + self.task_map_full
+    }
+
+    /// Human-readable lines for every non-zero counter.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |n: u64, what: &str| {
+            if n > 0 {
+                out.push(format!("{n} {what}"));
+            }
+        };
+        push(self.inflight_full, "contentions not timed: in-flight table full");
+        push(self.lock_map_full, "contentions not counted per lock: lock map full");
+        push(self.stack_capture_failed, "stacks not captured: stack map full or hash collision");
+        push(self.stack_keys_full, "contentions without stack: per-stack map full");
+        push(self.task_map_full, "contentions not counted per task: task map full");
+        out
+    }
+}
+
+/// A whole recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub meta: RecordingMeta,
+    pub ops: VmallocOps,
+    pub locks: Vec<LockWait>,
+    pub stacks: Vec<StackWait>,
+    pub cpus: Vec<CpuWait>,
+    pub tasks: Vec<TaskWaitSummary>,
+    pub losses: Losses,
+}
+
+/// Wait aggregated by (vmap function, lock): the first table a user reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmapCallSite {
+    pub vmap_function: String,
+    /// True when the vmap function took the lock itself.
+    pub direct: bool,
+    pub call_site: Option<String>,
+    pub lock_addr: u64,
+    pub lock_name: Option<String>,
+    pub flags: u32,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Profile {
+    pub fn lock_name(&self, addr: u64) -> Option<&str> {
+        self.locks.iter().find(|l| l.lock_addr == addr).and_then(|l| l.name.as_deref())
+    }
+
+    /// vmap contention grouped by the vmap function that took the lock, most wait first.
+    pub fn vmap_call_sites(&self) -> Vec<VmapCallSite> {
+        let mut sites: Vec<VmapCallSite> = Vec::new();
+        for s in self.stacks.iter().filter(|s| s.attribution.class == LockClass::Vmap) {
+            let func = s.attribution.vmap_function.clone().unwrap_or_default();
+            let existing = sites.iter_mut().find(|c| {
+                c.vmap_function == func && c.lock_addr == s.lock_addr && c.flags == s.flags && c.call_site == s.attribution.call_site
+            });
+            let site = match existing {
+                Some(c) => c,
+                None => {
+                    sites.push(VmapCallSite {
+                        vmap_function: func,
+                        direct: s.attribution.is_direct(),
+                        call_site: s.attribution.call_site.clone(),
+                        lock_addr: s.lock_addr,
+                        lock_name: self.lock_name(s.lock_addr).map(str::to_string),
+                        flags: s.flags,
+                        count: 0,
+                        total_ns: 0,
+                        max_ns: 0,
+                    });
+                    sites.last_mut().unwrap()
+                }
+            };
+            site.count += s.count;
+            site.total_ns += s.total_ns;
+            site.max_ns = site.max_ns.max(s.max_ns);
+        }
+        sites.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+        sites
+    }
+
+    /// Wait on each lock that went through non-vmap stacks, most first (lock totals minus
+    /// their vmap share).
+    pub fn other_locks(&self) -> Vec<(LockWait, u64)> {
+        let mut out: Vec<(LockWait, u64)> = self
+            .locks
+            .iter()
+            .map(|l| {
+                let vmap_ns: u64 = self
+                    .stacks
+                    .iter()
+                    .filter(|s| s.lock_addr == l.lock_addr && s.flags == l.flags && s.attribution.class == LockClass::Vmap)
+                    .map(|s| s.total_ns)
+                    .sum();
+                (l.clone(), l.wait.total_ns.saturating_sub(vmap_ns))
+            })
+            .filter(|(_, other_ns)| *other_ns > 0)
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out
+    }
+
+    pub fn total_wait(&self) -> WaitHistogram {
+        let mut t = WaitHistogram::default();
+        for l in &self.locks {
+            t.add(&l.wait);
+        }
+        t
+    }
+
+    /// Total wait through vmap stacks.
+    pub fn vmap_wait_ns(&self) -> u64 {
+        self.stacks.iter().filter(|s| s.attribution.class == LockClass::Vmap).map(|s| s.total_ns).sum()
+    }
+}
+
+/// A short name for lock:contention_begin flags.
+pub fn lock_kind(flags: u32) -> &'static str {
+    use vmap_trace_common::lock_flags::*;
+    if flags & MUTEX != 0 {
+        if flags & SPIN != 0 { "mutex(spin)" } else { "mutex" }
+    } else if flags & PERCPU != 0 {
+        "percpu-rwsem"
+    } else if flags & RT != 0 {
+        "rtmutex"
+    } else if flags & SPIN != 0 {
+        if flags & READ != 0 {
+            "rwlock(read)"
+        } else if flags & WRITE != 0 {
+            "rwlock(write)"
+        } else {
+            "spinlock"
+        }
+    } else if flags & READ != 0 {
+        "rwsem(read)"
+    } else if flags & WRITE != 0 {
+        "rwsem(write)"
+    } else {
+        "lock"
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn frame(name: &str) -> Frame {
+        Frame { addr: 0xffffffff81000000, function: Some(name.into()), offset: 0 }
+    }
+
+    /// A small profile with one vmap and one other contention path on two locks.
+    pub fn sample_profile() -> Profile {
+        let vmap_frames = vec![frame("_raw_spin_lock"), frame("alloc_vmap_area"), frame("__vmalloc_node_range_noprof")];
+        let other_frames = vec![frame("__mutex_lock.constprop.0"), frame("tty_lock"), frame("tty_open")];
+        let stack = |frames: Vec<Frame>, addr, flags, count, total| StackWait {
+            lock_addr: addr,
+            flags,
+            attribution: attribution::attribute(&frames),
+            frames,
+            count,
+            total_ns: total,
+            max_ns: total / count,
+        };
+        Profile {
+            meta: RecordingMeta {
+                tool_version: "0.1.0".into(),
+                kernel_release: "6.1.0-test".into(),
+                hostname: "test".into(),
+                design: AllocatorDesign::Legacy,
+                cpus: 4,
+                started_unix_s: 1_700_000_000,
+                duration_ns: 2_000_000_000,
+                hooks: vec![HookStatus { hook: "lock:contention_begin".into(), mechanism: Some(Mechanism::TpBtf), rejected: vec![] }],
+                lock_names_available: true,
+                stacks_symbolized: true,
+                notes: vec![],
+            },
+            ops: VmallocOps { allocs: 2000, frees: 1990, purges: 3, purged_areas: 1500, ..Default::default() },
+            locks: vec![
+                LockWait {
+                    lock_addr: 0x1000,
+                    flags: 1,
+                    name: Some("vmap_area_lock".into()),
+                    wait: WaitHistogram { count: 10, total_ns: 50_000, max_ns: 9_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10]) },
+                },
+                LockWait {
+                    lock_addr: 0x2000,
+                    flags: 32,
+                    name: None,
+                    wait: WaitHistogram { count: 4, total_ns: 400_000, max_ns: 200_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]) },
+                },
+            ],
+            stacks: vec![stack(vmap_frames, 0x1000, 1, 10, 50_000), stack(other_frames, 0x2000, 32, 4, 400_000)],
+            cpus: vec![CpuWait { cpu: 0, count: 7, total_ns: 250_000, max_ns: 200_000 }, CpuWait { cpu: 1, count: 7, total_ns: 200_000, max_ns: 9_000 }],
+            tasks: vec![TaskWaitSummary { tid: 42, tgid: 42, comm: "sshd".into(), count: 14, total_ns: 450_000, max_ns: 200_000 }],
+            losses: Losses::default(),
+        }
+    }
+
+    #[test]
+    fn vmap_sites_and_other_locks_split_the_wait() {
+        let p = sample_profile();
+        let sites = p.vmap_call_sites();
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0].vmap_function, "alloc_vmap_area");
+        assert!(sites[0].direct);
+        assert_eq!(sites[0].lock_name.as_deref(), Some("vmap_area_lock"));
+        assert_eq!(sites[0].total_ns, 50_000);
+        let others = p.other_locks();
+        assert_eq!(others.len(), 1);
+        assert_eq!(others[0].0.lock_addr, 0x2000);
+        assert_eq!(others[0].1, 400_000);
+        assert_eq!(p.vmap_wait_ns(), 50_000);
+        assert_eq!(p.total_wait().count, 14);
+    }
+
+    #[test]
+    fn lock_kinds() {
+        assert_eq!(lock_kind(1), "spinlock");
+        assert_eq!(lock_kind(32), "mutex");
+        assert_eq!(lock_kind(33), "mutex(spin)");
+        assert_eq!(lock_kind(2), "rwsem(read)");
+        assert_eq!(lock_kind(1 | 4), "rwlock(write)");
+    }
+}

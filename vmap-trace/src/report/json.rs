@@ -1,0 +1,42 @@
+//! Machine-readable report: the derived tables plus the full profile.
+use serde::Serialize;
+
+use crate::profile::{Profile, VmapCallSite};
+
+/// Version of the JSON report schema (see docs/report-schema.md).
+pub const SCHEMA: &str = "vmap-trace-report/1";
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    schema: &'static str,
+    vmap_wait_ns: u64,
+    total_wait_ns: u64,
+    vmap_call_sites: Vec<VmapCallSite>,
+    profile: &'a Profile,
+}
+
+pub fn render(p: &Profile) -> String {
+    let report = JsonReport {
+        schema: SCHEMA,
+        vmap_wait_ns: p.vmap_wait_ns(),
+        total_wait_ns: p.total_wait().total_ns,
+        vmap_call_sites: p.vmap_call_sites(),
+        profile: p,
+    };
+    serde_json::to_string_pretty(&report).expect("report serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::tests::sample_profile;
+
+    #[test]
+    fn json_has_schema_and_tables() {
+        let v: serde_json::Value = serde_json::from_str(&render(&sample_profile())).unwrap();
+        assert_eq!(v["schema"], SCHEMA);
+        assert_eq!(v["vmap_wait_ns"], 50_000);
+        assert_eq!(v["vmap_call_sites"][0]["vmap_function"], "alloc_vmap_area");
+        assert_eq!(v["profile"]["ops"]["allocs"], 2000);
+    }
+}

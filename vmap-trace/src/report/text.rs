@@ -1,0 +1,174 @@
+//! The table a user reads first.
+use std::fmt::Write;
+
+use super::{format_ns, lock_label, per_second, ReportOptions};
+use crate::profile::{Log2Histogram, Profile};
+
+pub fn render(p: &Profile, opts: &ReportOptions) -> String {
+    let mut o = String::new();
+    let secs = p.meta.duration_s();
+    let m = &p.meta;
+    let _ = writeln!(o, "vmap-trace report: {} on {}, {} CPUs, {:.2} s", m.kernel_release, m.hostname, m.cpus, secs);
+    let _ = writeln!(o, "allocator design: {}", m.design.label());
+    let hooks: Vec<String> = m
+        .hooks
+        .iter()
+        .map(|h| format!("{}={}", h.hook, h.mechanism.map(|m| m.label()).unwrap_or("unavailable")))
+        .collect();
+    let _ = writeln!(o, "probes: {}", hooks.join(", "));
+    if p.losses.total() > 0 {
+        let _ = writeln!(o, "LOST: {}", p.losses.describe().join("; "));
+    } else {
+        let _ = writeln!(o, "lost events: none");
+    }
+    for n in &m.notes {
+        let _ = writeln!(o, "note: {n}");
+    }
+
+    // 1. vmap contention
+    let total = p.total_wait();
+    let vmap_ns = p.vmap_wait_ns();
+    let _ = writeln!(o, "\n== vmap lock contention (by the vmap function that took the lock) ==");
+    let _ = writeln!(
+        o,
+        "vmap share of all lock wait: {:.1}% ({} of {} over {} contentions)",
+        if total.total_ns > 0 { 100.0 * vmap_ns as f64 / total.total_ns as f64 } else { 0.0 },
+        format_ns(vmap_ns as f64),
+        format_ns(total.total_ns as f64),
+        total.count
+    );
+    let sites = p.vmap_call_sites();
+    if sites.is_empty() {
+        let _ = writeln!(o, "no contended lock waits went through vmap functions in this recording");
+    } else {
+        let _ = writeln!(o, "{:<28} {:<34} {:>10} {:>12} {:>10} {:>10}", "vmap function", "lock", "count", "total wait", "avg", "max");
+        for s in &sites {
+            let func = if s.direct {
+                s.vmap_function.clone()
+            } else {
+                format!("{} (via {})", s.vmap_function, s.call_site.as_deref().unwrap_or("?"))
+            };
+            let _ = writeln!(
+                o,
+                "{:<28} {:<34} {:>10} {:>12} {:>10} {:>10}",
+                func,
+                lock_label(s.lock_name.as_deref(), s.lock_addr, s.flags),
+                s.count,
+                format_ns(s.total_ns as f64),
+                format_ns(s.total_ns as f64 / s.count.max(1) as f64),
+                format_ns(s.max_ns as f64)
+            );
+        }
+    }
+
+    // 2. vmalloc operations
+    let ops = &p.ops;
+    let _ = writeln!(o, "\n== vmalloc operations ==");
+    let _ = writeln!(
+        o,
+        "allocs {} ({:.1}/s, {} failed)  frees {} ({:.1}/s)  purges {} ({:.2}/s, {} areas purged)",
+        ops.allocs,
+        per_second(ops.allocs, secs),
+        ops.allocs_failed,
+        ops.frees,
+        per_second(ops.frees, secs),
+        ops.purges,
+        per_second(ops.purges, secs),
+        ops.purged_areas
+    );
+    if ops.lazy_pages_max > 0 {
+        let _ = writeln!(
+            o,
+            "lazy backlog: {} pages now, peak {} of limit {} ({:.0}%)",
+            ops.lazy_pages_last,
+            ops.lazy_pages_peak,
+            ops.lazy_pages_max,
+            100.0 * ops.lazy_pages_peak as f64 / ops.lazy_pages_max as f64
+        );
+    }
+    if ops.size_pages.total() > 0 {
+        let _ = writeln!(o, "allocation sizes (pages):");
+        let max = *ops.size_pages.buckets.iter().max().unwrap_or(&1);
+        for (i, &c) in ops.size_pages.buckets.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let lo = Log2Histogram::bucket_low(i).max(if i == 0 { 0 } else { 1 });
+            let hi = Log2Histogram::bucket_high(i) - 1;
+            let bar = "#".repeat(((c as f64 / max as f64) * 40.0).ceil() as usize);
+            let _ = writeln!(o, "  {:>6}..{:<6} {:>10}  {bar}", lo, hi, c);
+        }
+    }
+
+    // 3. other locks
+    let others = p.other_locks();
+    let _ = writeln!(o, "\n== top other contended locks (not through vmap) ==");
+    if others.is_empty() {
+        let _ = writeln!(o, "none");
+    } else {
+        let _ = writeln!(o, "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10}  top caller", "lock", "count", "total wait", "avg", "p99<=", "max");
+        for (l, other_ns) in others.iter().take(opts.top) {
+            let caller = p
+                .stacks
+                .iter()
+                .filter(|s| s.lock_addr == l.lock_addr && s.flags == l.flags)
+                .max_by_key(|s| s.total_ns)
+                .and_then(|s| s.attribution.call_site.clone())
+                .unwrap_or_else(|| "?".into());
+            let _ = writeln!(
+                o,
+                "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10}  {caller}",
+                lock_label(l.name.as_deref(), l.lock_addr, l.flags),
+                l.wait.count,
+                format_ns(*other_ns as f64),
+                format_ns(l.wait.mean_ns().unwrap_or(0.0)),
+                l.wait.p99_ns().map(|v| format_ns(v as f64)).unwrap_or_default(),
+                format_ns(l.wait.max_ns as f64)
+            );
+        }
+        if others.len() > opts.top {
+            let _ = writeln!(o, "... {} more locks", others.len() - opts.top);
+        }
+    }
+
+    // 4. per CPU
+    let _ = writeln!(o, "\n== per CPU ==");
+    let _ = writeln!(o, "{:>4} {:>10} {:>12} {:>10}", "cpu", "contended", "wait", "allocs");
+    for c in &p.cpus {
+        let allocs = ops.allocs_per_cpu.get(c.cpu as usize).copied().unwrap_or(0);
+        if c.count == 0 && allocs == 0 {
+            continue;
+        }
+        let _ = writeln!(o, "{:>4} {:>10} {:>12} {:>10}", c.cpu, c.count, format_ns(c.total_ns as f64), allocs);
+    }
+
+    // 5. tasks
+    let _ = writeln!(o, "\n== top tasks by lock wait ==");
+    if p.tasks.is_empty() {
+        let _ = writeln!(o, "none");
+    }
+    for t in p.tasks.iter().take(opts.top) {
+        let _ = writeln!(o, "{:>8} {:<16} {:>8} waits {:>12}  max {}", t.tid, t.comm, t.count, format_ns(t.total_ns as f64), format_ns(t.max_ns as f64));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::tests::sample_profile;
+
+    #[test]
+    fn renders_every_section_with_figures() {
+        let text = render(&sample_profile(), &ReportOptions::default());
+        assert!(text.contains("6.1.0-test"), "{text}");
+        assert!(text.contains("lost events: none"));
+        assert!(text.contains("vmap share of all lock wait: 11.1% (50.00 us of 450.00 us over 14 contentions)"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("alloc_vmap_area")).expect("vmap row");
+        assert!(row.contains("vmap_area_lock") && row.contains("50.00 us") && row.contains(" 10 "), "{row}");
+        assert!(text.contains("allocs 2000 (1000.0/s, 0 failed)"), "{text}");
+        let other = text.lines().find(|l| l.starts_with("0x2000 (mutex)")).expect("other lock row");
+        assert!(other.ends_with("tty_lock"), "{other}");
+        assert!(text.contains("sshd"));
+    }
+}

@@ -1,0 +1,118 @@
+//! A tracing session: the attached probes plus what is needed to turn map contents into a
+//! `Profile` (lock names, symbolizer, metadata). Shared by `record`, `top` and `daemon`.
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+
+use crate::collect::{self, StackResolver};
+use crate::kernel::{btf::KernelBtf, kallsyms};
+use crate::probe::{self, Probes};
+use crate::profile::{AllocatorDesign, HookStatus, Profile, RecordingMeta};
+
+pub struct TraceSession {
+    probes: Probes,
+    data_symbols: kallsyms::DataSymbols,
+    resolver: StackResolver,
+    started: Instant,
+    meta: RecordingMeta,
+}
+
+/// The allocator design, from the kernel's BTF: `struct vmap_node` exists from 6.9 on.
+pub fn detect_design(btf: Option<&KernelBtf>) -> AllocatorDesign {
+    match btf {
+        Some(b) if b.has_struct("vmap_node") => AllocatorDesign::NodeSharded,
+        Some(b) if b.has_struct("vmap_area") => AllocatorDesign::Legacy,
+        _ => AllocatorDesign::Unknown,
+    }
+}
+
+pub fn kernel_release() -> String {
+    read_trimmed("/proc/sys/kernel/osrelease")
+}
+
+pub fn hostname() -> String {
+    read_trimmed("/proc/sys/kernel/hostname")
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn online_cpus() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+}
+
+/// Notes a user must read to interpret the recording correctly.
+fn limitation_notes(hooks: &[HookStatus], vis: &kallsyms::KallsymsVisibility, cpus: u32) -> Vec<String> {
+    let mut notes = Vec::new();
+    for h in hooks.iter().filter(|h| h.mechanism.is_none()) {
+        let why = h.rejected.last().map(|r| r.reason.as_str()).unwrap_or("unknown");
+        notes.push(format!("{} is not recorded: {why}", h.hook));
+    }
+    if !vis.addresses_visible {
+        notes.push(kallsyms::hidden_addresses_hint());
+    } else if !vis.kallsyms_all {
+        notes.push(
+            "kallsyms lists no data symbols (CONFIG_KALLSYMS_ALL unset): locks are named by the vmap function \
+             that took them, not by variable name"
+                .into(),
+        );
+    }
+    if hooks.iter().any(|h| h.hook.starts_with("lock:") && h.mechanism.is_some()) {
+        notes.push(format!(
+            "lock:contention_* only report spinlock waits that reach the MCS queue (3+ contenders); two-way \
+             spinlock waits are invisible to them{}",
+            if cpus <= 2 { ", so on this 2-CPU machine vmap spinlock contention is almost invisible" } else { "" }
+        ));
+    }
+    notes
+}
+
+impl TraceSession {
+    /// Attach everything and start the clock.
+    pub fn start() -> Result<Self> {
+        let probes = probe::attach_all()?;
+        let (vis, data_symbols) = kallsyms::load()?;
+        let btf = KernelBtf::load().ok();
+        let cpus = online_cpus();
+        let meta = RecordingMeta {
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_release: kernel_release(),
+            hostname: hostname(),
+            design: detect_design(btf.as_ref()),
+            cpus,
+            started_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            duration_ns: 0,
+            lock_names_available: vis.kallsyms_all,
+            stacks_symbolized: vis.addresses_visible,
+            notes: limitation_notes(&probes.hooks, &vis, cpus),
+            hooks: probes.hooks.clone(),
+        };
+        Ok(TraceSession { probes, data_symbols, resolver: StackResolver::default(), started: Instant::now(), meta })
+    }
+
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.probes.hooks
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Everything recorded since `start`.
+    pub fn snapshot(&mut self) -> Result<Profile> {
+        let duration_ns = self.started.elapsed().as_nanos() as u64;
+        let snap = collect::read(&self.probes.ebpf, &self.data_symbols, &mut self.resolver)?;
+        let mut meta = self.meta.clone();
+        meta.duration_ns = duration_ns;
+        Ok(Profile {
+            meta,
+            ops: snap.ops,
+            locks: snap.locks,
+            stacks: snap.stacks,
+            cpus: snap.cpus,
+            tasks: snap.tasks,
+            losses: snap.losses,
+        })
+    }
+}
