@@ -21,7 +21,7 @@ pub const MAX_STACK_KEYS: u32 = 16384;
 /// Max distinct kernel stacks kept. Also the hash bucket count: stacks whose hash collides
 /// with a different stored stack are counted as lost, so keep it well above the stacks seen.
 pub const MAX_STACKS: u32 = 16384;
-/// Max tasks tracked for the per-task summary.
+/// Max tasks tracked for the per-task summary (LRU: the least recently waiting are evicted).
 pub const MAX_TASKS: u32 = 8192;
 /// Max sleeping-lock waits in flight (one per waiting task).
 pub const MAX_INFLIGHT_TASKS: u32 = 16384;
@@ -42,8 +42,10 @@ pub enum OpCounter {
     PurgedAreas = 4,
     /// Sum of allocated sizes in pages (successful allocations).
     AllocPages = 5,
+    /// Tasks added to the (LRU) per-task map; minus the entries left, the tasks evicted.
+    TasksSeen = 6,
 }
-pub const OP_COUNTERS: u32 = 6;
+pub const OP_COUNTERS: u32 = 7;
 
 /// Index into the per-CPU `LOSS_COUNTERS` array: everything the kernel side could not record.
 #[repr(u32)]
@@ -57,10 +59,8 @@ pub enum LossCounter {
     StackCaptureFailed = 2,
     /// The per-stack map was full.
     StackKeysFull = 3,
-    /// The per-task map was full.
-    TaskMapFull = 4,
 }
-pub const LOSS_COUNTERS: u32 = 5;
+pub const LOSS_COUNTERS: u32 = 4;
 
 /// `lock:contention_begin` flags (include/trace/events/lock.h).
 pub mod lock_flags {

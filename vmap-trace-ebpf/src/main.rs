@@ -16,7 +16,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, StackTrace},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext, tracing::StackIdContext},
 };
 use vmap_trace_common::{
@@ -80,8 +80,9 @@ static LOCK_WAITS: HashMap<LockKey, WaitStats> = HashMap::with_max_entries(MAX_L
 static STACK_WAITS: HashMap<StackKey, WaitTotals> = HashMap::with_max_entries(MAX_STACK_KEYS, 0);
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+/// LRU: short-lived tasks (fork storms) must not fill it and starve new ones.
 #[map]
-static TASK_WAITS: HashMap<u32, TaskWait> = HashMap::with_max_entries(MAX_TASKS, 0);
+static TASK_WAITS: LruHashMap<u32, TaskWait> = LruHashMap::with_max_entries(MAX_TASKS, 0);
 #[map]
 static CPU_WAITS: PerCpuArray<WaitTotals> = PerCpuArray::with_max_entries(1, 0);
 
@@ -329,7 +330,9 @@ fn on_contention_end<C: StackIdContext>(ctx: &C, lock_addr: u64) {
                 _pad: 0,
                 comm: bpf_get_current_comm().unwrap_or_default(),
             };
-            get_or_insert(&TASK_WAITS, &tid, &fresh, LossCounter::TaskMapFull)
+            percpu_add(&OP_COUNTS, OpCounter::TasksSeen as u32, 1);
+            let _ = TASK_WAITS.insert(&tid, &fresh, BPF_NOEXIST as u64);
+            TASK_WAITS.get_ptr_mut(&tid)
         }
     };
     if let Some(t) = task {

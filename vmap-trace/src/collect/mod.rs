@@ -62,10 +62,22 @@ impl StackResolver {
             Ok(st) => st.frames().iter().map(|f| f.ip).collect(),
             Err(_) => Vec::new(),
         };
-        let frames = self.symbolizer.symbolize(&ips);
+        let frames = trim_tracing_frames(self.symbolizer.symbolize(&ips));
         self.cache.insert(id, frames.clone());
         frames
     }
+}
+
+/// Drop the innermost frames that belong to the tracing machinery (our BPF program, the
+/// tracepoint dispatch): they say nothing about the contention and the BPF program's symbol
+/// disappears from kallsyms once it is unloaded.
+fn trim_tracing_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    const TRACING: &[&str] = &["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "trace_contention_", "bpf_trampoline_"];
+    let skip = frames
+        .iter()
+        .take_while(|f| f.function.as_deref().is_some_and(|n| TRACING.iter().any(|t| n.starts_with(t))))
+        .count();
+    frames.into_iter().skip(skip).collect()
 }
 
 pub fn read(ebpf: &Ebpf, data_symbols: &DataSymbols, resolver: &mut StackResolver) -> Result<Snapshot> {
@@ -162,8 +174,25 @@ pub fn read(ebpf: &Ebpf, data_symbols: &DataSymbols, resolver: &mut StackResolve
         lock_map_full: loss(LossCounter::LockMapFull)?,
         stack_capture_failed: loss(LossCounter::StackCaptureFailed)?,
         stack_keys_full: loss(LossCounter::StackKeysFull)?,
-        task_map_full: loss(LossCounter::TaskMapFull)?,
+        tasks_evicted: sums[OpCounter::TasksSeen as usize].saturating_sub(tasks.len() as u64),
     };
 
     Ok(Snapshot { ops, locks, stacks, cpus, tasks, losses })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: &str) -> Frame {
+        Frame { addr: 1, function: Some(name.into()), offset: 0 }
+    }
+
+    #[test]
+    fn trims_only_leading_tracing_frames() {
+        let frames = vec![f("bpf_prog_129c_tpbtf_contentio"), f("bpf_trace_run2"), f("__bpf_trace_contention_end"), f("queued_spin_lock_slowpath"), f("bpf_prog_x")];
+        let trimmed = trim_tracing_frames(frames);
+        assert_eq!(trimmed.len(), 2);
+        assert_eq!(trimmed[0].function.as_deref(), Some("queued_spin_lock_slowpath"));
+    }
 }

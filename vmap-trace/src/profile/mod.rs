@@ -190,12 +190,15 @@ pub struct Losses {
     pub lock_map_full: u64,
     pub stack_capture_failed: u64,
     pub stack_keys_full: u64,
-    pub task_map_full: u64,
+    /// Tasks dropped from the per-task table (LRU) to make room: their waits still count
+    /// everywhere else, only their per-task line is gone.
+    pub tasks_evicted: u64,
 }
 
 impl Losses {
+    /// Contention events lost from some table (not counting task evictions).
     pub fn total(&self) -> u64 {
-        self.inflight_full + self.lock_map_full + self.stack_capture_failed + self.stack_keys_full + self.task_map_full
+        self.inflight_full + self.lock_map_full + self.stack_capture_failed + self.stack_keys_full
     }
 
     /// Human-readable lines for every non-zero counter.
@@ -210,7 +213,7 @@ impl Losses {
         push(self.lock_map_full, "contentions not counted per lock: lock map full");
         push(self.stack_capture_failed, "stacks not captured: stack map full or hash collision");
         push(self.stack_keys_full, "contentions without stack: per-stack map full");
-        push(self.task_map_full, "contentions not counted per task: task map full");
+        push(self.tasks_evicted, "tasks evicted from the per-task table (their waits still count per lock and CPU)");
         out
     }
 }

@@ -20,6 +20,9 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         let _ = writeln!(o, "LOST: {}", p.losses.describe().join("; "));
     } else {
         let _ = writeln!(o, "lost events: none");
+        if p.losses.tasks_evicted > 0 {
+            let _ = writeln!(o, "note: {}", p.losses.describe().join("; "));
+        }
     }
     for n in &m.notes {
         let _ = writeln!(o, "note: {n}");

@@ -1,0 +1,243 @@
+//! Root integration tests on the running kernel: real eBPF programs, real load, compared with
+//! independent counts from perf. Without root they print why they did not run.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vmap-trace");
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root to load eBPF programs");
+            return;
+        }
+    };
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn report_json(rec: &Path) -> Value {
+    let out = run(Command::new(BIN).args(["report", "--format", "json"]).arg(rec));
+    serde_json::from_slice(&out.stdout).expect("report --format json is JSON")
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `perf stat -x,` output lines: `count,unit,event,...`
+fn perf_stat_counts(path: &Path) -> std::collections::HashMap<String, u64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let count = f.first()?.trim().parse::<u64>().ok()?;
+            Some((f.get(2)?.trim().to_string(), count))
+        })
+        .collect()
+}
+
+/// vmap-trace records system-wide around perf stat, which counts around the stress run: our
+/// window contains perf's, so we may see slightly more (perf's own start-up), never fewer.
+fn assert_superset_within(ours: u64, perf: u64, what: &str, rel: f64, abs: u64) {
+    let slack = ((perf as f64 * rel).ceil() as u64).max(abs);
+    assert!(
+        ours >= perf && ours - perf <= slack,
+        "{what}: vmap-trace counted {ours}, perf stat {perf} (allowed: perf .. perf+{slack})"
+    );
+}
+
+fn record_around_perf_stat(workload: &str, extra: &[&str]) -> (Value, std::collections::HashMap<String, u64>) {
+    let dir = scratch();
+    let rec = dir.path().join("w.rec");
+    let stat = dir.path().join("stat.csv");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["record", "-o"]).arg(&rec).arg("--").args(["perf", "stat", "-x,", "-a", "-o"]).arg(&stat);
+    cmd.args(["-e", "vmalloc:alloc_vmap_area,vmalloc:free_vmap_area_noflush,vmalloc:purge_vmap_area_lazy", "--"]);
+    cmd.args([BIN, "stress", workload, "--duration", "2", "--quiet"]).args(extra);
+    run(&mut cmd);
+    (report_json(&rec), perf_stat_counts(&stat))
+}
+
+#[test]
+fn vmalloc_counts_match_perf_stat_under_pty_stress() {
+    require_root!();
+    let (report, perf) = record_around_perf_stat("pty", &[]);
+    let ops = &report["profile"]["ops"];
+    let allocs = ops["allocs"].as_u64().unwrap();
+    assert!(allocs > 1000, "pty stress should allocate thousands of vmap areas, got {allocs}");
+    assert_superset_within(allocs, perf["vmalloc:alloc_vmap_area"], "alloc_vmap_area", 0.01, 0);
+    assert_superset_within(ops["frees"].as_u64().unwrap(), perf["vmalloc:free_vmap_area_noflush"], "free_vmap_area_noflush", 0.01, 0);
+    assert_superset_within(ops["purges"].as_u64().unwrap(), perf["vmalloc:purge_vmap_area_lazy"], "purge_vmap_area_lazy", 0.01, 2);
+}
+
+#[test]
+fn vmalloc_counts_match_perf_stat_under_bpfmap_stress() {
+    require_root!();
+    let (report, perf) = record_around_perf_stat("bpfmap", &[]);
+    let ops = &report["profile"]["ops"];
+    let purges = ops["purges"].as_u64().unwrap();
+    assert!(purges > 0, "bpfmap stress frees enough lazily to force purges");
+    assert!(ops["purged_areas"].as_u64().unwrap() > 0);
+    assert!(ops["lazy_pages_max"].as_u64().unwrap() > 0, "lazy limit gauge is filled");
+    assert!(ops["lazy_pages_peak"].as_u64().unwrap() > 0);
+    assert_superset_within(ops["allocs"].as_u64().unwrap(), perf["vmalloc:alloc_vmap_area"], "alloc_vmap_area", 0.01, 0);
+    assert_superset_within(ops["frees"].as_u64().unwrap(), perf["vmalloc:free_vmap_area_noflush"], "free_vmap_area_noflush", 0.01, 0);
+    assert_superset_within(purges, perf["vmalloc:purge_vmap_area_lazy"], "purge_vmap_area_lazy", 0.01, 2);
+    // The size histogram holds every successful allocation.
+    let sized: u64 = ops["size_pages"]["buckets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(sized, ops["allocs"].as_u64().unwrap() - ops["allocs_failed"].as_u64().unwrap());
+}
+
+/// Sum of the "contended" column of `perf lock contention`.
+fn perf_lock_contentions(data: &Path) -> u64 {
+    let out = run(Command::new("perf").args(["lock", "contention", "-E", "1000000", "-i"]).arg(data));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.lines().filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).sum()
+}
+
+#[test]
+fn contention_counts_match_perf_lock_and_stacks_symbolize() {
+    require_root!();
+    let dir = scratch();
+    let rec = dir.path().join("c.rec");
+    let data = dir.path().join("perf-lock.data");
+    // perf lock record runs outside (its window contains ours). The other way round, perf
+    // lock record, as a child of `vmap-trace record`, captured a fraction of the events that
+    // perf stat and bpftrace counted on the same tracepoints (seen on 6.18; not understood).
+    let mut cmd = Command::new("perf");
+    cmd.args(["lock", "record", "-a", "-o"]).arg(&data).args(["--", BIN, "record", "-o"]).arg(&rec);
+    cmd.args(["--", BIN, "stress", "mix", "--duration", "3", "--quiet"]);
+    run(&mut cmd);
+    let report = report_json(&rec);
+    let p = &report["profile"];
+    let ours: u64 = p["locks"].as_array().unwrap().iter().map(|l| l["wait"]["count"].as_u64().unwrap()).sum();
+    let perf = perf_lock_contentions(&data);
+    assert!(ours > 1000, "the mix stress should produce thousands of contentions, vmap-trace saw {ours}");
+    let diff = (ours as f64 - perf as f64).abs() / perf as f64;
+    eprintln!("contentions: vmap-trace {ours}, perf lock {perf} ({:.2}% apart)", diff * 100.0);
+    assert!(diff <= 0.05, "contentions: vmap-trace {ours}, perf lock {perf} ({:.1}% apart)", diff * 100.0);
+
+    // Losses are reported, and small.
+    let losses = p["losses"].as_object().unwrap();
+    let lost: u64 = losses.iter().filter(|(k, _)| *k != "tasks_evicted").map(|(_, v)| v.as_u64().unwrap()).sum();
+    assert!(lost * 100 <= ours, "more than 1% of contentions lost: {lost}");
+
+    // Stacks symbolize to functions that exist in this kernel.
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    let known: std::collections::HashSet<&str> = kallsyms.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    let stacks = p["stacks"].as_array().unwrap();
+    assert!(!stacks.is_empty());
+    let (mut named, mut total) = (0, 0);
+    for s in stacks {
+        for f in s["frames"].as_array().unwrap() {
+            total += 1;
+            if let Some(name) = f["function"].as_str() {
+                // BPF programs are in kallsyms only while loaded (ours are gone by now).
+                assert!(known.contains(name) || name.starts_with("bpf_prog_"), "frame {name} is not a kallsyms symbol");
+                named += 1;
+            }
+        }
+    }
+    assert!(named * 100 >= total * 95, "only {named} of {total} frames symbolized");
+    let all_frames: Vec<&str> =
+        stacks.iter().flat_map(|s| s["frames"].as_array().unwrap().iter().filter_map(|f| f["function"].as_str())).collect();
+    assert!(
+        all_frames.iter().any(|f| f.contains("spin_lock") || f.contains("mutex_lock") || f.contains("rwsem")),
+        "contended stacks go through a lock primitive"
+    );
+}
+
+fn doctor() -> Value {
+    serde_json::from_slice(&run(Command::new(BIN).args(["doctor", "--format", "json"])).stdout).unwrap()
+}
+
+fn finding<'a>(d: &'a Value, item: &str) -> &'a Value {
+    d["findings"].as_array().unwrap().iter().find(|f| f["item"] == item).unwrap_or_else(|| panic!("no finding {item}"))
+}
+
+#[test]
+fn doctor_reports_this_kernels_facts() {
+    require_root!();
+    let d = doctor();
+    // Each claim is checked against an independent source.
+    let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    assert_eq!(finding(&d, "kprobes")["status"] == "ok", kprobe_pmu, "kprobes: {}", finding(&d, "kprobes"));
+    let tracefs = PathBuf::from("/sys/kernel/tracing/events");
+    for ev in ["vmalloc/alloc_vmap_area", "vmalloc/free_vmap_area_noflush", "vmalloc/purge_vmap_area_lazy", "lock/contention_begin", "lock/contention_end"] {
+        let item = format!("tracepoint {}", ev.replace('/', ":"));
+        assert_eq!(finding(&d, &item)["status"] == "ok", tracefs.join(ev).exists(), "{item}");
+    }
+    // bpftrace's kfunc probes use the same fentry attach: it must agree with doctor.
+    let bpftrace = Command::new("bpftrace").args(["-e", "kfunc:find_vmap_area { exit(); } interval:ms:50 { exit(); }"]).output();
+    if let Ok(out) = bpftrace {
+        let bpftrace_ok = out.status.success();
+        assert_eq!(finding(&d, "fentry")["status"] == "ok", bpftrace_ok, "fentry: doctor {} vs bpftrace {:?}", finding(&d, "fentry"), out);
+    }
+    assert_eq!(finding(&d, "btf")["status"] == "ok", Path::new("/sys/kernel/btf/vmlinux").exists());
+    // Every hook whose tracepoint exists is attached, with tp_btf preferred when BTF exists.
+    for h in d["hooks"].as_array().unwrap() {
+        assert_eq!(h["mechanism"], "tp_btf", "hook {h}");
+    }
+}
+
+#[test]
+fn corrupt_and_foreign_recordings_are_clear_errors() {
+    let dir = scratch();
+    let foreign = dir.path().join("foreign.rec");
+    std::fs::write(&foreign, b"\x7fELF not a recording").unwrap();
+    let out = Command::new(BIN).arg("report").arg(&foreign).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a vmap-trace recording"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let missing = Command::new(BIN).args(["report", "/nonexistent/x.rec"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+#[test]
+fn sigterm_still_writes_the_recording() {
+    require_root!();
+    let dir = scratch();
+    let rec = dir.path().join("term.rec");
+    let mut child = Command::new(BIN).args(["record", "-o"]).arg(&rec).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "record exits cleanly on SIGTERM: {status}");
+    let report = report_json(&rec);
+    // Attaching takes part of the 2.5 s; what matters is that the time recorded was kept.
+    assert!(report["profile"]["meta"]["duration_ns"].as_u64().unwrap() > 300_000_000);
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(stderr.contains("stopped by signal"), "{stderr}");
+}
+
+#[test]
+fn unprivileged_record_is_a_clear_error() {
+    require_root!(); // needs root to drop to another user
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", BIN, "record", "-d", "1", "-o", "/tmp/x.rec"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs root"), "{err}");
+    assert!(!err.contains("panicked"));
+}
