@@ -11,12 +11,21 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// perf finds tracepoints through tracefs, which a fresh boot may not have mounted.
+fn ensure_tracefs() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("tracefs")) {
+        let _ = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status();
+    }
+}
+
 macro_rules! require_root {
     () => {
         if !is_root() {
             eprintln!("skipped: needs root to load eBPF programs");
             return;
         }
+        ensure_tracefs();
     };
 }
 

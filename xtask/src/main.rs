@@ -1,4 +1,5 @@
 //! Build and test automation: `cargo xtask <command>`.
+mod demo;
 mod ebpf;
 mod setup;
 mod test;
@@ -23,6 +24,13 @@ enum Command {
     /// Fail if the committed eBPF object is stale: rebuild it and compare the recorded input
     /// hash and the bytes.
     CheckEbpf,
+    /// The main job: build, `doctor`, then record a `stress mix` run and print the report
+    /// (needs root).
+    Demo {
+        /// Seconds of stress to record.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
     /// Everything CI runs: setup, stale-object check, build, unit and root integration tests.
     Test {
         /// Skip `setup` (the tools are known to be installed).
@@ -36,6 +44,7 @@ fn main() -> Result<()> {
         Command::Setup => setup::run(),
         Command::BuildEbpf => ebpf::build(),
         Command::CheckEbpf => ebpf::check(),
+        Command::Demo { seconds } => demo::run(seconds),
         Command::Test { no_setup } => test::run(no_setup),
     }
 }
