@@ -7,6 +7,8 @@
 
 pub mod collect;
 pub mod commands;
+pub mod daemon;
+pub mod flamegraph;
 pub mod kernel;
 pub mod model;
 pub mod probe;
@@ -14,3 +16,4 @@ pub mod profile;
 pub mod report;
 pub mod session;
 pub mod stress;
+pub mod top;

@@ -1,6 +1,6 @@
 //! Thin CLI: parse arguments and dispatch to the library.
 use clap::{Parser, Subcommand};
-use vmap_trace::commands::{doctor, record, report};
+use vmap_trace::commands::{daemon, diff, doctor, flamegraph, record, report, top};
 use vmap_trace::{model, stress};
 
 #[derive(Parser)]
@@ -25,6 +25,14 @@ enum Command {
     Record(record::RecordArgs),
     /// Print a recording.
     Report(report::ReportArgs),
+    /// Live full-screen view of vmap lock contention (like top).
+    Top(top::TopArgs),
+    /// Render a flamegraph (SVG or folded text) of a recording's contended stacks.
+    Flamegraph(flamegraph::FlamegraphArgs),
+    /// Differential flamegraph of two recordings (before/after).
+    Diff(diff::DiffArgs),
+    /// Run as a daemon: aggregate continuously, serve Prometheus metrics.
+    Daemon(daemon::DaemonArgs),
     /// Generate real load on the vmap allocator from user space.
     Stress(stress::StressArgs),
     /// Simulate the kernel's legacy and node-sharded vmap allocator designs.
@@ -38,6 +46,10 @@ fn main() -> std::process::ExitCode {
         Command::Doctor(args) => doctor::run(args),
         Command::Record(args) => record::run(args),
         Command::Report(args) => report::run(args),
+        Command::Top(args) => top::run(args),
+        Command::Flamegraph(args) => flamegraph::run(args),
+        Command::Diff(args) => diff::run(args),
+        Command::Daemon(args) => daemon::run(args),
         Command::Stress(args) => stress::run(args),
         Command::Model(args) => model::cli::run(args),
     };

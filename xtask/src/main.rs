@@ -1,4 +1,5 @@
 //! Build and test automation: `cargo xtask <command>`.
+mod bench;
 mod demo;
 mod ebpf;
 mod setup;
@@ -17,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the eBPF toolchain (Debian rustc-web, llvm-22, bpf-linker 0.13.0) and the test
-    /// tools (perf, bpftrace, tmux). A no-op when everything is present.
+    /// tools (perf, bpftrace, tmux, chromium). A no-op when everything is present.
     Setup,
     /// Compile vmap-trace-ebpf and write the committed object and its input hash.
     BuildEbpf,
@@ -31,6 +32,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u32,
     },
+    /// Benchmarks, reported as ratios measured in one run (see docs/performance.md).
+    Bench(bench::BenchArgs),
     /// Everything CI runs: setup, stale-object check, build, unit and root integration tests.
     Test {
         /// Skip `setup` (the tools are known to be installed).
@@ -45,6 +48,7 @@ fn main() -> Result<()> {
         Command::BuildEbpf => ebpf::build(),
         Command::CheckEbpf => ebpf::check(),
         Command::Demo { seconds } => demo::run(seconds),
+        Command::Bench(args) => bench::run(args),
         Command::Test { no_setup } => test::run(no_setup),
     }
 }

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 /// Debian packages: Debian's Rust (whose library source `-Zbuild-std=core` needs), the LLVM
 /// that bpf-linker links against, and the tools the integration tests compare against.
 const APT_PACKAGES: &[&str] = &[
-    "rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "linux-perf", "bpftrace", "tmux",
+    "rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "linux-perf", "bpftrace", "tmux", "chromium",
+    "util-linux",
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 

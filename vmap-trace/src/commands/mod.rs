@@ -1,5 +1,9 @@
 //! One module per CLI command: its arguments and its orchestration. The work itself lives in
-//! the pipeline modules (probe, collect, profile, report).
+//! the pipeline modules (probe, collect, profile, report, flamegraph, top, daemon).
+pub mod daemon;
+pub mod diff;
 pub mod doctor;
+pub mod flamegraph;
 pub mod record;
 pub mod report;
+pub mod top;

@@ -1,0 +1,1 @@
+//! The production daemon (placeholder, being written).

@@ -1,0 +1,1 @@
+//! The live view (placeholder, being written).
