@@ -19,6 +19,9 @@ fn ensure_tracefs() {
     }
 }
 
+/// Every test here counts system-wide: two at once would see each other's load.
+static SYSTEM_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 macro_rules! require_root {
     () => {
         if !is_root() {
@@ -26,6 +29,7 @@ macro_rules! require_root {
             return;
         }
         ensure_tracefs();
+        let _serial = SYSTEM_WIDE.lock().unwrap_or_else(|e| e.into_inner());
     };
 }
 
