@@ -26,6 +26,14 @@ pub const MAX_TASKS: u32 = 8192;
 /// Max sleeping-lock waits in flight (one per waiting task).
 pub const MAX_INFLIGHT_TASKS: u32 = 16384;
 
+/// Function-latency slots: each vmap function probed gets one (fentry/fexit or
+/// kprobe/kretprobe programs are compiled per slot; user space assigns functions to slots).
+pub const FUNC_SLOTS: u32 = 12;
+/// Max vmap locks timed by address (128 nodes x 3 locks + the globals).
+pub const MAX_VMAP_LOCKS: u32 = 1024;
+/// Max function calls / lock acquisitions in flight.
+pub const MAX_INFLIGHT_CALLS: u32 = 16384;
+
 /// Index into the per-CPU `OP_COUNTERS` array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,8 +67,10 @@ pub enum LossCounter {
     StackCaptureFailed = 2,
     /// The per-stack map was full.
     StackKeysFull = 3,
+    /// A function call or lock acquisition could not be timed (in-flight table full).
+    CallsInflightFull = 4,
 }
-pub const LOSS_COUNTERS: u32 = 4;
+pub const LOSS_COUNTERS: u32 = 5;
 
 /// `lock:contention_begin` flags (include/trace/events/lock.h).
 pub mod lock_flags {
@@ -175,6 +185,27 @@ pub struct TaskWait {
     pub comm: [u8; COMM_LEN],
 }
 
+/// A vmap lock acquisition in flight (between entry and return of the lock call).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LockEnter {
+    pub start_ns: u64,
+    pub lock_id: u32,
+    pub _pad: u32,
+}
+
+/// Wait (lock call entry -> return) and hold (return -> unlock entry) of one vmap lock.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LockTiming {
+    pub wait: WaitStats,
+    pub hold: WaitStats,
+}
+
+impl LockTiming {
+    pub const ZERO: LockTiming = LockTiming { wait: WaitStats::ZERO, hold: WaitStats::ZERO };
+}
+
 /// Last values seen on `vmalloc:free_vmap_area_noflush`: the lazy backlog and its limit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -204,6 +235,8 @@ mod pod {
     unsafe impl aya::Pod for WaitTotals {}
     unsafe impl aya::Pod for TaskWait {}
     unsafe impl aya::Pod for LazyGauge {}
+    unsafe impl aya::Pod for LockEnter {}
+    unsafe impl aya::Pod for LockTiming {}
 }
 
 #[cfg(test)]

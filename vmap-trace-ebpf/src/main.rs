@@ -15,12 +15,15 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, StackTrace},
-    programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext, tracing::StackIdContext},
+    programs::{
+        BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext,
+        tracing::StackIdContext,
+    },
 };
 use vmap_trace_common::{
-    ContentionStart, LOSS_COUNTERS, LazyGauge, LockKey, LossCounter, MAX_INFLIGHT_TASKS, MAX_LOCKS,
+    FUNC_SLOTS, LockEnter, LockTiming, MAX_INFLIGHT_CALLS, MAX_VMAP_LOCKS, ContentionStart, LOSS_COUNTERS, LazyGauge, LockKey, LossCounter, MAX_INFLIGHT_TASKS, MAX_LOCKS,
     MAX_STACK_KEYS, MAX_STACKS, MAX_TASKS, OP_COUNTERS, OpCounter, ProbeConfig, SIZE_BUCKETS,
     StackKey, TIME_BUCKETS, TaskWait, WaitStats, WaitTotals, lock_flags, log2_bucket,
 };
@@ -290,14 +293,7 @@ fn on_contention_end<C: StackIdContext>(ctx: &C, lock_addr: u64) {
 
     let key = LockKey { lock_addr, flags: start.flags, _pad: 0 };
     if let Some(s) = get_or_insert(&LOCK_WAITS, &key, &WaitStats::ZERO, LossCounter::LockMapFull) {
-        let s = unsafe { &mut *s };
-        atomic_add(&mut s.count, 1);
-        atomic_add(&mut s.total_ns, wait);
-        racy_max(&mut s.max_ns, wait);
-        let b = log2_bucket(wait, TIME_BUCKETS);
-        if b < TIME_BUCKETS {
-            atomic_add(&mut s.hist[b], 1);
-        }
+        add_wait(unsafe { &mut *s }, wait);
     }
 
     match ctx.get_stackid(&STACKS, 0) {
@@ -368,18 +364,187 @@ pub fn tp_contention_end(ctx: TracePointContext) -> u32 {
     0
 }
 
-// ---------------------------------------------------------------- capability probes
+// ---------------------------------------------------------------- vmap function latency
 
-/// `doctor` loads and attaches these no-op programs to learn from the kernel itself whether
-/// kprobes and fentry work here (a config file can say yes while lockdown or a missing
-/// trampoline says no).
-#[kprobe]
-pub fn cap_kprobe(_ctx: ProbeContext) -> u32 {
+/// Calls in flight: key = tid << 32 | slot.
+#[map]
+static CALLS_INFLIGHT: HashMap<u64, u64> = HashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
+/// Latency per function slot.
+#[map]
+static FUNC_LATENCY: HashMap<u32, WaitStats> = HashMap::with_max_entries(FUNC_SLOTS, 0);
+
+#[inline(always)]
+fn add_wait(s: &mut WaitStats, v: u64) {
+    atomic_add(&mut s.count, 1);
+    atomic_add(&mut s.total_ns, v);
+    racy_max(&mut s.max_ns, v);
+    let b = log2_bucket(v, TIME_BUCKETS);
+    if b < TIME_BUCKETS {
+        atomic_add(&mut s.hist[b], 1);
+    }
+}
+
+#[inline(always)]
+fn func_enter(slot: u32) {
+    let key = (bpf_get_current_pid_tgid() << 32) | slot as u64;
+    let now = unsafe { bpf_ktime_get_ns() };
+    if CALLS_INFLIGHT.insert(&key, &now, 0).is_err() {
+        lost(LossCounter::CallsInflightFull);
+    }
+}
+
+#[inline(always)]
+fn func_exit(slot: u32) {
+    let key = (bpf_get_current_pid_tgid() << 32) | slot as u64;
+    let Some(start) = CALLS_INFLIGHT.get_ptr(&key) else { return };
+    let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(unsafe { *start });
+    let _ = CALLS_INFLIGHT.remove(&key);
+    if let Some(s) = get_or_insert(&FUNC_LATENCY, &slot, &WaitStats::ZERO, LossCounter::CallsInflightFull) {
+        add_wait(unsafe { &mut *s }, latency);
+    }
+}
+
+/// One fentry/fexit and one kprobe/kretprobe pair per slot: fentry programs are bound to
+/// their target at load, so each function needs its own; the loader picks one pair per slot.
+macro_rules! latency_slots {
+    ($($slot:literal => $fe:ident, $fx:ident, $kp:ident, $krp:ident;)*) => {$(
+        #[fentry]
+        pub fn $fe(_ctx: FEntryContext) -> i32 {
+            func_enter($slot);
+            0
+        }
+        #[fexit]
+        pub fn $fx(_ctx: FExitContext) -> i32 {
+            func_exit($slot);
+            0
+        }
+        #[kprobe]
+        pub fn $kp(_ctx: ProbeContext) -> u32 {
+            func_enter($slot);
+            0
+        }
+        #[kretprobe]
+        pub fn $krp(_ctx: RetProbeContext) -> u32 {
+            func_exit($slot);
+            0
+        }
+    )*};
+}
+
+latency_slots! {
+    0 => fentry_fn0, fexit_fn0, kprobe_fn0, kretprobe_fn0;
+    1 => fentry_fn1, fexit_fn1, kprobe_fn1, kretprobe_fn1;
+    2 => fentry_fn2, fexit_fn2, kprobe_fn2, kretprobe_fn2;
+    3 => fentry_fn3, fexit_fn3, kprobe_fn3, kretprobe_fn3;
+    4 => fentry_fn4, fexit_fn4, kprobe_fn4, kretprobe_fn4;
+    5 => fentry_fn5, fexit_fn5, kprobe_fn5, kretprobe_fn5;
+    6 => fentry_fn6, fexit_fn6, kprobe_fn6, kretprobe_fn6;
+    7 => fentry_fn7, fexit_fn7, kprobe_fn7, kretprobe_fn7;
+    8 => fentry_fn8, fexit_fn8, kprobe_fn8, kretprobe_fn8;
+    9 => fentry_fn9, fexit_fn9, kprobe_fn9, kretprobe_fn9;
+    10 => fentry_fn10, fexit_fn10, kprobe_fn10, kretprobe_fn10;
+    11 => fentry_fn11, fexit_fn11, kprobe_fn11, kretprobe_fn11;
+}
+
+// ---------------------------------------------------------------- vmap lock wait and hold
+
+/// vmap lock address -> lock id, filled by user space. Every other lock costs one lookup.
+#[map]
+static VMAP_LOCKS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_VMAP_LOCKS, 0);
+/// Acquisitions in flight, per task.
+#[map]
+static LOCKS_INFLIGHT: HashMap<u32, LockEnter> = HashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
+/// When each lock was last acquired (0 = not held by a timed acquisition). One holder at a
+/// time, so one slot per lock.
+#[map]
+static LOCK_HELD_SINCE: HashMap<u32, u64> = HashMap::with_max_entries(MAX_VMAP_LOCKS, 0);
+#[map]
+static LOCK_TIMING: HashMap<u32, LockTiming> = HashMap::with_max_entries(MAX_VMAP_LOCKS, 0);
+
+#[inline(always)]
+fn lock_acquire_enter(lock_addr: u64) {
+    let Some(id) = (unsafe { VMAP_LOCKS.get(&lock_addr) }) else { return };
+    let enter = LockEnter { start_ns: unsafe { bpf_ktime_get_ns() }, lock_id: *id, _pad: 0 };
+    if LOCKS_INFLIGHT.insert(&(bpf_get_current_pid_tgid() as u32), &enter, 0).is_err() {
+        lost(LossCounter::CallsInflightFull);
+    }
+}
+
+#[inline(always)]
+fn lock_acquire_exit() {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(enter) = LOCKS_INFLIGHT.get_ptr(&tid) else { return };
+    let enter = unsafe { *enter };
+    let _ = LOCKS_INFLIGHT.remove(&tid);
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(t) = get_or_insert(&LOCK_TIMING, &enter.lock_id, &LockTiming::ZERO, LossCounter::LockMapFull) {
+        add_wait(unsafe { &mut (*t).wait }, now.saturating_sub(enter.start_ns));
+    }
+    let _ = LOCK_HELD_SINCE.insert(&enter.lock_id, &now, 0);
+}
+
+#[inline(always)]
+fn lock_release_enter(lock_addr: u64) {
+    let Some(id) = (unsafe { VMAP_LOCKS.get(&lock_addr) }) else { return };
+    let id = *id;
+    let Some(since) = LOCK_HELD_SINCE.get_ptr_mut(&id) else { return };
+    let since = unsafe { &mut *since };
+    if *since == 0 {
+        return;
+    }
+    let hold = unsafe { bpf_ktime_get_ns() }.saturating_sub(*since);
+    *since = 0;
+    if let Some(t) = get_or_insert(&LOCK_TIMING, &id, &LockTiming::ZERO, LossCounter::LockMapFull) {
+        add_wait(unsafe { &mut (*t).hold }, hold);
+    }
+}
+
+// fentry programs are bound to one target each: spin lock/unlock and mutex lock/unlock.
+#[fentry]
+pub fn fentry_spin_lock(ctx: FEntryContext) -> i32 {
+    lock_acquire_enter(ctx.arg(0));
+    0
+}
+#[fexit]
+pub fn fexit_spin_lock(_ctx: FExitContext) -> i32 {
+    lock_acquire_exit();
+    0
+}
+#[fentry]
+pub fn fentry_spin_unlock(ctx: FEntryContext) -> i32 {
+    lock_release_enter(ctx.arg(0));
+    0
+}
+#[fentry]
+pub fn fentry_mutex_lock(ctx: FEntryContext) -> i32 {
+    lock_acquire_enter(ctx.arg(0));
+    0
+}
+#[fexit]
+pub fn fexit_mutex_lock(_ctx: FExitContext) -> i32 {
+    lock_acquire_exit();
+    0
+}
+#[fentry]
+pub fn fentry_mutex_unlock(ctx: FEntryContext) -> i32 {
+    lock_release_enter(ctx.arg(0));
     0
 }
 
-#[fentry(function = "find_vmap_area")]
-pub fn cap_fentry(_ctx: FEntryContext) -> i32 {
+// kprobe programs can be attached to several functions: one set serves spinlocks and mutexes.
+#[kprobe]
+pub fn kprobe_lock_acquire(ctx: ProbeContext) -> u32 {
+    lock_acquire_enter(ctx.arg(0).unwrap_or(0));
+    0
+}
+#[kretprobe]
+pub fn kretprobe_lock_acquire(_ctx: RetProbeContext) -> u32 {
+    lock_acquire_exit();
+    0
+}
+#[kprobe]
+pub fn kprobe_lock_release(ctx: ProbeContext) -> u32 {
+    lock_release_enter(ctx.arg(0).unwrap_or(0));
     0
 }
 

@@ -5,13 +5,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 
 use crate::collect::{self, StackResolver};
-use crate::kernel::{btf::KernelBtf, kallsyms};
-use crate::probe::{self, Probes};
+use crate::kernel::{btf::KernelBtf, kallsyms, vmap_locks};
+use crate::probe::{self, ProbeOptions, Probes};
 use crate::profile::{AllocatorDesign, HookStatus, Profile, RecordingMeta};
 
 pub struct TraceSession {
     probes: Probes,
     data_symbols: kallsyms::DataSymbols,
+    vmap_locks: vmap_locks::VmapLockTable,
     resolver: StackResolver,
     started: Instant,
     meta: RecordingMeta,
@@ -45,7 +46,7 @@ pub fn online_cpus() -> u32 {
 /// Notes a user must read to interpret the recording correctly.
 fn limitation_notes(hooks: &[HookStatus], vis: &kallsyms::KallsymsVisibility, cpus: u32) -> Vec<String> {
     let mut notes = Vec::new();
-    for h in hooks.iter().filter(|h| h.mechanism.is_none()) {
+    for h in hooks.iter().filter(|h| h.mechanism.is_none() && !h.hook.starts_with("fn:")) {
         let why = h.rejected.last().map(|r| r.reason.as_str()).unwrap_or("unknown");
         notes.push(format!("{} is not recorded: {why}", h.hook));
     }
@@ -70,25 +71,42 @@ fn limitation_notes(hooks: &[HookStatus], vis: &kallsyms::KallsymsVisibility, cp
 
 impl TraceSession {
     /// Attach everything and start the clock.
+    /// Attach with the default options (tracepoints and vmap function latency).
     pub fn start() -> Result<Self> {
-        let probes = probe::attach_all()?;
+        Self::start_with(ProbeOptions::default())
+    }
+
+    pub fn start_with(options: ProbeOptions) -> Result<Self> {
+        crate::kernel::privileges::require_bpf()?;
         let (vis, data_symbols) = kallsyms::load()?;
         let btf = KernelBtf::load().ok();
+        let design = detect_design(btf.as_ref());
+        let vmap_locks = vmap_locks::discover(design, &data_symbols, btf.as_ref());
+        let probes = probe::attach_all(options, &data_symbols, btf.as_ref(), &vmap_locks)?;
         let cpus = online_cpus();
+        let mut notes = limitation_notes(&probes.hooks, &vis, cpus);
+        if options.lock_timing {
+            notes.extend(vmap_locks.problems.iter().map(|p| format!("vmap lock naming: {p}")));
+        }
         let meta = RecordingMeta {
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             kernel_release: kernel_release(),
             hostname: hostname(),
-            design: detect_design(btf.as_ref()),
+            design,
             cpus,
             started_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             duration_ns: 0,
             lock_names_available: vis.kallsyms_all,
             stacks_symbolized: vis.addresses_visible,
-            notes: limitation_notes(&probes.hooks, &vis, cpus),
+            notes,
             hooks: probes.hooks.clone(),
+            vmap_locks: vmap_locks.locks.clone(),
         };
-        Ok(TraceSession { probes, data_symbols, resolver: StackResolver::default(), started: Instant::now(), meta })
+        Ok(TraceSession { probes, data_symbols, vmap_locks, resolver: StackResolver::default(), started: Instant::now(), meta })
+    }
+
+    pub fn vmap_locks(&self) -> &vmap_locks::VmapLockTable {
+        &self.vmap_locks
     }
 
     pub fn hooks(&self) -> &[HookStatus] {
@@ -102,7 +120,7 @@ impl TraceSession {
     /// Everything recorded since `start`.
     pub fn snapshot(&mut self) -> Result<Profile> {
         let duration_ns = self.started.elapsed().as_nanos() as u64;
-        let snap = collect::read(&self.probes.ebpf, &self.data_symbols, &mut self.resolver)?;
+        let snap = collect::read(&self.probes, &self.data_symbols, &self.vmap_locks, &mut self.resolver)?;
         let mut meta = self.meta.clone();
         meta.duration_ns = duration_ns;
         Ok(Profile {
@@ -113,6 +131,8 @@ impl TraceSession {
             cpus: snap.cpus,
             tasks: snap.tasks,
             losses: snap.losses,
+            functions: snap.functions,
+            lock_timing: snap.lock_timing,
         })
     }
 }

@@ -4,6 +4,7 @@ mod demo;
 mod ebpf;
 mod setup;
 mod test;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,6 +35,9 @@ enum Command {
     },
     /// Benchmarks, reported as ratios measured in one run (see docs/performance.md).
     Bench(bench::BenchArgs),
+    /// Boot Debian's 6.1 and 6.12 kernels under QEMU and check vmap-trace's kprobe/fentry
+    /// probes, lock names and latencies in each (installs QEMU, downloads the kernels).
+    VmTest(vm::VmTestArgs),
     /// Everything CI runs: setup, stale-object check, build, unit and root integration tests.
     Test {
         /// Skip `setup` (the tools are known to be installed).
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
         Command::CheckEbpf => ebpf::check(),
         Command::Demo { seconds } => demo::run(seconds),
         Command::Bench(args) => bench::run(args),
+        Command::VmTest(args) => vm::run(args),
         Command::Test { no_setup } => test::run(no_setup),
     }
 }

@@ -13,9 +13,11 @@ use vmap_trace_common::{
     LazyGauge, LockKey, LossCounter, OpCounter, StackKey, TaskWait, WaitStats, WaitTotals, OP_COUNTERS, SIZE_BUCKETS,
 };
 
-use crate::kernel::{kallsyms::DataSymbols, symbolize::KernelSymbolizer};
+use crate::kernel::{kallsyms::DataSymbols, symbolize::KernelSymbolizer, vmap_locks::VmapLockTable};
+use crate::probe::{functions, lock_timing, Probes};
 use crate::profile::{
-    attribution, CpuWait, Frame, LockWait, Log2Histogram, Losses, StackWait, TaskWaitSummary, VmallocOps, WaitHistogram,
+    attribution, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses, StackWait, TaskWaitSummary, VmallocOps,
+    VmapLockTiming, WaitHistogram,
 };
 
 /// Everything read from the maps, ready to become a `Profile` with its metadata.
@@ -26,6 +28,12 @@ pub struct Snapshot {
     pub cpus: Vec<CpuWait>,
     pub tasks: Vec<TaskWaitSummary>,
     pub losses: Losses,
+    pub functions: Vec<FunctionLatency>,
+    pub lock_timing: Vec<VmapLockTiming>,
+}
+
+fn wait_histogram(v: &WaitStats) -> WaitHistogram {
+    WaitHistogram { count: v.count, total_ns: v.total_ns, max_ns: v.max_ns, hist: Log2Histogram::from_buckets(&v.hist) }
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
@@ -80,7 +88,8 @@ fn trim_tracing_frames(frames: Vec<Frame>) -> Vec<Frame> {
     frames.into_iter().skip(skip).collect()
 }
 
-pub fn read(ebpf: &Ebpf, data_symbols: &DataSymbols, resolver: &mut StackResolver) -> Result<Snapshot> {
+pub fn read(probes: &Probes, data_symbols: &DataSymbols, vmap_locks: &VmapLockTable, resolver: &mut StackResolver) -> Result<Snapshot> {
+    let ebpf = &probes.ebpf;
     // vmalloc op counters, summed over CPUs; allocations also kept per CPU.
     let counters = per_cpu::<u64>(ebpf, "OP_COUNTS")?;
     let mut sums = [0u64; OP_COUNTERS as usize];
@@ -120,8 +129,8 @@ pub fn read(ebpf: &Ebpf, data_symbols: &DataSymbols, resolver: &mut StackResolve
         locks.push(LockWait {
             lock_addr: k.lock_addr,
             flags: k.flags,
-            name: data_symbols.name_at(k.lock_addr).map(str::to_string),
-            wait: WaitHistogram { count: v.count, total_ns: v.total_ns, max_ns: v.max_ns, hist: Log2Histogram::from_buckets(&v.hist) },
+            name: vmap_locks.name_at(k.lock_addr).or_else(|| data_symbols.name_at(k.lock_addr)).map(str::to_string),
+            wait: wait_histogram(&v),
         });
     }
     locks.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
@@ -174,10 +183,33 @@ pub fn read(ebpf: &Ebpf, data_symbols: &DataSymbols, resolver: &mut StackResolve
         lock_map_full: loss(LossCounter::LockMapFull)?,
         stack_capture_failed: loss(LossCounter::StackCaptureFailed)?,
         stack_keys_full: loss(LossCounter::StackKeysFull)?,
+        calls_inflight_full: loss(LossCounter::CallsInflightFull)?,
         tasks_evicted: sums[OpCounter::TasksSeen as usize].saturating_sub(tasks.len() as u64),
     };
 
-    Ok(Snapshot { ops, locks, stacks, cpus, tasks, losses })
+    let latencies = functions::read(ebpf)?;
+    let functions = probes
+        .functions
+        .iter()
+        .filter(|f| f.attached)
+        .map(|f| FunctionLatency {
+            function: f.function.to_string(),
+            symbol: f.symbol.clone(),
+            latency: latencies.get(&f.slot).map(wait_histogram).unwrap_or_default(),
+        })
+        .collect();
+    let timings = lock_timing::read(ebpf)?;
+    let mut lock_timing: Vec<VmapLockTiming> = vmap_locks
+        .locks
+        .iter()
+        .enumerate()
+        .filter_map(|(id, l)| {
+            timings.get(&(id as u32)).map(|t| VmapLockTiming { name: l.name.clone(), lock_addr: l.addr, wait: wait_histogram(&t.wait), hold: wait_histogram(&t.hold) })
+        })
+        .collect();
+    lock_timing.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
+
+    Ok(Snapshot { ops, locks, stacks, cpus, tasks, losses, functions, lock_timing })
 }
 
 #[cfg(test)]

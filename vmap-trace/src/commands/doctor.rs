@@ -10,9 +10,9 @@ use aya::{
 use serde::Serialize;
 
 use crate::kernel::{btf::KernelBtf, config, kallsyms, privileges, tracefs};
-use crate::probe::{self, Hook};
+use crate::probe::{self, Hook, ProbeOptions};
 use crate::profile::HookStatus;
-use crate::session;
+use crate::session::{self, TraceSession};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DoctorFormat {
@@ -77,7 +77,7 @@ fn try_kprobe() -> Result<(), String> {
         return Err("no kprobe PMU (/sys/bus/event_source/devices/kprobe): CONFIG_KPROBES is not set".into());
     }
     let mut ebpf = EbpfLoader::new().load(probe::EBPF_OBJECT).map_err(|e| e.to_string())?;
-    let prog: &mut KProbe = ebpf.program_mut("cap_kprobe").ok_or("cap_kprobe missing")?.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    let prog: &mut KProbe = ebpf.program_mut("kprobe_fn0").ok_or("kprobe_fn0 missing")?.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
     prog.load().map_err(|e| e.to_string())?;
     prog.attach("find_vmap_area", 0).map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))?;
     Ok(())
@@ -85,7 +85,7 @@ fn try_kprobe() -> Result<(), String> {
 
 fn try_fentry(btf: &Btf) -> Result<(), String> {
     let mut ebpf = EbpfLoader::new().btf(Some(btf)).load(probe::EBPF_OBJECT).map_err(|e| e.to_string())?;
-    let prog: &mut FEntry = ebpf.program_mut("cap_fentry").ok_or("cap_fentry missing")?.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    let prog: &mut FEntry = ebpf.program_mut("fentry_fn0").ok_or("fentry_fn0 missing")?.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
     let detail = |e: aya::programs::ProgramError| {
         let mut s = e.to_string();
         if let Some(src) = std::error::Error::source(&e) {
@@ -219,8 +219,20 @@ pub fn examine() -> DoctorReport {
         None => f.push(info("kernel config", "not readable (/proc/config.gz, /boot/config-*)")),
     }
 
-    let hooks = root.then(|| match probe::attach_all() {
-        Ok(p) => p.hooks,
+    // Attach for real, with everything `record --lock-timing` would use.
+    let hooks = root.then(|| match TraceSession::start_with(ProbeOptions { lock_timing: true, ..Default::default() }) {
+        Ok(session) => {
+            let table = session.vmap_locks();
+            let named: Vec<&str> = table.locks.iter().map(|l| l.name.as_str()).collect();
+            let shown = if named.len() > 8 { format!("{} ... ({} in all)", named[..8].join(", "), named.len()) } else { named.join(", ") };
+            f.push(finding(
+                "vmap locks located",
+                !table.locks.is_empty(),
+                if table.problems.is_empty() { shown } else { format!("{shown}; {}", table.problems.join("; ")) },
+                "lock-timing cannot filter by address; contention is attributed by the vmap function in the stack",
+            ));
+            session.hooks().to_vec()
+        }
         Err(e) => vec![HookStatus { hook: format!("(load failed: {e:#})"), mechanism: None, rejected: vec![] }],
     });
     DoctorReport { findings: f, hooks }
@@ -242,12 +254,25 @@ pub fn render_text(r: &DoctorReport) -> String {
     match &r.hooks {
         None => o += "\nhooks: not tested (needs root)\n",
         Some(hooks) => {
-            o += "\nhooks (what `record` will use):\n";
-            for h in hooks {
-                o += &format!("  {:<40} {}\n", h.hook, h.mechanism.map(|m| m.label()).unwrap_or("UNAVAILABLE"));
+            o += "\nhooks (what `record` will use; lock-timing with --lock-timing):\n";
+            // Hooks that failed for the same reasons are listed together.
+            let mut i = 0;
+            while i < hooks.len() {
+                let h = &hooks[i];
+                let mut j = i + 1;
+                while j < hooks.len() && h.mechanism.is_none() && hooks[j].mechanism.is_none() && hooks[j].rejected == h.rejected {
+                    j += 1;
+                }
+                let names: Vec<&str> = hooks[i..j].iter().map(|h| h.hook.as_str()).collect();
+                let label = if names.len() > 1 { format!("{} (+{} more)", names[0], names.len() - 1) } else { names[0].to_string() };
+                o += &format!("  {:<40} {}\n", label, h.mechanism.map(|m| m.label()).unwrap_or("UNAVAILABLE"));
+                if names.len() > 1 {
+                    o += &format!("  {:<40}   {}\n", "", names[1..].join(", "));
+                }
                 for rej in &h.rejected {
                     o += &format!("  {:<40}   not {}: {}\n", "", rej.mechanism.label(), rej.reason);
                 }
+                i = j;
             }
         }
     }

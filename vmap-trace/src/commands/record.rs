@@ -26,6 +26,14 @@ pub struct RecordArgs {
     /// Print a summary report when done.
     #[arg(long)]
     pub report: bool,
+    /// Also time every vmap lock acquisition (wait and hold) around the lock calls themselves,
+    /// which sees the two-way spinlock waits lock:contention_* miss. Needs kprobes or fentry,
+    /// and probes every spin_lock/mutex_lock in the system: see docs/performance.md for its cost.
+    #[arg(long)]
+    pub lock_timing: bool,
+    /// Use kprobes even where fentry works (to compare the two, or work around fentry issues).
+    #[arg(long)]
+    pub prefer_kprobe: bool,
     /// Run this command while recording and stop when it exits (system-wide recording
     /// still: other processes' activity is included).
     #[arg(last = true, value_name = "COMMAND")]
@@ -46,7 +54,8 @@ pub fn run(args: RecordArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
     }
 
-    let mut session = TraceSession::start()?;
+    let options = crate::probe::ProbeOptions { lock_timing: args.lock_timing, prefer_kprobe: args.prefer_kprobe, ..Default::default() };
+    let mut session = TraceSession::start_with(options)?;
     for h in session.hooks() {
         match h.mechanism {
             Some(m) => eprintln!("vmap-trace: {} via {}", h.hook, m.label()),

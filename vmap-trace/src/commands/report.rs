@@ -22,13 +22,16 @@ pub struct ReportArgs {
     /// Rows in the "top" tables.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// JSON only: keep just the N heaviest stacks and tasks (default: all of them).
+    #[arg(long, value_name = "N")]
+    pub max_rows: Option<usize>,
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
     let profile = recording::load(&args.file)?;
     match args.format {
         ReportFormat::Text => print!("{}", text::render(&profile, &ReportOptions { top: args.top })),
-        ReportFormat::Json => println!("{}", json::render(&profile)),
+        ReportFormat::Json => println!("{}", json::render(&profile, args.max_rows)),
     }
     Ok(())
 }

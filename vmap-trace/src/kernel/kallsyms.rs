@@ -23,10 +23,12 @@ pub struct KallsymsVisibility {
 }
 
 /// Data (and bss) symbols by address: what a lock address is called, when the kernel says.
+/// Also the names of text symbols, to resolve probe targets per kernel.
 #[derive(Debug, Default)]
 pub struct DataSymbols {
     by_addr: HashMap<u64, String>,
     by_name: HashMap<String, u64>,
+    functions: std::collections::HashSet<String>,
 }
 
 impl DataSymbols {
@@ -36,6 +38,25 @@ impl DataSymbols {
     pub fn addr_of(&self, name: &str) -> Option<u64> {
         self.by_name.get(name).copied()
     }
+    /// The kernel's name for function `name`: itself, its `_noprof` variant (6.10+ memory
+    /// profiling renames), or a compiler clone (`name.isra.0`, `name.constprop.0`,
+    /// `name.part.0`; never `.cold`, which is not an entry point).
+    pub fn resolve_function(&self, name: &str) -> Option<String> {
+        if self.functions.contains(name) {
+            return Some(name.to_string());
+        }
+        let noprof = format!("{name}_noprof");
+        if self.functions.contains(&noprof) {
+            return Some(noprof);
+        }
+        let prefix = format!("{name}.");
+        self.functions
+            .iter()
+            .filter(|f| f.starts_with(&prefix) && !f.ends_with(".cold"))
+            .min_by_key(|f| (f.len(), (*f).clone()))
+            .cloned()
+    }
+
     pub fn len(&self) -> usize {
         self.by_addr.len()
     }
@@ -54,6 +75,9 @@ pub fn parse(text: &str) -> (KallsymsVisibility, DataSymbols) {
         let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
         if addr != 0 {
             vis.addresses_visible = true;
+        }
+        if matches!(kind, "t" | "T") && f.clone().next().is_none() {
+            data.functions.insert(name.to_string());
         }
         if matches!(kind, "d" | "D" | "b" | "B") {
             vis.data_symbols += 1;
@@ -95,6 +119,22 @@ mod tests {
         assert!(!vis.addresses_visible);
         assert_eq!(vis.data_symbols, 1);
         assert!(data.is_empty(), "zero addresses must not name locks");
+    }
+
+    #[test]
+    fn resolves_renamed_and_cloned_functions() {
+        let text = "ffffffff81000000 t alloc_vmap_area\n\
+                    ffffffff81000100 t alloc_vmap_area.cold\n\
+                    ffffffff81000200 t purge_vmap_node.isra.0\n\
+                    ffffffff81000300 t vfree.part.0\n\
+                    ffffffff81000380 T vfree\n\
+                    ffffffff81000400 T __vmalloc_node_range_noprof\n";
+        let (_, syms) = parse(text);
+        assert_eq!(syms.resolve_function("alloc_vmap_area").as_deref(), Some("alloc_vmap_area"));
+        assert_eq!(syms.resolve_function("purge_vmap_node").as_deref(), Some("purge_vmap_node.isra.0"));
+        assert_eq!(syms.resolve_function("vfree").as_deref(), Some("vfree"));
+        assert_eq!(syms.resolve_function("__vmalloc_node_range").as_deref(), Some("__vmalloc_node_range_noprof"));
+        assert_eq!(syms.resolve_function("decay_va_pool_node"), None);
     }
 
     #[test]

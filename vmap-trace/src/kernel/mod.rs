@@ -2,6 +2,8 @@
 pub mod btf;
 pub mod config;
 pub mod kallsyms;
+pub mod kcore;
 pub mod privileges;
 pub mod symbolize;
 pub mod tracefs;
+pub mod vmap_locks;

@@ -1,5 +1,9 @@
 //! Loading the embedded eBPF object and attaching every hook with the best mechanism the
 //! running kernel accepts, recording why better ones were refused.
+pub mod attach;
+pub mod functions;
+pub mod lock_timing;
+
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -9,7 +13,9 @@ use aya::{
 };
 use vmap_trace_common::{BtfArgIndexes, ProbeConfig, TracepointOffsets};
 
-use crate::kernel::{btf::KernelBtf, tracefs};
+use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, tracefs, vmap_locks::VmapLockTable};
+use attach::{reason, MechanismChoice};
+pub use functions::FunctionProbe;
 use crate::profile::{HookStatus, Mechanism, Rejection};
 
 /// The committed object built by `cargo xtask build-ebpf`.
@@ -103,34 +109,36 @@ pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>) -> ProbeConfig
     }
 }
 
+/// What to attach beyond the tracepoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// Time the vmap locks around every lock call (opt-in: costs on every lock in the system).
+    pub lock_timing: bool,
+    /// Skip fentry/fexit, use kprobes (to compare, or where fentry misbehaves).
+    pub prefer_kprobe: bool,
+    /// Do not time the vmap functions.
+    pub no_function_latency: bool,
+}
+
 /// The loaded object and what each hook ended up using.
 pub struct Probes {
     pub ebpf: Ebpf,
     pub hooks: Vec<HookStatus>,
-}
-
-/// The kernel's error, with its causes, on one line.
-fn reason(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut src = err.source();
-    while let Some(e) = src {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        src = e.source();
-    }
-    // Verifier logs can be thousands of lines: keep the part that says what went wrong.
-    let first = s.lines().next().unwrap_or("").to_string();
-    if first.len() > 300 { format!("{}...", &first[..300]) } else { first }
+    pub functions: Vec<FunctionProbe>,
 }
 
 /// Load the object and attach every hook. Fails only if nothing at all could be loaded; a
 /// hook that cannot be attached is reported in `hooks` with the kernel's reasons.
-pub fn attach_all() -> Result<Probes> {
+pub fn attach_all(
+    options: ProbeOptions,
+    symbols: &DataSymbols,
+    kernel_btf: Option<&KernelBtf>,
+    vmap_locks: &VmapLockTable,
+) -> Result<Probes> {
     crate::kernel::privileges::require_bpf()?;
     raise_memlock_limit();
     let tracefs_root = tracefs::ensure_mounted()?;
-    let kernel_btf = KernelBtf::load().ok();
-    let config = probe_config(&tracefs_root, kernel_btf.as_ref());
+    let config = probe_config(&tracefs_root, kernel_btf);
     let aya_btf = Btf::from_sys_fs().ok();
     let mut ebpf = EbpfLoader::new()
         .btf(aya_btf.as_ref())
@@ -160,7 +168,18 @@ pub fn attach_all() -> Result<Probes> {
         log::info!("{}: {:?}", status.hook, status.mechanism);
         hooks.push(status);
     }
-    Ok(Probes { ebpf, hooks })
+
+    let choice = MechanismChoice { skip_fentry: options.prefer_kprobe };
+    let mut functions = Vec::new();
+    if !options.no_function_latency {
+        let (probes, fn_hooks) = functions::attach(&mut ebpf, aya_btf.as_ref(), kernel_btf, symbols, choice);
+        functions = probes;
+        hooks.extend(fn_hooks);
+    }
+    if options.lock_timing {
+        hooks.extend(lock_timing::attach(&mut ebpf, aya_btf.as_ref(), kernel_btf, symbols, vmap_locks, choice));
+    }
+    Ok(Probes { ebpf, hooks, functions })
 }
 
 /// Load and attach one program; the error is the kernel's reason, on one line.

@@ -92,6 +92,9 @@ pub struct RecordingMeta {
     pub stacks_symbolized: bool,
     /// Things the user should know about this recording's limits.
     pub notes: Vec<String>,
+    /// The vmap locks located in this kernel (names and addresses).
+    #[serde(default)]
+    pub vmap_locks: Vec<crate::kernel::vmap_locks::VmapLock>,
 }
 
 impl RecordingMeta {
@@ -183,6 +186,25 @@ pub struct TaskWaitSummary {
     pub max_ns: u64,
 }
 
+/// Latency of one vmap function, entry to return (fentry/fexit or kprobe/kretprobe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLatency {
+    pub function: String,
+    /// The kernel symbol probed (may carry a clone suffix such as `.isra.0`).
+    pub symbol: Option<String>,
+    pub latency: WaitHistogram,
+}
+
+/// Wait (lock call entry -> return) and hold (-> unlock) of one vmap lock, measured around the
+/// lock calls themselves: includes the two-way spinlock waits lock:contention_* cannot see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmapLockTiming {
+    pub name: String,
+    pub lock_addr: u64,
+    pub wait: WaitHistogram,
+    pub hold: WaitHistogram,
+}
+
 /// Everything the kernel side could not record; all zero in a complete recording.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Losses {
@@ -190,6 +212,9 @@ pub struct Losses {
     pub lock_map_full: u64,
     pub stack_capture_failed: u64,
     pub stack_keys_full: u64,
+    /// Function calls / lock acquisitions not timed: in-flight table full.
+    #[serde(default)]
+    pub calls_inflight_full: u64,
     /// Tasks dropped from the per-task table (LRU) to make room: their waits still count
     /// everywhere else, only their per-task line is gone.
     pub tasks_evicted: u64,
@@ -198,7 +223,7 @@ pub struct Losses {
 impl Losses {
     /// Contention events lost from some table (not counting task evictions).
     pub fn total(&self) -> u64 {
-        self.inflight_full + self.lock_map_full + self.stack_capture_failed + self.stack_keys_full
+        self.inflight_full + self.lock_map_full + self.stack_capture_failed + self.stack_keys_full + self.calls_inflight_full
     }
 
     /// Human-readable lines for every non-zero counter.
@@ -213,6 +238,7 @@ impl Losses {
         push(self.lock_map_full, "contentions not counted per lock: lock map full");
         push(self.stack_capture_failed, "stacks not captured: stack map full or hash collision");
         push(self.stack_keys_full, "contentions without stack: per-stack map full");
+        push(self.calls_inflight_full, "function calls or lock acquisitions not timed: in-flight table full");
         push(self.tasks_evicted, "tasks evicted from the per-task table (their waits still count per lock and CPU)");
         out
     }
@@ -228,6 +254,12 @@ pub struct Profile {
     pub cpus: Vec<CpuWait>,
     pub tasks: Vec<TaskWaitSummary>,
     pub losses: Losses,
+    /// vmap function latencies (kernels with kprobes or fentry).
+    #[serde(default)]
+    pub functions: Vec<FunctionLatency>,
+    /// vmap lock wait/hold around the lock calls (`record --lock-timing`).
+    #[serde(default)]
+    pub lock_timing: Vec<VmapLockTiming>,
 }
 
 /// Wait aggregated by (vmap function, lock): the first table a user reads.
@@ -248,6 +280,28 @@ pub struct VmapCallSite {
 impl Profile {
     pub fn lock_name(&self, addr: u64) -> Option<&str> {
         self.locks.iter().find(|l| l.lock_addr == addr).and_then(|l| l.name.as_deref())
+    }
+
+    /// Why a function that was probed shows no calls, when the recording can tell.
+    pub fn explain_idle_function(&self, function: &str) -> Option<String> {
+        let f = self.functions.iter().find(|f| f.function == function)?;
+        if f.latency.count > 0 {
+            return None;
+        }
+        let calls = |name: &str| self.functions.iter().find(|f| f.function == name).map_or(0, |f| f.latency.count);
+        Some(match function {
+            "find_vmap_area" if calls("find_vm_area") > 0 || calls("remove_vm_area") > 0 => format!(
+                "no direct calls: in this kernel build its callers (find_vm_area: {} calls, remove_vm_area: {}) \
+                 look areas up through an inlined copy or __find_vmap_area, so the probe never fires; \
+                 their latency stands for the lookups",
+                calls("find_vm_area"),
+                calls("remove_vm_area")
+            ),
+            "vm_map_ram" => "no calls: nothing used vm_map_ram during the recording (filesystems such as XFS, some GPU drivers)".into(),
+            _ => "probed but never called during the recording: the workload did not reach it, or its \
+                  callers use an inlined copy"
+                .into(),
+        })
     }
 
     /// vmap contention grouped by the vmap function that took the lock, most wait first.
@@ -378,6 +432,7 @@ pub(crate) mod tests {
                 lock_names_available: true,
                 stacks_symbolized: true,
                 notes: vec![],
+                vmap_locks: vec![],
             },
             ops: VmallocOps { allocs: 2000, frees: 1990, purges: 3, purged_areas: 1500, ..Default::default() },
             locks: vec![
@@ -398,6 +453,12 @@ pub(crate) mod tests {
             cpus: vec![CpuWait { cpu: 0, count: 7, total_ns: 250_000, max_ns: 200_000 }, CpuWait { cpu: 1, count: 7, total_ns: 200_000, max_ns: 9_000 }],
             tasks: vec![TaskWaitSummary { tid: 42, tgid: 42, comm: "sshd".into(), count: 14, total_ns: 450_000, max_ns: 200_000 }],
             losses: Losses::default(),
+            functions: vec![FunctionLatency {
+                function: "alloc_vmap_area".into(),
+                symbol: Some("alloc_vmap_area".into()),
+                latency: WaitHistogram { count: 2000, total_ns: 4_000_000, max_ns: 30_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2000]) },
+            }],
+            lock_timing: vec![],
         }
     }
 

@@ -15,12 +15,26 @@ struct JsonReport<'a> {
     profile: &'a Profile,
 }
 
-pub fn render(p: &Profile) -> String {
+/// `max_rows` keeps only the heaviest stacks and tasks (all when None): stacks dominate the
+/// size of a recording.
+pub fn render(p: &Profile, max_rows: Option<usize>) -> String {
+    let whole = p;
+    let trimmed;
+    let p = match max_rows {
+        None => p,
+        Some(n) => {
+            let mut t = p.clone();
+            t.stacks.truncate(n);
+            t.tasks.truncate(n);
+            trimmed = t;
+            &trimmed
+        }
+    };
     let report = JsonReport {
         schema: SCHEMA,
-        vmap_wait_ns: p.vmap_wait_ns(),
-        total_wait_ns: p.total_wait().total_ns,
-        vmap_call_sites: p.vmap_call_sites(),
+        vmap_wait_ns: whole.vmap_wait_ns(),
+        total_wait_ns: whole.total_wait().total_ns,
+        vmap_call_sites: whole.vmap_call_sites(),
         profile: p,
     };
     serde_json::to_string_pretty(&report).expect("report serializes")
@@ -33,10 +47,13 @@ mod tests {
 
     #[test]
     fn json_has_schema_and_tables() {
-        let v: serde_json::Value = serde_json::from_str(&render(&sample_profile())).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&render(&sample_profile(), None)).unwrap();
         assert_eq!(v["schema"], SCHEMA);
         assert_eq!(v["vmap_wait_ns"], 50_000);
         assert_eq!(v["vmap_call_sites"][0]["vmap_function"], "alloc_vmap_area");
         assert_eq!(v["profile"]["ops"]["allocs"], 2000);
+        let v: serde_json::Value = serde_json::from_str(&render(&sample_profile(), Some(1))).unwrap();
+        assert_eq!(v["profile"]["stacks"].as_array().unwrap().len(), 1);
+        assert_eq!(v["vmap_wait_ns"], 50_000, "derived tables come from the whole profile");
     }
 }

@@ -64,6 +64,63 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         }
     }
 
+    // 1b. lock wait/hold measured around the lock calls
+    if !p.lock_timing.is_empty() {
+        let _ = writeln!(o, "\n== vmap lock wait and hold (around every lock call: includes uncontended and two-way waits) ==");
+        let _ = writeln!(
+            o,
+            "{:<26} {:>10} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10}",
+            "lock", "acquired", "wait total", "wait avg", "wait p99<=", "hold total", "hold avg", "hold p99<="
+        );
+        for t in &p.lock_timing {
+            let p99 = |w: &crate::profile::WaitHistogram| w.p99_ns().map(|v| format_ns(v as f64)).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "{:<26} {:>10} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10}",
+                t.name,
+                t.wait.count,
+                format_ns(t.wait.total_ns as f64),
+                format_ns(t.wait.mean_ns().unwrap_or(0.0)),
+                p99(&t.wait),
+                format_ns(t.hold.total_ns as f64),
+                format_ns(t.hold.mean_ns().unwrap_or(0.0)),
+                p99(&t.hold)
+            );
+        }
+    }
+
+    // 1c. vmap function latency
+    if !p.functions.is_empty() {
+        let _ = writeln!(o, "\n== vmap function latency ==");
+        let _ = writeln!(o, "{:<26} {:>10} {:>10} {:>10} {:>10} {:>10}", "function", "calls", "calls/s", "avg", "p99<=", "max");
+        for f in &p.functions {
+            if f.latency.count == 0 {
+                let why = p.explain_idle_function(&f.function).unwrap_or_default();
+                let _ = writeln!(o, "{:<26} {:>10}  {why}", f.function, 0);
+                continue;
+            }
+            let _ = writeln!(
+                o,
+                "{:<26} {:>10} {:>10.1} {:>10} {:>10} {:>10}",
+                f.function,
+                f.latency.count,
+                per_second(f.latency.count, secs),
+                format_ns(f.latency.mean_ns().unwrap_or(0.0)),
+                f.latency.p99_ns().map(|v| format_ns(v as f64)).unwrap_or_default(),
+                format_ns(f.latency.max_ns as f64)
+            );
+        }
+    }
+    let missing: Vec<&str> = m
+        .hooks
+        .iter()
+        .filter(|h| h.hook.starts_with("fn:") && h.mechanism.is_none())
+        .map(|h| h.hook.trim_start_matches("fn:"))
+        .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(o, "not timed (no kprobe/fentry or absent in this kernel): {}", missing.join(", "));
+    }
+
     // 2. vmalloc operations
     let ops = &p.ops;
     let _ = writeln!(o, "\n== vmalloc operations ==");
@@ -173,5 +230,7 @@ mod tests {
         let other = text.lines().find(|l| l.starts_with("0x2000 (mutex)")).expect("other lock row");
         assert!(other.ends_with("tty_lock"), "{other}");
         assert!(text.contains("sshd"));
+        let f = text.lines().find(|l| l.starts_with("alloc_vmap_area") && l.contains("2000")).expect("latency row");
+        assert!(f.contains("2.00 us"), "{f}");
     }
 }

@@ -1,0 +1,139 @@
+//! Attaching entry/exit program pairs with fentry/fexit, falling back to kprobe/kretprobe.
+use aya::{
+    programs::{FEntry, FExit, KProbe, ProgramError},
+    Btf, Ebpf,
+};
+
+use crate::profile::{Mechanism, Rejection};
+
+/// The kernel's error, with its causes, on one line.
+pub fn reason(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        let next = e.to_string();
+        if !s.contains(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        src = e.source();
+    }
+    // Verifier logs can be thousands of lines: keep the part that says what went wrong.
+    let first = s.lines().next().unwrap_or("");
+    let first = first.split(". Verifier output").next().unwrap_or(first).trim_end_matches([':', ' ', '.']).to_string();
+    if first.len() > 300 { format!("{}...", &first[..300]) } else { first }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    p.try_into().map_err(|e: ProgramError| reason(&e))
+}
+
+/// fentry on `target` with `entry`, fexit with `exit` (either may be None). Both or neither:
+/// a lone entry program would fill the in-flight table with calls that never end.
+pub fn fentry_pair(ebpf: &mut Ebpf, btf: &Btf, target: &str, entry: Option<&str>, exit: Option<&str>) -> Result<(), String> {
+    if let Some(entry) = entry {
+        let p: &mut FEntry = program(ebpf, entry)?;
+        if p.fd().is_err() {
+            p.load(target, btf).map_err(|e| reason(&e))?;
+        }
+        p.attach().map_err(|e| reason(&e))?;
+    }
+    if let Some(exit) = exit {
+        let attached = (|| {
+            let p: &mut FExit = program(ebpf, exit)?;
+            if p.fd().is_err() {
+                p.load(target, btf).map_err(|e| reason(&e))?;
+            }
+            p.attach().map(|_| ()).map_err(|e| reason(&e))
+        })();
+        if let Err(e) = attached {
+            if let Some(entry) = entry {
+                let p: &mut FEntry = program(ebpf, entry)?;
+                let _ = p.unload();
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// kprobe on `symbol` with `entry`, kretprobe with `exit`; programs may be shared by targets.
+pub fn kprobe_pair(ebpf: &mut Ebpf, symbol: &str, entry: Option<&str>, exit: Option<&str>) -> Result<(), String> {
+    if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return Err("no kprobe PMU: this kernel is built without CONFIG_KPROBES".into());
+    }
+    let mut attached_entry = None;
+    if let Some(entry) = entry {
+        let p: &mut KProbe = program(ebpf, entry)?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| reason(&e))?;
+        }
+        attached_entry = Some(p.attach(symbol, 0).map_err(|e| reason(&e))?);
+    }
+    if let Some(exit) = exit {
+        let attached = (|| {
+            let p: &mut KProbe = program(ebpf, exit)?;
+            if p.fd().is_err() {
+                p.load().map_err(|e| reason(&e))?;
+            }
+            p.attach(symbol, 0).map(|_| ()).map_err(|e| reason(&e))
+        })();
+        if let Err(e) = attached {
+            if let (Some(entry), Some(link)) = (entry, attached_entry) {
+                let p: &mut KProbe = program(ebpf, entry)?;
+                let _ = p.detach(link);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Which function-probe mechanisms to try, best first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MechanismChoice {
+    /// Skip fentry/fexit (to exercise or compare the kprobe path).
+    pub skip_fentry: bool,
+}
+
+/// Try fentry/fexit then kprobe/kretprobe for one target; the mechanism used, or the
+/// rejections of each.
+pub fn attach_best(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    choice: MechanismChoice,
+    fentry_target: Option<&str>,
+    kprobe_symbol: Option<&str>,
+    fentry_programs: (Option<&str>, Option<&str>),
+    kprobe_programs: (Option<&str>, Option<&str>),
+) -> (Option<Mechanism>, Vec<Rejection>) {
+    let mut rejected = Vec::new();
+    if choice.skip_fentry {
+        rejected.push(Rejection { mechanism: Mechanism::Fentry, reason: "skipped (--prefer kprobe)".into() });
+    } else {
+        let tried = match (btf, fentry_target) {
+            (None, _) => Err("no kernel BTF".to_string()),
+            (_, None) => Err("function not in kernel BTF (inlined, static clone or absent)".to_string()),
+            (Some(btf), Some(t)) => fentry_pair(ebpf, btf, t, fentry_programs.0, fentry_programs.1),
+        };
+        match tried {
+            Ok(()) => return (Some(Mechanism::Fentry), rejected),
+            Err(reason) => rejected.push(Rejection { mechanism: Mechanism::Fentry, reason }),
+        }
+    }
+    let tried = match kprobe_symbol {
+        None => Err("function not in kallsyms (inlined or absent in this kernel)".to_string()),
+        Some(sym) => kprobe_pair(ebpf, sym, kprobe_programs.0, kprobe_programs.1),
+    };
+    match tried {
+        Ok(()) => (Some(Mechanism::Kprobe), rejected),
+        Err(reason) => {
+            rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason });
+            (None, rejected)
+        }
+    }
+}

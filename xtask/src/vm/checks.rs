@@ -1,0 +1,178 @@
+//! Reading the guest's results back and checking them against what each kernel must show.
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::KernelSeries;
+
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn result(name: &str, ok: bool, detail: impl Into<String>) -> CheckResult {
+    CheckResult { name: name.into(), ok, detail: detail.into() }
+}
+
+/// Sections printed by the guest's /init between `@@VT-BEGIN name@@` and `@@VT-END name rc=N@@`.
+pub fn sections(serial: &str) -> HashMap<String, (String, i32)> {
+    let mut out = HashMap::new();
+    let mut rest = serial;
+    while let Some(b) = rest.find("@@VT-BEGIN ") {
+        let after = &rest[b + 11..];
+        let Some(name_end) = after.find("@@") else { break };
+        let name = after[..name_end].to_string();
+        let body_start = &after[name_end + 2..];
+        let end_marker = format!("@@VT-END {name} rc=");
+        let Some(e) = body_start.find(&end_marker) else { break };
+        let body = body_start[..e].trim_matches('\n').to_string();
+        let rc_text = &body_start[e + end_marker.len()..];
+        let rc = rc_text.split("@@").next().and_then(|r| r.trim().parse().ok()).unwrap_or(-1);
+        out.insert(name, (body, rc));
+        rest = &body_start[e..];
+    }
+    out
+}
+
+fn json(sections: &HashMap<String, (String, i32)>, name: &str) -> Option<Value> {
+    let (body, _) = sections.get(name)?;
+    // The JSON document starts at the first '{' (anything before is stderr chatter).
+    serde_json::from_str(&body[body.find('{')?..]).ok()
+}
+
+fn function_count(report: &Value, function: &str) -> Option<u64> {
+    report["profile"]["functions"].as_array()?.iter().find(|f| f["function"] == function)?["latency"]["count"].as_u64()
+}
+
+fn hook_mechanism<'a>(report: &'a Value, hook: &str) -> Option<&'a str> {
+    report["profile"]["meta"]["hooks"].as_array()?.iter().find(|h| h["hook"] == hook)?["mechanism"].as_str()
+}
+
+fn timing<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["profile"]["lock_timing"].as_array()?.iter().find(|t| t["name"] == name)
+}
+
+/// kprobe_profile lines: `  vtcheck/alloc_vmap_area   <hits>   <misses>`.
+fn kprobe_hits(text: &str, event: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == event).then(|| f.next()?.parse().ok()).flatten()
+    })
+}
+
+pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckResult> {
+    let s = sections(serial);
+    let _ = std::fs::create_dir_all(out_dir);
+    for (name, (body, _)) in &s {
+        let _ = std::fs::write(out_dir.join(format!("{name}.txt")), body);
+    }
+    let mut r = Vec::new();
+    for name in ["doctor", "record", "report", "record_kprobe", "report_kprobe"] {
+        match s.get(name) {
+            Some((_, 0)) => {}
+            Some((body, rc)) => r.push(result(&format!("{name} exit"), false, format!("rc={rc}: {}", body.lines().last().unwrap_or("")))),
+            None => r.push(result(&format!("{name} ran"), false, "section missing from serial output")),
+        }
+    }
+    let (Some(doctor), Some(report), Some(kreport)) = (json(&s, "doctor"), json(&s, "report"), json(&s, "report_kprobe")) else {
+        r.push(result("results parse", false, "doctor/report JSON missing or unparsable"));
+        return r;
+    };
+    let cpus = s.get("nproc").map(|(b, _)| b.trim().to_string()).unwrap_or_default();
+    r.push(result("guest", true, format!("kernel {}, {cpus} CPUs", s.get("uname").map(|(b, _)| b.trim()).unwrap_or("?"))));
+
+    let finding = |item: &str| doctor["findings"].as_array().and_then(|f| f.iter().find(|x| x["item"] == item)).cloned().unwrap_or(Value::Null);
+    r.push(result("doctor shows kprobes", finding("kprobes")["status"] == "ok", finding("kprobes")["detail"].to_string()));
+    let fentry_ok = finding("fentry")["status"] == "ok";
+    let fn_mech = hook_mechanism(&report, "fn:alloc_vmap_area").unwrap_or("none");
+    r.push(result(
+        "fentry used where it works",
+        (fentry_ok && fn_mech == "fentry") || (!fentry_ok && fn_mech == "kprobe"),
+        format!("doctor fentry: {}; fn:alloc_vmap_area via {fn_mech}", finding("fentry")["detail"]),
+    ));
+
+    let design = report["profile"]["meta"]["design"].as_str().unwrap_or("?").to_string();
+    let want_design = if series == KernelSeries::V6_1 { "legacy" } else { "node_sharded" };
+    r.push(result("design detected", design == want_design, design));
+
+    // Function latency: the always-exercised ones must have calls; every probed function with
+    // none must be explained in the text report.
+    for f in ["alloc_vmap_area", "free_vmap_area_noflush", "__purge_vmap_area_lazy"] {
+        let n = function_count(&report, f);
+        r.push(result(&format!("latency {f}"), n.unwrap_or(0) > 0, format!("{n:?} calls")));
+    }
+    if series == KernelSeries::V6_12 {
+        for f in ["purge_vmap_node", "decay_va_pool_node"] {
+            let n = function_count(&report, f);
+            r.push(result(&format!("latency {f} (node design only)"), n.unwrap_or(0) > 0, format!("{n:?} calls")));
+        }
+    }
+    let text = s.get("report_text").map(|(b, _)| b.as_str()).unwrap_or("");
+    for f in report["profile"]["functions"].as_array().into_iter().flatten() {
+        if f["latency"]["count"] == 0 {
+            let name = f["function"].as_str().unwrap_or("?");
+            let line = text.lines().find(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("0")).unwrap_or("");
+            r.push(result(&format!("zero-call {name} explained"), line.len() > name.len() + 20, line.trim().to_string()));
+        }
+    }
+
+    // Cross-check with the kernel's own kprobe hit counts over a window that contains ours.
+    let kp = s.get("kprobe_profile").map(|(b, _)| b.as_str()).unwrap_or("");
+    for f in ["alloc_vmap_area", "free_vmap_area_noflush"] {
+        let ours = function_count(&report, f).unwrap_or(0);
+        let theirs = kprobe_hits(kp, &format!("vtcheck/{f}")).unwrap_or(0);
+        let ok = theirs > 0 && ours <= theirs && ours as f64 >= 0.95 * theirs as f64;
+        r.push(result(&format!("{f} calls vs kprobe_profile"), ok, format!("vmap-trace {ours}, kprobe_profile {theirs}")));
+    }
+
+    // Lock names, wait and hold.
+    let active = |t: &Value| t["wait"]["count"].as_u64().unwrap_or(0) > 0 && t["hold"]["count"].as_u64().unwrap_or(0) > 0;
+    let describe = |t: Option<&Value>| t.map_or("absent".to_string(), |t| format!("{} acquisitions, {} holds", t["wait"]["count"], t["hold"]["count"]));
+    let globals: &[&str] = if series == KernelSeries::V6_1 { &["vmap_area_lock", "free_vmap_area_lock"] } else { &["free_vmap_area_lock"] };
+    for name in globals {
+        let t = timing(&report, name);
+        r.push(result(&format!("lock {name} wait+hold"), t.is_some_and(active), describe(t)));
+    }
+    if series == KernelSeries::V6_12 {
+        let nodes: std::collections::BTreeSet<String> = report["profile"]["lock_timing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| active(t))
+            .filter_map(|t| t["name"].as_str()?.strip_prefix("vmap_node[").and_then(|n| n.split(']').next()).map(str::to_string))
+            .collect();
+        r.push(result("per-node locks active on >1 node", nodes.len() > 1, format!("nodes with activity: {nodes:?}")));
+        let names: Vec<&str> = report["profile"]["meta"]["vmap_locks"].as_array().into_iter().flatten().filter_map(|l| l["name"].as_str()).collect();
+        r.push(result(
+            "per-node locks named",
+            names.iter().any(|n| n.ends_with("].busy")) && names.iter().any(|n| n.ends_with("].lazy")) && names.iter().any(|n| n.ends_with("].pool_lock")),
+            format!("{} locks located", names.len()),
+        ));
+    }
+
+    // The forced kprobe path works too.
+    let kmech = hook_mechanism(&kreport, "fn:alloc_vmap_area");
+    let kcount = function_count(&kreport, "alloc_vmap_area");
+    r.push(result("kprobe fallback: function latency", kmech == Some("kprobe") && kcount.unwrap_or(0) > 0, format!("{kmech:?}, {kcount:?} calls")));
+    let lmech = hook_mechanism(&kreport, "lock-timing:spinlock");
+    let lcount: u64 = kreport["profile"]["lock_timing"].as_array().into_iter().flatten().map(|t| t["wait"]["count"].as_u64().unwrap_or(0)).sum();
+    r.push(result("kprobe fallback: lock timing", lmech == Some("kprobe") && lcount > 0, format!("{lmech:?}, {lcount} acquisitions")));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_sections_with_chatter_around() {
+        let serial = "boot noise\n@@VT-BEGIN a@@\nline1\nline2\n@@VT-END a rc=0@@\n[  1.0] kernel msg\n@@VT-BEGIN b@@\n{\"x\":1}\n@@VT-END b rc=3@@\n";
+        let s = sections(serial);
+        assert_eq!(s["a"], ("line1\nline2".to_string(), 0));
+        assert_eq!(s["b"].1, 3);
+        assert_eq!(json(&s, "b").unwrap()["x"], 1);
+        assert_eq!(kprobe_hits("  vtcheck/alloc_vmap_area    1234    0\n", "vtcheck/alloc_vmap_area"), Some(1234));
+    }
+}

@@ -1,0 +1,47 @@
+#!/bin/busybox sh
+# /init of the vm-test initramfs: mount what vmap-trace needs, run the checks, print each
+# result between markers on the serial console, power off.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /tmp
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmp /tmp
+mount -t tracefs nodev /sys/kernel/tracing
+mount -t debugfs nodev /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+echo 0 > /proc/sys/kernel/kptr_restrict
+ulimit -n 65536
+
+section() {
+    name=$1; shift
+    echo "@@VT-BEGIN $name@@"
+    "$@" 2>&1
+    echo "@@VT-END $name rc=$?@@"
+}
+
+T=/sys/kernel/tracing
+section uname uname -r
+section nproc nproc
+section doctor vmap-trace doctor --format json
+
+# An independent count of the same functions: the kernel's own kprobe events, read from
+# kprobe_profile after the run.
+for f in alloc_vmap_area free_vmap_area_noflush; do
+    echo "p:vtcheck/$f $f" >> $T/kprobe_events
+done
+echo 1 > $T/events/vtcheck/enable
+section record vmap-trace record --lock-timing -o /tmp/r.rec -- vmap-trace stress mix --duration 4 --quiet
+echo 0 > $T/events/vtcheck/enable
+section kprobe_profile cat $T/kprobe_profile
+section report vmap-trace report /tmp/r.rec --format json --max-rows 20
+section report_text vmap-trace report /tmp/r.rec --top 10
+
+# The kprobe/kretprobe fallback path, forced.
+section record_kprobe vmap-trace record --lock-timing --prefer-kprobe -o /tmp/k.rec -- vmap-trace stress mix --duration 2 --quiet
+section report_kprobe vmap-trace report /tmp/k.rec --format json --max-rows 5
+
+echo "@@VT-DONE@@"
+poweroff -f

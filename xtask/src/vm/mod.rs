@@ -1,0 +1,85 @@
+//! `cargo xtask vm-test`: boot Debian's 6.1 (legacy vmap design) and 6.12 (node-sharded)
+//! kernels under QEMU (TCG) with a static vmap-trace in the initramfs, run it for real with
+//! kprobes/fentry, and check the results read back from the serial console.
+mod checks;
+mod guest;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use crate::ebpf::workspace_root;
+
+/// Debian kernel series under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelSeries {
+    #[value(name = "6.1")]
+    V6_1,
+    #[value(name = "6.12")]
+    V6_12,
+    All,
+}
+
+impl KernelSeries {
+    fn expand(self) -> Vec<KernelSeries> {
+        match self {
+            KernelSeries::All => vec![KernelSeries::V6_1, KernelSeries::V6_12],
+            k => vec![k],
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            KernelSeries::V6_1 => "6.1",
+            KernelSeries::V6_12 => "6.12",
+            KernelSeries::All => "all",
+        }
+    }
+
+    /// Package name pattern (apt-cache search regex) of the newest image in the series.
+    fn package_regex(self) -> &'static str {
+        match self {
+            KernelSeries::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
+            KernelSeries::V6_12 => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$",
+            KernelSeries::All => unreachable!(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VmTestArgs {
+    /// Which Debian kernel(s) to boot.
+    #[arg(long, value_enum, default_value = "all")]
+    pub kernel: KernelSeries,
+    /// vCPUs of each guest.
+    #[arg(long, default_value_t = 4)]
+    pub cpus: u32,
+    /// Per-guest time limit in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u32,
+}
+
+pub fn vm_dir() -> PathBuf {
+    workspace_root().join("target/vm")
+}
+
+pub fn run(args: VmTestArgs) -> Result<()> {
+    crate::setup::install_apt(&["qemu-system-x86", "busybox-static", "cpio", "gzip"])?;
+    let binary = guest::build_static_binary()?;
+    let initrd = guest::build_initramfs(&binary)?;
+    let mut failures = Vec::new();
+    for series in args.kernel.expand() {
+        let kernel = guest::fetch_kernel(series)?;
+        let serial = guest::boot(series, &kernel, &initrd, args.cpus, args.timeout)?;
+        let results = checks::check(series, &serial, &vm_dir().join(series.label()));
+        for r in &results {
+            println!("{} {} {}: {}", if r.ok { "PASS" } else { "FAIL" }, series.label(), r.name, r.detail);
+        }
+        failures.extend(results.into_iter().filter(|r| !r.ok).map(|r| format!("{}: {}", series.label(), r.name)));
+    }
+    if !failures.is_empty() {
+        bail!("vm-test failed: {}", failures.join(", "));
+    }
+    println!("vm-test: all checks passed");
+    Ok(())
+}
