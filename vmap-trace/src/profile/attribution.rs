@@ -83,6 +83,7 @@ const LOCK_MACHINERY_PREFIXES: &[&str] = &[
     "__bpf_trace_contention",
     "bpf_trace_run",
     "bpf_prog_",
+    "bpf_trampoline_",
     "perf_trace_",
     "trace_call_bpf",
     "perf_trace_run_bpf_submit",

@@ -54,7 +54,7 @@ fn timing<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
     report["profile"]["lock_timing"].as_array()?.iter().find(|t| t["name"] == name)
 }
 
-/// kprobe_profile lines: `  vtcheck/alloc_vmap_area   <hits>   <misses>`.
+/// kprobe_profile lines: `  alloc_vmap_area   <hits>   <misses>` (event name without group).
 fn kprobe_hits(text: &str, event: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut f = l.split_whitespace();
@@ -122,8 +122,9 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     let kp = s.get("kprobe_profile").map(|(b, _)| b.as_str()).unwrap_or("");
     for f in ["alloc_vmap_area", "free_vmap_area_noflush"] {
         let ours = function_count(&report, f).unwrap_or(0);
-        let theirs = kprobe_hits(kp, &format!("vtcheck/{f}")).unwrap_or(0);
-        let ok = theirs > 0 && ours <= theirs && ours as f64 >= 0.95 * theirs as f64;
+        let theirs = kprobe_hits(kp, f).unwrap_or(0);
+        // Their window (the stress run) is inside ours (plus a shell's start and exit).
+        let ok = theirs > 0 && ours >= theirs && ours as f64 <= 1.05 * theirs as f64 + 20.0;
         r.push(result(&format!("{f} calls vs kprobe_profile"), ok, format!("vmap-trace {ours}, kprobe_profile {theirs}")));
     }
 
@@ -173,6 +174,6 @@ mod tests {
         assert_eq!(s["a"], ("line1\nline2".to_string(), 0));
         assert_eq!(s["b"].1, 3);
         assert_eq!(json(&s, "b").unwrap()["x"], 1);
-        assert_eq!(kprobe_hits("  vtcheck/alloc_vmap_area    1234    0\n", "vtcheck/alloc_vmap_area"), Some(1234));
+        assert_eq!(kprobe_hits("  alloc_vmap_area    1234    0\n", "alloc_vmap_area"), Some(1234));
     }
 }

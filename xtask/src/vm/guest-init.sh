@@ -27,14 +27,13 @@ section uname uname -r
 section nproc nproc
 section doctor vmap-trace doctor --format json
 
-# An independent count of the same functions: the kernel's own kprobe events, read from
-# kprobe_profile after the run.
+# An independent count of the same functions: the kernel's own kprobe events, enabled only
+# while the stress runs (inside vmap-trace's window: loading BPF programs vmallocs too).
 for f in alloc_vmap_area free_vmap_area_noflush; do
     echo "p:vtcheck/$f $f" >> $T/kprobe_events
 done
-echo 1 > $T/events/vtcheck/enable
-section record vmap-trace record --lock-timing -o /tmp/r.rec -- vmap-trace stress mix --duration 4 --quiet
-echo 0 > $T/events/vtcheck/enable
+section record vmap-trace record --lock-timing -o /tmp/r.rec -- sh -c \
+    "echo 1 > $T/events/vtcheck/enable; vmap-trace stress mix --duration 4 --quiet; echo 0 > $T/events/vtcheck/enable"
 section kprobe_profile cat $T/kprobe_profile
 section report vmap-trace report /tmp/r.rec --format json --max-rows 20
 section report_text vmap-trace report /tmp/r.rec --top 10
