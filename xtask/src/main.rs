@@ -38,11 +38,15 @@ enum Command {
     /// Boot Debian's 6.1 and 6.12 kernels under QEMU and check vmap-trace's kprobe/fentry
     /// probes, lock names and latencies in each (installs QEMU, downloads the kernels).
     VmTest(vm::VmTestArgs),
-    /// Everything CI runs: setup, stale-object check, build, unit and root integration tests.
+    /// Everything CI runs: setup, stale-object check, build, unit and root integration tests,
+    /// then `vm-test` on Debian 6.1 and 6.12.
     Test {
         /// Skip `setup` (the tools are known to be installed).
         #[arg(long)]
         no_setup: bool,
+        /// Skip the QEMU kernels (`vm-test`), e.g. for a quick local run.
+        #[arg(long)]
+        no_vm: bool,
     },
 }
 
@@ -54,6 +58,6 @@ fn main() -> Result<()> {
         Command::Demo { seconds } => demo::run(seconds),
         Command::Bench(args) => bench::run(args),
         Command::VmTest(args) => vm::run(args),
-        Command::Test { no_setup } => test::run(no_setup),
+        Command::Test { no_setup, no_vm } => test::run(no_setup, no_vm),
     }
 }

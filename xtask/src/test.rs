@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::ebpf::workspace_root;
 use crate::setup::run_checked;
 
-pub fn run(no_setup: bool) -> Result<()> {
+pub fn run(no_setup: bool, no_vm: bool) -> Result<()> {
     if !no_setup {
         crate::setup::run()?;
     }
@@ -21,5 +21,9 @@ pub fn run(no_setup: bool) -> Result<()> {
             .current_dir(&root)
             .args(["test", "--release", "--locked", "--", "--test-threads=1"]),
     )?;
+    if !no_vm {
+        // Real kprobe/fentry kernels of both allocator designs (this machine has neither).
+        crate::vm::run(crate::vm::VmTestArgs { kernel: crate::vm::KernelSeries::All, cpus: 4, timeout: 600, write_docs: false })?;
+    }
     Ok(())
 }

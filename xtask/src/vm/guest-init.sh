@@ -27,20 +27,24 @@ section uname uname -r
 section nproc nproc
 section doctor vmap-trace doctor --format json
 
-# An independent count of the same functions: the kernel's own kprobe events, enabled only
-# while the stress runs (inside vmap-trace's window: loading BPF programs vmallocs too).
-for f in alloc_vmap_area free_vmap_area_noflush; do
-    echo "p:vtcheck/$f $f" >> $T/kprobe_events
-done
-section record vmap-trace record --lock-timing -o /tmp/r.rec -- sh -c \
-    "echo 1 > $T/events/vtcheck/enable; vmap-trace stress mix --duration 4 --quiet; echo 0 > $T/events/vtcheck/enable"
-section kprobe_profile cat $T/kprobe_profile
+section record vmap-trace record --lock-timing -o /tmp/r.rec -- vmap-trace stress mix --duration 4 --quiet
 section report vmap-trace report /tmp/r.rec --format json --max-rows 20
 section report_text vmap-trace report /tmp/r.rec --top 10
 
 # The kprobe/kretprobe fallback path, forced.
 section record_kprobe vmap-trace record --lock-timing --prefer-kprobe -o /tmp/k.rec -- vmap-trace stress mix --duration 2 --quiet
 section report_kprobe vmap-trace report /tmp/k.rec --format json --max-rows 5
+
+# An independent count of the same functions: the kernel's own kprobe events, enabled only
+# while a pty stress runs, inside vmap-trace's window (loading BPF programs vmallocs too; pty
+# has no helper processes that outlive the stress command).
+for f in alloc_vmap_area free_vmap_area_noflush; do
+    echo "p:vtcheck/$f $f" >> $T/kprobe_events
+done
+section record_crosscheck vmap-trace record -o /tmp/c.rec -- sh -c \
+    "echo 1 > $T/events/vtcheck/enable; vmap-trace stress pty --duration 2 --quiet; echo 0 > $T/events/vtcheck/enable"
+section kprobe_profile cat $T/kprobe_profile
+section report_crosscheck vmap-trace report /tmp/c.rec --format json --max-rows 0
 
 echo "@@VT-DONE@@"
 poweroff -f

@@ -3,6 +3,7 @@
 //! kprobes/fentry, and check the results read back from the serial console.
 mod checks;
 mod guest;
+mod matrix;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,16 @@ pub struct VmTestArgs {
     /// Per-guest time limit in seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u32,
+    /// Also regenerate docs/kernels.md from these runs (and this machine's `doctor`).
+    #[arg(long)]
+    pub write_docs: bool,
+}
+
+/// This machine's own column: `doctor` only (no stress run here would show vmap locks).
+fn local_run(binary: &std::path::Path) -> Result<matrix::KernelRun> {
+    let out = std::process::Command::new(binary).args(["doctor", "--format", "json"]).output()?;
+    let doctor = serde_json::from_slice(&out.stdout).map_err(|e| anyhow::anyhow!("doctor JSON: {e}"))?;
+    Ok(matrix::KernelRun { label: "this machine".into(), doctor, report: None })
 }
 
 pub fn vm_dir() -> PathBuf {
@@ -68,14 +79,27 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     let binary = guest::build_static_binary()?;
     let initrd = guest::build_initramfs(&binary)?;
     let mut failures = Vec::new();
+    let mut runs = Vec::new();
+    if args.write_docs {
+        runs.push(local_run(&binary)?);
+    }
     for series in args.kernel.expand() {
         let kernel = guest::fetch_kernel(series)?;
         let serial = guest::boot(series, &kernel, &initrd, args.cpus, args.timeout)?;
+        let sections = checks::sections(&serial);
+        if let Some(doctor) = checks::json(&sections, "doctor") {
+            runs.push(matrix::KernelRun { label: format!("Debian {} (QEMU)", series.label()), doctor, report: checks::json(&sections, "report") });
+        }
         let results = checks::check(series, &serial, &vm_dir().join(series.label()));
         for r in &results {
             println!("{} {} {}: {}", if r.ok { "PASS" } else { "FAIL" }, series.label(), r.name, r.detail);
         }
         failures.extend(results.into_iter().filter(|r| !r.ok).map(|r| format!("{}: {}", series.label(), r.name)));
+    }
+    if args.write_docs {
+        let path = workspace_root().join("docs/kernels.md");
+        std::fs::write(&path, matrix::render(&runs, "cargo xtask vm-test --write-docs"))?;
+        eprintln!("vm-test: wrote {}", path.display());
     }
     if !failures.is_empty() {
         bail!("vm-test failed: {}", failures.join(", "));
