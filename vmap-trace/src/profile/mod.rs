@@ -282,26 +282,30 @@ impl Profile {
         self.locks.iter().find(|l| l.lock_addr == addr).and_then(|l| l.name.as_deref())
     }
 
-    /// Why a function that was probed shows no calls, when the recording can tell.
-    pub fn explain_idle_function(&self, function: &str) -> Option<String> {
+    /// Why a probed function shows fewer calls than its callers imply, when the recording can
+    /// tell: a function can be inlined into some callers (the probe sees only the out-of-line
+    /// copy), or simply not be reached by the workload.
+    pub fn explain_function(&self, function: &str) -> Option<String> {
         let f = self.functions.iter().find(|f| f.function == function)?;
-        if f.latency.count > 0 {
-            return None;
-        }
         let calls = |name: &str| self.functions.iter().find(|f| f.function == name).map_or(0, |f| f.latency.count);
-        Some(match function {
-            "find_vmap_area" if calls("find_vm_area") > 0 || calls("remove_vm_area") > 0 => format!(
-                "no direct calls: in this kernel build its callers (find_vm_area: {} calls, remove_vm_area: {}) \
-                 look areas up through an inlined copy or __find_vmap_area, so the probe never fires; \
-                 their latency stands for the lookups",
-                calls("find_vm_area"),
-                calls("remove_vm_area")
+        match function {
+            // Every find_vm_area() is a find_vmap_area() lookup in the source; fewer probe hits
+            // mean the compiler inlined find_vmap_area into find_vm_area (Debian's 6.1 build
+            // does), and only other callers (e.g. hardened usercopy) reach the probed copy.
+            "find_vmap_area" if calls("find_vm_area") > f.latency.count => Some(format!(
+                "{} direct calls, but find_vm_area made {}: in this kernel build find_vmap_area is inlined \
+                 into find_vm_area, so those lookups do not hit this probe; find_vm_area's latency covers them",
+                f.latency.count,
+                calls("find_vm_area")
+            )),
+            _ if f.latency.count > 0 => None,
+            "vm_map_ram" => Some("no calls: nothing used vm_map_ram during the recording (filesystems such as XFS, some GPU drivers)".into()),
+            _ => Some(
+                "probed but never called during the recording: the workload did not reach it, or its callers use an \
+                 inlined copy"
+                    .into(),
             ),
-            "vm_map_ram" => "no calls: nothing used vm_map_ram during the recording (filesystems such as XFS, some GPU drivers)".into(),
-            _ => "probed but never called during the recording: the workload did not reach it, or its \
-                  callers use an inlined copy"
-                .into(),
-        })
+        }
     }
 
     /// vmap contention grouped by the vmap function that took the lock, most wait first.
@@ -477,6 +481,23 @@ pub(crate) mod tests {
         assert_eq!(others[0].1, 400_000);
         assert_eq!(p.vmap_wait_ns(), 50_000);
         assert_eq!(p.total_wait().count, 14);
+    }
+
+    #[test]
+    fn explains_inlined_find_vmap_area_and_idle_functions() {
+        let mut p = sample_profile();
+        let f = |name: &str, count| FunctionLatency {
+            function: name.into(),
+            symbol: Some(name.into()),
+            latency: WaitHistogram { count, ..Default::default() },
+        };
+        p.functions = vec![f("find_vmap_area", 16), f("find_vm_area", 842), f("vm_map_ram", 0), f("alloc_vmap_area", 5)];
+        let why = p.explain_function("find_vmap_area").unwrap();
+        assert!(why.contains("inlined") && why.contains("842"), "{why}");
+        assert!(p.explain_function("vm_map_ram").unwrap().contains("no calls"));
+        assert_eq!(p.explain_function("alloc_vmap_area"), None);
+        p.functions[1].latency.count = 3;
+        assert_eq!(p.explain_function("find_vmap_area"), None);
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         let _ = writeln!(o, "{:<26} {:>10} {:>10} {:>10} {:>10} {:>10}", "function", "calls", "calls/s", "avg", "p99<=", "max");
         for f in &p.functions {
             if f.latency.count == 0 {
-                let why = p.explain_idle_function(&f.function).unwrap_or_default();
+                let why = p.explain_function(&f.function).unwrap_or_default();
                 let _ = writeln!(o, "{:<26} {:>10}  {why}", f.function, 0);
                 continue;
             }
@@ -109,6 +109,9 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                 f.latency.p99_ns().map(|v| format_ns(v as f64)).unwrap_or_default(),
                 format_ns(f.latency.max_ns as f64)
             );
+            if let Some(why) = p.explain_function(&f.function) {
+                let _ = writeln!(o, "  note: {why}");
+            }
         }
     }
     let missing: Vec<&str> = m

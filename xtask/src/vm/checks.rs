@@ -38,8 +38,22 @@ pub fn sections(serial: &str) -> HashMap<String, (String, i32)> {
 
 pub fn json(sections: &HashMap<String, (String, i32)>, name: &str) -> Option<Value> {
     let (body, _) = sections.get(name)?;
-    // The JSON document starts at the first '{' (anything before is stderr chatter).
-    serde_json::from_str(&body[body.find('{')?..]).ok()
+    // The JSON document starts at the first '{'; stderr chatter may come before and after.
+    serde_json::Deserializer::from_str(&body[body.find('{')?..]).into_iter::<Value>().next()?.ok()
+}
+
+/// Median ops/s of `stress --json` runs per mode: (plain, record, record --lock-timing).
+pub fn overhead(sections: &HashMap<String, (String, i32)>) -> Option<(f64, f64, f64)> {
+    let median = |mode: &str| -> Option<f64> {
+        let mut v: Vec<f64> =
+            (1..=3).filter_map(|r| json(sections, &format!("overhead_{mode}_{r}"))?["ops_per_sec"].as_f64()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some(v[v.len() / 2])
+    };
+    Some((median("plain")?, median("record")?, median("locktiming")?))
 }
 
 fn function_count(report: &Value, function: &str) -> Option<u64> {
@@ -162,6 +176,15 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     let lmech = hook_mechanism(&kreport, "lock-timing:spinlock");
     let lcount: u64 = kreport["profile"]["lock_timing"].as_array().into_iter().flatten().map(|t| t["wait"]["count"].as_u64().unwrap_or(0)).sum();
     r.push(result("kprobe fallback: lock timing", lmech == Some("kprobe") && lcount > 0, format!("{lmech:?}, {lcount} acquisitions")));
+
+    match overhead(&s) {
+        Some((plain, rec, lt)) => r.push(result(
+            "overhead measured (stress threads ops/s, median of 3)",
+            plain > 0.0 && rec > 0.0 && lt > 0.0,
+            format!("plain {plain:.0}, record {rec:.0} ({:.3}x), --lock-timing {lt:.0} ({:.3}x)", rec / plain, lt / plain),
+        )),
+        None => r.push(result("overhead measured", false, "overhead sections missing or unparsable")),
+    }
     r
 }
 
@@ -176,6 +199,8 @@ mod tests {
         assert_eq!(s["a"], ("line1\nline2".to_string(), 0));
         assert_eq!(s["b"].1, 3);
         assert_eq!(json(&s, "b").unwrap()["x"], 1);
+        let s = sections("@@VT-BEGIN c@@\nattached\n{\"y\":2}\nwrote x\n@@VT-END c rc=0@@\n");
+        assert_eq!(json(&s, "c").unwrap()["y"], 2);
         assert_eq!(kprobe_hits("  alloc_vmap_area    1234    0\n", "alloc_vmap_area"), Some(1234));
     }
 }

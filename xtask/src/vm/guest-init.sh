@@ -46,5 +46,13 @@ section record_crosscheck vmap-trace record -o /tmp/c.rec -- sh -c \
 section kprobe_profile cat $T/kprobe_profile
 section report_crosscheck vmap-trace report /tmp/c.rec --format json --max-rows 0
 
+# Overhead, interleaved: the same stress with nothing attached, under `record` (default
+# mode) and under `record --lock-timing`.
+for round in 1 2 3; do
+    section overhead_plain_$round vmap-trace stress threads --duration 3 --json
+    section overhead_record_$round vmap-trace record -o /tmp/o.rec -- vmap-trace stress threads --duration 3 --json
+    section overhead_locktiming_$round vmap-trace record --lock-timing -o /tmp/o.rec -- vmap-trace stress threads --duration 3 --json
+done
+
 echo "@@VT-DONE@@"
 poweroff -f

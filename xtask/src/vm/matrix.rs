@@ -8,6 +8,8 @@ pub struct KernelRun {
     pub label: String,
     pub doctor: Value,
     pub report: Option<Value>,
+    /// Median stress threads ops/s: nothing attached, `record`, `record --lock-timing`.
+    pub overhead: Option<(f64, f64, f64)>,
 }
 
 fn finding<'a>(doctor: &'a Value, item: &str) -> &'a Value {
@@ -60,6 +62,10 @@ pub fn render(runs: &[KernelRun], command: &str) -> String {
     row(&mut o, "vmap locks located", &|r| {
         let f = finding(&r.doctor, "vmap locks located");
         if f.is_null() { "-".into() } else { f["detail"].as_str().unwrap_or("").replace('|', "/") }
+    });
+    row(&mut o, "stress threads ops/s: plain / record / --lock-timing", &|r| match r.overhead {
+        Some((p, rec, lt)) => format!("{p:.0} / {rec:.0} ({:.1}%) / {lt:.0} ({:.1}%)", 100.0 * (rec / p - 1.0), 100.0 * (lt / p - 1.0)),
+        None => "-".into(),
     });
     let functions: Vec<String> = runs
         .iter()

@@ -67,7 +67,7 @@ pub struct VmTestArgs {
 fn local_run(binary: &std::path::Path) -> Result<matrix::KernelRun> {
     let out = std::process::Command::new(binary).args(["doctor", "--format", "json"]).output()?;
     let doctor = serde_json::from_slice(&out.stdout).map_err(|e| anyhow::anyhow!("doctor JSON: {e}"))?;
-    Ok(matrix::KernelRun { label: "this machine".into(), doctor, report: None })
+    Ok(matrix::KernelRun { label: "this machine".into(), doctor, report: None, overhead: None })
 }
 
 pub fn vm_dir() -> PathBuf {
@@ -88,7 +88,12 @@ pub fn run(args: VmTestArgs) -> Result<()> {
         let serial = guest::boot(series, &kernel, &initrd, args.cpus, args.timeout)?;
         let sections = checks::sections(&serial);
         if let Some(doctor) = checks::json(&sections, "doctor") {
-            runs.push(matrix::KernelRun { label: format!("Debian {} (QEMU)", series.label()), doctor, report: checks::json(&sections, "report") });
+            runs.push(matrix::KernelRun {
+                label: format!("Debian {} (QEMU)", series.label()),
+                doctor,
+                report: checks::json(&sections, "report"),
+                overhead: checks::overhead(&sections),
+            });
         }
         let results = checks::check(series, &serial, &vm_dir().join(series.label()));
         for r in &results {
