@@ -2,50 +2,32 @@
 //! (`_raw_spin_lock`/`_raw_spin_unlock`, `mutex_lock`/`mutex_unlock`) and filtered in the
 //! kernel by the vmap lock addresses. This sees the two-way spinlock waits that
 //! lock:contention_* never report, at the cost of a probe on every lock call in the system:
-//! opt-in (`record --lock-timing`), see docs/performance.md.
-use aya::{maps::HashMap, Btf, Ebpf};
+//! opt-in (`record --lock-timing`), see docs/kernels.md for its measured cost.
+//!
+//! Always kprobes, never fentry: detaching an fexit trampoline from `_raw_spin_lock` crashed
+//! Debian's 6.12 in our QEMU runs (int3 oops inside the ftrace direct-call update, which itself
+//! takes spinlocks). A profiler must not risk the kernel for a cheaper probe.
+use aya::{maps::HashMap, Ebpf};
 
-use super::attach::{attach_best, MechanismChoice};
-use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, vmap_locks::VmapLockTable};
+use super::attach::kprobe_pair;
+use crate::kernel::{kallsyms::DataSymbols, vmap_locks::VmapLockTable};
 use crate::profile::{HookStatus, Mechanism, Rejection};
 
 struct LockFamily {
     label: &'static str,
     acquire: &'static str,
     release: &'static str,
-    fentry: &'static str,
-    fexit: &'static str,
-    fentry_release: &'static str,
 }
 
 const FAMILIES: [LockFamily; 2] = [
-    LockFamily {
-        label: "lock-timing:spinlock",
-        acquire: "_raw_spin_lock",
-        release: "_raw_spin_unlock",
-        fentry: "fentry_spin_lock",
-        fexit: "fexit_spin_lock",
-        fentry_release: "fentry_spin_unlock",
-    },
-    LockFamily {
-        label: "lock-timing:mutex",
-        acquire: "mutex_lock",
-        release: "mutex_unlock",
-        fentry: "fentry_mutex_lock",
-        fexit: "fexit_mutex_lock",
-        fentry_release: "fentry_mutex_unlock",
-    },
+    LockFamily { label: "lock-timing:spinlock", acquire: "_raw_spin_lock", release: "_raw_spin_unlock" },
+    LockFamily { label: "lock-timing:mutex", acquire: "mutex_lock", release: "mutex_unlock" },
 ];
 
+const FENTRY_REFUSED: &str = "not used for lock primitives: detaching fexit from _raw_spin_lock crashed 6.12 in testing";
+
 /// Fill the address filter and attach. Returns one hook status per lock family.
-pub fn attach(
-    ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
-    kernel_btf: Option<&KernelBtf>,
-    symbols: &DataSymbols,
-    table: &VmapLockTable,
-    choice: MechanismChoice,
-) -> Vec<HookStatus> {
+pub fn attach(ebpf: &mut Ebpf, symbols: &DataSymbols, table: &VmapLockTable) -> Vec<HookStatus> {
     if table.locks.is_empty() {
         let reason = format!("no vmap lock could be located: {}", table.problems.join("; "));
         return FAMILIES
@@ -66,33 +48,24 @@ pub fn attach(
     FAMILIES
         .iter()
         .map(|f| {
-            let in_btf = |name| kernel_btf.is_some_and(|b| b.has_function(name));
-            let acquire_sym = symbols.resolve_function(f.acquire);
-            let release_sym = symbols.resolve_function(f.release);
-            // Acquire first (entry + return), then release; both needed for hold times.
-            let (mechanism, mut rejected) = attach_best(
-                ebpf,
-                btf,
-                choice,
-                in_btf(f.acquire).then_some(f.acquire),
-                acquire_sym.as_deref(),
-                (Some(f.fentry), Some(f.fexit)),
-                (Some("kprobe_lock_acquire"), Some("kretprobe_lock_acquire")),
-            );
-            let release = match mechanism {
-                None => None,
-                Some(Mechanism::Fentry) => btf.map(|b| super::attach::fentry_pair(ebpf, b, f.release, Some(f.fentry_release), None)),
-                Some(_) => release_sym.as_deref().map(|s| super::attach::kprobe_pair(ebpf, s, Some("kprobe_lock_release"), None)),
+            let mut rejected = vec![Rejection { mechanism: Mechanism::Fentry, reason: FENTRY_REFUSED.into() }];
+            let Some(acquire) = symbols.resolve_function(f.acquire) else {
+                rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason: format!("{} is not in kallsyms", f.acquire) });
+                return HookStatus { hook: f.label.into(), mechanism: None, rejected };
             };
-            if let Some(Err(e)) = release {
-                rejected.push(Rejection { mechanism: mechanism.unwrap_or(Mechanism::Kprobe), reason: format!("{} not probed, no hold times: {e}", f.release) });
-            } else if mechanism.is_some() && release.is_none() {
-                rejected.push(Rejection {
-                    mechanism: Mechanism::Kprobe,
-                    reason: format!("{} is not an out-of-line function here (inlined): no hold times", f.release),
-                });
+            // Acquire (entry + return) first, then release; both are needed for hold times.
+            if let Err(reason) = kprobe_pair(ebpf, &acquire, Some("kprobe_lock_acquire"), Some("kretprobe_lock_acquire")) {
+                rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason });
+                return HookStatus { hook: f.label.into(), mechanism: None, rejected };
             }
-            HookStatus { hook: f.label.into(), mechanism, rejected }
+            let release = match symbols.resolve_function(f.release) {
+                Some(sym) => kprobe_pair(ebpf, &sym, Some("kprobe_lock_release"), None),
+                None => Err(format!("{} is not an out-of-line function here (inlined)", f.release)),
+            };
+            if let Err(e) = release {
+                rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason: format!("no hold times: {e}") });
+            }
+            HookStatus { hook: f.label.into(), mechanism: Some(Mechanism::Kprobe), rejected }
         })
         .collect()
 }

@@ -177,7 +177,7 @@ pub fn attach_all(
         hooks.extend(fn_hooks);
     }
     if options.lock_timing {
-        hooks.extend(lock_timing::attach(&mut ebpf, aya_btf.as_ref(), kernel_btf, symbols, vmap_locks, choice));
+        hooks.extend(lock_timing::attach(&mut ebpf, symbols, vmap_locks));
     }
     Ok(Probes { ebpf, hooks, functions })
 }
