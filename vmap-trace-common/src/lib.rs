@@ -82,26 +82,12 @@ pub mod lock_flags {
     pub const MUTEX: u32 = 1 << 5;
 }
 
-/// Where a tracepoint field lives in the classic tracepoint record, read from tracefs'
-/// `format` files at run time (layouts differ between kernel versions).
+/// Where each needed argument of the hooked events is: a byte offset in the classic
+/// tracepoint record (from tracefs `format` files) or an argument index of the tp_btf context
+/// (from the kernel's BTF). Both are read at run time: layouts differ between kernels.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TracepointOffsets {
-    pub alloc_addr: u32,
-    pub alloc_size: u32,
-    pub alloc_failed: u32,
-    pub free_nr_lazy: u32,
-    pub free_nr_lazy_max: u32,
-    pub purge_npurged: u32,
-    pub contention_lock: u32,
-    pub contention_flags: u32,
-}
-
-/// Where each argument sits in a BTF tracepoint's argument list, read from the kernel's BTF
-/// (`btf_trace_<event>` prototypes) at run time.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BtfArgIndexes {
+pub struct EventArgs {
     pub alloc_addr: u32,
     pub alloc_size: u32,
     pub alloc_failed: u32,
@@ -116,8 +102,10 @@ pub struct BtfArgIndexes {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeConfig {
-    pub tp: TracepointOffsets,
-    pub btf: BtfArgIndexes,
+    /// Byte offsets in classic tracepoint records.
+    pub tp: EventArgs,
+    /// Argument indexes of tp_btf contexts.
+    pub btf: EventArgs,
     /// Page size, to turn byte sizes into pages.
     pub page_shift: u32,
     pub _pad: u32,

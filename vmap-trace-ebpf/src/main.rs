@@ -23,36 +23,24 @@ use aya_ebpf::{
     },
 };
 use vmap_trace_common::{
-    FUNC_SLOTS, LockEnter, LockTiming, MAX_INFLIGHT_CALLS, MAX_VMAP_LOCKS, ContentionStart, LOSS_COUNTERS, LazyGauge, LockKey, LossCounter, MAX_INFLIGHT_TASKS, MAX_LOCKS,
+    EventArgs, FUNC_SLOTS, LockEnter, LockTiming, MAX_INFLIGHT_CALLS, MAX_VMAP_LOCKS, ContentionStart, LOSS_COUNTERS, LazyGauge, LockKey, LossCounter, MAX_INFLIGHT_TASKS, MAX_LOCKS,
     MAX_STACK_KEYS, MAX_STACKS, MAX_TASKS, OP_COUNTERS, OpCounter, ProbeConfig, SIZE_BUCKETS,
     StackKey, TIME_BUCKETS, TaskWait, WaitStats, WaitTotals, lock_flags, log2_bucket,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
 #[unsafe(no_mangle)]
-static CONFIG: ProbeConfig = ProbeConfig {
-    tp: vmap_trace_common::TracepointOffsets {
-        alloc_addr: 0,
-        alloc_size: 0,
-        alloc_failed: 0,
-        free_nr_lazy: 0,
-        free_nr_lazy_max: 0,
-        purge_npurged: 0,
-        contention_lock: 0,
-        contention_flags: 0,
-    },
-    btf: vmap_trace_common::BtfArgIndexes {
-        alloc_addr: 0,
-        alloc_size: 0,
-        alloc_failed: 0,
-        free_nr_lazy: 0,
-        free_nr_lazy_max: 0,
-        purge_npurged: 0,
-        contention_lock: 0,
-        contention_flags: 0,
-    },
-    page_shift: 12,
-    _pad: 0,
+static CONFIG: ProbeConfig = ProbeConfig { tp: NO_ARGS, btf: NO_ARGS, page_shift: 12, _pad: 0 };
+
+const NO_ARGS: EventArgs = EventArgs {
+    alloc_addr: 0,
+    alloc_size: 0,
+    alloc_failed: 0,
+    free_nr_lazy: 0,
+    free_nr_lazy_max: 0,
+    purge_npurged: 0,
+    contention_lock: 0,
+    contention_flags: 0,
 };
 
 #[inline(always)]

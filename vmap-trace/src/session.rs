@@ -120,19 +120,8 @@ impl TraceSession {
     /// Everything recorded since `start`.
     pub fn snapshot(&mut self) -> Result<Profile> {
         let duration_ns = self.started.elapsed().as_nanos() as u64;
-        let snap = collect::read(&self.probes, &self.data_symbols, &self.vmap_locks, &mut self.resolver)?;
         let mut meta = self.meta.clone();
         meta.duration_ns = duration_ns;
-        Ok(Profile {
-            meta,
-            ops: snap.ops,
-            locks: snap.locks,
-            stacks: snap.stacks,
-            cpus: snap.cpus,
-            tasks: snap.tasks,
-            losses: snap.losses,
-            functions: snap.functions,
-            lock_timing: snap.lock_timing,
-        })
+        collect::read(&self.probes, meta, &self.data_symbols, &self.vmap_locks, &mut self.resolver)
     }
 }

@@ -16,21 +16,9 @@ use vmap_trace_common::{
 use crate::kernel::{kallsyms::DataSymbols, symbolize::KernelSymbolizer, vmap_locks::VmapLockTable};
 use crate::probe::{functions, lock_timing, Probes};
 use crate::profile::{
-    attribution, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses, StackWait, TaskWaitSummary, VmallocOps,
-    VmapLockTiming, WaitHistogram,
+    attribution, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses, Profile, RecordingMeta, StackWait,
+    TaskWaitSummary, VmallocOps, VmapLockTiming, WaitHistogram,
 };
-
-/// Everything read from the maps, ready to become a `Profile` with its metadata.
-pub struct Snapshot {
-    pub ops: VmallocOps,
-    pub locks: Vec<LockWait>,
-    pub stacks: Vec<StackWait>,
-    pub cpus: Vec<CpuWait>,
-    pub tasks: Vec<TaskWaitSummary>,
-    pub losses: Losses,
-    pub functions: Vec<FunctionLatency>,
-    pub lock_timing: Vec<VmapLockTiming>,
-}
 
 fn wait_histogram(v: &WaitStats) -> WaitHistogram {
     WaitHistogram { count: v.count, total_ns: v.total_ns, max_ns: v.max_ns, hist: Log2Histogram::from_buckets(&v.hist) }
@@ -88,7 +76,14 @@ fn trim_tracing_frames(frames: Vec<Frame>) -> Vec<Frame> {
     frames.into_iter().skip(skip).collect()
 }
 
-pub fn read(probes: &Probes, data_symbols: &DataSymbols, vmap_locks: &VmapLockTable, resolver: &mut StackResolver) -> Result<Snapshot> {
+/// Everything aggregated since attach, as a `Profile` carrying `meta`.
+pub fn read(
+    probes: &Probes,
+    meta: RecordingMeta,
+    data_symbols: &DataSymbols,
+    vmap_locks: &VmapLockTable,
+    resolver: &mut StackResolver,
+) -> Result<Profile> {
     let ebpf = &probes.ebpf;
     // vmalloc op counters, summed over CPUs; allocations also kept per CPU.
     let counters = per_cpu::<u64>(ebpf, "OP_COUNTS")?;
@@ -209,7 +204,7 @@ pub fn read(probes: &Probes, data_symbols: &DataSymbols, vmap_locks: &VmapLockTa
         .collect();
     lock_timing.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
 
-    Ok(Snapshot { ops, locks, stacks, cpus, tasks, losses, functions, lock_timing })
+    Ok(Profile { meta, ops, locks, stacks, cpus, tasks, losses, functions, lock_timing })
 }
 
 #[cfg(test)]

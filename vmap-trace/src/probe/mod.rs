@@ -11,7 +11,7 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use vmap_trace_common::{BtfArgIndexes, ProbeConfig, TracepointOffsets};
+use vmap_trace_common::{EventArgs, ProbeConfig};
 
 use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, tracefs, vmap_locks::VmapLockTable};
 use attach::{reason, MechanismChoice};
@@ -84,7 +84,7 @@ pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>) -> ProbeConfig
     let arg = |ev: &str, name: &str| btf.and_then(|b| b.tracepoint_arg_index(ev, name).ok()).unwrap_or(0);
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     ProbeConfig {
-        tp: TracepointOffsets {
+        tp: EventArgs {
             alloc_addr: off("vmalloc", "alloc_vmap_area", "addr"),
             alloc_size: off("vmalloc", "alloc_vmap_area", "size"),
             alloc_failed: off("vmalloc", "alloc_vmap_area", "failed"),
@@ -94,7 +94,7 @@ pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>) -> ProbeConfig
             contention_lock: off("lock", "contention_begin", "lock_addr"),
             contention_flags: off("lock", "contention_begin", "flags"),
         },
-        btf: BtfArgIndexes {
+        btf: EventArgs {
             alloc_addr: arg("alloc_vmap_area", "addr"),
             alloc_size: arg("alloc_vmap_area", "size"),
             alloc_failed: arg("alloc_vmap_area", "failed"),
