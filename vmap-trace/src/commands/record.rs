@@ -26,9 +26,11 @@ pub struct RecordArgs {
     /// Print a summary report when done.
     #[arg(long)]
     pub report: bool,
-    /// Also time every vmap lock acquisition (wait and hold) around the lock calls themselves,
-    /// which sees the two-way spinlock waits lock:contention_* miss. Needs kprobes or fentry,
-    /// and probes every spin_lock/mutex_lock in the system: see docs/performance.md for its cost.
+    /// EXPERIMENTAL: also time every vmap lock acquisition (wait and hold) around the lock
+    /// calls themselves, which sees the two-way spinlock waits lock:contention_* miss. Puts
+    /// kprobes on _raw_spin_lock/unlock and mutex_lock/unlock (every lock in the system pays),
+    /// and probing lock primitives has crashed test kernels: not for production machines.
+    /// See docs/kernels.md.
     #[arg(long)]
     pub lock_timing: bool,
     /// Use kprobes even where fentry works (to compare the two, or work around fentry issues).
