@@ -173,7 +173,7 @@ pub struct TaskWait {
     pub comm: [u8; COMM_LEN],
 }
 
-/// A vmap lock acquisition in flight (between entry and return of the lock call).
+/// A vmap lock call in flight (between the lock call and the release).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LockEnter {
@@ -182,7 +182,7 @@ pub struct LockEnter {
     pub _pad: u32,
 }
 
-/// Wait (lock call entry -> return) and hold (return -> unlock entry) of one vmap lock.
+/// Wait (lock call -> acquisition) and hold (acquisition -> release) of one vmap lock.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LockTiming {

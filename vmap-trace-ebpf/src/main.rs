@@ -439,64 +439,55 @@ latency_slots! {
 /// vmap lock address -> lock id, filled by user space. Every other lock costs one lookup.
 #[map]
 static VMAP_LOCKS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_VMAP_LOCKS, 0);
-/// Acquisitions in flight, per task.
+/// Lock calls in flight: key = tid << 32 | lock id (a task can wait for or hold several vmap
+/// locks at once, e.g. vmap_purge_lock around free_vmap_area_lock).
 #[map]
-static LOCKS_INFLIGHT: HashMap<u32, LockEnter> = HashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
-/// When each lock was last acquired (0 = not held by a timed acquisition). One holder at a
-/// time, so one slot per lock.
+static LOCKS_INFLIGHT: HashMap<u64, LockEnter> = HashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
+/// When each lock was last released.
 #[map]
-static LOCK_HELD_SINCE: HashMap<u32, u64> = HashMap::with_max_entries(MAX_VMAP_LOCKS, 0);
+static LOCK_LAST_RELEASE: HashMap<u32, u64> = HashMap::with_max_entries(MAX_VMAP_LOCKS, 0);
 #[map]
 static LOCK_TIMING: HashMap<u32, LockTiming> = HashMap::with_max_entries(MAX_VMAP_LOCKS, 0);
 
+/// Only entry probes, no return probes: return probes on the lock primitives crashed test
+/// kernels. The acquisition time follows from the release times instead: while a task holds a
+/// lock nobody else releases it, so when the holder releases, the previous release of that
+/// lock happened before it acquired, and it acquired at max(its lock call, that release).
 #[inline(always)]
 fn lock_acquire_enter(lock_addr: u64) {
     let Some(id) = (unsafe { VMAP_LOCKS.get(&lock_addr) }) else { return };
+    let key = (bpf_get_current_pid_tgid() << 32) | *id as u64;
     let enter = LockEnter { start_ns: unsafe { bpf_ktime_get_ns() }, lock_id: *id, _pad: 0 };
-    if LOCKS_INFLIGHT.insert(&(bpf_get_current_pid_tgid() as u32), &enter, 0).is_err() {
+    if LOCKS_INFLIGHT.insert(&key, &enter, 0).is_err() {
         lost(LossCounter::CallsInflightFull);
     }
-}
-
-#[inline(always)]
-fn lock_acquire_exit() {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(enter) = LOCKS_INFLIGHT.get_ptr(&tid) else { return };
-    let enter = unsafe { *enter };
-    let _ = LOCKS_INFLIGHT.remove(&tid);
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(t) = get_or_insert(&LOCK_TIMING, &enter.lock_id, &LockTiming::ZERO, LossCounter::LockMapFull) {
-        add_wait(unsafe { &mut (*t).wait }, now.saturating_sub(enter.start_ns));
-    }
-    let _ = LOCK_HELD_SINCE.insert(&enter.lock_id, &now, 0);
 }
 
 #[inline(always)]
 fn lock_release_enter(lock_addr: u64) {
     let Some(id) = (unsafe { VMAP_LOCKS.get(&lock_addr) }) else { return };
     let id = *id;
-    let Some(since) = LOCK_HELD_SINCE.get_ptr_mut(&id) else { return };
-    let since = unsafe { &mut *since };
-    if *since == 0 {
-        return;
-    }
-    let hold = unsafe { bpf_ktime_get_ns() }.saturating_sub(*since);
-    *since = 0;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let previous_release = unsafe { LOCK_LAST_RELEASE.get(&id) }.copied().unwrap_or(0);
+    let _ = LOCK_LAST_RELEASE.insert(&id, &now, 0);
+    let key = (bpf_get_current_pid_tgid() << 32) | id as u64;
+    // No lock call seen (taken before attach, or by trylock): only the release time counts.
+    let Some(enter) = LOCKS_INFLIGHT.get_ptr(&key) else { return };
+    let called = unsafe { (*enter).start_ns };
+    let _ = LOCKS_INFLIGHT.remove(&key);
+    let acquired = if previous_release > called { previous_release } else { called };
     if let Some(t) = get_or_insert(&LOCK_TIMING, &id, &LockTiming::ZERO, LossCounter::LockMapFull) {
-        add_wait(unsafe { &mut (*t).hold }, hold);
+        let t = unsafe { &mut *t };
+        add_wait(&mut t.wait, acquired - called);
+        add_wait(&mut t.hold, now.saturating_sub(acquired));
     }
 }
 
-// kprobe programs can be attached to several functions: one set serves spinlocks and mutexes.
-// (No fentry variant: see vmap-trace/src/probe/lock_timing.rs for why.)
+// kprobe programs can be attached to several functions: one serves spin_lock and mutex_lock,
+// one their unlocks. (No fentry variant: see vmap-trace/src/probe/lock_timing.rs for why.)
 #[kprobe]
 pub fn kprobe_lock_acquire(ctx: ProbeContext) -> u32 {
     lock_acquire_enter(ctx.arg(0).unwrap_or(0));
-    0
-}
-#[kretprobe]
-pub fn kretprobe_lock_acquire(_ctx: RetProbeContext) -> u32 {
-    lock_acquire_exit();
     0
 }
 #[kprobe]

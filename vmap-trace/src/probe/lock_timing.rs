@@ -1,12 +1,14 @@
-//! Wait and hold times of the vmap locks themselves, measured around the lock calls
-//! (`_raw_spin_lock`/`_raw_spin_unlock`, `mutex_lock`/`mutex_unlock`) and filtered in the
-//! kernel by the vmap lock addresses. This sees the two-way spinlock waits that
-//! lock:contention_* never report, at the cost of a probe on every lock call in the system:
-//! opt-in (`record --lock-timing`), see docs/kernels.md for its measured cost.
+//! Wait and hold times of the vmap locks themselves, from entry probes on the lock calls
+//! (`_raw_spin_lock`/`_raw_spin_unlock`, `mutex_lock`/`mutex_unlock`) filtered in the kernel by
+//! the vmap lock addresses. This sees the two-way spinlock waits that lock:contention_* never
+//! report, at the cost of a probe on every lock call in the system: opt-in
+//! (`record --lock-timing`), see docs/kernels.md for its measured cost.
 //!
-//! Always kprobes, never fentry: detaching an fexit trampoline from `_raw_spin_lock` crashed
-//! Debian's 6.12 in our QEMU runs (int3 oops inside the ftrace direct-call update, which itself
-//! takes spinlocks). A profiler must not risk the kernel for a cheaper probe.
+//! Entry kprobes only. In QEMU runs, a kretprobe on `_raw_spin_lock` crashed Debian's 6.1 (a
+//! return through NULL from scheduler_tick) and detaching an fexit from it crashed 6.12 (int3
+//! oops in the ftrace direct-call update). The acquisition time is derived from release
+//! times instead (see the eBPF side): exact for spinlocks; for a mutex, a woken waiter's
+//! wake-up latency is counted as hold rather than wait.
 use aya::{maps::HashMap, Ebpf};
 
 use super::attach::kprobe_pair;
@@ -24,7 +26,7 @@ const FAMILIES: [LockFamily; 2] = [
     LockFamily { label: "lock-timing:mutex", acquire: "mutex_lock", release: "mutex_unlock" },
 ];
 
-const FENTRY_REFUSED: &str = "not used for lock primitives: detaching fexit from _raw_spin_lock crashed 6.12 in testing";
+const FENTRY_REFUSED: &str = "not used for lock primitives: fexit/kretprobe on _raw_spin_lock crashed test kernels";
 
 /// Fill the address filter and attach. Returns one hook status per lock family.
 pub fn attach(ebpf: &mut Ebpf, symbols: &DataSymbols, table: &VmapLockTable) -> Vec<HookStatus> {
@@ -53,17 +55,17 @@ pub fn attach(ebpf: &mut Ebpf, symbols: &DataSymbols, table: &VmapLockTable) -> 
                 rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason: format!("{} is not in kallsyms", f.acquire) });
                 return HookStatus { hook: f.label.into(), mechanism: None, rejected };
             };
-            // Acquire (entry + return) first, then release; both are needed for hold times.
-            if let Err(reason) = kprobe_pair(ebpf, &acquire, Some("kprobe_lock_acquire"), Some("kretprobe_lock_acquire")) {
+            // Both the lock and the release call are needed: timings are computed at release.
+            let Some(release) = symbols.resolve_function(f.release) else {
+                let reason = format!("{} is not an out-of-line function here (inlined)", f.release);
                 rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason });
                 return HookStatus { hook: f.label.into(), mechanism: None, rejected };
-            }
-            let release = match symbols.resolve_function(f.release) {
-                Some(sym) => kprobe_pair(ebpf, &sym, Some("kprobe_lock_release"), None),
-                None => Err(format!("{} is not an out-of-line function here (inlined)", f.release)),
             };
-            if let Err(e) = release {
-                rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason: format!("no hold times: {e}") });
+            let attached = kprobe_pair(ebpf, &release, Some("kprobe_lock_release"), None)
+                .and_then(|()| kprobe_pair(ebpf, &acquire, Some("kprobe_lock_acquire"), None));
+            if let Err(reason) = attached {
+                rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason });
+                return HookStatus { hook: f.label.into(), mechanism: None, rejected };
             }
             HookStatus { hook: f.label.into(), mechanism: Some(Mechanism::Kprobe), rejected }
         })
