@@ -86,7 +86,7 @@ impl WaitHistogram {
 
     /// p99 as a bucket upper bound, capped by the observed max.
     pub fn p99_ns(&self) -> Option<u64> {
-        self.hist.quantile_upper(0.99).map(|v| v.min(self.max_ns.max(1)))
+        self.hist.quantile_upper(0.99).map(|v| v.min(self.max_ns))
     }
 
     pub fn add(&mut self, other: &WaitHistogram) {
@@ -131,5 +131,7 @@ mod tests {
         let w = WaitHistogram { count: 1, total_ns: 1500, max_ns: 1500, hist: Log2Histogram::from_buckets(&raw) };
         assert_eq!(w.p99_ns(), Some(1500));
         assert_eq!(w.mean_ns(), Some(1500.0));
+        let zeros = WaitHistogram { count: 5, total_ns: 0, max_ns: 0, hist: Log2Histogram::from_buckets(&[5]) };
+        assert_eq!(zeros.p99_ns(), Some(0), "all-zero waits have a zero p99");
     }
 }

@@ -95,5 +95,25 @@ pub fn render(runs: &[KernelRun], command: &str) -> String {
             }
         });
     }
+    o.push_str(NOTES);
     o
 }
+
+/// What the runs taught us, kept with the generated table.
+const NOTES: &str = r#"
+## Notes
+
+- **find_vmap_area on 6.1.** Debian's 6.1 build inlines `find_vmap_area` into `find_vm_area`,
+  so lookups from `find_vm_area` (fork's stack cache, hardened usercopy via `find_vm_area`)
+  never hit a `find_vmap_area` probe: a fork storm showed 842 `find_vm_area` calls and 16
+  `find_vmap_area` calls. The report says so under the row instead of showing a bare count;
+  `find_vm_area`'s latency covers those lookups. On 6.12 both are out of line.
+- **Lock primitives are probed with entry kprobes only.** In these QEMU (TCG) guests a
+  kretprobe on `_raw_spin_lock` crashed 6.1 twice (a return through NULL from
+  `scheduler_tick`'s run-queue lock) and detaching an fexit from `_raw_spin_lock` crashed 6.12
+  once (int3 oops in the ftrace direct-call update). Whether real hardware would show the same
+  we cannot tell from here; `--lock-timing` derives acquisition times from release times
+  instead and stays opt-in and marked experimental.
+- Guests run under TCG with 4 vCPUs on a 2-CPU host: absolute rates and latencies are far from
+  real hardware; the overhead ratios compare runs in the same guest.
+"#;
