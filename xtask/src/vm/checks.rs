@@ -83,16 +83,20 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         let _ = std::fs::write(out_dir.join(format!("{name}.txt")), body);
     }
     let mut r = Vec::new();
-    for name in ["doctor", "record", "report", "record_kprobe", "report_kprobe", "record_crosscheck", "report_crosscheck"] {
+    for name in ["doctor", "record", "report", "record_kprobe", "report_kprobe", "record_toggle", "record_crosscheck", "report_crosscheck"] {
         match s.get(name) {
             Some((_, 0)) => {}
             Some((body, rc)) => r.push(result(&format!("{name} exit"), false, format!("rc={rc}: {}", body.lines().last().unwrap_or("")))),
             None => r.push(result(&format!("{name} ran"), false, "section missing from serial output")),
         }
     }
-    let (Some(doctor), Some(report), Some(kreport), Some(creport)) =
-        (json(&s, "doctor"), json(&s, "report"), json(&s, "report_kprobe"), json(&s, "report_crosscheck"))
-    else {
+    let (Some(doctor), Some(report), Some(kreport), Some(creport), Some(treport)) = (
+        json(&s, "doctor"),
+        json(&s, "report"),
+        json(&s, "report_kprobe"),
+        json(&s, "report_crosscheck"),
+        json(&s, "report_toggle"),
+    ) else {
         r.push(result("results parse", false, "doctor/report JSON missing or unparsable"));
         return r;
     };
@@ -134,15 +138,21 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         }
     }
 
-    // Cross-check with the kernel's own kprobe hit counts over a window that contains ours.
+    // Cross-check with the kernel's own kprobe hit counts: both minus the footprint of arming
+    // and disarming the kprobe events (measured in a run of its own).
     let kp = s.get("kprobe_profile").map(|(b, _)| b.as_str()).unwrap_or("");
+    let kp_toggle = s.get("kprobe_profile_toggle").map(|(b, _)| b.as_str()).unwrap_or("");
     for f in ["alloc_vmap_area", "free_vmap_area_noflush"] {
-        let ours = function_count(&creport, f).unwrap_or(0);
-        let theirs = kprobe_hits(kp, f).unwrap_or(0);
-        // Their window (the pty stress run) is inside ours, which adds the shell around it and
-        // the run's tail. Seen: 6.12 within 1%, 6.1 3.5% more (not explained yet).
-        let ok = theirs > 0 && ours >= theirs && ours as f64 <= 1.05 * theirs as f64 + 20.0;
-        r.push(result(&format!("{f} calls vs kprobe_profile"), ok, format!("vmap-trace {ours}, kprobe_profile {theirs}")));
+        let toggle = function_count(&treport, f).unwrap_or(0);
+        let ours = function_count(&creport, f).unwrap_or(0).saturating_sub(toggle);
+        let theirs = kprobe_hits(kp, f).unwrap_or(0).saturating_sub(kprobe_hits(kp_toggle, f).unwrap_or(0));
+        let slack = (theirs as f64 * 0.02) as u64 + 10;
+        let ok = theirs > 0 && ours.abs_diff(theirs) <= slack;
+        r.push(result(
+            &format!("{f} calls vs kprobe_profile"),
+            ok,
+            format!("vmap-trace {ours}, kprobe_profile {theirs} (after subtracting {toggle} from arming the kprobes)"),
+        ));
     }
 
     // Lock names, wait and hold.

@@ -38,11 +38,16 @@ section record_kprobe vmap-trace record --prefer-kprobe -o /tmp/k.rec -- vmap-tr
 section report_kprobe vmap-trace report /tmp/k.rec --format json --max-rows 5
 
 # An independent count of the same functions: the kernel's own kprobe events, enabled only
-# while a pty stress runs, inside vmap-trace's window (loading BPF programs vmallocs too; pty
-# has no helper processes that outlive the stress command).
+# while a pty stress runs, inside vmap-trace's window. Arming and disarming kprobe events
+# itself allocates vmap areas (vmap-trace sees those, the events cannot), so that footprint
+# is measured on its own first and subtracted. pty has no helper processes that outlive it.
 for f in alloc_vmap_area free_vmap_area_noflush; do
     echo "p:vtcheck/$f $f" >> $T/kprobe_events
 done
+section record_toggle vmap-trace record -o /tmp/t.rec -- sh -c \
+    "echo 1 > $T/events/vtcheck/enable; echo 0 > $T/events/vtcheck/enable"
+section report_toggle vmap-trace report /tmp/t.rec --format json --max-rows 0
+section kprobe_profile_toggle cat $T/kprobe_profile
 section record_crosscheck vmap-trace record -o /tmp/c.rec -- sh -c \
     "echo 1 > $T/events/vtcheck/enable; vmap-trace stress pty --duration 2 --quiet; echo 0 > $T/events/vtcheck/enable"
 section kprobe_profile cat $T/kprobe_profile
