@@ -228,7 +228,7 @@ pub fn examine() -> DoctorReport {
             f.push(finding(
                 "vmap locks located",
                 !table.locks.is_empty(),
-                if table.problems.is_empty() { shown } else { format!("{shown}; {}", table.problems.join("; ")) },
+                [shown].into_iter().filter(|s| !s.is_empty()).chain(table.problems.iter().cloned()).collect::<Vec<_>>().join("; "),
                 "lock-timing cannot filter by address; contention is attributed by the vmap function in the stack",
             ));
             session.hooks().to_vec()

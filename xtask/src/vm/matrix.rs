@@ -115,5 +115,9 @@ const NOTES: &str = r#"
   we cannot tell from here; `--lock-timing` derives acquisition times from release times
   instead and stays opt-in and marked experimental.
 - Guests run under TCG with 4 vCPUs on a 2-CPU host: absolute rates and latencies are far from
-  real hardware; the overhead ratios compare runs in the same guest.
+  real hardware. The overhead row compares interleaved runs in the same guest, but on a shared
+  host TCG's noise is larger than the effect (runs with tracing have come out both slower and
+  faster than without): it cannot show whether `--lock-timing` costs more than 2%, which is
+  why that mode is opt-in. The default mode's cost on this machine's kernel is measured in
+  docs/performance.md.
 "#;
