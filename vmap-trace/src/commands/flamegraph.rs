@@ -1,7 +1,147 @@
-//! `vmap-trace flamegraph` (placeholder, being written).
+//! `vmap-trace flamegraph`: a recording's contended kernel stacks as an SVG flamegraph or as
+//! folded text. The work is in `crate::flamegraph`; this file parses arguments and writes.
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::flamegraph::{self, ClassFilter, FoldOptions, LockSelector, StackFilter, Weight};
+use crate::profile::recording;
+use crate::report::format_ns;
+
+/// Which stacks go into a graph and how they are weighted (shared by `flamegraph` and `diff`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StackArgs {
+    /// Only stacks waiting on this lock: its name as `vmap-trace report` prints it, or its
+    /// address (0x...). Repeat for several. An unknown lock lists the ones that exist.
+    #[arg(long, value_name = "NAME|0xADDR")]
+    pub lock: Vec<String>,
+    /// Only stacks through vmap allocator functions (`vmap`) or only the rest (`other`).
+    #[arg(long, value_enum, value_name = "CLASS")]
+    pub class: Option<ClassFilter>,
+    /// What the widths measure: wait time (ns), contended waits, or hold time (hold needs
+    /// hold times per stack, which no recording has yet: this says so and stops).
+    #[arg(long, value_enum, default_value_t = Weight::Wait)]
+    pub weight: Weight,
+    /// Only this task (tid or command name). Recordings keep per-task totals, not per-task
+    /// stacks, so this stops with an explanation and the task's totals.
+    #[arg(long, value_name = "TID|COMM")]
+    pub task: Option<String>,
+    /// Add user-space stacks. Recordings hold kernel stacks only, so this stops with an
+    /// explanation rather than drawing a kernel-only graph.
+    #[arg(long)]
+    pub user_stacks: bool,
+}
+
+impl StackArgs {
+    pub fn fold_options(&self) -> Result<FoldOptions> {
+        let locks = self.lock.iter().map(|l| l.parse::<LockSelector>()).collect::<Result<Vec<_>, _>>()?;
+        Ok(FoldOptions {
+            weight: self.weight,
+            filter: StackFilter { locks, class: self.class, task: self.task.clone() },
+            canonical_names: false,
+            user_stacks: self.user_stacks,
+        })
+    }
+}
+
 /// Render a flamegraph of a recording's contended kernel stacks.
+///
+/// Each tower is one contended kernel path, outermost frame at the bottom and the lock it
+/// waited for on top (`[spinlock vmap_area_lock]`, or the lock's address when the kernel does
+/// not name it). Widths are total wait by default; tooltips read in us (ms for graphs of 10 s
+/// of wait or more) or in waits.
 #[derive(Debug, clap::Args)]
-pub struct FlamegraphArgs {}
-pub fn run(_args: FlamegraphArgs) -> anyhow::Result<()> {
-    anyhow::bail!("flamegraph is not implemented yet")
+#[command(after_help = "Examples:
+  vmap-trace flamegraph web.rec -o web.svg
+  vmap-trace flamegraph web.rec -o vmap.svg --class vmap --weight count
+  vmap-trace flamegraph web.rec -o - --folded | inferno-flamegraph > web.svg
+  vmap-trace flamegraph web.rec -o web.folded --folded --lock vmap_area_lock
+
+--folded writes `frame;frame;...;[lock] WEIGHT` lines (outermost frame first; weights in
+nanoseconds, or waits with --weight count): the input of flamegraph.pl, inferno-flamegraph
+and speedscope.")]
+pub struct FlamegraphArgs {
+    /// A recording written by `vmap-trace record`.
+    pub file: PathBuf,
+    /// Where to write the SVG (or the folded text with --folded); `-` for standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Write folded stacks instead of an SVG.
+    #[arg(long)]
+    pub folded: bool,
+    #[command(flatten)]
+    pub stacks: StackArgs,
+}
+
+pub fn run(args: FlamegraphArgs) -> Result<()> {
+    let profile = recording::load(&args.file)?;
+    let graph = flamegraph::flamegraph(&profile, &args.stacks.fold_options()?)?;
+    write_output(&args.output, |w| {
+        if args.folded {
+            graph.write_folded(w).map_err(Into::into)
+        } else {
+            graph.write_svg(w).map_err(Into::into)
+        }
+    })?;
+    if !is_stdout(&args.output) {
+        let total = graph.folded.total();
+        let amount = match graph.weight {
+            Weight::Count => format!("{total} contended waits"),
+            _ => format!("{} of {}", format_ns(total as f64), graph.weight.describe()),
+        };
+        eprintln!("vmap-trace: wrote {} ({} stacks, {amount})", args.output.display(), graph.folded.len());
+    }
+    Ok(())
+}
+
+pub(crate) fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Write to `path` (or standard output for `-`) through `write`. A file is written under a
+/// temporary name and renamed, so a failed render never leaves half an SVG behind.
+pub(crate) fn write_output(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    if is_stdout(path) {
+        let stdout = io::stdout();
+        let mut w = BufWriter::new(stdout.lock());
+        let written = write(&mut w).and_then(|()| w.flush().context("cannot write to standard output"));
+        // `| head` closing the pipe early is the reader's choice, not a failure.
+        return match written {
+            Err(e) if is_broken_pipe(&e) => Ok(()),
+            other => other,
+        };
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        anyhow::bail!("cannot write {}: directory {} does not exist", path.display(), dir.display());
+    }
+    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut w = BufWriter::new(tmp);
+    write(&mut w)?;
+    let tmp = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", path.display()))?;
+    // Temporary files are private (0600); an SVG is made to be shared, so give it the mode a
+    // plain create would have had (0666 less the umask).
+    let mask = unsafe {
+        // SAFETY: umask only swaps the process's mask; it is restored at once, before any
+        // other file is created.
+        let mask = libc::umask(0);
+        libc::umask(mask);
+        mask
+    };
+    let mode = 0o666 & !(mask as u32);
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<crate::flamegraph::FlamegraphError>()
+                .is_some_and(|f| matches!(f, crate::flamegraph::FlamegraphError::Render(io) if io.kind() == io::ErrorKind::BrokenPipe))
+    })
 }

@@ -1,4 +1,6 @@
 //! Views of a `Profile` for people (text) and programs (JSON).
+pub mod compare;
+pub mod csv;
 pub mod json;
 pub mod text;
 

@@ -1,0 +1,56 @@
+//! Everything that can go wrong between a recording and a flamegraph, each with a message that
+//! says what the user can do about it.
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlamegraphError {
+    /// `--lock` named a lock this recording never saw.
+    #[error("no lock in this recording matches `{requested}`; {available}")]
+    UnknownLock { requested: String, available: String },
+
+    /// `--lock` was neither a lock name nor an address.
+    #[error("`{0}` is not a lock: give a lock name (as `vmap-trace report` shows it) or its address (0x...)")]
+    BadLockSelector(String),
+
+    /// The recording holds no contended stacks at all.
+    #[error("this recording has no contended kernel stacks to draw: {reason}")]
+    NoStacks { reason: String },
+
+    /// Stacks exist, but the filters leave none with a non-zero weight.
+    #[error("no contended stacks match {filters}; {hint}")]
+    NothingMatches { filters: String, hint: String },
+
+    #[error("this recording has no hold times (needs kprobe/fentry mode); use --weight wait or --weight count")]
+    NoHoldTimes,
+
+    /// `record --lock-timing` measured holds per vmap lock, but no stack is attached to them.
+    #[error(
+        "this recording has hold times per vmap lock ({locks}), not per stack, so they cannot weight a flamegraph; \
+         `vmap-trace report` shows them; use --weight wait or --weight count here"
+    )]
+    HoldTimesWithoutStacks { locks: String },
+
+    #[error("this recording has no user stacks: `record` captures kernel stacks only, so --user-stacks cannot be honoured")]
+    NoUserStacks,
+
+    /// Per-task stacks are not recorded, only per-task totals.
+    #[error(
+        "--task {task}: this recording keeps per-task totals, not per-task stacks, so a flamegraph cannot be filtered by task; {detail}"
+    )]
+    NoPerTaskStacks { task: String, detail: String },
+
+    /// An error about one recording of several (a diff's before or after side).
+    #[error("{name}: {source}")]
+    InRecording { name: String, source: Box<FlamegraphError> },
+
+    /// The two sides of a diff cannot be compared.
+    #[error("cannot diff: {0}")]
+    Diff(String),
+
+    /// A line of folded text is not `frame;frame;... COUNT`.
+    #[error("folded stacks, line {line_no}: expected `frame;frame;... COUNT`, got `{line}`")]
+    BadFoldedLine { line_no: usize, line: String },
+
+    #[error("cannot render the flamegraph: {0}")]
+    Render(#[from] io::Error),
+}
