@@ -204,9 +204,21 @@ fn doctor_reports_this_kernels_facts() {
         assert_eq!(finding(&d, "fentry")["status"] == "ok", bpftrace_ok, "fentry: doctor {} vs bpftrace {:?}", finding(&d, "fentry"), out);
     }
     assert_eq!(finding(&d, "btf")["status"] == "ok", Path::new("/sys/kernel/btf/vmlinux").exists());
-    // Every hook whose tracepoint exists is attached, with tp_btf preferred when BTF exists.
+    // Every tracepoint hook is attached, with tp_btf preferred when BTF exists; function and
+    // lock-timing hooks use fentry or kprobes exactly when the kernel has them, and otherwise
+    // say why not.
+    let fentry_ok = finding(&d, "fentry")["status"] == "ok";
     for h in d["hooks"].as_array().unwrap() {
-        assert_eq!(h["mechanism"], "tp_btf", "hook {h}");
+        let name = h["hook"].as_str().unwrap();
+        if name.starts_with("vmalloc:") || name.starts_with("lock:") {
+            assert_eq!(h["mechanism"], "tp_btf", "hook {h}");
+        } else if !kprobe_pmu && !fentry_ok {
+            assert!(h["mechanism"].is_null(), "hook {h} cannot be attached here");
+            let reasons = h["rejected"].to_string();
+            assert!(reasons.contains("CONFIG_KPROBES") || reasons.contains("not in kallsyms") || reasons.contains("no vmap lock"), "{h}");
+        } else {
+            assert!(h["mechanism"] == "fentry" || h["mechanism"] == "kprobe" || h["mechanism"].is_null(), "{h}");
+        }
     }
 }
 
