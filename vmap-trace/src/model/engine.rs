@@ -1,0 +1,690 @@
+//! The discrete-event engine: CPUs run actors (workload threads and kernel workers), each actor
+//! executes a queue of steps, and steps that touch shared state run in global time order.
+//!
+//! A step is private CPU work (folded into the actor's local clock, no event), a design action
+//! (runs at an event so that locks see requests in time order), or the end of an operation
+//! (latency bookkeeping). A design expands each workload operation into steps and its actions may
+//! push follow-up steps, spawn kernel workers or wake sleeping ones.
+//!
+//! Kernel workers (`schedule_work`) run on a CPU: on an idle one when there is one, otherwise on
+//! the requesting CPU, where the workload thread yields at its next step boundary until the
+//! worker finishes or sleeps.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp};
+
+use crate::model::env::{ns, Env, Ps};
+use crate::model::space::Area;
+use crate::model::stats::OpStats;
+use crate::model::workload::{
+    alloc_op, draw_count, draw_size, lookup_offset, Next, Op, OpenLoop, ThreadGroup, ThreadScript,
+};
+
+/// Operation kinds, for latency statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Vmalloc,
+    Vfree,
+    VmMapRam,
+    VmUnmapRam,
+    Lookup,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 5] = [
+        OpKind::Vmalloc,
+        OpKind::Vfree,
+        OpKind::VmMapRam,
+        OpKind::VmUnmapRam,
+        OpKind::Lookup,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Vmalloc => "vmalloc",
+            OpKind::Vfree => "vfree",
+            OpKind::VmMapRam => "vm_map_ram",
+            OpKind::VmUnmapRam => "vm_unmap_ram",
+            OpKind::Lookup => "find_vmap_area",
+        }
+    }
+}
+
+/// What a workload slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldKind {
+    /// A vmalloc area: own vmap area, pages allocated and mapped.
+    Vmalloc,
+    /// A large vm_map_ram: own vmap area, caller's pages mapped.
+    MapRam,
+    /// A small vm_map_ram carved from the per-CPU vmap block starting at `block`.
+    MapRamInBlock { block: u64 },
+}
+
+/// An allocation held by a workload thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub area: Area,
+    /// Pages mapped (the guard page excluded).
+    pub mapped_pages: u32,
+    pub kind: HeldKind,
+}
+
+/// One step of an actor.
+#[derive(Clone, Copy, Debug)]
+pub enum Step<A> {
+    /// Private CPU time.
+    Work(Ps),
+    /// A design action, run at an event in global time order.
+    Act(A),
+    /// The current operation ends here.
+    Done(OpKind),
+}
+
+/// Result of a design action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The actor continues at this time.
+    At(Ps),
+    /// The actor sleeps until a design wakes it.
+    Blocked,
+}
+
+/// Where a kernel worker runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Placement {
+    /// `schedule_work_on(cpu)`.
+    Cpu(u32),
+    /// `schedule_work()` from this CPU: an idle CPU if there is one, else this one.
+    Near(u32),
+}
+
+enum Request<A> {
+    Spawn { on: Placement, first: A },
+    Wake { actor: u32, at: Ps },
+}
+
+/// What a design action sees: the time, the acting CPU and its slots, and ways to ask the engine
+/// for follow-up steps, workers and wake-ups.
+pub struct Cx<'a, A> {
+    pub now: Ps,
+    pub actor: u32,
+    pub cpu: u32,
+    pub env: &'a Env,
+    pub rng: &'a mut ChaCha8Rng,
+    slots: &'a mut Vec<Option<Held>>,
+    steps: &'a mut VecDeque<Step<A>>,
+    requests: &'a mut Vec<Request<A>>,
+}
+
+impl<A: Copy> Cx<'_, A> {
+    /// Run these steps next, in order, before the rest of the actor's queue.
+    pub fn then(&mut self, steps: &[Step<A>]) {
+        for s in steps.iter().rev() {
+            self.steps.push_front(*s);
+        }
+    }
+
+    /// CPU work of mean `mean_ns` on this CPU (SMT slowdown and variability applied).
+    pub fn work(&mut self, mean_ns: f64) -> Ps {
+        self.env.cpu_work(self.cpu, mean_ns, self.rng)
+    }
+
+    pub fn spawn(&mut self, on: Placement, first: A) {
+        self.requests.push(Request::Spawn { on, first });
+    }
+
+    pub fn wake(&mut self, actor: u32, at: Ps) {
+        self.requests.push(Request::Wake { actor, at });
+    }
+
+    /// Drop the rest of the current operation's steps (the allocation failed).
+    pub fn abort_op(&mut self) {
+        while let Some(Step::Work(_) | Step::Act(_)) = self.steps.front() {
+            self.steps.pop_front();
+        }
+    }
+
+    pub fn slots_get(&self, slot: u32) -> Option<Held> {
+        self.slots.get(slot as usize).copied().flatten()
+    }
+
+    pub fn held(&self, slot: u32) -> Held {
+        self.slots[slot as usize].expect("workload slot holds an area")
+    }
+
+    pub fn hold(&mut self, slot: u32, held: Held) {
+        self.slots[slot as usize] = Some(held);
+    }
+
+    pub fn release(&mut self, slot: u32) -> Held {
+        self.slots[slot as usize]
+            .take()
+            .expect("workload slot holds an area")
+    }
+}
+
+/// A kernel design as the engine drives it.
+pub trait Design {
+    type Act: Copy + std::fmt::Debug;
+    /// Push the steps of one workload operation.
+    fn begin(&mut self, op: Op, cx: &mut Cx<'_, Self::Act>);
+    /// Run one action at `cx.now`.
+    fn act(&mut self, act: Self::Act, cx: &mut Cx<'_, Self::Act>) -> Outcome;
+    /// Forget statistics (end of warm-up).
+    fn reset_stats(&mut self);
+}
+
+/// The load an engine runs.
+pub enum Load<'w> {
+    /// One entry per thread: its group; threads run on `cpus[i]`.
+    Closed {
+        groups: &'w [ThreadGroup],
+        thread_groups: Vec<usize>,
+        cpus: Vec<u32>,
+    },
+    /// One arrival process per CPU with nonzero share.
+    Open { spec: &'w OpenLoop },
+}
+
+enum Role {
+    Closed(ThreadScript),
+    Open(Box<OpenCpu>),
+    Worker,
+}
+
+struct Actor<A> {
+    cpu: u32,
+    role: Role,
+    steps: VecDeque<Step<A>>,
+    slots: Vec<Option<Held>>,
+    op_start: Ps,
+    iter_start: Ps,
+}
+
+#[derive(Default)]
+struct CpuSlot {
+    thread: Option<u32>,
+    worker: Option<u32>,
+    /// Workers waiting for this CPU, with the time each is ready.
+    pending: VecDeque<(u32, Ps)>,
+    /// The thread yielded to workers and waits for them.
+    parked: bool,
+}
+
+/// Open-loop state of one CPU.
+struct OpenCpu {
+    next_alloc: Ps,
+    interarrival: Exp<f64>,
+    /// Frees due, as (arrival, slot).
+    frees: BinaryHeap<Reverse<(Ps, u32)>>,
+    free_slots: Vec<u32>,
+    lookups_left: u32,
+    current: Option<Op>,
+}
+
+/// Bits of an event key holding the actor; the rest hold the time.
+const ACTOR_BITS: u32 = 18;
+/// Simulated time must stay below this (2^46 ps, about 70 s).
+pub const MAX_TIME: Ps = 1 << (64 - ACTOR_BITS);
+
+/// A simulation in progress.
+pub struct Engine<'w, D: Design> {
+    pub design: D,
+    env: Env,
+    rng: ChaCha8Rng,
+    actors: Vec<Actor<D::Act>>,
+    free_workers: Vec<u32>,
+    cpus: Vec<CpuSlot>,
+    /// Pending events as `time << ACTOR_BITS | actor`: one integer compare per heap step, and
+    /// equal times run in actor order, deterministically.
+    queue: BinaryHeap<Reverse<u64>>,
+    now: Ps,
+    /// Actions may run without going through the queue up to this time (warm-up and
+    /// measurement boundaries are checked on queued events only).
+    inline_limit: Ps,
+    requests: Vec<Request<D::Act>>,
+    groups: &'w [ThreadGroup],
+    open: Option<&'w OpenLoop>,
+    pub stats: OpStats,
+}
+
+impl<'w, D: Design> Engine<'w, D> {
+    pub fn new(design: D, env: Env, load: Load<'w>, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut cpus: Vec<CpuSlot> = (0..env.cpus).map(|_| CpuSlot::default()).collect();
+        let mut actors = Vec::new();
+        let (groups, open, group_count) = match load {
+            Load::Closed {
+                groups,
+                thread_groups,
+                cpus: placement,
+            } => {
+                for (g, cpu) in thread_groups.into_iter().zip(placement) {
+                    cpus[cpu as usize].thread = Some(actors.len() as u32);
+                    let slots = vec![None; groups[g].allocs_per_iteration as usize];
+                    actors.push(Actor::new(cpu, Role::Closed(ThreadScript::new(g)), slots));
+                }
+                (groups, None, groups.len())
+            }
+            Load::Open { spec } => {
+                let shares = open_shares(spec, env.cpus);
+                for (cpu, share) in shares.into_iter().enumerate() {
+                    let rate_per_ps = spec.allocs_per_s * share / 1e12;
+                    if rate_per_ps <= 0.0 {
+                        continue;
+                    }
+                    let interarrival = Exp::new(rate_per_ps).expect("positive rate");
+                    let first = interarrival.sample(&mut rng) as Ps;
+                    let state = OpenCpu {
+                        next_alloc: first,
+                        interarrival,
+                        frees: BinaryHeap::new(),
+                        free_slots: Vec::new(),
+                        lookups_left: 0,
+                        current: None,
+                    };
+                    cpus[cpu].thread = Some(actors.len() as u32);
+                    actors.push(Actor::new(
+                        cpu as u32,
+                        Role::Open(Box::new(state)),
+                        Vec::new(),
+                    ));
+                }
+                (&[][..], Some(spec), 0)
+            }
+        };
+        Engine {
+            design,
+            env,
+            rng,
+            actors,
+            free_workers: Vec::new(),
+            cpus,
+            queue: BinaryHeap::new(),
+            now: 0,
+            inline_limit: 0,
+            requests: Vec::new(),
+            groups,
+            open,
+            stats: OpStats::new(group_count),
+        }
+    }
+
+    /// Warm up for at least `min_warmup` and until `warm(design)` holds (at most `max_warmup`),
+    /// forget the warm-up's statistics, then simulate `measure` more.
+    pub fn run(&mut self, min_warmup: Ps, max_warmup: Ps, warm: impl Fn(&D) -> bool, measure: Ps) {
+        let threads: Vec<u32> = (0..self.actors.len() as u32).collect();
+        for a in threads {
+            // Threads start within the first microsecond so they do not move in lockstep.
+            let start = self.rng.random_range(0..ns(1000.0));
+            self.actors[a as usize].iter_start = start;
+            self.schedule(a, start);
+        }
+        let mut end = None;
+        self.inline_limit = min_warmup;
+        while let Some(Reverse(key)) = self.queue.pop() {
+            let (t, a) = (key >> ACTOR_BITS, (key & ((1 << ACTOR_BITS) - 1)) as u32);
+            match end {
+                None if t >= min_warmup && (t >= max_warmup || warm(&self.design)) => {
+                    end = Some(t + measure);
+                    self.inline_limit = t + measure;
+                    self.stats = OpStats::new(self.stats.groups());
+                    self.design.reset_stats();
+                }
+                Some(end) if t >= end => break,
+                _ => {}
+            }
+            self.now = t;
+            self.advance(a, t);
+        }
+    }
+
+    fn schedule(&mut self, actor: u32, at: Ps) {
+        debug_assert!(actor < 1 << ACTOR_BITS);
+        // Events past the end of any run never execute; clamping keeps the key valid.
+        let at = at.min(MAX_TIME - 1);
+        self.queue
+            .push(Reverse(at << ACTOR_BITS | u64::from(actor)));
+    }
+
+    fn must_yield(&self, a: u32) -> bool {
+        let actor = &self.actors[a as usize];
+        if matches!(actor.role, Role::Worker) {
+            return false;
+        }
+        let c = &self.cpus[actor.cpu as usize];
+        c.worker.is_some() || !c.pending.is_empty()
+    }
+
+    fn advance(&mut self, a: u32, mut t: Ps) {
+        loop {
+            if self.must_yield(a) {
+                let cpu = self.actors[a as usize].cpu;
+                self.cpus[cpu as usize].parked = true;
+                if self.cpus[cpu as usize].worker.is_none() {
+                    self.start_pending(cpu, t);
+                }
+                return;
+            }
+            let Some(step) = self.actors[a as usize].steps.pop_front() else {
+                if matches!(self.actors[a as usize].role, Role::Worker) {
+                    self.worker_finished(a, t);
+                    return;
+                }
+                t = self.next_op(a, t);
+                continue;
+            };
+            match step {
+                Step::Work(d) => t += d,
+                Step::Done(kind) => self.op_done(a, kind, t),
+                Step::Act(act) => {
+                    if t > self.now {
+                        // Run it now if no other event comes first (saves a heap round trip).
+                        let key = t << ACTOR_BITS | u64::from(a);
+                        if t < self.inline_limit
+                            && self.queue.peek().is_none_or(|Reverse(k)| *k > key)
+                        {
+                            self.now = t;
+                        } else {
+                            self.actors[a as usize].steps.push_front(step);
+                            self.schedule(a, t);
+                            return;
+                        }
+                    }
+                    let actor = &mut self.actors[a as usize];
+                    let mut cx = Cx {
+                        now: t,
+                        actor: a,
+                        cpu: actor.cpu,
+                        env: &self.env,
+                        rng: &mut self.rng,
+                        slots: &mut actor.slots,
+                        steps: &mut actor.steps,
+                        requests: &mut self.requests,
+                    };
+                    let outcome = self.design.act(act, &mut cx);
+                    self.serve_requests(t);
+                    match outcome {
+                        Outcome::At(next) => t = next,
+                        Outcome::Blocked => {
+                            self.worker_sleeps(a, t);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Start the next operation of a workload thread; returns its local time.
+    fn next_op(&mut self, a: u32, mut t: Ps) -> Ps {
+        loop {
+            let actor = &mut self.actors[a as usize];
+            let op = match &mut actor.role {
+                Role::Closed(script) => {
+                    let group = script.group;
+                    match script.next(&self.groups[group], &mut self.rng) {
+                        Next::Op(op) => {
+                            actor.op_start = t;
+                            op
+                        }
+                        Next::Think(d) => {
+                            t += ns(d);
+                            continue;
+                        }
+                        Next::IterationDone => {
+                            self.stats.record_iteration(group, t - actor.iter_start);
+                            actor.iter_start = t;
+                            continue;
+                        }
+                    }
+                }
+                Role::Open(state) => {
+                    let spec = self.open.expect("open-loop actor has a spec");
+                    let (arrival, op) = state.next(spec, &actor.slots, &mut self.rng);
+                    let arrival = arrival.unwrap_or(t);
+                    t = t.max(arrival);
+                    actor.op_start = arrival;
+                    if let Op::Vmalloc { slot, .. } | Op::VmMapRam { slot, .. } = op {
+                        if actor.slots.len() <= slot as usize {
+                            actor.slots.resize(slot as usize + 1, None);
+                        }
+                    }
+                    op
+                }
+                Role::Worker => unreachable!("workers have no operations"),
+            };
+            let mut cx = Cx {
+                now: t,
+                actor: a,
+                cpu: actor.cpu,
+                env: &self.env,
+                rng: &mut self.rng,
+                slots: &mut actor.slots,
+                steps: &mut actor.steps,
+                requests: &mut self.requests,
+            };
+            self.design.begin(op, &mut cx);
+            debug_assert!(self.requests.is_empty(), "begin() only pushes steps");
+            return t;
+        }
+    }
+
+    fn op_done(&mut self, a: u32, kind: OpKind, t: Ps) {
+        let actor = &mut self.actors[a as usize];
+        self.stats.record_op(kind, t - actor.op_start);
+        if let Role::Open(state) = &mut actor.role {
+            let spec = self.open.expect("open-loop actor has a spec");
+            state.completed(spec, t, &mut self.rng);
+        }
+    }
+
+    fn serve_requests(&mut self, t: Ps) {
+        let requests = std::mem::take(&mut self.requests);
+        for r in &requests {
+            match *r {
+                Request::Spawn { on, first } => self.spawn_worker(on, first, t),
+                Request::Wake { actor, at } => self.make_ready(actor, at),
+            }
+        }
+        self.requests = requests;
+        self.requests.clear();
+    }
+
+    fn spawn_worker(&mut self, on: Placement, first: D::Act, t: Ps) {
+        let cpu = match on {
+            Placement::Cpu(c) => c % self.env.cpus,
+            Placement::Near(c) => self
+                .cpus
+                .iter()
+                .position(|s| s.thread.is_none() && s.worker.is_none() && s.pending.is_empty())
+                .map_or(c, |i| i as u32),
+        };
+        let w = match self.free_workers.pop() {
+            Some(w) => {
+                let actor = &mut self.actors[w as usize];
+                actor.cpu = cpu;
+                actor.steps.clear();
+                w
+            }
+            None => {
+                self.actors.push(Actor::new(cpu, Role::Worker, Vec::new()));
+                (self.actors.len() - 1) as u32
+            }
+        };
+        self.actors[w as usize].steps.push_back(Step::Act(first));
+        self.make_ready(w, t);
+    }
+
+    /// A worker is ready to run at `at`: it runs at once if its CPU is free, else it waits.
+    fn make_ready(&mut self, w: u32, at: Ps) {
+        let cpu = self.actors[w as usize].cpu;
+        let slot = &mut self.cpus[cpu as usize];
+        slot.pending.push_back((w, at));
+        if slot.worker.is_none() && (slot.thread.is_none() || slot.parked) {
+            self.start_pending(cpu, at);
+        }
+    }
+
+    fn start_pending(&mut self, cpu: u32, t: Ps) {
+        if let Some((w, ready)) = self.cpus[cpu as usize].pending.pop_front() {
+            self.cpus[cpu as usize].worker = Some(w);
+            self.schedule(w, t.max(ready));
+        }
+    }
+
+    /// The running worker leaves the CPU (finished or asleep): the next worker or the parked
+    /// thread gets it.
+    fn release_cpu(&mut self, cpu: u32, t: Ps) {
+        let slot = &mut self.cpus[cpu as usize];
+        slot.worker = None;
+        if !slot.pending.is_empty() {
+            self.start_pending(cpu, t);
+        } else if slot.parked {
+            slot.parked = false;
+            let thread = slot.thread.expect("a parked thread exists");
+            self.schedule(thread, t);
+        }
+    }
+
+    fn worker_finished(&mut self, w: u32, t: Ps) {
+        let cpu = self.actors[w as usize].cpu;
+        self.free_workers.push(w);
+        self.release_cpu(cpu, t);
+    }
+
+    fn worker_sleeps(&mut self, w: u32, t: Ps) {
+        debug_assert!(
+            matches!(self.actors[w as usize].role, Role::Worker),
+            "only workers sleep"
+        );
+        let cpu = self.actors[w as usize].cpu;
+        self.release_cpu(cpu, t);
+    }
+
+    /// Number of workload threads.
+    pub fn threads(&self) -> u32 {
+        self.cpus.iter().filter(|c| c.thread.is_some()).count() as u32
+    }
+}
+
+impl<A> Actor<A> {
+    fn new(cpu: u32, role: Role, slots: Vec<Option<Held>>) -> Self {
+        Actor {
+            cpu,
+            role,
+            steps: VecDeque::new(),
+            slots,
+            op_start: 0,
+            iter_start: 0,
+        }
+    }
+}
+
+/// Share of the open-loop allocations issued by each CPU.
+fn open_shares(spec: &OpenLoop, cpus: u32) -> Vec<f64> {
+    if spec.cpu_share.is_empty() {
+        return vec![1.0 / f64::from(cpus); cpus as usize];
+    }
+    let total: f64 = spec.cpu_share.iter().sum();
+    let mut shares: Vec<f64> = spec.cpu_share.iter().map(|s| s / total).collect();
+    shares.resize(cpus as usize, 0.0);
+    shares
+}
+
+impl OpenCpu {
+    /// The next operation to run and when it arrived (`None`: now). Lookups follow their
+    /// allocation at once; otherwise the earliest of the next allocation and the frees due is
+    /// taken.
+    fn next(
+        &mut self,
+        spec: &OpenLoop,
+        slots: &[Option<Held>],
+        rng: &mut ChaCha8Rng,
+    ) -> (Option<Ps>, Op) {
+        if self.lookups_left > 0 {
+            if let Some(Op::Vmalloc { slot, pages, .. } | Op::VmMapRam { slot, pages }) =
+                self.current
+            {
+                if slots.get(slot as usize).is_some_and(Option::is_some) {
+                    self.lookups_left -= 1;
+                    let offset_pages = lookup_offset(spec.lookup_offset, pages, rng);
+                    return (None, Op::Lookup { slot, offset_pages });
+                }
+            }
+            self.lookups_left = 0;
+        }
+        let free_due = self.frees.peek().map(|Reverse((at, _))| *at);
+        if let Some(at) = free_due.filter(|&at| at <= self.next_alloc) {
+            let Reverse((_, slot)) = self.frees.pop().expect("peeked");
+            self.free_slots.push(slot);
+            self.current = None;
+            return (Some(at), Op::Release { slot });
+        }
+        let arrival = self.next_alloc;
+        self.next_alloc = self
+            .next_alloc
+            .saturating_add((self.interarrival.sample(rng) as Ps).max(1));
+        let slot = self.free_slots.pop().unwrap_or(slots.len() as u32);
+        let size = draw_size(&spec.sizes, rng);
+        let op = alloc_op(slot, size, spec.vm_map_ram_share, rng);
+        self.current = Some(op);
+        self.lookups_left = draw_count(spec.lookups_per_alloc, rng);
+        (Some(arrival), op)
+    }
+
+    /// The current operation completed at `t`: an allocation schedules its free.
+    fn completed(&mut self, spec: &OpenLoop, t: Ps, rng: &mut ChaCha8Rng) {
+        let Some(Op::Vmalloc { slot, .. } | Op::VmMapRam { slot, .. }) = self.current else {
+            return;
+        };
+        if self.lookups_left > 0 {
+            return; // lookups first; the free is scheduled after them
+        }
+        self.current = None;
+        if rng.random::<f64>() < spec.frees_per_alloc {
+            let life = if spec.lifetime_us > 0.0 {
+                Exp::new(1.0 / (spec.lifetime_us * 1e6))
+                    .expect("positive lifetime")
+                    .sample(rng) as Ps
+            } else {
+                0
+            };
+            self.frees.push(Reverse((t.saturating_add(life), slot)));
+        }
+    }
+}
+
+/// Run `f` with a context for `cpu` at `now`, as a design action would see it; returns its
+/// result and the steps it pushed (design unit tests).
+#[cfg(test)]
+pub fn with_test_cx<A: Copy, R>(
+    env: &Env,
+    cpu: u32,
+    now: Ps,
+    slots: usize,
+    f: impl FnOnce(&mut Cx<'_, A>) -> R,
+) -> (R, Vec<Step<A>>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut slots = vec![None; slots];
+    let mut steps = VecDeque::new();
+    let mut requests = Vec::new();
+    let mut cx = Cx {
+        now,
+        actor: 0,
+        cpu,
+        env,
+        rng: &mut rng,
+        slots: &mut slots,
+        steps: &mut steps,
+        requests: &mut requests,
+    };
+    let r = f(&mut cx);
+    (r, steps.into_iter().collect())
+}

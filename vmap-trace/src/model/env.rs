@@ -1,0 +1,309 @@
+//! The simulated machine as the engine sees it: time units, CPU topology (which CPUs share a
+//! core or a last-level cache), where workload threads run, cache-line transfer latencies, and
+//! the calibrated CPU costs converted for use.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::Exp1;
+
+use crate::model::params::{CpuCosts, ModelParams, SharedLines};
+use crate::model::space::lazy_max_pages;
+
+/// Simulated time in picoseconds: integer, so event order is exact and reproducible.
+pub type Ps = u64;
+pub const PS_PER_NS: f64 = 1000.0;
+
+/// Marker for "no CPU has touched this line yet".
+pub const NO_CPU: u32 = u32::MAX;
+
+/// Convert nanoseconds to simulated time (rounded to the nearest picosecond).
+pub fn ns(v: f64) -> Ps {
+    (v * PS_PER_NS + 0.5) as Ps
+}
+
+/// Convert simulated time to nanoseconds.
+pub fn to_ns(t: Ps) -> f64 {
+    t as f64 / PS_PER_NS
+}
+
+/// Machine description and derived constants shared by every part of one simulation.
+#[derive(Debug)]
+pub struct Env {
+    pub cpus: u32,
+    pub nodes: u32,
+    pub page_size: u64,
+    pub lazy_max_pages: u64,
+    /// CPU costs with the calibration scale applied, ns.
+    pub cost: CpuCosts,
+    pub lines: SharedLines,
+    pub purge_lock_break: bool,
+    cores: u32,
+    cores_per_llc: u32,
+    /// Per-CPU slowdown of CPU work (the SMT sibling also runs a workload thread).
+    speed: Vec<f64>,
+    transfer_smt: Ps,
+    transfer_llc: Ps,
+    transfer_remote: Ps,
+    tree_level_ns: f64,
+    dram: Ps,
+    cached_levels: u32,
+    cost_cv: f64,
+    transfer_cv: f64,
+    mutex_wakeup: Ps,
+    pub handoff_pending: f64,
+    pub handoff_queued: f64,
+    pub shared_line_penalty: f64,
+    pub legacy_locks_share_line: bool,
+}
+
+impl Env {
+    /// `busy_cpus` are the CPUs that run workload threads (they slow their SMT siblings).
+    pub fn new(params: &ModelParams, busy_cpus: &[u32]) -> Self {
+        let m = &params.machine;
+        let tpc = if m.threads_per_core > 1 && m.cpus.is_multiple_of(m.threads_per_core) {
+            m.threads_per_core
+        } else {
+            1
+        };
+        let cores = m.cpus / tpc;
+        let mut occupied = vec![false; m.cpus as usize];
+        for &c in busy_cpus {
+            occupied[c as usize] = true;
+        }
+        let speed = (0..m.cpus)
+            .map(|c| {
+                let sibling_busy = (0..tpc)
+                    .map(|t| c % cores + t * cores)
+                    .any(|s| s != c && occupied[s as usize]);
+                if sibling_busy {
+                    params.hardware.smt_slowdown
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let busy_cores = {
+            let mut cores_used: Vec<u32> = busy_cpus.iter().map(|c| c % cores).collect();
+            cores_used.sort_unstable();
+            cores_used.dedup();
+            cores_used.len().max(1) as f64
+        };
+        let h = &params.hardware;
+        let idle_share = if cores > 1 {
+            (f64::from(cores) - busy_cores) / f64::from(cores - 1)
+        } else {
+            0.0
+        };
+        let transfer_remote_ns =
+            h.transfer_remote_ns + (h.transfer_remote_idle_ns - h.transfer_remote_ns) * idle_share;
+        let mut cost = params.costs.clone();
+        scale_costs(&mut cost, params.cost_scale);
+        Env {
+            cpus: m.cpus,
+            nodes: params.nodes(),
+            page_size: m.page_size,
+            lazy_max_pages: lazy_max_pages(m.cpus, m.page_size),
+            tree_level_ns: cost.tree_level_ns,
+            cost,
+            lines: params.lines.clone(),
+            purge_lock_break: params.kernel.purge_lock_break,
+            cores,
+            cores_per_llc: m.cores_per_llc,
+            speed,
+            transfer_smt: ns(h.transfer_smt_ns),
+            transfer_llc: ns(h.transfer_llc_ns),
+            transfer_remote: ns(transfer_remote_ns),
+            dram: ns(h.dram_ns),
+            cached_levels: tree_levels(h.cached_tree_nodes),
+            cost_cv: h.cost_cv,
+            transfer_cv: h.transfer_cv,
+            mutex_wakeup: ns(h.mutex_wakeup_ns),
+            handoff_pending: h.handoff_pending_transfers,
+            handoff_queued: h.handoff_queued_transfers,
+            shared_line_penalty: h.shared_line_penalty_transfers,
+            legacy_locks_share_line: params.kernel.legacy_locks_share_line,
+        }
+    }
+
+    /// Time for a modified cache line to move from `from` to `to`.
+    pub fn transfer(&self, from: u32, to: u32) -> Ps {
+        if from == to || from == NO_CPU {
+            0
+        } else if from % self.cores == to % self.cores {
+            self.transfer_smt
+        } else if (from % self.cores) / self.cores_per_llc == (to % self.cores) / self.cores_per_llc
+        {
+            self.transfer_llc
+        } else {
+            self.transfer_remote
+        }
+    }
+
+    /// A transfer from `from` to `to` with the configured variability.
+    pub fn transfer_sample(&self, from: u32, to: u32, rng: &mut ChaCha8Rng) -> Ps {
+        let mean = self.transfer(from, to);
+        if mean == 0 || self.transfer_cv <= 0.0 {
+            return mean;
+        }
+        (mean as f64 * jitter(self.transfer_cv, rng)) as Ps
+    }
+
+    /// The cross-cache transfer latency.
+    pub fn remote_transfer(&self) -> Ps {
+        self.transfer_remote
+    }
+
+    /// CPU work of mean `mean_ns` on `cpu`: SMT slowdown and cost variability applied.
+    pub fn cpu_work(&self, cpu: u32, mean_ns: f64, rng: &mut ChaCha8Rng) -> Ps {
+        if mean_ns <= 0.0 {
+            return 0;
+        }
+        let factor = if self.cost_cv > 0.0 {
+            jitter(self.cost_cv, rng)
+        } else {
+            1.0
+        };
+        ns(mean_ns * self.speed[cpu as usize] * factor)
+    }
+
+    /// Mean CPU time of a walk down an rb-tree of `nodes` nodes, ns (cached levels only).
+    pub fn walk_cpu_ns(&self, nodes: u64) -> f64 {
+        f64::from(tree_levels(nodes).min(self.cached_levels)) * self.tree_level_ns
+    }
+
+    /// Memory stall of a walk down an rb-tree of `nodes` nodes: the levels that miss the caches.
+    pub fn walk_stall(&self, nodes: u64) -> Ps {
+        u64::from(tree_levels(nodes).saturating_sub(self.cached_levels)) * self.dram
+    }
+
+    pub fn mutex_wakeup(&self) -> Ps {
+        self.mutex_wakeup
+    }
+}
+
+/// A random factor of mean 1 and standard deviation `cv`: `1 - cv + cv * Exp(1)`.
+fn jitter(cv: f64, rng: &mut ChaCha8Rng) -> f64 {
+    let e: f64 = rng.sample(Exp1);
+    1.0 - cv + cv * e
+}
+
+fn scale_costs(c: &mut CpuCosts, s: f64) {
+    for v in [
+        &mut c.vmalloc_prepare_ns,
+        &mut c.vfree_prepare_ns,
+        &mut c.page_alloc_ns,
+        &mut c.page_free_ns,
+        &mut c.pte_map_ns,
+        &mut c.pte_unmap_ns,
+        &mut c.tree_level_ns,
+        &mut c.free_fit_ns,
+        &mut c.busy_insert_ns,
+        &mut c.setup_vm_ns,
+        &mut c.busy_unlink_ns,
+        &mut c.lookup_ns,
+        &mut c.lazy_insert_ns,
+        &mut c.free_merge_ns,
+        &mut c.pool_op_ns,
+        &mut c.list_splice_ns,
+        &mut c.atomic_ns,
+        &mut c.tlb_flush_ns,
+        &mut c.vmap_block_ns,
+    ] {
+        *v *= s;
+    }
+}
+
+/// Levels of a balanced tree of `nodes` nodes: `floor(log2(nodes)) + 1`, 0 when empty.
+pub fn tree_levels(nodes: u64) -> u32 {
+    64 - nodes.leading_zeros()
+}
+
+/// Where workload threads run: spread over last-level caches first, then over the cores of each
+/// cache, then over SMT siblings, the way the scheduler balances busy threads.
+pub fn place_threads(params: &ModelParams, threads: u32) -> Vec<u32> {
+    let m = &params.machine;
+    let tpc = if m.threads_per_core > 1 && m.cpus.is_multiple_of(m.threads_per_core) {
+        m.threads_per_core
+    } else {
+        1
+    };
+    let cores = m.cpus / tpc;
+    let llcs = cores.div_ceil(m.cores_per_llc);
+    let mut core_order = Vec::with_capacity(cores as usize);
+    for slot in 0..m.cores_per_llc {
+        for llc in 0..llcs {
+            let core = llc * m.cores_per_llc + slot;
+            if core < cores {
+                core_order.push(core);
+            }
+        }
+    }
+    (0..threads)
+        .map(|j| core_order[(j % cores) as usize] + (j / cores) * cores)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_spread_over_caches_then_cores_then_siblings() {
+        let p = ModelParams::default(); // 64 CPUs, 32 cores, 4 cores per LLC: 8 LLCs
+        let cpus = place_threads(&p, 64);
+        assert_eq!(&cpus[..3], &[0, 4, 8]);
+        assert_eq!(cpus[8], 1); // second core of the first LLC
+        assert_eq!(cpus[32], 32); // sibling of CPU 0
+        let mut sorted = cpus.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 64);
+    }
+
+    #[test]
+    fn transfer_cost_depends_on_distance() {
+        let p = ModelParams::default();
+        let env = Env::new(&p, &[0]);
+        assert_eq!(env.transfer(3, 3), 0);
+        assert_eq!(env.transfer(0, 32), ns(p.hardware.transfer_smt_ns));
+        assert_eq!(env.transfer(0, 1), ns(p.hardware.transfer_llc_ns));
+        assert_eq!(env.transfer(NO_CPU, 4), 0);
+        // One busy core: the fabric is idle, cross-cache transfers are slow.
+        assert_eq!(env.transfer(0, 4), ns(p.hardware.transfer_remote_idle_ns));
+        // Every core busy: the fast end.
+        let all: Vec<u32> = (0..32).collect();
+        let busy = Env::new(&p, &all);
+        assert_eq!(busy.transfer(0, 4), ns(p.hardware.transfer_remote_ns));
+        let half: Vec<u32> = (0..16).collect();
+        let mid = Env::new(&p, &half).transfer(0, 4) as f64;
+        assert!(
+            mid > ns(p.hardware.transfer_remote_ns) as f64
+                && mid < ns(p.hardware.transfer_remote_idle_ns) as f64
+        );
+    }
+
+    #[test]
+    fn smt_slowdown_applies_only_with_a_busy_sibling() {
+        let mut p = ModelParams::default();
+        p.hardware.cost_cv = 0.0;
+        let env = Env::new(&p, &[0, 32, 1]);
+        let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        assert_eq!(
+            env.cpu_work(0, 100.0, &mut rng),
+            ns(100.0 * p.hardware.smt_slowdown)
+        );
+        assert_eq!(env.cpu_work(1, 100.0, &mut rng), ns(100.0));
+    }
+
+    #[test]
+    fn walks_miss_below_the_cached_levels() {
+        let mut p = ModelParams::default();
+        p.hardware.cached_tree_nodes = 1023; // 10 cached levels
+        let env = Env::new(&p, &[]);
+        assert_eq!(tree_levels(1), 1);
+        assert_eq!(tree_levels(1024), 11);
+        assert_eq!(env.walk_stall(1000), 0);
+        assert_eq!(env.walk_stall(4096), 3 * ns(p.hardware.dram_ns));
+        assert_eq!(env.walk_cpu_ns(1 << 20), 10.0 * p.costs.tree_level_ns);
+    }
+}
