@@ -100,8 +100,14 @@ pub struct ModelArgs {
 
     /// Compare a measured workload (MeasuredWorkload JSON, see docs/model.md) with the model:
     /// measured vs predicted, the other design, then the --cpus sweep.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub from_measured: Option<PathBuf>,
+
+    /// Compare a vmap-trace recording with the model: recognise its kernel's design,
+    /// calibrate on it, show measured vs predicted for the recorded configuration, then the
+    /// other design and the --cpus sweep ("would 6.9+ fix this, and by how much?").
+    #[arg(long, value_name = "REC")]
+    pub from: Option<PathBuf>,
 
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -172,11 +178,22 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     } else {
         args.cpus.clone()
     };
-    if let Some(path) = &args.from_measured {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let measured =
-            MeasuredWorkload::from_json(&text).with_context(|| format!("in {}", path.display()))?;
+    let measured = match (&args.from, &args.from_measured) {
+        (Some(rec), _) => {
+            let profile = crate::profile::recording::load(rec)?;
+            let measured = crate::model::recording::measured_from_profile(&profile).map_err(|why| {
+                anyhow::anyhow!("{}: the model cannot use this recording: {why}", rec.display())
+            })?;
+            Some(measured)
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(MeasuredWorkload::from_json(&text).with_context(|| format!("in {}", path.display()))?)
+        }
+        (None, None) => None,
+    };
+    if let Some(measured) = measured {
         let report = compare_measured(&measured, &params, &cpus_list, &cfg)?;
         match args.format {
             Format::Text => print!("{}", report.render()),

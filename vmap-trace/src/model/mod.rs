@@ -27,6 +27,7 @@ pub mod measured;
 mod node;
 pub mod oracle;
 pub mod params;
+pub mod recording;
 pub mod report;
 mod run;
 pub mod space;

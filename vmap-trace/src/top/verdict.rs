@@ -6,12 +6,11 @@
 //! both designs on it. That is a simulation taking from tens of milliseconds to seconds, so it
 //! runs on a worker thread (`VerdictWorker`) every `VERDICT_PERIOD`; the screen shows the
 //! latest result and what it was computed from.
-use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use crate::model::{self, Design, KernelVariant, MeasuredWorkload, ModelParams, RunConfig};
-use crate::profile::{AllocatorDesign, Log2Histogram, Profile};
+use crate::profile::{AllocatorDesign, Profile};
 
 /// How often the model is re-run on the newest window.
 pub const VERDICT_PERIOD: Duration = Duration::from_secs(15);
@@ -42,86 +41,12 @@ impl Verdict {
     }
 }
 
-/// The recorded load as the model takes it, or why it cannot.
+/// The window as the model takes it, or why it cannot.
 pub fn measured_workload(window: &Profile) -> Result<MeasuredWorkload, String> {
-    let m = &window.meta;
-    let design = match m.design {
-        AllocatorDesign::Legacy => Design::Legacy,
-        AllocatorDesign::NodeSharded => Design::NodeSharded,
-        AllocatorDesign::Unknown => return Err("allocator design unknown (no kernel BTF)".into()),
-    };
-    let secs = m.duration_s();
-    if secs < MIN_WINDOW_SECS {
+    if window.meta.design != AllocatorDesign::Unknown && window.meta.duration_s() < MIN_WINDOW_SECS {
         return Err(format!("needs {MIN_WINDOW_SECS:.0} s of data since the last reset"));
     }
-    let ops = &window.ops;
-    if ops.allocs == 0 {
-        return Err("no vmalloc activity since the last reset".into());
-    }
-    let per_s = |n: u64| n as f64 / secs;
-    // Lower bound of each log2 bucket, in pages (bucket 0 is a single page).
-    let sizes: Vec<(u64, u64)> = ops
-        .size_pages
-        .buckets
-        .iter()
-        .enumerate()
-        .filter(|(_, &n)| n > 0)
-        .map(|(i, &n)| (Log2Histogram::bucket_low(i).max(1), n))
-        .collect();
-    let sizes = if sizes.is_empty() { vec![(1, ops.allocs)] } else { sizes };
-    let cpus = m.cpus.max(1);
-    let per_cpu = &ops.allocs_per_cpu;
-    let per_cpu_alloc_share = if per_cpu.len() <= cpus as usize && per_cpu.iter().sum::<u64>() > 0 {
-        let total = per_cpu.iter().sum::<u64>() as f64;
-        per_cpu.iter().map(|&n| n as f64 / total).collect()
-    } else {
-        Vec::new()
-    };
-    let lookups = window.functions.iter().find(|f| f.function == "find_vmap_area").map(|f| f.latency.count).filter(|&n| n > 0);
-    // Lock timing names per-node locks `vmap_node[3].busy.lock`; the model has one class per
-    // kind over all nodes (`vmap_node.busy.lock`).
-    let mut holds: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut waits: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for t in &window.lock_timing {
-        let name = model_lock_name(&t.name);
-        let h = holds.entry(name.clone()).or_default();
-        h.0 += t.hold.count;
-        h.1 += t.hold.total_ns;
-        let w = waits.entry(name).or_default();
-        w.0 += t.wait.count;
-        w.1 += t.wait.total_ns;
-    }
-    Ok(MeasuredWorkload {
-        design,
-        kernel_release: m.kernel_release.clone(),
-        cpus,
-        duration_s: secs,
-        allocs_per_s: per_s(ops.allocs),
-        frees_per_s: per_s(ops.frees),
-        lookups_per_s: lookups.map(per_s),
-        size_pages_histogram: sizes,
-        per_cpu_alloc_share,
-        mean_lifetime_us: None,
-        uncontended: None,
-        lock_holds: holds
-            .into_iter()
-            .filter(|(_, (n, _))| *n > 0)
-            .map(|(lock, (n, total))| model::measured::MeasuredLockHold { lock, mean_ns: total as f64 / n as f64 })
-            .collect(),
-        lock_waits: waits
-            .into_iter()
-            .filter(|(_, (n, _))| *n > 0)
-            .map(|(lock, (count, total))| model::measured::MeasuredLockWait { lock, count, total_ns: total as f64 })
-            .collect(),
-    })
-}
-
-/// `vmap_node[3].busy.lock` -> `vmap_node.busy.lock`; global locks keep their names.
-fn model_lock_name(kernel_name: &str) -> String {
-    match (kernel_name.find('['), kernel_name.find(']')) {
-        (Some(open), Some(close)) if open < close => format!("{}{}", &kernel_name[..open], &kernel_name[close + 1..]),
-        _ => kernel_name.to_string(),
-    }
+    model::recording::measured_from_profile(window)
 }
 
 /// The node-sharded variant a kernel release stands for: 6.9 takes `busy.lock` twice per
@@ -248,6 +173,7 @@ impl VerdictWorker {
 
 #[cfg(test)]
 mod tests {
+    use crate::profile::Log2Histogram;
     use super::*;
     use crate::profile::tests::sample_profile;
     use crate::profile::{VmapLockTiming, WaitHistogram};
@@ -302,8 +228,8 @@ mod tests {
         assert!(sentence(Design::NodeSharded, 1_000.0, 1_100.0, "x").starts_with("legacy would wait about as long"));
         assert!(sentence(Design::Legacy, 0.0, 0.0, "x").starts_with("neither design waits on vmap locks"));
         assert!(sentence(Design::Legacy, 5.0, 0.0, "x").contains("would cut vmap lock wait to nothing"));
-        assert_eq!(model_lock_name("vmap_node[12].lazy.lock"), "vmap_node.lazy.lock");
-        assert_eq!(model_lock_name("vmap_purge_lock"), "vmap_purge_lock");
+        assert_eq!(model::recording::model_lock_name("vmap_node[12].lazy.lock"), "vmap_node.lazy.lock");
+        assert_eq!(model::recording::model_lock_name("vmap_purge_lock"), "vmap_purge_lock");
         assert_eq!(variant_of("6.9.0-1-amd64"), KernelVariant::V6_9);
         assert_eq!(variant_of("6.12.8"), KernelVariant::V6_10);
         assert_eq!(variant_of("6.18.44-fc-v595"), KernelVariant::Mainline);

@@ -1,0 +1,117 @@
+//! Turning a vmap-trace recording (a `Profile`, or a window of one) into the model's input:
+//! `vmap-trace model --from REC` and the verdict line of `top` both go through here.
+use std::collections::BTreeMap;
+
+use crate::model::{Design, MeasuredWorkload};
+use crate::profile::{AllocatorDesign, Log2Histogram, Profile};
+
+/// What a recording (or a window of one) measured, as the model takes it, or why it cannot.
+pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, String> {
+    let m = &window.meta;
+    let design = match m.design {
+        AllocatorDesign::Legacy => Design::Legacy,
+        AllocatorDesign::NodeSharded => Design::NodeSharded,
+        AllocatorDesign::Unknown => return Err("allocator design unknown (no kernel BTF)".into()),
+    };
+    let secs = m.duration_s();
+    if secs <= 0.0 {
+        return Err("the recording has no duration".into());
+    }
+    let ops = &window.ops;
+    if ops.allocs == 0 {
+        return Err("no vmalloc activity since the last reset".into());
+    }
+    let per_s = |n: u64| n as f64 / secs;
+    // Lower bound of each log2 bucket, in pages (bucket 0 is a single page).
+    let sizes: Vec<(u64, u64)> = ops
+        .size_pages
+        .buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(i, &n)| (Log2Histogram::bucket_low(i).max(1), n))
+        .collect();
+    let sizes = if sizes.is_empty() { vec![(1, ops.allocs)] } else { sizes };
+    let cpus = m.cpus.max(1);
+    let per_cpu = &ops.allocs_per_cpu;
+    let per_cpu_alloc_share = if per_cpu.len() <= cpus as usize && per_cpu.iter().sum::<u64>() > 0 {
+        let total = per_cpu.iter().sum::<u64>() as f64;
+        per_cpu.iter().map(|&n| n as f64 / total).collect()
+    } else {
+        Vec::new()
+    };
+    let lookups = window.functions.iter().find(|f| f.function == "find_vmap_area").map(|f| f.latency.count).filter(|&n| n > 0);
+    // Lock timing names per-node locks `vmap_node[3].busy.lock`; the model has one class per
+    // kind over all nodes (`vmap_node.busy.lock`).
+    let mut holds: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut waits: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for t in &window.lock_timing {
+        let name = model_lock_name(&t.name);
+        let h = holds.entry(name.clone()).or_default();
+        h.0 += t.hold.count;
+        h.1 += t.hold.total_ns;
+        let w = waits.entry(name).or_default();
+        w.0 += t.wait.count;
+        w.1 += t.wait.total_ns;
+    }
+    Ok(MeasuredWorkload {
+        design,
+        kernel_release: m.kernel_release.clone(),
+        cpus,
+        duration_s: secs,
+        allocs_per_s: per_s(ops.allocs),
+        frees_per_s: per_s(ops.frees),
+        lookups_per_s: lookups.map(per_s),
+        size_pages_histogram: sizes,
+        per_cpu_alloc_share,
+        mean_lifetime_us: None,
+        uncontended: None,
+        lock_holds: holds
+            .into_iter()
+            .filter(|(_, (n, _))| *n > 0)
+            .map(|(lock, (n, total))| crate::model::measured::MeasuredLockHold { lock, mean_ns: total as f64 / n as f64 })
+            .collect(),
+        lock_waits: waits
+            .into_iter()
+            .filter(|(_, (n, _))| *n > 0)
+            .map(|(lock, (count, total))| crate::model::measured::MeasuredLockWait { lock, count, total_ns: total as f64 })
+            .collect(),
+    })
+}
+
+/// `vmap_node[3].busy.lock` -> `vmap_node.busy.lock`; global locks keep their names.
+pub fn model_lock_name(kernel_name: &str) -> String {
+    match (kernel_name.find('['), kernel_name.find(']')) {
+        (Some(open), Some(close)) if open < close => format!("{}{}", &kernel_name[..open], &kernel_name[close + 1..]),
+        _ => kernel_name.to_string(),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::tests::sample_profile;
+
+    #[test]
+    fn a_recording_becomes_the_models_input() {
+        let p = sample_profile();
+        let m = measured_from_profile(&p).unwrap();
+        assert_eq!(m.design, Design::Legacy);
+        assert_eq!(m.cpus, 4);
+        assert_eq!(m.allocs_per_s, 1000.0, "2000 allocs over 2 s");
+        assert_eq!(m.frees_per_s, 995.0);
+        let mut unknown = p.clone();
+        unknown.meta.design = AllocatorDesign::Unknown;
+        assert!(measured_from_profile(&unknown).unwrap_err().contains("design unknown"));
+        let mut idle = p;
+        idle.ops.allocs = 0;
+        assert!(measured_from_profile(&idle).unwrap_err().contains("no vmalloc activity"));
+    }
+
+    #[test]
+    fn per_node_lock_names_fold_into_one_class() {
+        assert_eq!(model_lock_name("vmap_node[3].busy"), "vmap_node.busy");
+        assert_eq!(model_lock_name("free_vmap_area_lock"), "free_vmap_area_lock");
+    }
+}
