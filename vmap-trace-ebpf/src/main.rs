@@ -15,7 +15,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, LruHashMap, PerCpuArray, StackTrace},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext,
@@ -172,31 +172,44 @@ pub fn tpbtf_purge_vmap_area_lazy(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// What classic tracepoint programs return. 0 would make the kernel drop the event for every
+/// perf user of the tracepoint (perf_trace_run_bpf_submit): `perf stat` or `perf record`
+/// running beside vmap-trace would count nothing. 1 lets it through.
+const PASS_ON: u32 = 1;
+
+/// aya's `#[tracepoint]` always returns 0 (see PASS_ON), so classic tracepoint programs are
+/// declared by hand.
+macro_rules! classic_tracepoint {
+    ($section:literal, fn $name:ident($ctx:ident) $body:block) => {
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = $section)]
+        pub fn $name(raw: *mut core::ffi::c_void) -> u32 {
+            let $ctx = TracePointContext::new(raw);
+            $body
+            PASS_ON
+        }
+    };
+}
+
 #[inline(always)]
 fn tp_field<T: Default>(ctx: &TracePointContext, off: u32) -> T {
     unsafe { ctx.read_at::<T>(off as usize) }.unwrap_or_default()
 }
 
-#[tracepoint(category = "vmalloc", name = "alloc_vmap_area")]
-pub fn tp_alloc_vmap_area(ctx: TracePointContext) -> u32 {
+classic_tracepoint!("tracepoint/vmalloc/alloc_vmap_area", fn tp_alloc_vmap_area(ctx) {
     let c = config().tp;
     on_alloc_vmap_area(tp_field::<u64>(&ctx, c.alloc_size), tp_field::<i32>(&ctx, c.alloc_failed));
-    0
-}
+});
 
-#[tracepoint(category = "vmalloc", name = "free_vmap_area_noflush")]
-pub fn tp_free_vmap_area_noflush(ctx: TracePointContext) -> u32 {
+classic_tracepoint!("tracepoint/vmalloc/free_vmap_area_noflush", fn tp_free_vmap_area_noflush(ctx) {
     let c = config().tp;
     on_free_vmap_area_noflush(tp_field::<u64>(&ctx, c.free_nr_lazy), tp_field::<u64>(&ctx, c.free_nr_lazy_max));
-    0
-}
+});
 
-#[tracepoint(category = "vmalloc", name = "purge_vmap_area_lazy")]
-pub fn tp_purge_vmap_area_lazy(ctx: TracePointContext) -> u32 {
+classic_tracepoint!("tracepoint/vmalloc/purge_vmap_area_lazy", fn tp_purge_vmap_area_lazy(ctx) {
     let c = config().tp;
     on_purge_vmap_area_lazy(tp_field::<u32>(&ctx, c.purge_npurged) as u64);
-    0
-}
+});
 
 // ---------------------------------------------------------------- lock:contention_* tracepoints
 
@@ -338,19 +351,15 @@ pub fn tpbtf_contention_end(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[tracepoint(category = "lock", name = "contention_begin")]
-pub fn tp_contention_begin(ctx: TracePointContext) -> u32 {
+classic_tracepoint!("tracepoint/lock/contention_begin", fn tp_contention_begin(ctx) {
     let c = config().tp;
     on_contention_begin(tp_field::<u64>(&ctx, c.contention_lock), tp_field::<u32>(&ctx, c.contention_flags));
-    0
-}
+});
 
-#[tracepoint(category = "lock", name = "contention_end")]
-pub fn tp_contention_end(ctx: TracePointContext) -> u32 {
+classic_tracepoint!("tracepoint/lock/contention_end", fn tp_contention_end(ctx) {
     let c = config().tp;
     on_contention_end(&ctx, tp_field::<u64>(&ctx, c.contention_lock));
-    0
-}
+});
 
 // ---------------------------------------------------------------- vmap function latency
 

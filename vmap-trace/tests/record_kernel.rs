@@ -76,14 +76,14 @@ fn assert_superset_within(ours: u64, perf: u64, what: &str, rel: f64, abs: u64) 
     );
 }
 
-fn record_around_perf_stat(workload: &str, extra: &[&str]) -> (Value, std::collections::HashMap<String, u64>) {
+fn record_around_perf_stat(workload: &str, record_flags: &[&str]) -> (Value, std::collections::HashMap<String, u64>) {
     let dir = scratch();
     let rec = dir.path().join("w.rec");
     let stat = dir.path().join("stat.csv");
     let mut cmd = Command::new(BIN);
-    cmd.args(["record", "-o"]).arg(&rec).arg("--").args(["perf", "stat", "-x,", "-a", "-o"]).arg(&stat);
+    cmd.arg("record").args(record_flags).arg("-o").arg(&rec).arg("--").args(["perf", "stat", "-x,", "-a", "-o"]).arg(&stat);
     cmd.args(["-e", "vmalloc:alloc_vmap_area,vmalloc:free_vmap_area_noflush,vmalloc:purge_vmap_area_lazy", "--"]);
-    cmd.args([BIN, "stress", workload, "--duration", "2", "--quiet"]).args(extra);
+    cmd.args([BIN, "stress", workload, "--duration", "2", "--quiet"]);
     run(&mut cmd);
     (report_json(&rec), perf_stat_counts(&stat))
 }
@@ -98,6 +98,24 @@ fn vmalloc_counts_match_perf_stat_under_pty_stress() {
     assert_superset_within(allocs, perf["vmalloc:alloc_vmap_area"], "alloc_vmap_area", 0.01, 0);
     assert_superset_within(ops["frees"].as_u64().unwrap(), perf["vmalloc:free_vmap_area_noflush"], "free_vmap_area_noflush", 0.01, 0);
     assert_superset_within(ops["purges"].as_u64().unwrap(), perf["vmalloc:purge_vmap_area_lazy"], "purge_vmap_area_lazy", 0.01, 2);
+}
+
+/// The classic-tracepoint fallback path (fields read at tracefs offsets) counts the same.
+#[test]
+fn classic_tracepoints_count_the_same() {
+    require_root!();
+    let (report, perf) = record_around_perf_stat("pty", &["--classic-tracepoints"]);
+    let hooks = report["profile"]["meta"]["hooks"].as_array().unwrap();
+    for h in hooks.iter().filter(|h| h["hook"].as_str().unwrap().starts_with("vmalloc:")) {
+        assert_eq!(h["mechanism"], "tracepoint", "{h}");
+    }
+    let ops = &report["profile"]["ops"];
+    assert!(ops["allocs"].as_u64().unwrap() > 1000);
+    assert_superset_within(ops["allocs"].as_u64().unwrap(), perf["vmalloc:alloc_vmap_area"], "alloc_vmap_area", 0.01, 0);
+    assert_superset_within(ops["frees"].as_u64().unwrap(), perf["vmalloc:free_vmap_area_noflush"], "free_vmap_area_noflush", 0.01, 0);
+    // Sizes and the lazy gauge come from fields at tracefs offsets: they must be filled.
+    assert!(ops["alloc_pages"].as_u64().unwrap() >= ops["allocs"].as_u64().unwrap() - ops["allocs_failed"].as_u64().unwrap());
+    assert!(ops["lazy_pages_max"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub struct RecordArgs {
     /// Use kprobes even where fentry works (to compare the two, or work around fentry issues).
     #[arg(long)]
     pub prefer_kprobe: bool,
+    /// Use classic tracepoints even where tp_btf works (to compare the two).
+    #[arg(long)]
+    pub classic_tracepoints: bool,
     /// Run this command while recording and stop when it exits (system-wide recording
     /// still: other processes' activity is included).
     #[arg(last = true, value_name = "COMMAND")]
@@ -56,7 +59,12 @@ pub fn run(args: RecordArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
     }
 
-    let options = crate::probe::ProbeOptions { lock_timing: args.lock_timing, prefer_kprobe: args.prefer_kprobe, ..Default::default() };
+    let options = crate::probe::ProbeOptions {
+        lock_timing: args.lock_timing,
+        prefer_kprobe: args.prefer_kprobe,
+        classic_tracepoints: args.classic_tracepoints,
+        ..Default::default()
+    };
     let mut session = TraceSession::start_with(options)?;
     for h in session.hooks() {
         match h.mechanism {

@@ -118,6 +118,8 @@ pub struct ProbeOptions {
     pub prefer_kprobe: bool,
     /// Do not time the vmap functions.
     pub no_function_latency: bool,
+    /// Use classic tracepoints even where tp_btf works (to compare, or to test that path).
+    pub classic_tracepoints: bool,
 }
 
 /// The loaded object and what each hook ended up using.
@@ -152,7 +154,9 @@ pub fn attach_all(
         let mut status = HookStatus { hook: hook.label(), mechanism: None, rejected: Vec::new() };
         let event_exists = tracefs::event_exists(&tracefs_root, category, event);
         for (mechanism, prog_name) in hook.programs() {
-            let result = if mechanism == Mechanism::Tracepoint && !event_exists {
+            let result = if mechanism == Mechanism::TpBtf && options.classic_tracepoints {
+                Err("skipped (--classic-tracepoints)".into())
+            } else if mechanism == Mechanism::Tracepoint && !event_exists {
                 Err(format!("tracepoint {category}:{event} does not exist in this kernel"))
             } else {
                 try_attach(&mut ebpf, mechanism, prog_name, category, event, aya_btf.as_ref())
