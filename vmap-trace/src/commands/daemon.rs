@@ -1,7 +1,146 @@
-//! `vmap-trace daemon` (placeholder, being written).
-/// Run as a daemon serving Prometheus metrics.
+//! `vmap-trace daemon`: arguments, validated into a `DaemonConfig`, then `daemon::run`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::daemon::exposition::MetricsOptions;
+use crate::daemon::log::{LogFormat, Logger};
+use crate::daemon::{DaemonConfig, RecordConfig};
+use crate::probe::ProbeOptions;
+
+/// `vmap-trace daemon` arguments.
 #[derive(Debug, clap::Args)]
-pub struct DaemonArgs {}
-pub fn run(_args: DaemonArgs) -> anyhow::Result<()> {
-    anyhow::bail!("daemon is not implemented yet")
+// The one-line description comes from main.rs (the subcommand's doc comment); the details
+// go after the options (`--help`), the examples after both forms.
+#[command(
+    after_long_help = "Serves OpenMetrics text on http://LISTEN/metrics: vmalloc operation counters, the lazy-free \
+        backlog, lock wait histograms for the locks that waited most (the rest summed as \
+        lock=\"(other)\"), per-vmap-function and per-CPU wait, and lost-event counters. Every \
+        value is cumulative since the daemon attached: use rate() / increase() in PromQL.\n\n\
+        Stops cleanly on SIGTERM or SIGINT: last recording written, probes detached, exit 0. \
+        Needs root (CAP_BPF and CAP_PERFMON). Metric reference: docs/daemon.md.\n\n\
+        Examples:\n  \
+        sudo vmap-trace daemon\n  \
+        sudo vmap-trace daemon --listen 0.0.0.0:9464 --record-dir /var/lib/vmap-trace --keep 12\n  \
+        curl -s http://127.0.0.1:9464/metrics | grep vmap_trace_lock_wait_seconds_count",
+    after_help = "Examples:\n  \
+        sudo vmap-trace daemon\n  \
+        sudo vmap-trace daemon --listen 0.0.0.0:9464 --record-dir /var/lib/vmap-trace --keep 12\n  \
+        curl -s http://127.0.0.1:9464/metrics | grep vmap_trace_lock_wait_seconds_count"
+)]
+pub struct DaemonArgs {
+    /// Address and port to serve /metrics on (port 0 picks a free one; the log says which).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+
+    /// Write a recording (`vmap-trace report` reads it) to this directory every
+    /// --record-every seconds and on shutdown. Created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+
+    /// Seconds between recordings (with --record-dir).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "record_dir",
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub record_every: u64,
+
+    /// Recordings to keep in --record-dir; older ones are deleted (only files named
+    /// vmap-trace-<UTC time>.rec are ever touched).
+    #[arg(long, value_name = "N", default_value_t = 12, requires = "record_dir",
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub keep: u64,
+
+    /// Locks with their own series in vmap_trace_lock_wait_seconds, chosen by wait; the rest
+    /// is summed into lock="(other)". 0 keeps only the aggregate.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub top_locks: u64,
+
+    /// Also expose the tasks that waited most (comm and tid labels, top 10). Off by default:
+    /// tids are unbounded, short-lived label values.
+    #[arg(long)]
+    pub per_task: bool,
+
+    /// Also time every vmap lock acquisition and hold around the lock calls themselves
+    /// (vmap_trace_vmap_lock_acquire_seconds / _hold_seconds). Needs kprobes or fentry and
+    /// probes every spin_lock/mutex_lock in the system: see docs/performance.md for its cost.
+    #[arg(long)]
+    pub lock_timing: bool,
+
+    /// Log line format on stderr: `journald` (`<6>message`, no timestamps), `plain`
+    /// (`vmap-trace: info: message`), or `auto` (journald when stderr is the journal).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+impl DaemonArgs {
+    pub fn config(&self) -> DaemonConfig {
+        DaemonConfig {
+            listen: self.listen,
+            record: self.record_dir.as_ref().map(|dir| RecordConfig {
+                dir: dir.clone(),
+                every: Duration::from_secs(self.record_every),
+                keep: self.keep as usize,
+            }),
+            metrics: MetricsOptions { top_locks: self.top_locks as usize, per_task: self.per_task },
+            probes: ProbeOptions { lock_timing: self.lock_timing, ..ProbeOptions::default() },
+            log: Logger::new(self.log_format),
+        }
+    }
+}
+
+pub fn run(args: DaemonArgs) -> Result<()> {
+    crate::daemon::run(args.config())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DaemonArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<DaemonArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("daemon").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[]).unwrap().config();
+        assert_eq!(config.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(config.record, None);
+        assert_eq!(config.metrics, MetricsOptions { top_locks: 16, per_task: false });
+        assert_eq!(config.probes, ProbeOptions::default());
+    }
+
+    #[test]
+    fn recording_flags() {
+        let config = parse(&["--record-dir", "/tmp/x", "--record-every", "60", "--keep", "3", "--per-task", "--top-locks", "4", "--lock-timing"])
+            .unwrap()
+            .config();
+        assert_eq!(config.record, Some(RecordConfig { dir: "/tmp/x".into(), every: Duration::from_secs(60), keep: 3 }));
+        assert_eq!(config.metrics, MetricsOptions { top_locks: 4, per_task: true });
+        assert!(config.probes.lock_timing);
+    }
+
+    #[test]
+    fn bad_input_is_rejected_by_the_parser() {
+        for argv in [
+            &["--listen", "nonsense"][..],
+            &["--listen", "127.0.0.1"],
+            &["--listen", "127.0.0.1:99999"],
+            &["--record-dir", "/tmp/x", "--keep", "0"],
+            &["--record-dir", "/tmp/x", "--record-every", "0"],
+            &["--record-every", "10"],
+            &["--keep", "2"],
+            &["--log-format", "colour"],
+            &["--top-locks", "-1"],
+        ] {
+            assert!(parse(argv).is_err(), "{argv:?} should be rejected");
+        }
+    }
 }

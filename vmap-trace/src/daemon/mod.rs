@@ -1,1 +1,27 @@
-//! The production daemon (placeholder, being written).
+//! The production daemon: attach once, let the kernel keep aggregating, and serve Prometheus
+//! metrics (OpenMetrics text) over HTTP, optionally writing rotated recordings.
+//!
+//! One module per concern, data flowing left to right:
+//!
+//! ```text
+//!  sampler (own thread: owns the TraceSession)         server (tokio + axum)
+//!    snapshot -> lock_series (top-N, monotonic)  ──▶   GET /metrics ─▶ cached exposition text
+//!             -> exposition (prometheus-client)
+//!             -> recorder (periodic + final recordings, rotation)
+//!  run: flags -> bind -> attach -> serve until SIGTERM/SIGINT -> final recording -> detach
+//!  log: journald-friendly stderr lines
+//! ```
+//!
+//! The kernel maps are cumulative (they only add), so every metric is a cumulative counter or
+//! histogram since the daemon attached; Prometheus' `rate()` / `increase()` make windows.
+//! See docs/daemon.md for the metric reference and the cardinality rules.
+pub mod exposition;
+pub mod histogram;
+pub mod lock_series;
+pub mod log;
+pub mod recorder;
+pub mod run;
+pub mod sampler;
+pub mod server;
+
+pub use run::{run, DaemonConfig, RecordConfig};
