@@ -19,7 +19,18 @@ fn daemon_help_lists_every_flag_and_the_default_address() {
     let out = daemon(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for needle in ["--listen", "127.0.0.1:9464", "--record-dir", "--record-every", "--keep", "--per-task", "--top-locks", "--lock-timing", "--log-format", "SIGTERM"] {
+    for needle in [
+        "--listen",
+        "127.0.0.1:9464",
+        "--record-dir",
+        "--record-every",
+        "--keep",
+        "--per-task",
+        "--top-locks",
+        "--lock-timing",
+        "--log-format",
+        "SIGTERM",
+    ] {
         assert!(help.contains(needle), "--help does not mention {needle}:\n{help}");
     }
 }

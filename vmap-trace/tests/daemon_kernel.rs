@@ -213,10 +213,15 @@ fn daemon_metrics_follow_pty_stress_and_sigterm_writes_the_last_recording() {
     assert!(grew >= pairs as f64 && grew > 1000.0, "allocs grew by {grew} during {pairs} pty pairs");
     let frees = |s: &[Sample]| must(s, "vmap_trace_vmalloc_frees_total", &[]);
     assert!(frees(&after) - frees(&before) >= pairs as f64, "frees follow the closes");
-    assert!(must(&after, "vmap_trace_vmalloc_alloc_size_pages_count", &[]) > must(&before, "vmap_trace_vmalloc_alloc_size_pages_count", &[]));
+    assert!(
+        must(&after, "vmap_trace_vmalloc_alloc_size_pages_count", &[]) > must(&before, "vmap_trace_vmalloc_alloc_size_pages_count", &[])
+    );
     assert_eq!(must(&after, "vmap_trace_hook_attached", &[("hook", "vmalloc:alloc_vmap_area")]), 1.0);
     assert_eq!(must(&after, "vmap_trace_hook_attached", &[("hook", "lock:contention_begin")]), 1.0);
-    assert!(scalar(&after, "vmap_trace_lock_wait_seconds_count", &[("lock", "(other)")]).is_some(), "aggregate lock series is always there");
+    assert!(
+        scalar(&after, "vmap_trace_lock_wait_seconds_count", &[("lock", "(other)")]).is_some(),
+        "aggregate lock series is always there"
+    );
     assert!(must(&after, "vmap_trace_snapshots_total", &[]) >= 2.0);
     assert!(assert_histograms_consistent(&after) >= 2, "size histogram and at least the (other) lock histogram");
     assert_histograms_consistent(&before);
@@ -277,7 +282,9 @@ fn daemon_memory_stays_flat_and_tables_do_not_overflow_under_mix_stress() {
     assert!(status.success());
     let (warm, end) = (warm.unwrap(), d.rss_kib());
     eprintln!("daemon RSS: {warm} KiB after 5 s, {end} KiB after 20 s of stress mix");
-    assert!(end <= warm + 4096, "RSS grew from {warm} KiB to {end} KiB");
+    // Gross leaks only: the daemon returns freed memory after each read, so RSS moves by a few
+    // MiB either way, and it follows the kernel maps' fill (see docs/daemon.md).
+    assert!(end <= warm + 8192, "RSS grew from {warm} KiB to {end} KiB");
 
     let lost = |reason| must(&last, "vmap_trace_lost_events_total", &[("reason", reason)]);
     for reason in ["inflight_full", "lock_map_full", "stack_keys_full", "calls_inflight_full"] {

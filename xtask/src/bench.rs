@@ -49,13 +49,13 @@ pub struct BenchArgs {
           value_parser = ["control", "record", "daemon", "perf-lock", "bpftrace", "bpftrace-empty"])]
     pub tracers: Vec<String>,
     /// overhead: seconds of stress per run.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub seconds: u32,
     /// overhead: rounds of the interleaved sequence.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
     /// soak: seconds of `stress mix` under the daemon.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub soak_seconds: u64,
     /// overhead, soak: use target/release/vmap-trace as it is instead of building it first.
     #[arg(long)]
@@ -734,7 +734,11 @@ struct ProgramStats {
 
 impl ProgramStats {
     fn ns_per_run(&self) -> f64 {
-        if self.runs == 0 { f64::NAN } else { self.run_time_ns as f64 / self.runs as f64 }
+        if self.runs == 0 {
+            f64::NAN
+        } else {
+            self.run_time_ns as f64 / self.runs as f64
+        }
     }
 
     fn runs_per_op(&self) -> f64 {
@@ -903,7 +907,10 @@ fn soak(seconds: u64, build: bool) -> Result<()> {
     println!();
     println!("- stress mix: {} ops, {:.0} ops/s", stress.ops, stress.ops_per_sec);
     println!("- daemon RSS: {rss_attached} KiB attached and idle, {warm} KiB after 60 s, {end} KiB at the end (max {max} KiB)");
-    println!("- contentions recorded: {contentions:.0}; lost: {}", lost.iter().map(|(r, n)| format!("{r} {n:.0}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "- contentions recorded: {contentions:.0}; lost: {}",
+        lost.iter().map(|(r, n)| format!("{r} {n:.0}")).collect::<Vec<_>>().join(", ")
+    );
     if let (Some(first), Some(end)) = (fill.iter().find(|f| f.0 >= 60.0).or(fill.first()), fill.last()) {
         let span = end.0 - first.0;
         for (map, used_first, used_end) in [("locks", first.1, end.1), ("stack_keys", first.2, end.2)] {
@@ -914,10 +921,16 @@ fn soak(seconds: u64, build: bool) -> Result<()> {
             } else {
                 "not growing".to_string()
             };
-            println!("- kernel map {map}: {used_end:.0} of {capacity:.0} entries, growing {rate:.2}/s after the first minute: {projection}");
+            println!(
+                "- kernel map {map}: {used_end:.0} of {capacity:.0} entries, growing {rate:.2}/s after the first minute: {projection}"
+            );
         }
     }
-    println!("- SIGTERM: {status}; last recording {} ({})", last_recording.as_ref().map_or("missing".into(), |p| p.display().to_string()), if loads { "loads" } else { "DOES NOT LOAD" });
+    println!(
+        "- SIGTERM: {status}; last recording {} ({})",
+        last_recording.as_ref().map_or("missing".into(), |p| p.display().to_string()),
+        if loads { "loads" } else { "DOES NOT LOAD" }
+    );
     for line in log.iter().filter(|l| l.contains("final totals")) {
         println!("- daemon: {line}");
     }

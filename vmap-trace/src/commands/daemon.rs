@@ -119,9 +119,10 @@ mod tests {
 
     #[test]
     fn recording_flags() {
-        let config = parse(&["--record-dir", "/tmp/x", "--record-every", "60", "--keep", "3", "--per-task", "--top-locks", "4", "--lock-timing"])
-            .unwrap()
-            .config();
+        let config =
+            parse(&["--record-dir", "/tmp/x", "--record-every", "60", "--keep", "3", "--per-task", "--top-locks", "4", "--lock-timing"])
+                .unwrap()
+                .config();
         assert_eq!(config.record, Some(RecordConfig { dir: "/tmp/x".into(), every: Duration::from_secs(60), keep: 3 }));
         assert_eq!(config.metrics, MetricsOptions { top_locks: 4, per_task: true });
         assert!(config.probes.lock_timing);

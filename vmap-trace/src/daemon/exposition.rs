@@ -101,12 +101,7 @@ impl MetricsBuilder {
                 AllocatorDesign::Unknown => "unknown",
             },
             start_time_unix_s: profile.meta.started_unix_s,
-            hooks: profile
-                .meta
-                .hooks
-                .iter()
-                .map(|h| (h.hook.clone(), h.mechanism.map_or("none", |m| m.label())))
-                .collect(),
+            hooks: profile.meta.hooks.iter().map(|h| (h.hook.clone(), h.mechanism.map_or("none", |m| m.label()))).collect(),
             ops: profile.ops.clone(),
             lock_waits: self.locks.update(profile),
             vmap_functions: vmap_functions.into_iter().map(|(f, (c, t))| (f, c, t)).collect(),
@@ -253,7 +248,11 @@ impl Collector for Exposition {
         let mut f = Families { encoder: &mut encoder };
         let ops = &self.ops;
 
-        f.counter("vmap_trace_vmalloc_allocs", "vmalloc:alloc_vmap_area events (vmap area allocations, failed ones included).", ops.allocs)?;
+        f.counter(
+            "vmap_trace_vmalloc_allocs",
+            "vmalloc:alloc_vmap_area events (vmap area allocations, failed ones included).",
+            ops.allocs,
+        )?;
         f.counter("vmap_trace_vmalloc_alloc_failures", "vmap area allocations that failed.", ops.allocs_failed)?;
         f.counter("vmap_trace_vmalloc_frees", "vmalloc:free_vmap_area_noflush events (vmap areas freed lazily).", ops.frees)?;
         f.counter("vmap_trace_vmalloc_purges", "vmalloc:purge_vmap_area_lazy events (lazy-free purges).", ops.purges)?;
@@ -263,8 +262,16 @@ impl Collector for Exposition {
             "Sizes of successful vmap area allocations, in pages (bounds 2^k-1: exact for whole pages).",
             PromHistogram::pages(&ops.size_pages, ops.alloc_pages),
         )?;
-        f.gauge("vmap_trace_vmalloc_lazy_pages", "Lazily freed pages waiting for a purge, as last reported by the kernel.", ops.lazy_pages_last)?;
-        f.gauge("vmap_trace_vmalloc_lazy_pages_limit", "The kernel's lazy_max_pages: backlog size that triggers a purge.", ops.lazy_pages_max)?;
+        f.gauge(
+            "vmap_trace_vmalloc_lazy_pages",
+            "Lazily freed pages waiting for a purge, as last reported by the kernel.",
+            ops.lazy_pages_last,
+        )?;
+        f.gauge(
+            "vmap_trace_vmalloc_lazy_pages_limit",
+            "The kernel's lazy_max_pages: backlog size that triggers a purge.",
+            ops.lazy_pages_max,
+        )?;
         f.gauge("vmap_trace_vmalloc_lazy_pages_peak", "Largest lazy backlog seen since the daemon attached.", ops.lazy_pages_peak)?;
 
         f.lock_histograms(
@@ -367,9 +374,9 @@ impl Collector for Exposition {
         f.gauges(
             "vmap_trace_hook_attached",
             "1 when the kernel hook is attached (mechanism = how), 0 when unavailable (mechanism=\"none\").",
-            self.hooks.iter().map(|(hook, mech)| {
-                (vec![("hook", hook.clone()), ("mechanism", mech.to_string())], u64::from(*mech != "none"))
-            }),
+            self.hooks
+                .iter()
+                .map(|(hook, mech)| (vec![("hook", hook.clone()), ("mechanism", mech.to_string())], u64::from(*mech != "none"))),
         )?;
         f.gauge("vmap_trace_start_time_seconds", "Unix time when the daemon attached its probes.", self.start_time_unix_s)?;
         let s = &self.stats;
@@ -404,16 +411,17 @@ mod tests {
     }
 
     fn value(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        samples
-            .iter()
-            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
-                _ => panic!("{metric} is not a scalar"),
-            })
+        samples.iter().find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))).map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{metric} is not a scalar"),
+        })
     }
 
-    fn histogram<'a>(samples: &'a [prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> &'a [prometheus_parse::HistogramCount] {
+    fn histogram<'a>(
+        samples: &'a [prometheus_parse::Sample],
+        metric: &str,
+        labels: &[(&str, &str)],
+    ) -> &'a [prometheus_parse::HistogramCount] {
         samples
             .iter()
             .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
@@ -478,11 +486,8 @@ mod tests {
     fn top_locks_limits_series_and_other_gets_the_rest() {
         let text = render(&sample_profile(), MetricsOptions { top_locks: 1, per_task: false });
         let s = parse(&text);
-        let lock_series: Vec<&str> = s
-            .iter()
-            .filter(|x| x.metric == "vmap_trace_lock_wait_seconds")
-            .map(|x| x.labels.get("lock").unwrap())
-            .collect();
+        let lock_series: Vec<&str> =
+            s.iter().filter(|x| x.metric == "vmap_trace_lock_wait_seconds").map(|x| x.labels.get("lock").unwrap()).collect();
         assert_eq!(lock_series.len(), 2, "{lock_series:?}");
         // The mutex waited 400 us, the spinlock 50 us: the mutex keeps its series.
         assert!(lock_series.contains(&"caller:tty_lock"));
@@ -503,7 +508,12 @@ mod tests {
             name: name.into(),
             lock_addr: 0,
             wait: WaitHistogram { count: n, total_ns: n * 100, max_ns: 100, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, n]) },
-            hold: WaitHistogram { count: n, total_ns: n * 3000, max_ns: 3000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]) },
+            hold: WaitHistogram {
+                count: n,
+                total_ns: n * 3000,
+                max_ns: 3000,
+                hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]),
+            },
         };
         p.lock_timing = vec![timing("vmap_node[0].busy", 5), timing("vmap_node[1].busy", 7), timing("free_vmap_area_lock", 2)];
         let s = parse(&render(&p, MetricsOptions::default()));

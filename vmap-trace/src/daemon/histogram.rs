@@ -82,10 +82,13 @@ mod tests {
 
     fn cumulative(h: &PromHistogram) -> Vec<(f64, u64)> {
         let mut total = 0;
-        h.buckets.iter().map(|&(le, c)| {
-            total += c;
-            (le, total)
-        }).collect()
+        h.buckets
+            .iter()
+            .map(|&(le, c)| {
+                total += c;
+                (le, total)
+            })
+            .collect()
     }
 
     #[test]
@@ -114,7 +117,8 @@ mod tests {
 
     #[test]
     fn count_is_the_histogram_total_not_the_racy_counter() {
-        let w = WaitHistogram { count: 12, total_ns: 100, max_ns: 0, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]) };
+        let w =
+            WaitHistogram { count: 12, total_ns: 100, max_ns: 0, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]) };
         let h = PromHistogram::seconds(&w);
         assert_eq!(h.count, 11);
         assert_eq!(cumulative(&h).last().unwrap().1, 11);

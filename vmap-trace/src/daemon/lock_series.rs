@@ -132,11 +132,8 @@ impl LockSeriesTable {
             self.retired_other.add(&sum);
         }
 
-        let mut own: BTreeMap<LockIdentity, WaitHistogram> = self
-            .promoted
-            .iter()
-            .map(|id| (id.clone(), self.retired_own.get(id).cloned().unwrap_or_default()))
-            .collect();
+        let mut own: BTreeMap<LockIdentity, WaitHistogram> =
+            self.promoted.iter().map(|id| (id.clone(), self.retired_own.get(id).cloned().unwrap_or_default())).collect();
         let mut other = self.retired_other.clone();
         for (key, state) in self.keys.iter_mut() {
             let now = current.remove(key).unwrap_or_default();
@@ -184,11 +181,8 @@ impl LockSeriesTable {
     }
 
     fn resolve_identities(&mut self, profile: &Profile) {
-        let unresolved: Vec<&LockWait> = profile
-            .locks
-            .iter()
-            .filter(|l| self.keys.get(&(l.lock_addr, l.flags)).is_none_or(|s| s.identity.is_none()))
-            .collect();
+        let unresolved: Vec<&LockWait> =
+            profile.locks.iter().filter(|l| self.keys.get(&(l.lock_addr, l.flags)).is_none_or(|s| s.identity.is_none())).collect();
         if unresolved.is_empty() {
             return;
         }
@@ -360,10 +354,8 @@ mod tests {
         let v1 = table.update(&profile(vec![lock(9, None, wait(6, 12))], vec![]));
         assert!(v1.series.is_empty());
         assert_eq!(v1.other.hist.total(), 6);
-        let v2 = table.update(&profile(
-            vec![lock(9, None, wait(10, 12))],
-            vec![stack(9, &["_raw_spin_lock", "find_vmap_area", "vfree"], 10 << 12)],
-        ));
+        let v2 = table
+            .update(&profile(vec![lock(9, None, wait(10, 12))], vec![stack(9, &["_raw_spin_lock", "find_vmap_area", "vfree"], 10 << 12)]));
         assert_eq!(count_of(&v2, "vmap:find_vmap_area"), Some(4));
         assert_eq!(v2.other.hist.total(), 6);
         assert_eq!(series_total(&v2), 10);

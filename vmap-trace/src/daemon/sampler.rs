@@ -181,14 +181,10 @@ impl<S: ProfileSource> SamplerLoop<S> {
             match request {
                 Ok(Request::Metrics(reply)) => {
                     let fresh = self.rendered.as_ref().is_some_and(|(at, _)| at.elapsed() < MIN_REFRESH_INTERVAL);
-                    let result = if fresh {
-                        Ok(())
-                    } else {
-                        self.refresh().map(drop).map_err(|e| format!("cannot read the kernel maps: {e:#}"))
-                    };
-                    let text = result.and_then(|()| {
-                        self.rendered.as_ref().map(|(_, text)| text.clone()).ok_or_else(|| "no metrics yet".to_string())
-                    });
+                    let result =
+                        if fresh { Ok(()) } else { self.refresh().map(drop).map_err(|e| format!("cannot read the kernel maps: {e:#}")) };
+                    let text = result
+                        .and_then(|()| self.rendered.as_ref().map(|(_, text)| text.clone()).ok_or_else(|| "no metrics yet".to_string()));
                     let _ = reply.send(text);
                     if !fresh {
                         return_freed_memory();

@@ -181,15 +181,22 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     let measured = match (&args.from, &args.from_measured) {
         (Some(rec), _) => {
             let profile = crate::profile::recording::load(rec)?;
-            let measured = crate::model::recording::measured_from_profile(&profile).map_err(|why| {
-                anyhow::anyhow!("{}: the model cannot use this recording: {why}", rec.display())
-            })?;
+            let measured =
+                crate::model::recording::measured_from_profile(&profile).map_err(|why| {
+                    anyhow::anyhow!(
+                        "{}: the model cannot use this recording: {why}",
+                        rec.display()
+                    )
+                })?;
             Some(measured)
         }
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            Some(MeasuredWorkload::from_json(&text).with_context(|| format!("in {}", path.display()))?)
+            Some(
+                MeasuredWorkload::from_json(&text)
+                    .with_context(|| format!("in {}", path.display()))?,
+            )
         }
         (None, None) => None,
     };

@@ -7,8 +7,8 @@
 //! push follow-up steps, spawn kernel workers or wake sleeping ones.
 //!
 //! Kernel workers (`schedule_work`) run on a CPU: on an idle one when there is one, otherwise on
-//! the requesting CPU, where the workload thread yields at its next step boundary until the
-//! worker finishes or sleeps.
+//! the requesting CPU, where a closed-loop thread yields at its next step boundary until the
+//! worker finishes or sleeps. Open-loop CPUs are idle between requests; workers run beside them.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -209,6 +209,8 @@ struct Actor<A> {
 
 #[derive(Default)]
 struct CpuSlot {
+    /// The closed-loop thread of this CPU. Open-loop CPUs have idle time between requests, so
+    /// workers run beside them instead of preempting them.
     thread: Option<u32>,
     worker: Option<u32>,
     /// Workers waiting for this CPU, with the time each is ready.
@@ -231,7 +233,7 @@ struct OpenCpu {
 /// Bits of an event key holding the actor; the rest hold the time.
 const ACTOR_BITS: u32 = 18;
 /// Simulated time must stay below this (2^46 ps, about 70 s).
-pub const MAX_TIME: Ps = 1 << (64 - ACTOR_BITS);
+const MAX_TIME: Ps = 1 << (64 - ACTOR_BITS);
 
 /// A simulation in progress.
 pub struct Engine<'w, D: Design> {
@@ -289,7 +291,6 @@ impl<'w, D: Design> Engine<'w, D> {
                         lookups_left: 0,
                         current: None,
                     };
-                    cpus[cpu].thread = Some(actors.len() as u32);
                     actors.push(Actor::new(
                         cpu as u32,
                         Role::Open(Box::new(state)),
@@ -355,7 +356,7 @@ impl<'w, D: Design> Engine<'w, D> {
 
     fn must_yield(&self, a: u32) -> bool {
         let actor = &self.actors[a as usize];
-        if matches!(actor.role, Role::Worker) {
+        if !matches!(actor.role, Role::Closed(_)) {
             return false;
         }
         let c = &self.cpus[actor.cpu as usize];
@@ -568,9 +569,12 @@ impl<'w, D: Design> Engine<'w, D> {
         self.release_cpu(cpu, t);
     }
 
-    /// Number of workload threads.
+    /// Number of workload threads (closed loop) or request-issuing CPUs (open loop).
     pub fn threads(&self) -> u32 {
-        self.cpus.iter().filter(|c| c.thread.is_some()).count() as u32
+        self.actors
+            .iter()
+            .filter(|a| !matches!(a.role, Role::Worker))
+            .count() as u32
     }
 }
 

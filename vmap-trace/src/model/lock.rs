@@ -64,6 +64,8 @@ pub struct LockClass {
     pub acquisitions: u64,
     pub contended: u64,
     pub wait_total: Ps,
+    /// Wait of the acquisitions that found the lock held (what contention tracing measures).
+    pub contended_wait_total: Ps,
     pub hold_total: Ps,
     /// Wait (request to grant) in ns.
     pub wait_hist: Histogram<u64>,
@@ -78,6 +80,7 @@ impl LockClass {
             acquisitions: 0,
             contended: 0,
             wait_total: 0,
+            contended_wait_total: 0,
             hold_total: 0,
             wait_hist: new_ns_histogram(),
         }
@@ -87,6 +90,9 @@ impl LockClass {
         self.acquisitions += 1;
         self.contended += u64::from(contended);
         self.wait_total += wait;
+        if contended {
+            self.contended_wait_total += wait;
+        }
         self.hold_total += hold;
         self.wait_hist.saturating_record(to_ns(wait) as u64);
     }
@@ -95,6 +101,7 @@ impl LockClass {
         self.acquisitions = 0;
         self.contended = 0;
         self.wait_total = 0;
+        self.contended_wait_total = 0;
         self.hold_total = 0;
         self.wait_hist.reset();
     }

@@ -76,13 +76,15 @@ pub struct MeasuredLockHold {
     pub mean_ns: f64,
 }
 
+/// Contended acquisitions of one lock: compared with the model's acquisitions that found the
+/// lock held, and their wait (request to grant).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeasuredLockWait {
     pub lock: String,
     /// Acquisitions that waited.
     pub count: u64,
-    /// Total wait over the recording, ns.
+    /// Their total wait over the recording, ns.
     pub total_ns: f64,
 }
 
@@ -303,7 +305,7 @@ pub fn compare_measured(
             rows.push(row(
                 format!("{}: total wait (ns)", w.lock),
                 w.total_ns,
-                l.wait_total_ns / (own.simulated_ms / 1e3) * secs,
+                l.contended_wait_total_ns / (own.simulated_ms / 1e3) * secs,
             ));
         }
     }

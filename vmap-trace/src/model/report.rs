@@ -11,11 +11,12 @@ use crate::model::LockKind;
 /// A number with a metric suffix: 1234567 -> "1.23M".
 pub fn si(v: f64) -> String {
     let a = v.abs();
-    if a >= 1e9 {
+    // Each threshold sits where the smaller unit would round up to 1000.
+    if a >= 999_995_000.0 {
         format!("{:.2}G", v / 1e9)
-    } else if a >= 1e6 {
+    } else if a >= 999_950.0 {
         format!("{:.2}M", v / 1e6)
-    } else if a >= 1e3 {
+    } else if a >= 999.5 {
         format!("{:.1}k", v / 1e3)
     } else {
         format!("{v:.0}")
@@ -343,6 +344,7 @@ mod tests {
     fn units_are_readable() {
         assert_eq!(si(1_234_567.0), "1.23M");
         assert_eq!(si(950.0), "950");
+        assert_eq!(si(999_990.0), "1.00M");
         assert_eq!(dur(576.0), "576 ns");
         assert_eq!(dur(21_090.0), "21.09 us");
         assert_eq!(dur(51.3e9), "51.30 s");

@@ -277,21 +277,6 @@ pub struct Comparison {
     pub node_sharded: RunResult,
 }
 
-impl Comparison {
-    /// Node-sharded throughput over legacy throughput (iterations, or allocations for open
-    /// loops).
-    pub fn throughput_ratio(&self) -> f64 {
-        let rate = |r: &RunResult| {
-            if r.iterations_per_s > 0.0 {
-                r.iterations_per_s
-            } else {
-                r.op(OpKind::Vmalloc).map_or(0.0, |o| o.latency.per_s)
-            }
-        };
-        rate(&self.node_sharded) / rate(&self.legacy)
-    }
-}
-
 /// Run both designs with the same workload, parameters and seed.
 pub fn compare(
     params: &ModelParams,

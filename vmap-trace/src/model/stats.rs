@@ -115,6 +115,8 @@ pub struct LockSummary {
     pub wait_p99_ns: f64,
     /// Total waiting over the run, ns (spinning, or sleeping for the mutex).
     pub wait_total_ns: f64,
+    /// Part of `wait_total_ns` spent by acquisitions that found the lock held.
+    pub contended_wait_total_ns: f64,
     pub hold_mean_ns: f64,
 }
 
@@ -132,6 +134,7 @@ fn summarize_class(class: &LockClass, max_hold: Ps, duration: Ps) -> LockSummary
         wait_mean_ns: to_ns(class.wait_total) / n,
         wait_p99_ns: class.wait_hist.value_at_quantile(0.99) as f64,
         wait_total_ns: to_ns(class.wait_total),
+        contended_wait_total_ns: to_ns(class.contended_wait_total),
         hold_mean_ns: to_ns(class.hold_total) / n,
     }
 }

@@ -15,8 +15,9 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::model::calibrate::{calibrate_pair, CalibrationTarget};
+use crate::model::oracle::{machine_repairman, simulate_one_lock};
 use crate::model::params::ModelParams;
-use crate::model::report::dur;
+use crate::model::report::{dur, si};
 use crate::model::run::{simulate, RunConfig};
 use crate::model::workload::{Drive, Workload, TEST_VMALLOC_LOOP_COUNT};
 use crate::model::{Design, KernelVariant};
@@ -156,6 +157,50 @@ pub struct Check {
     pub calibrated: bool,
 }
 
+/// The one-lock system against the exact machine-repairman queue, for one CPU count.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OracleCheck {
+    pub cpus: u32,
+    pub exact_throughput_per_s: f64,
+    pub simulated_throughput_per_s: f64,
+    pub exact_wait_ns: f64,
+    pub simulated_wait_ns: f64,
+}
+
+impl OracleCheck {
+    /// Relative errors of throughput and mean wait (0 when both waits are 0).
+    pub fn errors(&self) -> (f64, f64) {
+        let x = self.simulated_throughput_per_s / self.exact_throughput_per_s - 1.0;
+        let w = if self.exact_wait_ns > 0.0 {
+            self.simulated_wait_ns / self.exact_wait_ns - 1.0
+        } else {
+            self.simulated_wait_ns
+        };
+        (x, w)
+    }
+}
+
+/// Mean think and service times of the oracle check (the knee is at 11 CPUs).
+pub const ORACLE_THINK_NS: f64 = 10_000.0;
+pub const ORACLE_SERVICE_NS: f64 = 1_000.0;
+/// CPU counts of the oracle check.
+pub const ORACLE_CPUS: [u32; 9] = [1, 2, 3, 4, 8, 11, 16, 32, 64];
+
+/// Run the one-lock system for `cpus` CPUs long enough for about 400k critical sections, so
+/// that even the rare, long-tailed waits at low load have well under 1% sampling error.
+pub fn oracle_check(cpus: u32, seed: u64) -> OracleCheck {
+    let exact = machine_repairman(cpus, ORACLE_THINK_NS, ORACLE_SERVICE_NS);
+    let duration_ms = 400_000.0 / exact.throughput_per_s * 1e3;
+    let sim = simulate_one_lock(cpus, ORACLE_THINK_NS, ORACLE_SERVICE_NS, seed, duration_ms);
+    OracleCheck {
+        cpus,
+        exact_throughput_per_s: exact.throughput_per_s,
+        simulated_throughput_per_s: sim.throughput_per_s,
+        exact_wait_ns: exact.mean_wait_ns,
+        simulated_wait_ns: sim.mean_wait_ns,
+    }
+}
+
 /// test_vmalloc wall-time estimate of one design.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TestVmallocEstimate {
@@ -169,6 +214,7 @@ pub struct TestVmallocEstimate {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ValidationReport {
     pub options: ValidationOptions,
+    pub oracle: Vec<OracleCheck>,
     pub legacy_cost_scale: f64,
     pub node_cost_scale: f64,
     pub pair_checks: Vec<Check>,
@@ -288,6 +334,10 @@ pub fn validate(
     let speedup_predicted = test_vmalloc[0].wall_s / test_vmalloc[1].wall_s;
     Ok(ValidationReport {
         options: opts.clone(),
+        oracle: ORACLE_CPUS
+            .iter()
+            .map(|&n| oracle_check(n, opts.seed))
+            .collect(),
         legacy_cost_scale: legacy_scale,
         node_cost_scale: node_scale,
         pair_checks,
@@ -310,6 +360,36 @@ impl ValidationReport {
     /// Markdown tables: pair latencies and the test_vmalloc estimate.
     pub fn render(&self, published: &Published) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Analytic oracle: one FIFO lock, exponential think {ORACLE_THINK_NS} ns and service \
+             {ORACLE_SERVICE_NS} ns (M/M/1//N), acceptance 3%:"
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| CPUs | exact throughput | simulated | error | exact mean wait | simulated | error |"
+        );
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
+        for o in &self.oracle {
+            let (xe, we) = o.errors();
+            let _ = writeln!(
+                out,
+                "| {} | {}/s | {}/s | {:+.2}% | {} | {} | {} |",
+                o.cpus,
+                si(o.exact_throughput_per_s),
+                si(o.simulated_throughput_per_s),
+                100.0 * xe,
+                dur(o.exact_wait_ns),
+                dur(o.simulated_wait_ns),
+                if o.exact_wait_ns > 0.0 {
+                    format!("{:+.2}%", 100.0 * we)
+                } else {
+                    "-".into()
+                }
+            );
+        }
+        let _ = writeln!(out);
         let _ = writeln!(
             out,
             "Calibrated on the jobs = 1 row: cost scale legacy {:.3}, node-sharded {:.3} \
