@@ -14,12 +14,19 @@ mount -t debugfs nodev /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf
 echo 0 > /proc/sys/kernel/kptr_restrict
 ulimit -n 65536
+# Results go to ttyS0 only; the kernel's console (oopses, lockup and RCU-stall reports) is
+# ttyS1, a separate log, so kernel messages never split a JSON document here.
+exec </dev/null >/dev/ttyS0 2>&1
 
+# Each section has its own time limit, so one hang is reported by name (with the kernel log)
+# instead of using up the whole guest's timeout; the uptime stamps show where time went.
 section() {
     name=$1; shift
     echo "@@VT-BEGIN $name@@"
-    "$@" 2>&1
-    echo "@@VT-END $name rc=$?@@"
+    timeout -s KILL 240 "$@" 2>&1
+    rc=$?
+    echo "@@VT-END $name rc=$rc@@"
+    echo "@@VT-TIME $name $(cut -d' ' -f1 /proc/uptime)@@"
 }
 
 T=/sys/kernel/tracing

@@ -102,17 +102,26 @@ pub fn fetch_kernel(series: KernelSeries) -> Result<PathBuf> {
 /// Boot and return the serial console output.
 pub fn boot(series: KernelSeries, kernel: &Path, initrd: &Path, cpus: u32, timeout_s: u32) -> Result<String> {
     let log = vm_dir().join(format!("serial-{}.log", series.label()));
-    eprintln!("vm-test: booting {} with {cpus} vCPUs (TCG), serial log {}", kernel.display(), log.display());
+    let kernel_log = vm_dir().join(format!("kernel-{}.log", series.label()));
+    eprintln!(
+        "vm-test: booting {} with {cpus} vCPUs (TCG), results {}, kernel log {}",
+        kernel.display(),
+        log.display(),
+        kernel_log.display()
+    );
     let started = Instant::now();
     let file = fs::File::create(&log)?;
     let status = Command::new("timeout")
         .arg(timeout_s.to_string())
         .args(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", &cpus.to_string()])
-        .args(["-nographic", "-no-reboot", "-kernel"])
+        // ttyS0 (stdout): the test script's results; ttyS1: the kernel console.
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-serial"])
+        .arg(format!("file:{}", kernel_log.display()))
+        .args(["-no-reboot", "-kernel"])
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=1 nokaslr"])
+        .args(["-append", "console=ttyS1 panic=-1 loglevel=5 nokaslr"])
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(Stdio::inherit())
@@ -121,18 +130,50 @@ pub fn boot(series: KernelSeries, kernel: &Path, initrd: &Path, cpus: u32, timeo
     let serial = fs::read_to_string(&log).map(|s| s.replace('\r', ""))?;
     eprintln!("vm-test: {} finished in {:.0} s ({status})", series.label(), started.elapsed().as_secs_f64());
     if !serial.contains("@@VT-DONE@@") {
-        let tail: Vec<&str> = serial.lines().rev().take(30).collect();
+        let kernel_text = fs::read_to_string(&kernel_log).unwrap_or_default().replace('\r', "");
         bail!(
-            "guest {} did not finish (timeout or crash, {status}); last lines:\n{}",
+            "guest {} did not finish (timeout or crash, {status}); last results:\n{}\nlast kernel messages:\n{}",
             series.label(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            tail(&serial, 30),
+            tail(&kernel_text, 60)
         );
     }
     Ok(serial)
 }
 
+/// Keep a failed boot's logs beside the next attempt's (`serial-6.1.failed.log`, ...).
+pub fn keep_failed_logs(series: KernelSeries) {
+    for kind in ["serial", "kernel"] {
+        let from = vm_dir().join(format!("{kind}-{}.log", series.label()));
+        let _ = fs::rename(&from, from.with_extension("failed.log"));
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `(section, guest uptime at its end)` from the `@@VT-TIME name secs@@` stamps.
+pub fn section_times(serial: &str) -> Vec<(String, f64)> {
+    serial
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("@@VT-TIME ")?.strip_suffix("@@")?;
+            let (name, secs) = rest.rsplit_once(' ')?;
+            Some((name.to_string(), secs.parse().ok()?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_section_times() {
+        let t = super::section_times("x\n@@VT-TIME doctor 12.50@@\n@@VT-TIME record 40.01@@\n");
+        assert_eq!(t, vec![("doctor".to_string(), 12.5), ("record".to_string(), 40.01)]);
+    }
+
     #[test]
     fn orders_debian_kernel_versions() {
         let mut v = vec!["linux-image-6.1.0-9-amd64-unsigned", "linux-image-6.1.0-56-amd64-unsigned", "linux-image-6.1.0-10-amd64-unsigned"];

@@ -20,8 +20,9 @@ fn yes_no(v: &Value) -> &'static str {
     if v["status"] == "ok" { "yes" } else if v.is_null() { "?" } else { "no" }
 }
 
-fn hook_mechanisms(doctor: &Value, prefix: &str) -> String {
-    let mut mechs: Vec<String> = doctor["hooks"]
+/// Mechanisms of the hooks named `prefix*` in a `hooks` array (doctor's, or a recording's meta).
+fn hook_mechanisms(hooks: &Value, prefix: &str) -> String {
+    let mut mechs: Vec<String> = hooks
         .as_array()
         .into_iter()
         .flatten()
@@ -53,12 +54,16 @@ pub fn render(runs: &[KernelRun], command: &str) -> String {
     row(&mut o, "lockdown", &|r| finding(&r.doctor, "lockdown")["detail"].as_str().unwrap_or("?").to_string());
     row(&mut o, "data symbols (KALLSYMS_ALL)", &|r| yes_no(finding(&r.doctor, "kallsyms data symbols")).into());
     row(&mut o, "tracepoint hooks use", &|r| {
-        let v = hook_mechanisms(&r.doctor, "vmalloc:");
-        let l = hook_mechanisms(&r.doctor, "lock:");
+        let v = hook_mechanisms(&r.doctor["hooks"], "vmalloc:");
+        let l = hook_mechanisms(&r.doctor["hooks"], "lock:");
         format!("vmalloc: {v}; lock: {l}")
     });
-    row(&mut o, "function latency uses", &|r| hook_mechanisms(&r.doctor, "fn:"));
-    row(&mut o, "lock timing uses", &|r| hook_mechanisms(&r.doctor, "lock-timing:"));
+    row(&mut o, "function latency uses", &|r| hook_mechanisms(&r.doctor["hooks"], "fn:"));
+    // doctor does not attach the (experimental) lock-timing probes: the recording says.
+    row(&mut o, "lock timing uses", &|r| match &r.report {
+        Some(report) => hook_mechanisms(&report["profile"]["meta"]["hooks"], "lock-timing:"),
+        None => "not recorded here".into(),
+    });
     row(&mut o, "vmap locks located", &|r| {
         let f = finding(&r.doctor, "vmap locks located");
         if f.is_null() { "-".into() } else { f["detail"].as_str().unwrap_or("").replace('|', "/") }
