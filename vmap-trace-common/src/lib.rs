@@ -18,9 +18,13 @@ pub const COMM_LEN: usize = 16;
 pub const MAX_LOCKS: u32 = 4096;
 /// Max entries of the per-(lock, kind, stack) map.
 pub const MAX_STACK_KEYS: u32 = 16384;
-/// Max distinct kernel stacks kept. Also the hash bucket count: stacks whose hash collides
-/// with a different stored stack are counted as lost, so keep it well above the stacks seen.
+/// Max distinct stacks kept (kernel and user stacks share the table). Stacks are keyed by a
+/// 64-bit hash of their frames computed in the program, so two stacks never evict or refuse
+/// each other as in a `BPF_MAP_TYPE_STACK_TRACE` bucket; only a full table loses a stack.
 pub const MAX_STACKS: u32 = 16384;
+/// Frames kept per stack (innermost first). The unwinder stops there, which also bounds the
+/// cost of a capture; vmap contention paths are 15-30 frames deep.
+pub const MAX_STACK_DEPTH: usize = 48;
 /// Max tasks tracked for the per-task summary (LRU: the least recently waiting are evicted).
 pub const MAX_TASKS: u32 = 8192;
 /// Max sleeping-lock waits in flight (one per waiting task).
@@ -63,7 +67,7 @@ pub enum LossCounter {
     InflightFull = 0,
     /// The per-lock wait map was full: the contention was not counted per lock.
     LockMapFull = 1,
-    /// `bpf_get_stackid` failed (stack map full or hash collision).
+    /// A kernel stack could not be captured, or the stack table was full.
     StackCaptureFailed = 2,
     /// The per-stack map was full.
     StackKeysFull = 3,
@@ -108,7 +112,17 @@ pub struct ProbeConfig {
     pub btf: EventArgs,
     /// Page size, to turn byte sizes into pages.
     pub page_shift: u32,
-    pub _pad: u32,
+    /// `stack_options::*` bits: what each contended stack is keyed by.
+    pub stack_options: u32,
+}
+
+/// `ProbeConfig::stack_options` bits.
+pub mod stack_options {
+    /// Key contended stacks by process too (tgid and comm): flamegraphs can be filtered by task.
+    pub const PER_TASK: u32 = 1 << 0;
+    /// Capture the user stack of each contention as well (implies `PER_TASK`: user addresses
+    /// mean something only within their process).
+    pub const USER_STACKS: u32 = 1 << 1;
 }
 
 /// A contention in flight: set by `contention_begin`, consumed by `contention_end`.
@@ -145,13 +159,47 @@ impl WaitStats {
     pub const ZERO: WaitStats = WaitStats { count: 0, total_ns: 0, max_ns: 0, hist: [0; TIME_BUCKETS] };
 }
 
-/// Key of the per-stack wait map.
+/// Key of the per-stack wait map. `tgid`/`comm` are zero and `user_stack` is 0 unless the
+/// corresponding `stack_options` are set.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StackKey {
     pub lock_addr: u64,
-    pub stack_id: u32,
+    /// Key of the kernel stack in the stack table (0: not captured).
+    pub kernel_stack: u64,
+    /// Key of the user stack in the stack table (0: not captured or none).
+    pub user_stack: u64,
+    pub tgid: u32,
     pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// One captured stack: `len` frames of `ips`, innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackFrames {
+    pub len: u32,
+    pub _pad: u32,
+    pub ips: [u64; MAX_STACK_DEPTH],
+}
+
+/// The stack table's key for the first `len` frames of `ips` (never 0, which means "none").
+/// The program and the tests share it, so the table's keys can be checked in user space.
+#[inline(always)]
+pub fn stack_hash(ips: &[u64; MAX_STACK_DEPTH], len: usize) -> u64 {
+    // FNV-1a over 64-bit words with an extra shift-xor per word: cheap in BPF (no loops
+    // over bytes) and well mixed for kernel addresses, which share their high bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ len as u64;
+    let mut i = 0;
+    while i < MAX_STACK_DEPTH {
+        if i >= len {
+            break;
+        }
+        h = (h ^ ips[i]).wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+        i += 1;
+    }
+    if h == 0 { 1 } else { h }
 }
 
 /// Count, total and max of a set of waits (no histogram).
@@ -220,6 +268,7 @@ mod pod {
     unsafe impl aya::Pod for LockKey {}
     unsafe impl aya::Pod for WaitStats {}
     unsafe impl aya::Pod for StackKey {}
+    unsafe impl aya::Pod for StackFrames {}
     unsafe impl aya::Pod for WaitTotals {}
     unsafe impl aya::Pod for TaskWait {}
     unsafe impl aya::Pod for LazyGauge {}
@@ -245,10 +294,25 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         // The kernel copies keys byte for byte: implicit padding would make equal keys differ.
         assert_eq!(core::mem::size_of::<LockKey>(), 16);
-        assert_eq!(core::mem::size_of::<StackKey>(), 16);
+        assert_eq!(core::mem::size_of::<StackKey>(), 32 + COMM_LEN);
+        assert_eq!(core::mem::size_of::<StackFrames>(), 8 + 8 * MAX_STACK_DEPTH);
         assert_eq!(core::mem::size_of::<ContentionStart>(), 24);
         assert_eq!(core::mem::size_of::<WaitStats>(), 8 * (3 + TIME_BUCKETS));
         assert_eq!(core::mem::size_of::<TaskWait>(), 24 + 8 + COMM_LEN);
         assert_eq!(core::mem::size_of::<ProbeConfig>(), 4 * 18);
+    }
+
+    #[test]
+    fn stack_hash_depends_on_the_frames_in_use_only() {
+        let mut a = [0u64; MAX_STACK_DEPTH];
+        a[0] = 0xffff_ffff_8100_0000;
+        a[1] = 0xffff_ffff_8100_1000;
+        let mut b = a;
+        b[5] = 42; // beyond len: ignored
+        assert_eq!(stack_hash(&a, 2), stack_hash(&b, 2));
+        assert_ne!(stack_hash(&a, 2), stack_hash(&a, 1));
+        b[1] += 8;
+        assert_ne!(stack_hash(&a, 2), stack_hash(&b, 2));
+        assert_ne!(stack_hash(&[0; MAX_STACK_DEPTH], 0), 0);
     }
 }

@@ -14,23 +14,25 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    EbpfContext,
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext,
-        tracing::StackIdContext,
     },
 };
 use vmap_trace_common::{
     EventArgs, FUNC_SLOTS, LockEnter, LockTiming, MAX_INFLIGHT_CALLS, MAX_VMAP_LOCKS, ContentionStart, LOSS_COUNTERS, LazyGauge, LockKey, LossCounter, MAX_INFLIGHT_TASKS, MAX_LOCKS,
-    MAX_STACK_KEYS, MAX_STACKS, MAX_TASKS, OP_COUNTERS, OpCounter, ProbeConfig, SIZE_BUCKETS,
-    StackKey, TIME_BUCKETS, TaskWait, WaitStats, WaitTotals, lock_flags, log2_bucket,
+    MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_STACKS, MAX_TASKS, OP_COUNTERS, OpCounter, ProbeConfig, SIZE_BUCKETS,
+    StackFrames, StackKey, TIME_BUCKETS, TaskWait, WaitStats, WaitTotals, lock_flags, log2_bucket, stack_hash,
+    stack_options,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
 #[unsafe(no_mangle)]
-static CONFIG: ProbeConfig = ProbeConfig { tp: NO_ARGS, btf: NO_ARGS, page_shift: 12, _pad: 0 };
+static CONFIG: ProbeConfig = ProbeConfig { tp: NO_ARGS, btf: NO_ARGS, page_shift: 12, stack_options: 0 };
 
 const NO_ARGS: EventArgs = EventArgs {
     alloc_addr: 0,
@@ -70,7 +72,11 @@ static LOCK_WAITS: HashMap<LockKey, WaitStats> = HashMap::with_max_entries(MAX_L
 #[map]
 static STACK_WAITS: HashMap<StackKey, WaitTotals> = HashMap::with_max_entries(MAX_STACK_KEYS, 0);
 #[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(MAX_STACKS, 0);
+/// Per-CPU scratch for a capture (slot 0: kernel stack, 1: user stack): too big for the
+/// 512-byte BPF stack.
+#[map]
+static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(2, 0);
 /// LRU: short-lived tasks (fork storms) must not fill it and starve new ones.
 #[map]
 static TASK_WAITS: LruHashMap<u32, TaskWait> = LruHashMap::with_max_entries(MAX_TASKS, 0);
@@ -264,8 +270,30 @@ fn add_totals(t: *mut WaitTotals, wait: u64) {
     racy_max(&mut t.max_ns, wait);
 }
 
+/// Capture the current kernel (`slot` 0) or user (`slot` 1, `BPF_F_USER_STACK`) stack into the
+/// stack table; its key, or None when there is none or the table is full.
 #[inline(always)]
-fn on_contention_end<C: StackIdContext>(ctx: &C, lock_addr: u64) {
+fn capture_stack<C: EbpfContext>(ctx: &C, slot: u32, flags: u64) -> Option<u64> {
+    let buf = unsafe { &mut *STACK_SCRATCH.get_ptr_mut(slot)? };
+    let size = (MAX_STACK_DEPTH * 8) as u32;
+    let n = unsafe { bpf_get_stack(ctx.as_ptr(), buf.ips.as_mut_ptr() as *mut core::ffi::c_void, size, flags) };
+    if n <= 0 {
+        return None;
+    }
+    let len = (n as usize / 8).min(MAX_STACK_DEPTH);
+    buf.len = len as u32;
+    let key = stack_hash(&buf.ips, len);
+    if STACKS.get_ptr(&key).is_none() {
+        // EEXIST: another CPU stored the same stack meanwhile, fine; otherwise the table is full.
+        if STACKS.insert(&key, buf, BPF_NOEXIST as u64).is_err() && STACKS.get_ptr(&key).is_none() {
+            return None;
+        }
+    }
+    Some(key)
+}
+
+#[inline(always)]
+fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     // contention_end carries no flags: a CPU with a spin wait in flight cannot be sleeping
     // on another lock, so the per-CPU slot is checked first (perf does the same).
@@ -297,14 +325,23 @@ fn on_contention_end<C: StackIdContext>(ctx: &C, lock_addr: u64) {
         add_wait(unsafe { &mut *s }, wait);
     }
 
-    match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => {
-            let key = StackKey { lock_addr, stack_id: id as u32, flags: start.flags };
+    let options = config().stack_options;
+    match capture_stack(ctx, 0, 0) {
+        Some(kernel_stack) => {
+            let mut key = StackKey { lock_addr, kernel_stack, flags: start.flags, ..StackKey::default() };
+            if options & (stack_options::PER_TASK | stack_options::USER_STACKS) != 0 {
+                key.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+                key.comm = bpf_get_current_comm().unwrap_or_default();
+            }
+            if options & stack_options::USER_STACKS != 0 {
+                // Kernel threads have no user stack: 0.
+                key.user_stack = capture_stack(ctx, 1, BPF_F_USER_STACK as u64).unwrap_or(0);
+            }
             if let Some(t) = get_or_insert(&STACK_WAITS, &key, &WaitTotals::default(), LossCounter::StackKeysFull) {
                 add_totals(t, wait);
             }
         }
-        Err(_) => lost(LossCounter::StackCaptureFailed),
+        None => lost(LossCounter::StackCaptureFailed),
     }
 
     if let Some(t) = CPU_WAITS.get_ptr_mut(0) {
@@ -366,9 +403,10 @@ classic_tracepoint!("tracepoint/lock/contention_end", fn tp_contention_end(ctx) 
 /// Calls in flight: key = tid << 32 | slot.
 #[map]
 static CALLS_INFLIGHT: HashMap<u64, u64> = HashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
-/// Latency per function slot.
+/// Latency per function slot, per CPU (the CPU the call returned on): user space sums the
+/// CPUs for the totals and keeps each CPU's histogram for the per-CPU breakdown.
 #[map]
-static FUNC_LATENCY: HashMap<u32, WaitStats> = HashMap::with_max_entries(FUNC_SLOTS, 0);
+static FUNC_LATENCY: PerCpuArray<WaitStats> = PerCpuArray::with_max_entries(FUNC_SLOTS, 0);
 
 #[inline(always)]
 fn add_wait(s: &mut WaitStats, v: u64) {
@@ -396,8 +434,19 @@ fn func_exit(slot: u32) {
     let Some(start) = CALLS_INFLIGHT.get_ptr(&key) else { return };
     let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(unsafe { *start });
     let _ = CALLS_INFLIGHT.remove(&key);
-    if let Some(s) = get_or_insert(&FUNC_LATENCY, &slot, &WaitStats::ZERO, LossCounter::CallsInflightFull) {
-        add_wait(unsafe { &mut *s }, latency);
+    if let Some(s) = FUNC_LATENCY.get_ptr_mut(slot) {
+        // This CPU's own slot: plain adds, no atomics (fexit/kretprobe programs do not nest
+        // on one CPU: the kernel's recursion guard skips a nested run).
+        let s = unsafe { &mut *s };
+        s.count += 1;
+        s.total_ns += latency;
+        if latency > s.max_ns {
+            s.max_ns = latency;
+        }
+        let b = log2_bucket(latency, TIME_BUCKETS);
+        if b < TIME_BUCKETS {
+            s.hist[b] += 1;
+        }
     }
 }
 

@@ -84,7 +84,7 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
             // Profiles keep frames innermost first.
             let frames: Vec<Frame> =
                 names.iter().rev().map(|n| Frame { addr: 0xffff_ffff_8100_0000, function: Some(n.clone()), offset: 0 }).collect();
-            StackWait {
+            StackWait { task: None, user_frames: Vec::new(),
                 lock_addr: 0xffff_8881_0005_5820 + (count % 7) * 0x40,
                 flags: 1,
                 attribution: attribution::attribute(&frames),
@@ -96,7 +96,7 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
         })
         .collect();
     Profile {
-        meta: RecordingMeta {
+        meta: RecordingMeta { stack_keys: Default::default(),
             tool_version: "bench".into(),
             kernel_release: "6.18.0-bench".into(),
             hostname: "bench".into(),

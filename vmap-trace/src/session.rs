@@ -89,6 +89,7 @@ impl TraceSession {
             notes.extend(vmap_locks.problems.iter().map(|p| format!("vmap lock naming: {p}")));
         }
         let meta = RecordingMeta {
+            stack_keys: crate::profile::StackKeying { per_task: options.per_task || options.user_stacks, user_stacks: options.user_stacks },
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             kernel_release: kernel_release(),
             hostname: hostname(),
@@ -118,6 +119,15 @@ impl TraceSession {
     }
 
     /// Everything recorded since `start`.
+    /// Symbolize the user stacks seen so far while their processes are alive (a no-op unless
+    /// user stacks are captured).
+    pub fn resolve_user_stacks(&mut self) -> Result<()> {
+        if !self.meta.stack_keys.user_stacks {
+            return Ok(());
+        }
+        self.resolver.resolve_user_stacks(&self.probes)
+    }
+
     pub fn snapshot(&mut self) -> Result<Profile> {
         let duration_ns = self.started.elapsed().as_nanos() as u64;
         let mut meta = self.meta.clone();

@@ -16,7 +16,7 @@ fn frames(names: &[&str]) -> Vec<Frame> {
 
 fn stack(lock_addr: u64, flags: u32, names: &[&str], count: u64, total_ns: u64) -> StackWait {
     let frames = frames(names);
-    StackWait { lock_addr, flags, attribution: attribution::attribute(&frames), frames, count, total_ns, max_ns: total_ns / count }
+    StackWait { task: None, user_frames: Vec::new(), lock_addr, flags, attribution: attribution::attribute(&frames), frames, count, total_ns, max_ns: total_ns / count }
 }
 
 fn wait(count: u64, total_ns: u64) -> WaitHistogram {
@@ -31,7 +31,7 @@ fn wait(count: u64, total_ns: u64) -> WaitHistogram {
 /// A vmap spinlock path and a tty mutex path, on a 6.1 (legacy) kernel.
 fn profile(kernel: &str, vmap_ns: u64) -> Profile {
     Profile {
-        meta: RecordingMeta {
+        meta: RecordingMeta { stack_keys: Default::default(),
             tool_version: "0.1.0".into(),
             kernel_release: kernel.into(),
             hostname: "host".into(),

@@ -284,3 +284,43 @@ fn unprivileged_record_is_a_clear_error() {
     assert!(err.contains("needs root"), "{err}");
     assert!(!err.contains("panicked"));
 }
+
+#[test]
+fn user_stacks_and_per_task_stacks_reach_the_flamegraph() {
+    require_root!();
+    let dir = scratch();
+    let rec = dir.path().join("u.rec");
+    run(Command::new(BIN).args(["record", "--user-stacks", "-o"]).arg(&rec).args(["--", BIN, "stress", "threads", "--duration", "3", "--quiet"]));
+    let report = report_json(&rec);
+    let p = &report["profile"];
+    assert_eq!(p["meta"]["stack_keys"]["user_stacks"], true);
+    assert_eq!(p["losses"]["stack_capture_failed"], 0, "every contended stack captured: {}", p["losses"]);
+    let stacks = p["stacks"].as_array().unwrap();
+    // The stress threads (named stress-threads-N) contend on their process's locks.
+    let stress: Vec<&Value> = stacks.iter().filter(|s| s["task"]["comm"].as_str().is_some_and(|c| c.starts_with("stress-"))).collect();
+    assert!(!stress.is_empty(), "no contended stack from the stress process: {:?}", stacks.iter().map(|s| &s["task"]).collect::<Vec<_>>());
+    let tgid = stress[0]["task"]["tgid"].as_u64().unwrap();
+    let with_user: Vec<&&Value> = stress.iter().filter(|s| s["user_frames"].as_array().is_some_and(|f| !f.is_empty())).collect();
+    assert!(with_user.len() * 2 >= stress.len(), "{} of {} stress stacks have user frames", with_user.len(), stress.len());
+    // Symbolized against the live process: glibc's exported syscall wrappers (Debian's glibc
+    // has no frame pointers, so the innermost frame is often the only one) are named; its
+    // internal functions (the thread-exit path) are not in its symbol table and stay addresses.
+    let names: std::collections::HashSet<&str> = with_user.iter().filter_map(|s| s["user_frames"][0]["function"].as_str()).collect();
+    let wrappers = ["madvise", "mmap", "munmap", "mprotect", "__mprotect", "pthread_create", "syscall", "clone3", "__clone3"];
+    assert!(names.iter().any(|n| wrappers.contains(n)), "no libc syscall wrapper named among the user frames: {names:?}");
+
+    let out = run(Command::new(BIN).arg("flamegraph").arg(&rec).args(["-o", "-", "--folded", "--user-stacks", "--task", &tgid.to_string()]));
+    let folded = String::from_utf8(out.stdout).unwrap();
+    assert!(!folded.is_empty());
+    for line in folded.lines() {
+        let first = line.split(';').next().unwrap();
+        assert!(first.ends_with(&format!("({tgid})")), "line from another process: {line}");
+        assert!(line.contains(";[kernel];"), "no kernel part: {line}");
+    }
+    // A kernel-only recording refuses --task and --user-stacks with a reason.
+    let plain = dir.path().join("plain.rec");
+    run(Command::new(BIN).args(["record", "-o"]).arg(&plain).args(["--", "true"]));
+    let out = Command::new(BIN).arg("flamegraph").arg(&plain).args(["-o", "-", "--folded", "--task", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--per-task"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -37,7 +37,7 @@ fn hook(name: &str, mechanism: Option<Mechanism>) -> HookStatus {
 fn snapshot(k: u64) -> Profile {
     let vmap_frames = frames(&["_raw_spin_lock", "alloc_vmap_area", "__get_vm_area_node", "__vmalloc_node_range_noprof"]);
     let tty_frames = frames(&["__mutex_lock.constprop.0", "tty_lock", "tty_open"]);
-    let stack = |lock_addr, flags, frames: Vec<Frame>, count, total_ns, max_ns| StackWait {
+    let stack = |lock_addr, flags, frames: Vec<Frame>, count, total_ns, max_ns| StackWait { task: None, user_frames: Vec::new(),
         lock_addr,
         flags,
         attribution: attribution::attribute(&frames),
@@ -49,7 +49,7 @@ fn snapshot(k: u64) -> Profile {
     let mut vmap_hist = hist(14, 10 * k);
     vmap_hist.buckets[12] = 90 * k;
     Profile {
-        meta: RecordingMeta {
+        meta: RecordingMeta { stack_keys: Default::default(),
             tool_version: "0.1.0".into(),
             kernel_release: "6.9.0-test".into(),
             hostname: "box".into(),

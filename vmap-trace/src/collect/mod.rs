@@ -6,22 +6,45 @@ use std::collections::HashMap as StdHashMap;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray},
     Ebpf, Pod,
 };
 use vmap_trace_common::{
-    LazyGauge, LockKey, LossCounter, OpCounter, StackKey, TaskWait, WaitStats, WaitTotals, OP_COUNTERS, SIZE_BUCKETS,
+    LazyGauge, LockKey, LossCounter, OpCounter, StackFrames, StackKey, TaskWait, WaitStats, WaitTotals, MAX_STACK_DEPTH, OP_COUNTERS,
+    SIZE_BUCKETS,
 };
 
-use crate::kernel::{kallsyms::DataSymbols, symbolize::KernelSymbolizer, vmap_locks::VmapLockTable};
+use crate::kernel::{
+    kallsyms::DataSymbols,
+    symbolize::{KernelSymbolizer, UserSymbolizer},
+    vmap_locks::VmapLockTable,
+};
 use crate::probe::{functions, lock_timing, Probes};
 use crate::profile::{
-    attribution, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses, Profile, RecordingMeta, StackWait,
+    attribution, CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses, Profile, RecordingMeta, StackTask, StackWait,
     TaskWaitSummary, VmallocOps, VmapLockTiming, WaitHistogram,
 };
 
 fn wait_histogram(v: &WaitStats) -> WaitHistogram {
     WaitHistogram { count: v.count, total_ns: v.total_ns, max_ns: v.max_ns, hist: Log2Histogram::from_buckets(&v.hist) }
+}
+
+/// All CPUs' stats of one slot as one histogram.
+fn sum_cpus(cpus: &[WaitStats]) -> WaitHistogram {
+    let mut total = WaitHistogram::default();
+    for c in cpus {
+        total.add(&wait_histogram(c));
+    }
+    total
+}
+
+/// The CPUs that saw calls, each with its own histogram.
+fn cpu_latencies(cpus: &[WaitStats]) -> Vec<CpuLatency> {
+    cpus.iter()
+        .enumerate()
+        .filter(|(_, s)| s.count > 0)
+        .map(|(cpu, s)| CpuLatency { cpu: cpu as u32, latency: wait_histogram(s) })
+        .collect()
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
@@ -37,31 +60,85 @@ fn per_cpu_values<T: Pod>(arr: &PerCpuArray<&MapData, T>, idx: u32) -> Result<Ve
     Ok(arr.get(&idx, 0).with_context(|| format!("reading slot {idx}"))?.iter().copied().collect())
 }
 
-/// Turns stack ids into symbolized frames, caching per id.
+/// Turns stack-table keys into symbolized frames, caching per key. User stacks are
+/// symbolized against their live process (`/proc/PID/maps`), so `record --user-stacks` calls
+/// `resolve_user_stacks` periodically while the processes still run.
+#[derive(Default)]
 pub struct StackResolver {
     symbolizer: KernelSymbolizer,
-    cache: StdHashMap<u32, Vec<Frame>>,
+    user_symbolizer: UserSymbolizer,
+    kernel: StdHashMap<u64, Vec<Frame>>,
+    user: StdHashMap<(u32, u64), Vec<Frame>>,
 }
 
-impl Default for StackResolver {
-    fn default() -> Self {
-        StackResolver { symbolizer: KernelSymbolizer::new(), cache: StdHashMap::new() }
+/// The frames stored under `key` in the stack table (empty if it is not there).
+fn stack_ips(stacks: &HashMap<&MapData, u64, StackFrames>, key: u64) -> Vec<u64> {
+    match stacks.get(&key, 0) {
+        Ok(st) => st.ips[..(st.len as usize).min(MAX_STACK_DEPTH)].to_vec(),
+        Err(_) => Vec::new(),
     }
 }
 
 impl StackResolver {
-    fn frames(&mut self, stacks: &StackTraceMap<&MapData>, id: u32) -> Vec<Frame> {
-        if let Some(f) = self.cache.get(&id) {
+    fn frames(&mut self, stacks: &HashMap<&MapData, u64, StackFrames>, key: u64) -> Vec<Frame> {
+        if let Some(f) = self.kernel.get(&key) {
             return f.clone();
         }
-        let ips: Vec<u64> = match stacks.get(&id, 0) {
-            Ok(st) => st.frames().iter().map(|f| f.ip).collect(),
-            Err(_) => Vec::new(),
-        };
-        let frames = trim_tracing_frames(self.symbolizer.symbolize(&ips));
-        self.cache.insert(id, frames.clone());
+        let frames = trim_tracing_frames(self.symbolizer.symbolize(&stack_ips(stacks, key)));
+        self.kernel.insert(key, frames.clone());
         frames
     }
+
+    /// A user stack of process `tgid`. Cached once symbolized while the process was alive;
+    /// otherwise bare addresses, retried on the next call.
+    fn user_frames(&mut self, stacks: &HashMap<&MapData, u64, StackFrames>, tgid: u32, key: u64) -> Vec<Frame> {
+        if key == 0 {
+            return Vec::new();
+        }
+        if let Some(f) = self.user.get(&(tgid, key)) {
+            return f.clone();
+        }
+        let ips = stack_ips(stacks, key);
+        match self.user_symbolizer.symbolize(tgid, &ips) {
+            Some(frames) => {
+                self.user.insert((tgid, key), frames.clone());
+                frames
+            }
+            None => ips.iter().map(|&addr| Frame { addr, function: None, offset: 0 }).collect(),
+        }
+    }
+
+    /// Symbolize the user stacks captured so far whose processes are still alive: one
+    /// blazesym call per process.
+    pub fn resolve_user_stacks(&mut self, probes: &Probes) -> Result<()> {
+        let stack_map: HashMap<&MapData, StackKey, WaitTotals> = HashMap::try_from(map(&probes.ebpf, "STACK_WAITS")?)?;
+        let stack_table: HashMap<&MapData, u64, StackFrames> = HashMap::try_from(map(&probes.ebpf, "STACKS")?)?;
+        let mut pending: StdHashMap<u32, Vec<u64>> = StdHashMap::new();
+        for k in stack_map.keys().filter_map(|k| k.ok()) {
+            if k.user_stack != 0 && !self.user.contains_key(&(k.tgid, k.user_stack)) {
+                let keys = pending.entry(k.tgid).or_default();
+                if !keys.contains(&k.user_stack) {
+                    keys.push(k.user_stack);
+                }
+            }
+        }
+        for (tgid, keys) in pending {
+            let stacks: Vec<Vec<u64>> = keys.iter().map(|&k| stack_ips(&stack_table, k)).collect();
+            let all: Vec<u64> = stacks.iter().flatten().copied().collect();
+            let Some(frames) = self.user_symbolizer.symbolize(tgid, &all) else { continue };
+            let mut frames = frames.into_iter();
+            for (key, ips) in keys.into_iter().zip(&stacks) {
+                self.user.insert((tgid, key), frames.by_ref().take(ips.len()).collect());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A NUL-padded kernel `comm` as text.
+fn comm_text(comm: &[u8]) -> String {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..len]).into_owned()
 }
 
 /// Drop the innermost frames that belong to the tracing machinery (our BPF program, the
@@ -131,12 +208,17 @@ pub fn read(
     locks.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
 
     let stack_map: HashMap<&MapData, StackKey, WaitTotals> = HashMap::try_from(map(ebpf, "STACK_WAITS")?)?;
-    let stack_traces = StackTraceMap::try_from(map(ebpf, "STACKS")?)?;
+    let stack_table: HashMap<&MapData, u64, StackFrames> = HashMap::try_from(map(ebpf, "STACKS")?)?;
     let mut stacks = Vec::new();
     for entry in stack_map.iter() {
         let (k, v) = entry.context("reading STACK_WAITS")?;
-        let frames = resolver.frames(&stack_traces, k.stack_id);
+        let frames = resolver.frames(&stack_table, k.kernel_stack);
+        let task = (meta.stack_keys.per_task || meta.stack_keys.user_stacks)
+            .then(|| StackTask { tgid: k.tgid, comm: comm_text(&k.comm) });
+        let user_frames = resolver.user_frames(&stack_table, k.tgid, k.user_stack);
         stacks.push(StackWait {
+            task,
+            user_frames,
             lock_addr: k.lock_addr,
             flags: k.flags,
             attribution: attribution::attribute(&frames),
@@ -159,11 +241,10 @@ pub fn read(
     let mut tasks = Vec::new();
     for entry in task_map.iter() {
         let (tid, t) = entry.context("reading TASK_WAITS")?;
-        let comm_len = t.comm.iter().position(|&b| b == 0).unwrap_or(t.comm.len());
         tasks.push(TaskWaitSummary {
             tid,
             tgid: t.tgid,
-            comm: String::from_utf8_lossy(&t.comm[..comm_len]).into_owned(),
+            comm: comm_text(&t.comm),
             count: t.totals.count,
             total_ns: t.totals.total_ns,
             max_ns: t.totals.max_ns,
@@ -190,7 +271,8 @@ pub fn read(
         .map(|f| FunctionLatency {
             function: f.function.to_string(),
             symbol: f.symbol.clone(),
-            latency: latencies.get(&f.slot).map(wait_histogram).unwrap_or_default(),
+            latency: latencies.get(&f.slot).map(|cpus| sum_cpus(cpus)).unwrap_or_default(),
+            per_cpu: latencies.get(&f.slot).map(|cpus| cpu_latencies(cpus)).unwrap_or_default(),
         })
         .collect();
     let timings = lock_timing::read(ebpf)?;

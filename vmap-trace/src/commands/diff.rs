@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::flamegraph::{is_stdout, write_output, StackArgs};
-use crate::flamegraph::{self, DiffOptions, Side};
+use crate::flamegraph::{self, DiffOptions, Graph, Side};
 use crate::profile::recording;
 
 /// Differential flamegraph of two recordings: where lock wait moved between before and after
@@ -56,13 +56,7 @@ pub fn run(args: DiffArgs) -> Result<()> {
         (before_name, after_name) = (args.before.display().to_string(), args.after.display().to_string());
     }
     let graph = flamegraph::diff(Side { name: &before_name, profile: &before }, Side { name: &after_name, profile: &after }, &opts)?;
-    write_output(&args.output, |w| {
-        if args.folded {
-            graph.write_folded(w).map_err(Into::into)
-        } else {
-            graph.write_svg(w).map_err(Into::into)
-        }
-    })?;
+    write_output(&args.output, |w| graph.write_as(args.folded, w))?;
     if !is_stdout(&args.output) {
         eprintln!("vmap-trace: wrote {} ({} stacks)", args.output.display(), graph.folded.lines.len());
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::flamegraph::{self, ClassFilter, FoldOptions, LockSelector, StackFilter, Weight};
+use crate::flamegraph::{self, ClassFilter, FoldOptions, Graph, LockSelector, StackFilter, Weight};
 use crate::profile::recording;
 use crate::report::format_ns;
 
@@ -23,12 +23,12 @@ pub struct StackArgs {
     /// hold times per stack, which no recording has yet: this says so and stops).
     #[arg(long, value_enum, default_value_t = Weight::Wait)]
     pub weight: Weight,
-    /// Only this task (tid or command name). Recordings keep per-task totals, not per-task
-    /// stacks, so this stops with an explanation and the task's totals.
-    #[arg(long, value_name = "TID|COMM")]
+    /// Only this process: its pid or command name. Needs a recording made with
+    /// `record --per-task` (or --user-stacks); on others this stops with the task's totals.
+    #[arg(long, value_name = "PID|COMM")]
     pub task: Option<String>,
-    /// Add user-space stacks. Recordings hold kernel stacks only, so this stops with an
-    /// explanation rather than drawing a kernel-only graph.
+    /// Put each process and its user-space stack under the kernel frames
+    /// (`comm (pid);user frames;[kernel];kernel frames`). Needs `record --user-stacks`.
     #[arg(long)]
     pub user_stacks: bool,
 }
@@ -57,6 +57,7 @@ impl StackArgs {
   vmap-trace flamegraph web.rec -o vmap.svg --class vmap --weight count
   vmap-trace flamegraph web.rec -o - --folded | inferno-flamegraph > web.svg
   vmap-trace flamegraph web.rec -o web.folded --folded --lock vmap_area_lock
+  vmap-trace record --user-stacks -o ssh.rec -- sleep 30 && vmap-trace flamegraph ssh.rec -o sshd.svg --user-stacks --task sshd
 
 --folded writes `frame;frame;...;[lock] WEIGHT` lines (outermost frame first; weights in
 nanoseconds, or waits with --weight count): the input of flamegraph.pl, inferno-flamegraph
@@ -77,13 +78,7 @@ pub struct FlamegraphArgs {
 pub fn run(args: FlamegraphArgs) -> Result<()> {
     let profile = recording::load(&args.file)?;
     let graph = flamegraph::flamegraph(&profile, &args.stacks.fold_options()?)?;
-    write_output(&args.output, |w| {
-        if args.folded {
-            graph.write_folded(w).map_err(Into::into)
-        } else {
-            graph.write_svg(w).map_err(Into::into)
-        }
-    })?;
+    write_output(&args.output, |w| graph.write_as(args.folded, w))?;
     if !is_stdout(&args.output) {
         let total = graph.folded.total();
         let amount = match graph.weight {

@@ -33,6 +33,16 @@ pub struct RecordArgs {
     /// See docs/kernels.md.
     #[arg(long)]
     pub lock_timing: bool,
+    /// Key contended stacks by process too (pid and command name), so `flamegraph --task`
+    /// can select one. Costs map space: a fork storm of short-lived processes multiplies the
+    /// stack keys (a full table is counted as lost events).
+    #[arg(long)]
+    pub per_task: bool,
+    /// Capture the user-space stack of each contention too (implies --per-task). User frames
+    /// are symbolized while the processes run (each second), so short-lived processes may
+    /// keep bare addresses; code built without frame pointers yields only the innermost frame.
+    #[arg(long)]
+    pub user_stacks: bool,
     /// Use kprobes even where fentry works (to compare the two, or work around fentry issues).
     #[arg(long)]
     pub prefer_kprobe: bool,
@@ -63,6 +73,8 @@ pub fn run(args: RecordArgs) -> Result<()> {
         lock_timing: args.lock_timing,
         prefer_kprobe: args.prefer_kprobe,
         classic_tracepoints: args.classic_tracepoints,
+        per_task: args.per_task,
+        user_stacks: args.user_stacks,
         ..Default::default()
     };
     let mut session = TraceSession::start_with(options)?;
@@ -80,8 +92,15 @@ pub fn run(args: RecordArgs) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let limit = args.duration.map(Duration::from_secs_f64);
     let mut stopped_by = "duration";
+    let mut ticks = 0u64;
     loop {
         std::thread::sleep(Duration::from_millis(100));
+        ticks += 1;
+        if ticks % 10 == 0 {
+            if let Err(e) = session.resolve_user_stacks() {
+                eprintln!("vmap-trace: symbolizing user stacks: {e:#}");
+            }
+        }
         if stop.load(Ordering::Relaxed) {
             stopped_by = "signal";
             break;
@@ -107,6 +126,9 @@ pub fn run(args: RecordArgs) -> Result<()> {
     if tty {
         eprintln!();
     }
+    // The command may just have exited; its user stacks are symbolized while it is a zombie
+    // at best, so resolve what is left before the final read.
+    let _ = session.resolve_user_stacks();
     let profile = session.snapshot()?;
     drop(session); // detach before anything slow
     if let Some(mut c) = child {

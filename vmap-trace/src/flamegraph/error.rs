@@ -30,14 +30,18 @@ pub enum FlamegraphError {
     )]
     HoldTimesWithoutStacks { locks: String },
 
-    #[error("this recording has no user stacks: `record` captures kernel stacks only, so --user-stacks cannot be honoured")]
+    #[error("this recording has no user stacks: it was made without `record --user-stacks`, so --user-stacks cannot be honoured")]
     NoUserStacks,
 
-    /// Per-task stacks are not recorded, only per-task totals.
+    /// Stacks were not keyed by task in this recording, only per-task totals exist.
     #[error(
-        "--task {task}: this recording keeps per-task totals, not per-task stacks, so a flamegraph cannot be filtered by task; {detail}"
+        "--task {task}: this recording keeps per-task totals, not per-task stacks (record with --per-task or --user-stacks), so a flamegraph cannot be filtered by task; {detail}"
     )]
     NoPerTaskStacks { task: String, detail: String },
+
+    /// A task filter that matches no process of a per-task recording.
+    #[error("--task {task}: no contended stack in this recording comes from such a process; processes with the most wait: {known}")]
+    UnknownTask { task: String, known: String },
 
     /// An error about one recording of several (a diff's before or after side).
     #[error("{name}: {source}")]

@@ -1,5 +1,5 @@
-//! Which contended stacks go into a flamegraph: by lock, by lock class, (by task).
-use std::collections::BTreeSet;
+//! Which contended stacks go into a flamegraph: by lock, by lock class, by task.
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::str::FromStr;
 
@@ -73,8 +73,8 @@ pub struct StackFilter {
     /// Keep stacks waiting on any of these locks (all locks when empty).
     pub locks: Vec<LockSelector>,
     pub class: Option<ClassFilter>,
-    /// A task id or command name. Recordings keep per-task totals only, so this can only
-    /// ever be refused with an explanation; it exists so the refusal is precise.
+    /// A process id or command name. Needs a recording keyed by task (`record --per-task` or
+    /// `--user-stacks`); other recordings are refused with the task's totals.
     pub task: Option<String>,
 }
 
@@ -99,12 +99,22 @@ impl StackFilter {
         parts.join(", ")
     }
 
-    /// Check the filters against a recording: every lock must exist in it, and a task filter
-    /// is refused (see `task`).
+    /// Check the filters against a recording: every lock and task must exist in it, and a
+    /// task filter needs per-task stacks.
     pub fn resolve(&self, profile: &Profile) -> Result<ResolvedFilter, FlamegraphError> {
-        if let Some(task) = &self.task {
-            return Err(FlamegraphError::NoPerTaskStacks { task: task.clone(), detail: describe_task(profile, task) });
-        }
+        let task = match &self.task {
+            None => None,
+            Some(task) if !profile.meta.stack_keys.per_task => {
+                return Err(FlamegraphError::NoPerTaskStacks { task: task.clone(), detail: describe_task(profile, task) });
+            }
+            Some(task) => {
+                let selector = TaskSelector::parse(task);
+                if !profile.stacks.iter().any(|s| selector.matches(s)) {
+                    return Err(FlamegraphError::UnknownTask { task: task.clone(), known: busiest_processes(profile) });
+                }
+                Some(selector)
+            }
+        };
         let lock_addrs = if self.locks.is_empty() {
             None
         } else {
@@ -118,8 +128,48 @@ impl StackFilter {
             }
             Some(addrs)
         };
-        Ok(ResolvedFilter { lock_addrs, class: self.class.map(ClassFilter::class) })
+        Ok(ResolvedFilter { lock_addrs, class: self.class.map(ClassFilter::class), task })
     }
+}
+
+/// `--task`: a number is a process id (tgid), anything else a command name (`comm`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskSelector {
+    Pid(u32),
+    Comm(String),
+}
+
+impl TaskSelector {
+    pub fn parse(text: &str) -> Self {
+        match text.parse() {
+            Ok(pid) => TaskSelector::Pid(pid),
+            Err(_) => TaskSelector::Comm(text.to_string()),
+        }
+    }
+
+    pub fn matches(&self, stack: &StackWait) -> bool {
+        match (self, &stack.task) {
+            (TaskSelector::Pid(p), Some(t)) => t.tgid == *p,
+            (TaskSelector::Comm(c), Some(t)) => t.comm == *c,
+            (_, None) => false,
+        }
+    }
+}
+
+/// `comm (pid): wait, ...` of the processes with the most wait, for error messages.
+fn busiest_processes(profile: &Profile) -> String {
+    let mut by_process: BTreeMap<(u32, &str), u64> = BTreeMap::new();
+    for s in &profile.stacks {
+        if let Some(t) = &s.task {
+            *by_process.entry((t.tgid, t.comm.as_str())).or_default() += s.total_ns;
+        }
+    }
+    let mut v: Vec<_> = by_process.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    if v.is_empty() {
+        return "none (no contended stacks)".into();
+    }
+    v.iter().take(10).map(|((pid, comm), ns)| format!("{comm} ({pid}): {}", format_ns(*ns as f64))).collect::<Vec<_>>().join(", ")
 }
 
 /// Filters checked against one recording.
@@ -127,11 +177,14 @@ impl StackFilter {
 pub struct ResolvedFilter {
     lock_addrs: Option<BTreeSet<u64>>,
     class: Option<LockClass>,
+    task: Option<TaskSelector>,
 }
 
 impl ResolvedFilter {
     pub fn matches(&self, stack: &StackWait) -> bool {
-        self.lock_addrs.as_ref().is_none_or(|a| a.contains(&stack.lock_addr)) && self.class.is_none_or(|c| c == stack.attribution.class)
+        self.lock_addrs.as_ref().is_none_or(|a| a.contains(&stack.lock_addr))
+            && self.class.is_none_or(|c| c == stack.attribution.class)
+            && self.task.as_ref().is_none_or(|t| t.matches(stack))
     }
 }
 

@@ -22,8 +22,8 @@ pub struct FoldOptions {
     /// Strip compiler suffixes (`.constprop.0`, `.cold`, `_noprof`) so one function has one name
     /// across kernel builds; diffs between kernels need this.
     pub canonical_names: bool,
-    /// User-space stacks under the kernel ones. Recordings hold kernel stacks only, so asking
-    /// for them is an error rather than a silently kernel-only graph.
+    /// User-space stacks under the kernel ones (from `record --user-stacks` recordings; asking
+    /// on another recording is an error rather than a silently kernel-only graph).
     pub user_stacks: bool,
 }
 
@@ -112,7 +112,7 @@ impl Folded {
 
 /// Fold a recording's contended stacks.
 pub fn fold(profile: &Profile, opts: &FoldOptions) -> Result<Folded, FlamegraphError> {
-    if opts.user_stacks {
+    if opts.user_stacks && !profile.meta.stack_keys.user_stacks {
         return Err(FlamegraphError::NoUserStacks);
     }
     if opts.weight == Weight::Hold && profile.stacks.iter().all(|s| opts.weight.of(s).is_none()) {
@@ -139,6 +139,16 @@ pub fn fold(profile: &Profile, opts: &FoldOptions) -> Result<Folded, FlamegraphE
             continue;
         }
         line.clear();
+        if opts.user_stacks {
+            // Outermost first: the process, its user frames, then the kernel's.
+            if let Some(t) = &stack.task {
+                push_frame(&mut line, &format!("{} ({})", t.comm, t.tgid));
+            }
+            for frame in stack.user_frames.iter().rev() {
+                push_frame(&mut line, &frame.label());
+            }
+            push_frame(&mut line, "[kernel]");
+        }
         for frame in stack.frames.iter().rev() {
             match &frame.function {
                 Some(f) if opts.canonical_names => push_frame(&mut line, canonical_function(f)),
@@ -264,6 +274,34 @@ mod tests {
     }
 
     #[test]
+    fn per_task_recordings_filter_by_task_and_fold_user_frames_first() {
+        use crate::profile::{Frame, StackTask};
+        let mut p = sample_profile();
+        p.meta.stack_keys = crate::profile::StackKeying { per_task: true, user_stacks: true };
+        let user = |name: &str| Frame { addr: 0x7f00_0000_1000, function: Some(name.into()), offset: 0 };
+        p.stacks[0].task = Some(StackTask { tgid: 42, comm: "sshd".into() });
+        p.stacks[0].user_frames = vec![user("__clone3"), user("main")];
+        p.stacks[1].task = Some(StackTask { tgid: 7, comm: "kworker/0:1".into() });
+
+        let by_pid = FoldOptions { filter: StackFilter { task: Some("42".into()), ..Default::default() }, ..Default::default() };
+        let folded = fold(&p, &by_pid).unwrap();
+        assert_eq!(folded.total(), p.stacks[0].total_ns);
+        let by_comm = FoldOptions { filter: StackFilter { task: Some("kworker/0:1".into()), ..Default::default() }, ..Default::default() };
+        assert_eq!(fold(&p, &by_comm).unwrap().total(), p.stacks[1].total_ns);
+        let unknown = FoldOptions { filter: StackFilter { task: Some("nginx".into()), ..Default::default() }, ..Default::default() };
+        let msg = fold(&p, &unknown).unwrap_err().to_string();
+        assert!(msg.contains("no contended stack") && msg.contains("kworker/0:1 (7)") && msg.contains("sshd (42)"), "{msg}");
+
+        let folded = fold(&p, &FoldOptions { user_stacks: true, ..by_pid }).unwrap();
+        let (line, _) = folded.iter().next().unwrap();
+        assert!(line.starts_with("sshd (42);main;__clone3;[kernel];"), "{line}");
+        // Kernel-only and per-task-less recordings refuse precisely.
+        p.meta.stack_keys = Default::default();
+        let msg = fold(&p, &by_comm).unwrap_err().to_string();
+        assert!(msg.contains("record with --per-task"), "{msg}");
+    }
+
+    #[test]
     fn filters_apply_and_empty_results_explain_themselves() {
         let p = sample_profile();
         let vmap = FoldOptions { filter: StackFilter { class: Some(ClassFilter::Vmap), ..Default::default() }, ..Default::default() };
@@ -301,7 +339,7 @@ mod tests {
         twin.total_ns = 7;
         p.stacks.push(twin);
         let frames = vec![frame("_raw_spin_lock"), frame("vfree")];
-        p.stacks.push(StackWait {
+        p.stacks.push(StackWait { task: None, user_frames: Vec::new(),
             lock_addr: 0x1000,
             flags: 1,
             attribution: attribution::attribute(&frames),

@@ -55,6 +55,39 @@ pub fn flamegraph(profile: &Profile, opts: &FoldOptions) -> Result<Flamegraph, F
     Ok(Flamegraph { folded, weight: opts.weight, render: RenderOptions::new(labels, scale) })
 }
 
+/// A rendered graph that can be written either way: what `flamegraph` and `diff` share.
+pub trait Graph {
+    fn write_svg_to(&self, writer: &mut dyn Write) -> Result<(), FlamegraphError>;
+    fn write_folded_to(&self, writer: &mut dyn Write) -> io::Result<()>;
+
+    /// The SVG, or the folded text when `folded`.
+    fn write_as(&self, folded: bool, writer: &mut dyn Write) -> anyhow::Result<()> {
+        if folded {
+            self.write_folded_to(writer).map_err(Into::into)
+        } else {
+            self.write_svg_to(writer).map_err(Into::into)
+        }
+    }
+}
+
+impl Graph for Flamegraph {
+    fn write_svg_to(&self, writer: &mut dyn Write) -> Result<(), FlamegraphError> {
+        self.write_svg(writer)
+    }
+    fn write_folded_to(&self, writer: &mut dyn Write) -> io::Result<()> {
+        self.write_folded(writer)
+    }
+}
+
+impl Graph for DiffFlamegraph {
+    fn write_svg_to(&self, writer: &mut dyn Write) -> Result<(), FlamegraphError> {
+        self.write_svg(writer)
+    }
+    fn write_folded_to(&self, writer: &mut dyn Write) -> io::Result<()> {
+        self.write_folded(writer)
+    }
+}
+
 impl Flamegraph {
     pub fn write_svg<W: Write>(&self, writer: W) -> Result<(), FlamegraphError> {
         let lines = self.folded.lines();

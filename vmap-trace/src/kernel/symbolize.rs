@@ -1,4 +1,5 @@
-//! Kernel stack symbolization with blazesym over /proc/kallsyms.
+//! Stack symbolization with blazesym: kernel stacks over /proc/kallsyms, user stacks over a
+//! live process's mappings and the ELF/DWARF of its binaries.
 use blazesym::symbolize::{source, Input, Symbolized, Symbolizer};
 
 use crate::profile::Frame;
@@ -28,13 +29,59 @@ impl KernelSymbolizer {
     /// Symbolize kernel addresses; an address blazesym cannot place keeps `function: None`.
     pub fn symbolize(&self, addrs: &[u64]) -> Vec<Frame> {
         let syms = self.symbolizer.symbolize(&self.source, Input::AbsAddr(addrs)).unwrap_or_default();
-        addrs
-            .iter()
-            .enumerate()
-            .map(|(i, &addr)| match syms.get(i) {
-                Some(Symbolized::Sym(s)) => Frame { addr, function: Some(s.name.to_string()), offset: s.offset as u64 },
-                _ => Frame { addr, function: None, offset: 0 },
-            })
-            .collect()
+        to_frames(addrs, &syms)
+    }
+}
+
+/// One frame per address, named where blazesym placed it.
+fn to_frames(addrs: &[u64], syms: &[Symbolized]) -> Vec<Frame> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &addr)| match syms.get(i) {
+            Some(Symbolized::Sym(s)) => Frame { addr, function: Some(s.name.to_string()), offset: s.offset as u64 },
+            _ => Frame { addr, function: None, offset: 0 },
+        })
+        .collect()
+}
+
+/// User-space symbolization against live processes. Keeps one blazesym symbolizer, which
+/// caches each parsed binary (libc, the program), so symbolizing often stays cheap.
+pub struct UserSymbolizer {
+    symbolizer: Symbolizer,
+}
+
+impl Default for UserSymbolizer {
+    fn default() -> Self {
+        UserSymbolizer { symbolizer: Symbolizer::new() }
+    }
+}
+
+impl UserSymbolizer {
+    /// Symbolize addresses of process `tgid`; None when the process is gone (its mappings
+    /// are needed). Addresses blazesym cannot place keep `function: None`.
+    pub fn symbolize(&self, tgid: u32, addrs: &[u64]) -> Option<Vec<Frame>> {
+        if !std::path::Path::new(&format!("/proc/{tgid}/maps")).exists() {
+            return None;
+        }
+        let mut process = source::Process::new(blazesym::Pid::from(tgid));
+        // Symbol tables name the frames; DWARF would add inlined callers at the cost of
+        // parsing every binary's debug info (hundreds of ms for a large program).
+        process.debug_syms = false;
+        let syms = self.symbolizer.symbolize(&source::Source::Process(process), Input::AbsAddr(addrs)).ok()?;
+        Some(to_frames(addrs, &syms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn symbolizes_a_live_process_user_address() {
+        let user = super::UserSymbolizer::default();
+        let addr = super::to_frames as *const () as u64;
+        let frames = user.symbolize(std::process::id(), &[addr, 8]).expect("own process is alive");
+        assert!(frames[0].function.as_deref().is_some_and(|f| f.contains("to_frames")), "{frames:?}");
+        assert_eq!(frames[1].function, None);
+        assert!(user.symbolize(u32::MAX - 1, &[addr]).is_none(), "no such process");
     }
 }

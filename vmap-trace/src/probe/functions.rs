@@ -1,5 +1,5 @@
 //! Latency of the vmap allocator's own functions (fentry/fexit, else kprobe/kretprobe).
-use aya::{maps::HashMap, Btf, Ebpf};
+use aya::{maps::PerCpuArray, Btf, Ebpf};
 use vmap_trace_common::FUNC_SLOTS;
 
 use super::attach::{attach_best, MechanismChoice};
@@ -65,14 +65,13 @@ pub fn attach(
     (probes, hooks)
 }
 
-/// Read the latency map: per slot, the kernel-side stats.
-pub fn read(ebpf: &Ebpf) -> anyhow::Result<std::collections::HashMap<u32, vmap_trace_common::WaitStats>> {
+/// Read the latency map: per slot, each possible CPU's kernel-side stats (index = CPU).
+pub fn read(ebpf: &Ebpf) -> anyhow::Result<std::collections::HashMap<u32, Vec<vmap_trace_common::WaitStats>>> {
     let map = ebpf.map("FUNC_LATENCY").ok_or_else(|| anyhow::anyhow!("map FUNC_LATENCY missing"))?;
-    let map: HashMap<_, u32, vmap_trace_common::WaitStats> = HashMap::try_from(map)?;
+    let map: PerCpuArray<_, vmap_trace_common::WaitStats> = PerCpuArray::try_from(map)?;
     let mut out = std::collections::HashMap::new();
-    for entry in map.iter() {
-        let (k, v) = entry?;
-        out.insert(k, v);
+    for slot in 0..FUNC_SLOTS {
+        out.insert(slot, map.get(&slot, 0)?.iter().copied().collect());
     }
     Ok(out)
 }

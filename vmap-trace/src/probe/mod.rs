@@ -105,7 +105,7 @@ pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>) -> ProbeConfig
             contention_flags: arg("contention_begin", "flags"),
         },
         page_shift: page_size.trailing_zeros(),
-        _pad: 0,
+        stack_options: 0,
     }
 }
 
@@ -120,6 +120,18 @@ pub struct ProbeOptions {
     pub no_function_latency: bool,
     /// Use classic tracepoints even where tp_btf works (to compare, or to test that path).
     pub classic_tracepoints: bool,
+    /// Key contended stacks by process too.
+    pub per_task: bool,
+    /// Capture user stacks too (implies per_task).
+    pub user_stacks: bool,
+}
+
+impl ProbeOptions {
+    /// `ProbeConfig::stack_options` bits for these options.
+    pub fn stack_options(&self) -> u32 {
+        use vmap_trace_common::stack_options::{PER_TASK, USER_STACKS};
+        (if self.per_task { PER_TASK } else { 0 }) | (if self.user_stacks { USER_STACKS | PER_TASK } else { 0 })
+    }
 }
 
 /// The loaded object and what each hook ended up using.
@@ -140,7 +152,7 @@ pub fn attach_all(
     crate::kernel::privileges::require_bpf()?;
     raise_memlock_limit();
     let tracefs_root = tracefs::ensure_mounted()?;
-    let config = probe_config(&tracefs_root, kernel_btf);
+    let config = ProbeConfig { stack_options: options.stack_options(), ..probe_config(&tracefs_root, kernel_btf) };
     let aya_btf = Btf::from_sys_fs().ok();
     let mut ebpf = EbpfLoader::new()
         .btf(aya_btf.as_ref())

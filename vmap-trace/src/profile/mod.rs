@@ -95,6 +95,18 @@ pub struct RecordingMeta {
     /// The vmap locks located in this kernel (names and addresses).
     #[serde(default)]
     pub vmap_locks: Vec<crate::kernel::vmap_locks::VmapLock>,
+    /// What contended stacks were keyed by (`record --per-task`, `--user-stacks`).
+    #[serde(default)]
+    pub stack_keys: StackKeying,
+}
+
+/// What each contended stack in a recording is keyed by, beyond lock and kernel stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackKeying {
+    /// Stacks carry their process (`task`): flamegraphs can be filtered by task.
+    pub per_task: bool,
+    /// Stacks carry the user stack too (`user_frames`).
+    pub user_stacks: bool,
 }
 
 impl RecordingMeta {
@@ -155,17 +167,32 @@ impl LockWait {
     }
 }
 
-/// Waits through one kernel stack on one lock.
+/// Waits through one kernel stack on one lock (and, with `--per-task`/`--user-stacks`, from
+/// one process and user stack).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackWait {
     pub lock_addr: u64,
     pub flags: u32,
     /// Innermost frame first.
     pub frames: Vec<Frame>,
+    /// The process that waited: only in `--per-task` / `--user-stacks` recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<StackTask>,
+    /// The user stack, innermost first: only in `--user-stacks` recordings (empty for kernel
+    /// threads, and where user code has no frame pointers it may hold only the syscall site).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_frames: Vec<Frame>,
     pub attribution: Attribution,
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+}
+
+/// The process a stack's waits came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackTask {
+    pub tgid: u32,
+    pub comm: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +219,18 @@ pub struct FunctionLatency {
     pub function: String,
     /// The kernel symbol probed (may carry a clone suffix such as `.isra.0`).
     pub symbol: Option<String>,
+    /// All CPUs together.
+    pub latency: WaitHistogram,
+    /// Each CPU with calls, by the CPU the call returned on (a call that slept may have
+    /// started on another). Absent in recordings made before it existed.
+    #[serde(default)]
+    pub per_cpu: Vec<CpuLatency>,
+}
+
+/// One CPU's share of a function's latency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuLatency {
+    pub cpu: u32,
     pub latency: WaitHistogram,
 }
 
@@ -414,7 +453,7 @@ pub(crate) mod tests {
     pub fn sample_profile() -> Profile {
         let vmap_frames = vec![frame("_raw_spin_lock"), frame("alloc_vmap_area"), frame("__vmalloc_node_range_noprof")];
         let other_frames = vec![frame("__mutex_lock.constprop.0"), frame("tty_lock"), frame("tty_open")];
-        let stack = |frames: Vec<Frame>, addr, flags, count, total| StackWait {
+        let stack = |frames: Vec<Frame>, addr, flags, count, total| StackWait { task: None, user_frames: Vec::new(),
             lock_addr: addr,
             flags,
             attribution: attribution::attribute(&frames),
@@ -424,7 +463,7 @@ pub(crate) mod tests {
             max_ns: total / count,
         };
         Profile {
-            meta: RecordingMeta {
+            meta: RecordingMeta { stack_keys: Default::default(),
                 tool_version: "0.1.0".into(),
                 kernel_release: "6.1.0-test".into(),
                 hostname: "test".into(),
@@ -461,6 +500,10 @@ pub(crate) mod tests {
                 function: "alloc_vmap_area".into(),
                 symbol: Some("alloc_vmap_area".into()),
                 latency: WaitHistogram { count: 2000, total_ns: 4_000_000, max_ns: 30_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2000]) },
+                per_cpu: vec![
+                    CpuLatency { cpu: 0, latency: WaitHistogram { count: 1500, total_ns: 3_000_000, max_ns: 30_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1500]) } },
+                    CpuLatency { cpu: 1, latency: WaitHistogram { count: 500, total_ns: 1_000_000, max_ns: 20_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 500]) } },
+                ],
             }],
             lock_timing: vec![],
         }
@@ -490,6 +533,7 @@ pub(crate) mod tests {
             function: name.into(),
             symbol: Some(name.into()),
             latency: WaitHistogram { count, ..Default::default() },
+            per_cpu: vec![],
         };
         p.functions = vec![f("find_vmap_area", 16), f("find_vm_area", 842), f("vm_map_ram", 0), f("alloc_vmap_area", 5)];
         let why = p.explain_function("find_vmap_area").unwrap();

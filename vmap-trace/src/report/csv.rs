@@ -36,6 +36,8 @@ pub enum CsvTable {
     Tasks,
     /// vmap function latency (kprobe/fentry recordings).
     Functions,
+    /// vmap function latency per CPU (the CPU each call returned on).
+    FunctionCpus,
     /// vmap lock wait and hold around the lock calls (`record --lock-timing`).
     LockTiming,
 }
@@ -51,6 +53,7 @@ impl CsvTable {
             CsvTable::Cpus => "cpus",
             CsvTable::Tasks => "tasks",
             CsvTable::Functions => "functions",
+            CsvTable::FunctionCpus => "function_cpus",
             CsvTable::LockTiming => "lock_timing",
         }
     }
@@ -165,6 +168,7 @@ pub fn render(p: &Profile, table: CsvTable) -> String {
         CsvTable::Cpus => cpus(p, name),
         CsvTable::Tasks => tasks(p, name),
         CsvTable::Functions => functions(p, name),
+        CsvTable::FunctionCpus => function_cpus(p, name),
         CsvTable::LockTiming => lock_timing(p, name),
     }
 }
@@ -364,6 +368,25 @@ fn functions(p: &Profile, name: &'static str) -> String {
     w.finish()
 }
 
+fn function_cpus(p: &Profile, name: &'static str) -> String {
+    let mut w = CsvWriter::new(name, &["function", "cpu", "calls", "total_ns", "mean_ns", "p99_le_ns", "max_ns"]);
+    for f in &p.functions {
+        for c in &f.per_cpu {
+            let l = &c.latency;
+            w.row(&[
+                Cell::text(&f.function),
+                Cell::Int(c.cpu as u64),
+                Cell::Int(l.count),
+                Cell::Int(l.total_ns),
+                Cell::opt_float(l.mean_ns()),
+                Cell::opt_int(l.p99_ns()),
+                Cell::Int(l.max_ns),
+            ]);
+        }
+    }
+    w.finish()
+}
+
 fn lock_timing(p: &Profile, name: &'static str) -> String {
     let mut w = CsvWriter::new(
         name,
@@ -465,6 +488,7 @@ mod tests {
             CsvTable::Cpus,
             CsvTable::Tasks,
             CsvTable::Functions,
+            CsvTable::FunctionCpus,
             CsvTable::LockTiming,
         ] {
             let text = render(&sample_profile(), table);
@@ -510,5 +534,9 @@ mod tests {
         assert_eq!(get("design"), "legacy");
         assert_eq!(get("vmap_wait_ns"), "50000");
         assert_eq!(get("total_wait_ns"), "450000");
+        let rows = parse_csv(&render(&p, CsvTable::FunctionCpus));
+        assert_eq!(rows.len(), 3, "one row per CPU with calls");
+        assert_eq!(rows[1][2..7], ["alloc_vmap_area", "0", "1500", "3000000", "2000.0"]);
+        assert_eq!(rows[2][2..5], ["alloc_vmap_area", "1", "500"]);
     }
 }

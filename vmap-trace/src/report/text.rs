@@ -109,6 +109,9 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                 f.latency.p99_ns().map(|v| format_ns(v as f64)).unwrap_or_default(),
                 format_ns(f.latency.max_ns as f64)
             );
+            if f.per_cpu.len() > 1 {
+                let _ = writeln!(o, "  per CPU: {}", per_cpu_line(&f.per_cpu));
+            }
             if let Some(why) = p.explain_function(&f.function) {
                 let _ = writeln!(o, "  note: {why}");
             }
@@ -216,6 +219,22 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     o
 }
 
+/// `cpu0 1500 x 2.0us, cpu1 500 x 2.0us, ...` (calls x mean), busiest first; long lists are cut.
+fn per_cpu_line(cpus: &[crate::profile::CpuLatency]) -> String {
+    const SHOWN: usize = 8;
+    let mut sorted: Vec<_> = cpus.iter().collect();
+    sorted.sort_by(|a, b| b.latency.count.cmp(&a.latency.count).then(a.cpu.cmp(&b.cpu)));
+    let mut parts: Vec<String> = sorted
+        .iter()
+        .take(SHOWN)
+        .map(|c| format!("cpu{} {} x {}", c.cpu, c.latency.count, format_ns(c.latency.mean_ns().unwrap_or(0.0))))
+        .collect();
+    if sorted.len() > SHOWN {
+        parts.push(format!("+{} more CPUs (--format csv --table function-cpus)", sorted.len() - SHOWN));
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +254,6 @@ mod tests {
         assert!(text.contains("sshd"));
         let f = text.lines().find(|l| l.starts_with("alloc_vmap_area") && l.contains("2000")).expect("latency row");
         assert!(f.contains("2.00 us"), "{f}");
+        assert!(text.contains("  per CPU: cpu0 1500 x 2.00 us, cpu1 500 x 2.00 us"), "{text}");
     }
 }

@@ -384,7 +384,7 @@ mod tests {
             .iter()
             .map(|n| crate::profile::tests::frame(n))
             .collect();
-        let s = StackWait {
+        let s = StackWait { task: None, user_frames: Vec::new(),
             lock_addr: 1,
             flags: 32,
             attribution: crate::profile::attribution::attribute(&frames),

@@ -18,7 +18,7 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
 use crate::profile::{
-    CpuWait, Frame, FunctionLatency, LockWait, Losses, Profile, StackWait, TaskWaitSummary, VmallocOps, VmapLockTiming,
+    CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Losses, Profile, StackWait, TaskWaitSummary, VmallocOps, VmapLockTiming,
     WaitHistogram,
 };
 
@@ -310,8 +310,22 @@ fn functions_since(earlier: &[FunctionLatency], later: &[FunctionLatency]) -> Ve
     later
         .iter()
         .map(|f| {
-            let e = earlier.iter().find(|e| e.function == f.function).map(|e| &e.latency);
-            FunctionLatency { function: f.function.clone(), symbol: f.symbol.clone(), latency: wait_since(e, &f.latency).0 }
+            let e = earlier.iter().find(|e| e.function == f.function);
+            let per_cpu = f
+                .per_cpu
+                .iter()
+                .map(|c| {
+                    let ec = e.and_then(|e| e.per_cpu.iter().find(|x| x.cpu == c.cpu)).map(|x| &x.latency);
+                    CpuLatency { cpu: c.cpu, latency: wait_since(ec, &c.latency).0 }
+                })
+                .filter(|c| c.latency.count > 0)
+                .collect();
+            FunctionLatency {
+                function: f.function.clone(),
+                symbol: f.symbol.clone(),
+                latency: wait_since(e.map(|e| &e.latency), &f.latency).0,
+                per_cpu,
+            }
         })
         .collect()
 }

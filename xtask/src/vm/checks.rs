@@ -123,6 +123,33 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         let n = function_count(&report, f);
         r.push(result(&format!("latency {f}"), n.unwrap_or(0) > 0, format!("{n:?} calls")));
     }
+    // Contended kernel stacks are captured (bpf_get_stack into the hashed stack table) and
+    // symbolized on this kernel too, with none lost.
+    let stacks = report["profile"]["stacks"].as_array().map(Vec::len).unwrap_or(0);
+    let named = report["profile"]["stacks"][0]["frames"].as_array().map(|f| f.iter().filter(|x| x["function"].is_string()).count()).unwrap_or(0);
+    let failed = report["profile"]["losses"]["stack_capture_failed"].as_u64();
+    r.push(result(
+        "contended stacks captured",
+        stacks > 0 && named > 0 && failed == Some(0),
+        format!("{stacks} stacks (top one with {named} named frames), stack_capture_failed {failed:?}"),
+    ));
+    // Per CPU: the CPUs' histograms add up to the total, and the threads of `stress mix`
+    // spread over more than one of the 4 vCPUs.
+    if let Some(f) = report["profile"]["functions"].as_array().and_then(|a| a.iter().find(|f| f["function"] == "alloc_vmap_area")) {
+        let total = f["latency"]["count"].as_u64().unwrap_or(0);
+        let cpus: Vec<(u64, u64)> = f["per_cpu"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| (c["cpu"].as_u64().unwrap_or(u64::MAX), c["latency"]["count"].as_u64().unwrap_or(0)))
+            .collect();
+        let sum: u64 = cpus.iter().map(|c| c.1).sum();
+        r.push(result(
+            "latency alloc_vmap_area per CPU",
+            total > 0 && sum == total && cpus.len() > 1 && cpus.iter().all(|c| c.0 < 4 && c.1 > 0),
+            format!("total {total}, per CPU (cpu, calls) {cpus:?}"),
+        ));
+    }
     if series == KernelSeries::V6_12 {
         for f in ["purge_vmap_node", "decay_va_pool_node"] {
             let n = function_count(&report, f);
