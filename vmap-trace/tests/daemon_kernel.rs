@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use prometheus_parse::{Sample, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vmap-trace");
+mod common;
+use common::{BIN, is_root};
 
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
 
 macro_rules! require_root {
     () => {

@@ -12,7 +12,9 @@ use quick_xml::events::Event;
 use quick_xml::{Reader, XmlVersion};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vmap-trace");
+mod common;
+use common::{BIN, ensure_tracefs, is_root, run};
+
 
 /// Lock primitives a contended kernel stack goes through (names without compiler suffixes).
 const LOCK_PRIMITIVES: &[&str] = &[
@@ -30,10 +32,6 @@ const LOCK_PRIMITIVES: &[&str] = &[
     "queued_write_lock_slowpath",
 ];
 
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
 macro_rules! require_root {
     () => {
         if !is_root() {
@@ -43,29 +41,10 @@ macro_rules! require_root {
     };
 }
 
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A directory that lives as long as the test process: recordings are shared between tests.
 fn scratch_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
-
-fn ensure_tracefs() {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("tracefs")) {
-        let _ = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status();
-    }
 }
 
 /// Record `stress WORKLOAD` for 2 s, once per workload per test run (recording is

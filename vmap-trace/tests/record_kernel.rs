@@ -5,19 +5,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vmap-trace");
+mod common;
+use common::{BIN, ensure_tracefs, is_root, run};
 
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// perf finds tracepoints through tracefs, which a fresh boot may not have mounted.
-fn ensure_tracefs() {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("tracefs")) {
-        let _ = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status();
-    }
-}
 
 /// Every test here counts system-wide: two at once would see each other's load.
 static SYSTEM_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -31,18 +21,6 @@ macro_rules! require_root {
         ensure_tracefs();
         let _serial = SYSTEM_WIDE.lock().unwrap_or_else(|e| e.into_inner());
     };
-}
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn report_json(rec: &Path) -> Value {

@@ -11,17 +11,15 @@ use std::time::{Duration, Instant};
 
 use vmap_trace::stress::{run_workload, StressConfig, WorkloadKind};
 
+mod common;
+use common::{is_root};
+
 /// The tests share process-wide state (children, fd table) and system-wide counters: run them
 /// one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// `struct perf_event_attr` up to PERF_ATTR_SIZE_VER0 (64 bytes), which every kernel accepts.

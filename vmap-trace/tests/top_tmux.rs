@@ -5,11 +5,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vmap-trace");
+mod common;
+use common::{BIN, is_root};
 
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// A tmux session and the stress run behind it, torn down however the test ends.
 struct Harness {
