@@ -88,7 +88,7 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
                 lock_addr: 0xffff_8881_0005_5820 + (count % 7) * 0x40,
                 flags: 1,
                 attribution: attribution::attribute(&frames),
-                frames,
+                frames: frames.into(),
                 count,
                 total_ns: count * 1_000,
                 max_ns: 1_000,

@@ -16,7 +16,7 @@ fn frames(names: &[&str]) -> Vec<Frame> {
 
 fn stack(lock_addr: u64, flags: u32, names: &[&str], count: u64, total_ns: u64) -> StackWait {
     let frames = frames(names);
-    StackWait { task: None, user_frames: Vec::new(), lock_addr, flags, attribution: attribution::attribute(&frames), frames, count, total_ns, max_ns: total_ns / count }
+    StackWait { task: None, user_frames: Vec::new(), lock_addr, flags, attribution: attribution::attribute(&frames), frames: frames.into(), count, total_ns, max_ns: total_ns / count }
 }
 
 fn wait(count: u64, total_ns: u64) -> WaitHistogram {
@@ -163,7 +163,9 @@ fn diff_and_compare_show_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let a = save(dir.path(), "6.1.rec", &profile("6.1.0-test", 2_000_000));
     let mut after = profile("6.12.0-test", 8_000_000);
-    after.stacks[1].frames[0].function = Some("__mutex_lock.constprop.1".into());
+    let mut renamed = after.stacks[1].frames.to_vec();
+    renamed[0].function = Some("__mutex_lock.constprop.1".into());
+    after.stacks[1].frames = renamed.into();
     let b = save(dir.path(), "6.12.rec", &after);
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
 

@@ -41,7 +41,7 @@ fn snapshot(k: u64) -> Profile {
         lock_addr,
         flags,
         attribution: attribution::attribute(&frames),
-        frames,
+        frames: frames.into(),
         count,
         total_ns,
         max_ns,

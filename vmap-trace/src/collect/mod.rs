@@ -3,6 +3,7 @@
 //! The kernel side only ever adds, so a read is a cumulative snapshot since attach; views that
 //! need windows subtract two snapshots. Stacks are symbolized and attributed here, once.
 use std::collections::HashMap as StdHashMap;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -67,7 +68,7 @@ fn per_cpu_values<T: Pod>(arr: &PerCpuArray<&MapData, T>, idx: u32) -> Result<Ve
 pub struct StackResolver {
     symbolizer: KernelSymbolizer,
     user_symbolizer: UserSymbolizer,
-    kernel: StdHashMap<u64, Vec<Frame>>,
+    kernel: StdHashMap<u64, Arc<[Frame]>>,
     user: StdHashMap<(u32, u64), Vec<Frame>>,
 }
 
@@ -80,12 +81,12 @@ fn stack_ips(stacks: &HashMap<&MapData, u64, StackFrames>, key: u64) -> Vec<u64>
 }
 
 impl StackResolver {
-    fn frames(&mut self, stacks: &HashMap<&MapData, u64, StackFrames>, key: u64) -> Vec<Frame> {
+    fn frames(&mut self, stacks: &HashMap<&MapData, u64, StackFrames>, key: u64) -> Arc<[Frame]> {
         if let Some(f) = self.kernel.get(&key) {
-            return f.clone();
+            return Arc::clone(f);
         }
-        let frames = trim_tracing_frames(self.symbolizer.symbolize(&stack_ips(stacks, key)));
-        self.kernel.insert(key, frames.clone());
+        let frames: Arc<[Frame]> = trim_tracing_frames(self.symbolizer.symbolize(&stack_ips(stacks, key))).into();
+        self.kernel.insert(key, Arc::clone(&frames));
         frames
     }
 

@@ -262,7 +262,7 @@ mod tests {
 
     fn stack(addr: u64, frames: &[&str], total_ns: u64) -> StackWait {
         let frames: Vec<Frame> = frames.iter().map(|f| frame(f)).collect();
-        StackWait { task: None, user_frames: Vec::new(), lock_addr: addr, flags: 32, attribution: attribution::attribute(&frames), frames, count: 1, total_ns, max_ns: total_ns }
+        StackWait { task: None, user_frames: Vec::new(), lock_addr: addr, flags: 32, attribution: attribution::attribute(&frames), frames: frames.into(), count: 1, total_ns, max_ns: total_ns }
     }
 
     fn profile(locks: Vec<LockWait>, stacks: Vec<StackWait>) -> Profile {

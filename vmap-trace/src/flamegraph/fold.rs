@@ -333,9 +333,7 @@ mod tests {
         let mut p = sample_profile();
         // Same functions at other offsets, same lock: one folded line.
         let mut twin = p.stacks[0].clone();
-        for f in &mut twin.frames {
-            f.offset += 4;
-        }
+        twin.frames = twin.frames.iter().map(|f| crate::profile::Frame { offset: f.offset + 4, ..f.clone() }).collect();
         twin.total_ns = 7;
         p.stacks.push(twin);
         let frames = vec![frame("_raw_spin_lock"), frame("vfree")];
@@ -343,7 +341,7 @@ mod tests {
             lock_addr: 0x1000,
             flags: 1,
             attribution: attribution::attribute(&frames),
-            frames,
+            frames: frames.into(),
             count: 1,
             total_ns: 0,
             max_ns: 0,
@@ -356,9 +354,11 @@ mod tests {
     #[test]
     fn frame_names_cannot_break_the_format() {
         let mut p = sample_profile();
-        p.stacks[0].frames[1].function = Some("odd;name\nhere".into());
-        p.stacks[0].frames[2].function = None;
-        p.stacks[0].frames[2].addr = 0xffffffff81234567;
+        let mut frames = p.stacks[0].frames.to_vec();
+        frames[1].function = Some("odd;name\nhere".into());
+        frames[2].function = None;
+        frames[2].addr = 0xffffffff81234567;
+        p.stacks[0].frames = frames.into();
         let folded = fold(&p, &FoldOptions::default()).unwrap();
         let text = folded.to_text();
         assert!(text.contains("0xffffffff81234567;odd:name here;_raw_spin_lock;"), "{text}");

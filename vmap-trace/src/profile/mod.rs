@@ -173,8 +173,9 @@ impl LockWait {
 pub struct StackWait {
     pub lock_addr: u64,
     pub flags: u32,
-    /// Innermost frame first.
-    pub frames: Vec<Frame>,
+    /// Innermost frame first. Shared: many stacks (one per lock address, process, ...) have
+    /// the same kernel frames, and profiles are copied by the live views.
+    pub frames: std::sync::Arc<[Frame]>,
     /// The process that waited: only in `--per-task` / `--user-stacks` recordings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<StackTask>,
@@ -457,7 +458,7 @@ pub(crate) mod tests {
             lock_addr: addr,
             flags,
             attribution: attribution::attribute(&frames),
-            frames,
+            frames: frames.into(),
             count,
             total_ns: total,
             max_ns: total / count,

@@ -388,7 +388,7 @@ mod tests {
             lock_addr: 1,
             flags: 32,
             attribution: crate::profile::attribution::attribute(&frames),
-            frames,
+            frames: frames.into(),
             count: 1,
             total_ns: 1,
             max_ns: 1,

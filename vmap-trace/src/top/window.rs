@@ -272,7 +272,7 @@ fn stacks_since(earlier: &[StackWait], later: &[StackWait]) -> Vec<StackWait> {
         let mut index: HashMap<StackKey<'_>, usize> = HashMap::new();
         let mut out: Vec<(StackKey<'_>, StackWait)> = Vec::new();
         for s in stacks {
-            let key = (s.lock_addr, s.flags, s.frames.as_slice());
+            let key = (s.lock_addr, s.flags, &s.frames[..]);
             match index.get(&key) {
                 Some(&i) => {
                     let m = &mut out[i].1;
