@@ -69,12 +69,49 @@ impl UserSymbolizer {
         // parsing every binary's debug info (hundreds of ms for a large program).
         process.debug_syms = false;
         let syms = self.symbolizer.symbolize(&source::Source::Process(process), Input::AbsAddr(addrs)).ok()?;
-        Some(to_frames(addrs, &syms))
+        let mut frames = to_frames(addrs, &syms);
+        // Unnamed addresses (a stripped library's internal functions) still say which binary
+        // they are in, as perf does: `libc.so.6+0x8f226`.
+        if frames.iter().any(|f| f.function.is_none()) {
+            let maps = std::fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
+            for f in frames.iter_mut().filter(|f| f.function.is_none()) {
+                f.function = module_offset(&maps, f.addr);
+            }
+        }
+        Some(frames)
     }
+}
+
+/// `binary+0xoffset` (offset in the file) of `addr` in a `/proc/PID/maps` text.
+fn module_offset(maps: &str, addr: u64) -> Option<String> {
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+        if !(start..end).contains(&addr) {
+            return None;
+        }
+        let file_offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
+        let path = fields.nth(2)?;
+        let name = path.rsplit('/').next().filter(|n| !n.is_empty())?;
+        Some(format!("{name}+{:#x}", addr - start + file_offset))
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unnamed_user_addresses_name_their_binary() {
+        let maps = "55d0c0000000-55d0c0001000 r--p 00000000 fe:01 123 /usr/bin/sshd\n\
+                    7f1200028000-7f120017d000 r-xp 00026000 fe:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6\n\
+                    7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]\n\
+                    7f1300000000-7f1300001000 rw-p 00000000 00:00 0\n";
+        assert_eq!(super::module_offset(maps, 0x7f1200029000).as_deref(), Some("libc.so.6+0x27000"));
+        assert_eq!(super::module_offset(maps, 0x7ffd00000010).as_deref(), Some("[stack]+0x10"));
+        assert_eq!(super::module_offset(maps, 0x7f1300000010), None, "anonymous memory");
+        assert_eq!(super::module_offset(maps, 0x1000), None, "not mapped");
+    }
+
     #[test]
     fn symbolizes_a_live_process_user_address() {
         let user = super::UserSymbolizer::default();
