@@ -30,7 +30,7 @@ pub struct RecordArgs {
     /// calls themselves, which sees the two-way spinlock waits lock:contention_* miss. Puts
     /// kprobes on _raw_spin_lock/unlock and mutex_lock/unlock (every lock in the system pays),
     /// and probing lock primitives has crashed test kernels: not for production machines.
-    /// See docs/kernels.md.
+    /// Times the vmap functions with kprobes rather than fentry (see docs/kernels.md).
     #[arg(long)]
     pub lock_timing: bool,
     /// Key contended stacks by process too (pid and command name), so `flamegraph --task`

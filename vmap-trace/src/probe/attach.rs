@@ -96,8 +96,9 @@ pub fn kprobe_pair(ebpf: &mut Ebpf, symbol: &str, entry: Option<&str>, exit: Opt
 /// Which function-probe mechanisms to try, best first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MechanismChoice {
-    /// Skip fentry/fexit (to exercise or compare the kprobe path).
-    pub skip_fentry: bool,
+    /// Skip fentry/fexit, for this reason (to exercise or compare the kprobe path, or to keep
+    /// BPF trampolines away from the lock-timing probes).
+    pub skip_fentry: Option<&'static str>,
 }
 
 /// Try fentry/fexit then kprobe/kretprobe for one target; the mechanism used, or the
@@ -112,8 +113,8 @@ pub fn attach_best(
     kprobe_programs: (Option<&str>, Option<&str>),
 ) -> (Option<Mechanism>, Vec<Rejection>) {
     let mut rejected = Vec::new();
-    if choice.skip_fentry {
-        rejected.push(Rejection { mechanism: Mechanism::Fentry, reason: "skipped (--prefer kprobe)".into() });
+    if let Some(why) = choice.skip_fentry {
+        rejected.push(Rejection { mechanism: Mechanism::Fentry, reason: format!("skipped ({why})") });
     } else {
         let tried = match (btf, fentry_target) {
             (None, _) => Err("no kernel BTF".to_string()),

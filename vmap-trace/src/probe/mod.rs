@@ -185,7 +185,19 @@ pub fn attach_all(
         hooks.push(status);
     }
 
-    let choice = MechanismChoice { skip_fentry: options.prefer_kprobe };
+    // With --lock-timing, no BPF trampolines: attaching fentry/fexit replaces trampoline
+    // images, and the old ones are vunmap'd later from a workqueue, through the vmap purge
+    // path, whose vmap lock releases the lock-timing kprobes then fire on. Debian's 6.1
+    // oopsed in exactly that path (kprobe_lock_release -> htab update -> call through NULL,
+    // under __bpf_tramp_image_put_deferred -> __vunmap -> __purge_vmap_area_lazy).
+    let skip_fentry = if options.prefer_kprobe {
+        Some("--prefer-kprobe")
+    } else if options.lock_timing {
+        Some("--lock-timing uses kprobes: BPF trampoline updates vunmap under the probed vmap locks")
+    } else {
+        None
+    };
+    let choice = MechanismChoice { skip_fentry };
     let mut functions = Vec::new();
     if !options.no_function_latency {
         let (probes, fn_hooks) = functions::attach(&mut ebpf, aya_btf.as_ref(), kernel_btf, symbols, choice);

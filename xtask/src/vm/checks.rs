@@ -106,12 +106,16 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     let finding = |item: &str| doctor["findings"].as_array().and_then(|f| f.iter().find(|x| x["item"] == item)).cloned().unwrap_or(Value::Null);
     r.push(result("doctor shows kprobes", finding("kprobes")["status"] == "ok", finding("kprobes")["detail"].to_string()));
     let fentry_ok = finding("fentry")["status"] == "ok";
-    let fn_mech = hook_mechanism(&report, "fn:alloc_vmap_area").unwrap_or("none");
+    // Default mode (the cross-check recording) picks fentry where it works; --lock-timing
+    // (the main recording) keeps BPF trampolines out and uses kprobes.
+    let fn_mech = hook_mechanism(&creport, "fn:alloc_vmap_area").unwrap_or("none");
     r.push(result(
         "fentry used where it works",
         (fentry_ok && fn_mech == "fentry") || (!fentry_ok && fn_mech == "kprobe"),
         format!("doctor fentry: {}; fn:alloc_vmap_area via {fn_mech}", finding("fentry")["detail"]),
     ));
+    let timed_mech = hook_mechanism(&report, "fn:alloc_vmap_area").unwrap_or("none");
+    r.push(result("--lock-timing times functions with kprobes", timed_mech == "kprobe", format!("fn:alloc_vmap_area via {timed_mech}")));
 
     let design = report["profile"]["meta"]["design"].as_str().unwrap_or("?").to_string();
     let want_design = if series == KernelSeries::V6_1 { "legacy" } else { "node_sharded" };

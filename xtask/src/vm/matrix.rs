@@ -119,6 +119,15 @@ const NOTES: &str = r#"
   once (int3 oops in the ftrace direct-call update). Whether real hardware would show the same
   we cannot tell from here; `--lock-timing` derives acquisition times from release times
   instead and stays opt-in and marked experimental.
+- **`--lock-timing` with fentry crashed 6.1.** With the entry kprobes on the lock primitives
+  and fentry/fexit on the vmap functions, 6.1 oopsed in `kprobe_lock_release` -> hash map
+  update -> call through NULL, under `__bpf_tramp_image_put_deferred` -> `__vunmap` ->
+  `__purge_vmap_area_lazy`: attaching fentry/fexit replaces BPF trampoline images, the old
+  images are vunmap'd later from a workqueue, and that purge releases the probed vmap locks.
+  `--lock-timing` therefore times the vmap functions with kprobes/kretprobes (no trampolines),
+  and `doctor` no longer attaches the lock-primitive probes at all (CI once hung in `doctor`
+  on 6.1 while it did). vm-test boots a guest that crashes or hangs once more, loudly, keeping
+  the first attempt's serial and kernel logs.
 - Guests run under TCG with 4 vCPUs on a 2-CPU host: absolute rates and latencies are far from
   real hardware. The overhead row compares interleaved runs in the same guest, but on a shared
   host TCG's noise is larger than the effect (runs with tracing have come out both slower and
