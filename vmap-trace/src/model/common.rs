@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::engine::{Cx, Held, HeldKind, Placement};
+use crate::model::engine::{Cx, Held, HeldKind, Outcome, Placement, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind, LockTable, SleepMutex};
 use crate::model::space::{vmalloc_start_page, Area, FitKind, FreeSpace, VMALLOC_SIZE};
 use crate::model::stats::DesignCounters;
+use crate::model::steps::AllocRequest;
 use crate::model::workload::{full_fit_pairs, Fragments, ThreadGroup};
+use crate::model::SetupPlan;
 
 /// `VMAP_BBMAP_BITS` on x86-64: a vmap block covers 1024 pages (4 MiB with 4 KiB pages).
 pub const VMAP_BLOCK_PAGES: u32 = 1024;
@@ -84,6 +86,22 @@ impl Core {
         }
     }
 
+    /// Lay out the run's long-lived state ([`lay_out_setup`]): the freed holes are the free
+    /// tree, `live(area)` sees every area that stays allocated.
+    pub fn set_up(&mut self, env: &Env, plan: &SetupPlan<'_>, live: impl FnMut(Area)) {
+        let mut holes = Vec::new();
+        let top = lay_out_setup(
+            env,
+            plan.boot_areas,
+            plan.boot_area_pages,
+            &plan.threads,
+            live,
+            |a, _| holes.push((a.start, a.end())),
+        );
+        let end = vmalloc_start_page(env.page_size) + VMALLOC_SIZE / env.page_size;
+        self.space = FreeSpace::with_holes(holes, top, end);
+    }
+
     pub fn reset_stats(&mut self) {
         self.locks.reset_stats();
         self.purge_mutex.reset_stats();
@@ -91,16 +109,37 @@ impl Core {
         self.alloc_failures = 0;
     }
 
+    /// A critical section on `lock` whose CPU work is `mean_ns` plus, with `walk = Some(n)`, a
+    /// walk down an rb-tree of `n` nodes (busy trees, lazy lists).
+    #[inline(always)]
+    pub fn tree_section<A: Copy>(
+        &mut self,
+        cx: &mut Cx<'_, A>,
+        lock: LockId,
+        mean_ns: f64,
+        walk: Option<u64>,
+        lines: u32,
+    ) -> Ps {
+        let env = cx.env;
+        let (walk_cpu, stall) = match walk {
+            Some(n) => (env.walk_cpu_ns(n), env.walk_stall(n)),
+            None => (0.0, 0),
+        };
+        let work = cx.work(mean_ns + walk_cpu) + stall;
+        self.locks.section(cx, lock, work, lines)
+    }
+
     /// `__alloc_vmap_area` under `free_vmap_area_lock`: lowest-fit search and fit adjustment.
-    /// Returns the release time and the start page, or `None` when the space is exhausted.
+    /// The area goes into the request's slot, remembering `alloc_node`; when the space is
+    /// exhausted the call fails (the rest of its steps are dropped). Returns the release time.
     pub fn free_fit<A: Copy>(
         &mut self,
         cx: &mut Cx<'_, A>,
-        pages: u32,
-        align: u32,
-    ) -> (Ps, Option<u64>) {
+        req: AllocRequest,
+        alloc_node: Option<u16>,
+    ) -> Ps {
         let nodes = self.space.blocks();
-        let found = self.space.alloc(u64::from(pages), u64::from(align));
+        let found = self.space.alloc(u64::from(req.pages), u64::from(req.align));
         let env = cx.env;
         let mut mean = env.cost.free_fit_ns + env.walk_cpu_ns(nodes);
         let mut stall = env.walk_stall(nodes);
@@ -113,10 +152,14 @@ impl Core {
         let release = self
             .locks
             .section(cx, self.free_lock, work, env.lines.free_fit);
-        if found.is_none() {
-            self.alloc_failures += 1;
+        match found {
+            Some((start, _)) => req.hold(cx, start, alloc_node),
+            None => {
+                self.alloc_failures += 1;
+                cx.abort_op();
+            }
         }
-        (release, found.map(|(start, _)| start))
+        release
     }
 
     /// Return areas to the free tree in one `free_vmap_area_lock` hold (purge, decay, reclaim).
@@ -142,6 +185,7 @@ impl Core {
     }
 
     /// `atomic_long_add(nr_pages, &nr_vmalloc_pages)` (or the matching sub in vfree).
+    #[inline(always)]
     pub fn account_pages<A: Copy>(&mut self, cx: &mut Cx<'_, A>) -> Ps {
         let work = cx.work(cx.env.cost.atomic_ns);
         self.locks.section(cx, self.nr_pages_line, work, 0)
@@ -149,6 +193,7 @@ impl Core {
 
     /// `atomic_long_add_return(pages, &vmap_lazy_nr)`: returns the time and whether the lazy
     /// total now exceeds `lazy_max_pages()`.
+    #[inline(always)]
     pub fn lazy_add<A: Copy>(&mut self, cx: &mut Cx<'_, A>, pages: u32) -> (Ps, bool) {
         let work = cx.work(cx.env.cost.atomic_ns);
         let t = self.locks.section(cx, self.lazy_line, work, 0);
@@ -181,9 +226,32 @@ impl Core {
         }
     }
 
+    /// The drain work takes the purge mutex; `first` is its first step under it. The worker
+    /// sleeps when another purge holds it.
+    pub fn lock_purge<A: Copy>(&mut self, cx: &mut Cx<'_, A>, first: A) -> Outcome {
+        cx.then(&[Step::Act(first)]);
+        if self.purge_mutex.lock(cx.actor, cx.now) {
+            Outcome::At(cx.now)
+        } else {
+            Outcome::Blocked
+        }
+    }
+
+    /// End of a purge round: release the mutex (waking the next waiter) and run `restart`, the
+    /// drain work's first step, again if it must purge again.
+    pub fn unlock_purge<A: Copy>(&mut self, cx: &mut Cx<'_, A>, restart: A) -> Ps {
+        if let Some((waiter, at)) = self.purge_mutex.unlock(cx.env, cx.now) {
+            cx.wake(waiter, at);
+        }
+        if self.drain_again(cx.env) {
+            cx.then(&[Step::Act(restart)]);
+        }
+        cx.now
+    }
+
     /// End of one purge round of the drain work: true when it must purge again (the lazy total
     /// is still over the limit, or another request came meanwhile).
-    pub fn drain_again(&mut self, env: &Env) -> bool {
+    fn drain_again(&mut self, env: &Env) -> bool {
         self.completed_purges += 1;
         let again = self.lazy_pages > env.lazy_max_pages || self.drain.rerun;
         self.drain.rerun = false;

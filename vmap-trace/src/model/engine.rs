@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
 
 use crate::model::env::{ns, Env, Ps};
+use crate::model::queue::EventQueue;
 use crate::model::space::Area;
 use crate::model::stats::OpStats;
 use crate::model::workload::{
@@ -118,16 +119,15 @@ pub struct Cx<'a, A> {
     pub env: &'a Env,
     pub rng: &'a mut ChaCha8Rng,
     slots: &'a mut Vec<Option<Held>>,
-    steps: &'a mut VecDeque<Step<A>>,
+    steps: &'a mut StepStack<A>,
     requests: &'a mut Vec<Request<A>>,
 }
 
 impl<A: Copy> Cx<'_, A> {
     /// Run these steps next, in order, before the rest of the actor's queue.
+    #[inline(always)]
     pub fn then(&mut self, steps: &[Step<A>]) {
-        for s in steps.iter().rev() {
-            self.steps.push_front(*s);
-        }
+        self.steps.push_front(steps);
     }
 
     /// CPU work of mean `mean_ns` on this CPU (SMT slowdown and variability applied).
@@ -145,9 +145,7 @@ impl<A: Copy> Cx<'_, A> {
 
     /// Drop the rest of the current operation's steps (the allocation failed).
     pub fn abort_op(&mut self) {
-        while let Some(Step::Work(_) | Step::Act(_)) = self.steps.front() {
-            self.steps.pop_front();
-        }
+        self.steps.drop_until_done();
     }
 
     pub fn slots_get(&self, slot: u32) -> Option<Held> {
@@ -198,10 +196,107 @@ enum Role {
     Worker,
 }
 
+/// An actor's steps. Steps are only ever added in front of the others ([`Cx::then`]) and taken
+/// from the front, so they are a stack, the next one last. Private CPU work is folded into the
+/// step that follows it: work steps need no dispatch of their own, and every entry taken off
+/// the stack is a point where something happens.
+struct StepStack<A> {
+    entries: Vec<Entry<A>>,
+}
+
+/// Private CPU work, then an action, the end of an operation, or nothing (work at the very end).
+#[derive(Clone, Copy, Debug)]
+struct Entry<A> {
+    work: Ps,
+    then: Point<A>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Point<A> {
+    Act(A),
+    Done(OpKind),
+    Nothing,
+}
+
+impl<A> StepStack<A> {
+    fn new() -> Self {
+        StepStack {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<A: Copy> StepStack<A> {
+    /// Put `steps` in front of the others, in order. Inlined: most calls push one step.
+    #[inline(always)]
+    fn push_front(&mut self, steps: &[Step<A>]) {
+        self.entries.reserve(steps.len());
+        for &step in steps.iter().rev() {
+            let then = match step {
+                Step::Work(work) => {
+                    match self.entries.last_mut() {
+                        Some(next) => next.work += work,
+                        None => self.entries.push(Entry {
+                            work,
+                            then: Point::Nothing,
+                        }),
+                    }
+                    continue;
+                }
+                Step::Act(act) => Point::Act(act),
+                Step::Done(kind) => Point::Done(kind),
+            };
+            self.entries.push(Entry { work: 0, then });
+        }
+    }
+
+    fn pop(&mut self) -> Option<Entry<A>> {
+        self.entries.pop()
+    }
+
+    /// Drop the steps before the end of the current operation, its CPU work included.
+    fn drop_until_done(&mut self) {
+        while let Some(entry) = self.entries.last_mut() {
+            match entry.then {
+                Point::Done(_) => {
+                    entry.work = 0;
+                    return;
+                }
+                Point::Act(_) | Point::Nothing => {
+                    self.entries.pop();
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The steps in order, as designs pushed them (design unit tests).
+    #[cfg(test)]
+    fn to_steps(&self) -> Vec<Step<A>> {
+        let mut steps = Vec::new();
+        for entry in self.entries.iter().rev() {
+            if entry.work > 0 {
+                steps.push(Step::Work(entry.work));
+            }
+            match entry.then {
+                Point::Act(act) => steps.push(Step::Act(act)),
+                Point::Done(kind) => steps.push(Step::Done(kind)),
+                Point::Nothing => {}
+            }
+        }
+        steps
+    }
+}
+
 struct Actor<A> {
     cpu: u32,
     role: Role,
-    steps: VecDeque<Step<A>>,
+    /// The action of the actor's pending event (kept out of `steps`: it is taken at once).
+    due: Option<A>,
+    steps: StepStack<A>,
     slots: Vec<Option<Held>>,
     op_start: Ps,
     iter_start: Ps,
@@ -235,6 +330,11 @@ const ACTOR_BITS: u32 = 18;
 /// Simulated time must stay below this (2^46 ps, about 70 s).
 const MAX_TIME: Ps = 1 << (64 - ACTOR_BITS);
 
+/// The actor of an event key.
+fn actor_of(key: u64) -> u32 {
+    (key & ((1 << ACTOR_BITS) - 1)) as u32
+}
+
 /// A simulation in progress.
 pub struct Engine<'w, D: Design> {
     pub design: D,
@@ -243,9 +343,9 @@ pub struct Engine<'w, D: Design> {
     actors: Vec<Actor<D::Act>>,
     free_workers: Vec<u32>,
     cpus: Vec<CpuSlot>,
-    /// Pending events as `time << ACTOR_BITS | actor`: one integer compare per heap step, and
-    /// equal times run in actor order, deterministically.
-    queue: BinaryHeap<Reverse<u64>>,
+    /// Pending events as `time << ACTOR_BITS | actor`, at most one per actor: equal times run in
+    /// actor order, deterministically.
+    queue: EventQueue,
     now: Ps,
     /// Actions may run without going through the queue up to this time (warm-up and
     /// measurement boundaries are checked on queued events only).
@@ -307,7 +407,7 @@ impl<'w, D: Design> Engine<'w, D> {
             actors,
             free_workers: Vec::new(),
             cpus,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             now: 0,
             inline_limit: 0,
             requests: Vec::new(),
@@ -329,8 +429,8 @@ impl<'w, D: Design> Engine<'w, D> {
         }
         let mut end = None;
         self.inline_limit = min_warmup;
-        while let Some(Reverse(key)) = self.queue.pop() {
-            let (t, a) = (key >> ACTOR_BITS, (key & ((1 << ACTOR_BITS) - 1)) as u32);
+        while let Some(key) = self.queue.first() {
+            let (t, a) = (key >> ACTOR_BITS, actor_of(key));
             match end {
                 None if t >= min_warmup && (t >= max_warmup || warm(&self.design)) => {
                     end = Some(t + measure);
@@ -342,16 +442,19 @@ impl<'w, D: Design> Engine<'w, D> {
                 _ => {}
             }
             self.now = t;
+            self.queue.start(a);
             self.advance(a, t);
+            self.queue.finish();
         }
     }
 
-    fn schedule(&mut self, actor: u32, at: Ps) {
+    /// Give `actor` its next event at `at`. Returns whether that is the earliest event when
+    /// `actor` is the one running.
+    fn schedule(&mut self, actor: u32, at: Ps) -> bool {
         debug_assert!(actor < 1 << ACTOR_BITS);
         // Events past the end of any run never execute; clamping keeps the key valid.
         let at = at.min(MAX_TIME - 1);
-        self.queue
-            .push(Reverse(at << ACTOR_BITS | u64::from(actor)));
+        self.queue.push(actor, at << ACTOR_BITS | u64::from(actor))
     }
 
     fn must_yield(&self, a: u32) -> bool {
@@ -363,63 +466,75 @@ impl<'w, D: Design> Engine<'w, D> {
         c.worker.is_some() || !c.pending.is_empty()
     }
 
+    /// Run actor `a` from `t` (the current event) until it waits for its next event.
     fn advance(&mut self, a: u32, mut t: Ps) {
+        // A closed-loop thread yields to the kernel workers of its CPU at its next step. Workers
+        // only arrive through the requests that actions make, so this is checked on entry and
+        // after requests were served.
+        if self.must_yield(a) {
+            self.park(a, t);
+            return;
+        }
         loop {
-            if self.must_yield(a) {
-                let cpu = self.actors[a as usize].cpu;
-                self.cpus[cpu as usize].parked = true;
-                if self.cpus[cpu as usize].worker.is_none() {
-                    self.start_pending(cpu, t);
-                }
-                return;
-            }
-            let Some(step) = self.actors[a as usize].steps.pop_front() else {
-                if matches!(self.actors[a as usize].role, Role::Worker) {
-                    self.worker_finished(a, t);
-                    return;
-                }
-                t = self.next_op(a, t);
-                continue;
-            };
-            match step {
-                Step::Work(d) => t += d,
-                Step::Done(kind) => self.op_done(a, kind, t),
-                Step::Act(act) => {
+            let actor = &mut self.actors[a as usize];
+            let act = match actor.due.take() {
+                // This event's action.
+                Some(act) => act,
+                None => {
+                    let Some(entry) = actor.steps.pop() else {
+                        if matches!(actor.role, Role::Worker) {
+                            self.worker_finished(a, t);
+                            return;
+                        }
+                        t = self.next_op(a, t);
+                        continue;
+                    };
+                    t += entry.work;
+                    let act = match entry.then {
+                        Point::Nothing => continue,
+                        Point::Done(kind) => {
+                            self.op_done(a, kind, t);
+                            continue;
+                        }
+                        Point::Act(act) => act,
+                    };
                     if t > self.now {
-                        // Run it now if no other event comes first (saves a heap round trip).
-                        let key = t << ACTOR_BITS | u64::from(a);
-                        if t < self.inline_limit
-                            && self.queue.peek().is_none_or(|Reverse(k)| *k > key)
-                        {
+                        // Run it now if no other event comes first (saves a queue round trip).
+                        if self.schedule(a, t) && t < self.inline_limit {
+                            self.queue.start(a);
                             self.now = t;
                         } else {
-                            self.actors[a as usize].steps.push_front(step);
-                            self.schedule(a, t);
+                            self.actors[a as usize].due = Some(act);
                             return;
                         }
                     }
-                    let actor = &mut self.actors[a as usize];
-                    let mut cx = Cx {
-                        now: t,
-                        actor: a,
-                        cpu: actor.cpu,
-                        env: &self.env,
-                        rng: &mut self.rng,
-                        slots: &mut actor.slots,
-                        steps: &mut actor.steps,
-                        requests: &mut self.requests,
-                    };
-                    let outcome = self.design.act(act, &mut cx);
-                    self.serve_requests(t);
-                    match outcome {
-                        Outcome::At(next) => t = next,
-                        Outcome::Blocked => {
-                            self.worker_sleeps(a, t);
-                            return;
-                        }
-                    }
+                    act
+                }
+            };
+            let mut cx =
+                self.actors[a as usize].cx(a, t, &self.env, &mut self.rng, &mut self.requests);
+            let outcome = self.design.act(act, &mut cx);
+            let served = self.serve_requests(t);
+            match outcome {
+                Outcome::At(next) => t = next,
+                Outcome::Blocked => {
+                    self.worker_sleeps(a, t);
+                    return;
                 }
             }
+            if served && self.must_yield(a) {
+                self.park(a, t);
+                return;
+            }
+        }
+    }
+
+    /// The closed-loop thread `a` yields its CPU to workers at `t`.
+    fn park(&mut self, a: u32, t: Ps) {
+        let cpu = self.actors[a as usize].cpu as usize;
+        self.cpus[cpu].parked = true;
+        if self.cpus[cpu].worker.is_none() {
+            self.start_pending(cpu as u32, t);
         }
     }
 
@@ -461,16 +576,7 @@ impl<'w, D: Design> Engine<'w, D> {
                 }
                 Role::Worker => unreachable!("workers have no operations"),
             };
-            let mut cx = Cx {
-                now: t,
-                actor: a,
-                cpu: actor.cpu,
-                env: &self.env,
-                rng: &mut self.rng,
-                slots: &mut actor.slots,
-                steps: &mut actor.steps,
-                requests: &mut self.requests,
-            };
+            let mut cx = actor.cx(a, t, &self.env, &mut self.rng, &mut self.requests);
             self.design.begin(op, &mut cx);
             debug_assert!(self.requests.is_empty(), "begin() only pushes steps");
             return t;
@@ -486,7 +592,11 @@ impl<'w, D: Design> Engine<'w, D> {
         }
     }
 
-    fn serve_requests(&mut self, t: Ps) {
+    /// Spawn and wake what the last action asked for; false when it asked nothing.
+    fn serve_requests(&mut self, t: Ps) -> bool {
+        if self.requests.is_empty() {
+            return false;
+        }
         let requests = std::mem::take(&mut self.requests);
         for r in &requests {
             match *r {
@@ -496,6 +606,7 @@ impl<'w, D: Design> Engine<'w, D> {
         }
         self.requests = requests;
         self.requests.clear();
+        true
     }
 
     fn spawn_worker(&mut self, on: Placement, first: D::Act, t: Ps) {
@@ -519,7 +630,7 @@ impl<'w, D: Design> Engine<'w, D> {
                 (self.actors.len() - 1) as u32
             }
         };
-        self.actors[w as usize].steps.push_back(Step::Act(first));
+        self.actors[w as usize].due = Some(first);
         self.make_ready(w, t);
     }
 
@@ -583,10 +694,32 @@ impl<A> Actor<A> {
         Actor {
             cpu,
             role,
-            steps: VecDeque::new(),
+            due: None,
+            steps: StepStack::new(),
             slots,
             op_start: 0,
             iter_start: 0,
+        }
+    }
+
+    /// What a design sees of this actor (number `id`) at `now`.
+    fn cx<'a>(
+        &'a mut self,
+        id: u32,
+        now: Ps,
+        env: &'a Env,
+        rng: &'a mut ChaCha8Rng,
+        requests: &'a mut Vec<Request<A>>,
+    ) -> Cx<'a, A> {
+        Cx {
+            now,
+            actor: id,
+            cpu: self.cpu,
+            env,
+            rng,
+            slots: &mut self.slots,
+            steps: &mut self.steps,
+            requests,
         }
     }
 }
@@ -677,7 +810,7 @@ pub fn with_test_cx<A: Copy, R>(
 ) -> (R, Vec<Step<A>>) {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut slots = vec![None; slots];
-    let mut steps = VecDeque::new();
+    let mut steps = StepStack::new();
     let mut requests = Vec::new();
     let mut cx = Cx {
         now,
@@ -690,5 +823,5 @@ pub fn with_test_cx<A: Copy, R>(
         requests: &mut requests,
     };
     let r = f(&mut cx);
-    (r, steps.into_iter().collect())
+    (r, steps.to_steps())
 }

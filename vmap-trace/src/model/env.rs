@@ -2,9 +2,8 @@
 //! core or a last-level cache), where workload threads run, cache-line transfer latencies, and
 //! the calibrated CPU costs converted for use.
 
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::Exp1;
+use rand_distr::{Distribution, Exp1};
 
 use crate::model::params::{CpuCosts, ModelParams, SharedLines};
 use crate::model::space::lazy_max_pages;
@@ -17,8 +16,35 @@ pub const PS_PER_NS: f64 = 1000.0;
 pub const NO_CPU: u32 = u32::MAX;
 
 /// Convert nanoseconds to simulated time (rounded to the nearest picosecond).
+#[inline(always)]
 pub fn ns(v: f64) -> Ps {
-    (v * PS_PER_NS + 0.5) as Ps
+    to_ps(v * PS_PER_NS + 0.5)
+}
+
+/// `ps as Ps`: truncated, 0 for negative values and NaN. Converting through i64 is one
+/// instruction on x86-64 where the unsigned conversion takes several, and conversions are on
+/// the path of every simulated step.
+#[inline(always)]
+pub fn to_ps(ps: f64) -> Ps {
+    if ps < 9.0e18 {
+        (ps as i64).max(0) as Ps
+    } else {
+        ps as Ps
+    }
+}
+
+/// `t as f64` for times and durations, which stay far below 2^63 ps (same reason as
+/// [`to_ps`]).
+#[inline(always)]
+pub fn ps_f64(t: Ps) -> f64 {
+    debug_assert!(t < 1 << 63);
+    t as i64 as f64
+}
+
+/// `t` scaled by `factor` (truncated), as `(t as f64 * factor) as Ps`.
+#[inline(always)]
+pub fn scale(t: Ps, factor: f64) -> Ps {
+    to_ps(ps_f64(t) * factor)
 }
 
 /// Convert simulated time to nanoseconds.
@@ -37,8 +63,9 @@ pub struct Env {
     pub cost: CpuCosts,
     pub lines: SharedLines,
     pub purge_lock_break: bool,
-    cores: u32,
-    cores_per_llc: u32,
+    /// Core and last-level cache of each CPU.
+    core_of: Vec<u32>,
+    llc_of: Vec<u32>,
     /// Per-CPU slowdown of CPU work (the SMT sibling also runs a workload thread).
     speed: Vec<f64>,
     transfer_smt: Ps,
@@ -107,8 +134,8 @@ impl Env {
             cost,
             lines: params.lines.clone(),
             purge_lock_break: params.kernel.purge_lock_break,
-            cores,
-            cores_per_llc: m.cores_per_llc,
+            core_of: (0..m.cpus).map(|c| c % cores).collect(),
+            llc_of: (0..m.cpus).map(|c| (c % cores) / m.cores_per_llc).collect(),
             speed,
             transfer_smt: ns(h.transfer_smt_ns),
             transfer_llc: ns(h.transfer_llc_ns),
@@ -126,13 +153,13 @@ impl Env {
     }
 
     /// Time for a modified cache line to move from `from` to `to`.
+    #[inline]
     pub fn transfer(&self, from: u32, to: u32) -> Ps {
         if from == to || from == NO_CPU {
             0
-        } else if from % self.cores == to % self.cores {
+        } else if self.core_of[from as usize] == self.core_of[to as usize] {
             self.transfer_smt
-        } else if (from % self.cores) / self.cores_per_llc == (to % self.cores) / self.cores_per_llc
-        {
+        } else if self.llc_of[from as usize] == self.llc_of[to as usize] {
             self.transfer_llc
         } else {
             self.transfer_remote
@@ -140,12 +167,13 @@ impl Env {
     }
 
     /// A transfer from `from` to `to` with the configured variability.
+    #[inline(always)]
     pub fn transfer_sample(&self, from: u32, to: u32, rng: &mut ChaCha8Rng) -> Ps {
         let mean = self.transfer(from, to);
         if mean == 0 || self.transfer_cv <= 0.0 {
             return mean;
         }
-        (mean as f64 * jitter(self.transfer_cv, rng)) as Ps
+        scale(mean, jitter(self.transfer_cv, rng))
     }
 
     /// The cross-cache transfer latency.
@@ -154,6 +182,7 @@ impl Env {
     }
 
     /// CPU work of mean `mean_ns` on `cpu`: SMT slowdown and cost variability applied.
+    #[inline(always)]
     pub fn cpu_work(&self, cpu: u32, mean_ns: f64, rng: &mut ChaCha8Rng) -> Ps {
         if mean_ns <= 0.0 {
             return 0;
@@ -182,8 +211,10 @@ impl Env {
 }
 
 /// A random factor of mean 1 and standard deviation `cv`: `1 - cv + cv * Exp(1)`.
+#[inline(always)]
 fn jitter(cv: f64, rng: &mut ChaCha8Rng) -> f64 {
-    let e: f64 = rng.sample(Exp1);
+    // What `rng.sample(Exp1)` does, without the call that the compiler does not inline.
+    let e: f64 = Exp1.sample(rng);
     1.0 - cv + cv * e
 }
 

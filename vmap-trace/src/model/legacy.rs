@@ -11,52 +11,27 @@
 
 use std::collections::VecDeque;
 
-use crate::model::common::{lay_out_setup, Core, VMAP_BLOCK_PAGES, VMAP_MAX_ALLOC};
-use crate::model::engine::{Cx, Design, Held, HeldKind, OpKind, Outcome, Step};
+use crate::model::common::Core;
+use crate::model::engine::{Cx, Outcome, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind};
-use crate::model::space::{vmalloc_start_page, Area, FreeSpace, VMALLOC_SIZE};
-use crate::model::workload::Op;
+use crate::model::space::{Area, FreeSpace};
+use crate::model::steps::{self, AllocRequest, Allocator};
 use crate::model::SetupPlan;
 
+/// The legacy design's own steps: the purge.
 #[derive(Clone, Copy, Debug)]
-pub enum Act {
-    /// Allocate an area of `pages` (guard included) from the free tree into `slot`.
-    FreeFit {
-        slot: u32,
-        pages: u32,
-        align: u32,
-        kind: HeldKind,
-        mapped: u32,
-    },
-    BusyInsert,
-    SetupVm,
-    BusyUnlink,
-    Lookup,
-    AccountPages,
-    LazyAdd {
-        slot: u32,
-    },
-    LazyInsert {
-        slot: u32,
-        kick: bool,
-    },
-    VbAlloc {
-        slot: u32,
-        pages: u32,
-    },
-    VbInstall {
-        slot: u32,
-        pages: u32,
-    },
-    VbFree {
-        slot: u32,
-    },
-    PurgeStart,
-    PurgeSplice,
+pub enum Purge {
+    /// Take the purge mutex.
+    Start,
+    /// Splice the purge list out under `purge_vmap_area_lock`.
+    Splice,
+    /// Merge the next area (or all of them) into the free tree.
     MergeNext,
-    PurgeEnd,
+    End,
 }
+
+type Act = steps::Act<Purge>;
 
 /// The legacy allocator's state.
 #[derive(Debug)]
@@ -83,17 +58,7 @@ impl Legacy {
                 .share_line(&[core.free_lock, busy_lock, purge_lock]);
         }
         let mut busy_areas = 0;
-        let mut holes = Vec::new();
-        let top = lay_out_setup(
-            env,
-            plan.boot_areas,
-            plan.boot_area_pages,
-            &plan.threads,
-            |_| busy_areas += 1,
-            |a, _| holes.push((a.start, a.end())),
-        );
-        let end = vmalloc_start_page(env.page_size) + VMALLOC_SIZE / env.page_size;
-        core.space = FreeSpace::with_holes(holes, top, end);
+        core.set_up(env, plan, |_| busy_areas += 1);
         Legacy {
             core,
             busy_lock,
@@ -109,238 +74,74 @@ impl Legacy {
         &self.core
     }
 
+    /// A `vmap_area_lock` section, walking the busy tree or not.
     fn busy_section(&mut self, cx: &mut Cx<'_, Act>, mean_ns: f64, walk: bool, lines: u32) -> Ps {
-        let env = cx.env;
-        let (walk_cpu, stall) = if walk {
-            (
-                env.walk_cpu_ns(self.busy_areas),
-                env.walk_stall(self.busy_areas),
-            )
-        } else {
-            (0.0, 0)
-        };
-        let work = cx.work(mean_ns + walk_cpu) + stall;
-        self.core.locks.section(cx, self.busy_lock, work, lines)
+        let walk = walk.then_some(self.busy_areas);
+        self.core
+            .tree_section(cx, self.busy_lock, mean_ns, walk, lines)
     }
 }
 
-impl Design for Legacy {
-    type Act = Act;
+impl Allocator for Legacy {
+    type Own = Purge;
 
-    fn begin(&mut self, op: Op, cx: &mut Cx<'_, Act>) {
-        let c = &cx.env.cost;
-        let (prepare, free_prepare) = (c.vmalloc_prepare_ns, c.vfree_prepare_ns);
-        let (map, unmap, page_alloc, page_free) = (
-            c.pte_map_ns,
-            c.pte_unmap_ns,
-            c.page_alloc_ns,
-            c.page_free_ns,
-        );
-        match op {
-            Op::Vmalloc { slot, pages, align } => {
-                let pre = cx.work(prepare);
-                let fill = cx.work(f64::from(pages) * (page_alloc + map));
-                cx.then(&[
-                    Step::Work(pre),
-                    Step::Act(Act::FreeFit {
-                        slot,
-                        pages: pages + 1,
-                        align,
-                        kind: HeldKind::Vmalloc,
-                        mapped: pages,
-                    }),
-                    Step::Act(Act::BusyInsert),
-                    Step::Act(Act::SetupVm),
-                    Step::Work(fill),
-                    Step::Act(Act::AccountPages),
-                    Step::Done(OpKind::Vmalloc),
-                ]);
-            }
-            Op::VmMapRam { slot, pages } if pages <= VMAP_MAX_ALLOC => {
-                let fill = cx.work(f64::from(pages) * map);
-                cx.then(&[
-                    Step::Act(Act::VbAlloc { slot, pages }),
-                    Step::Work(fill),
-                    Step::Done(OpKind::VmMapRam),
-                ]);
-            }
-            Op::VmMapRam { slot, pages } => {
-                let pre = cx.work(prepare);
-                let fill = cx.work(f64::from(pages) * map);
-                cx.then(&[
-                    Step::Work(pre),
-                    Step::Act(Act::FreeFit {
-                        slot,
-                        pages,
-                        align: 1,
-                        kind: HeldKind::MapRam,
-                        mapped: pages,
-                    }),
-                    Step::Act(Act::BusyInsert),
-                    Step::Work(fill),
-                    Step::Done(OpKind::VmMapRam),
-                ]);
-            }
-            Op::Release { slot } => {
-                let Some(held) = cx.slots_get(slot) else {
-                    // vfree(NULL) after a failed allocation.
-                    cx.then(&[Step::Done(OpKind::Vfree)]);
-                    return;
-                };
-                let mapped = f64::from(held.mapped_pages);
-                match held.kind {
-                    HeldKind::Vmalloc => {
-                        let pre = cx.work(free_prepare);
-                        let clear = cx.work(mapped * unmap);
-                        let pages_out = cx.work(mapped * page_free);
-                        cx.then(&[
-                            Step::Work(pre),
-                            Step::Act(Act::BusyUnlink),
-                            Step::Work(clear),
-                            Step::Act(Act::LazyAdd { slot }),
-                            Step::Work(pages_out),
-                            Step::Act(Act::AccountPages),
-                            Step::Done(OpKind::Vfree),
-                        ]);
-                    }
-                    HeldKind::MapRam => {
-                        let pre = cx.work(free_prepare);
-                        let clear = cx.work(mapped * unmap);
-                        cx.then(&[
-                            Step::Work(pre),
-                            Step::Act(Act::BusyUnlink),
-                            Step::Work(clear),
-                            Step::Act(Act::LazyAdd { slot }),
-                            Step::Done(OpKind::VmUnmapRam),
-                        ]);
-                    }
-                    HeldKind::MapRamInBlock { .. } => {
-                        let clear = cx.work(mapped * unmap);
-                        cx.then(&[
-                            Step::Work(clear),
-                            Step::Act(Act::VbFree { slot }),
-                            Step::Done(OpKind::VmUnmapRam),
-                        ]);
-                    }
-                }
-            }
-            Op::Lookup { slot, .. } => {
-                if cx.slots_get(slot).is_some() {
-                    cx.then(&[Step::Act(Act::Lookup), Step::Done(OpKind::Lookup)]);
-                } else {
-                    cx.then(&[Step::Done(OpKind::Lookup)]);
-                }
-            }
-        }
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
     }
 
-    fn act(&mut self, act: Act, cx: &mut Cx<'_, Act>) -> Outcome {
+    fn separate_setup_vm(&self) -> bool {
+        true
+    }
+
+    fn alloc(&mut self, req: AllocRequest, cx: &mut Cx<'_, Act>) -> Ps {
+        self.core.free_fit(cx, req, None)
+    }
+
+    fn busy_insert(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
+        self.busy_areas += 1;
+        let (mean, lines) = (cx.env.cost.busy_insert_ns, cx.env.lines.busy_insert);
+        self.busy_section(cx, mean, true, lines)
+    }
+
+    fn setup_vm(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
+        let (mean, lines) = (cx.env.cost.setup_vm_ns, cx.env.lines.setup_vm);
+        self.busy_section(cx, mean, false, lines)
+    }
+
+    fn busy_unlink(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
+        let (mean, lines) = (cx.env.cost.busy_unlink_ns, cx.env.lines.busy_unlink);
+        let t = self.busy_section(cx, mean, true, lines);
+        self.busy_areas -= 1;
+        t
+    }
+
+    fn lookup(&mut self, _: u32, _: Area, _: u32, cx: &mut Cx<'_, Act>) -> Ps {
+        let (mean, lines) = (cx.env.cost.lookup_ns, cx.env.lines.lookup);
+        self.busy_section(cx, mean, true, lines)
+    }
+
+    /// Merge into the purge tree under `purge_vmap_area_lock`.
+    fn lazy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let env = cx.env;
-        let t = match act {
-            Act::FreeFit {
-                slot,
-                pages,
-                align,
-                kind,
-                mapped,
-            } => {
-                let (t, start) = self.core.free_fit(cx, pages, align);
-                match start {
-                    Some(start) => {
-                        let area = Area {
-                            start,
-                            pages,
-                            alloc_node: None,
-                        };
-                        cx.hold(
-                            slot,
-                            Held {
-                                area,
-                                mapped_pages: mapped,
-                                kind,
-                            },
-                        );
-                    }
-                    None => cx.abort_op(),
-                }
-                t
-            }
-            Act::BusyInsert => {
-                self.busy_areas += 1;
-                self.busy_section(cx, env.cost.busy_insert_ns, true, env.lines.busy_insert)
-            }
-            Act::SetupVm => self.busy_section(cx, env.cost.setup_vm_ns, false, env.lines.setup_vm),
-            Act::BusyUnlink => {
-                let t = self.busy_section(cx, env.cost.busy_unlink_ns, true, env.lines.busy_unlink);
-                self.busy_areas -= 1;
-                t
-            }
-            Act::Lookup => self.busy_section(cx, env.cost.lookup_ns, true, env.lines.lookup),
-            Act::AccountPages => self.core.account_pages(cx),
-            Act::LazyAdd { slot } => {
-                let pages = cx.held(slot).area.pages;
-                let (t, kick) = self.core.lazy_add(cx, pages);
-                cx.then(&[Step::Act(Act::LazyInsert { slot, kick })]);
-                t
-            }
-            Act::LazyInsert { slot, kick } => {
-                let area = cx.release(slot).area;
-                let nodes = self.purge_tree.blocks();
-                let work = cx.work(env.cost.lazy_insert_ns + env.walk_cpu_ns(nodes))
-                    + env.walk_stall(nodes);
-                self.purge_tree.merge(area.start, area.end());
-                self.purge_tree_areas += 1;
-                let t = self
-                    .core
-                    .locks
-                    .section(cx, self.purge_lock, work, env.lines.lazy_insert);
-                if kick {
-                    self.core.request_drain(cx, Act::PurgeStart);
-                }
-                t
-            }
-            Act::VbAlloc { slot, pages } => match self.core.vb_alloc(cx, slot, pages) {
-                Ok(t) => t,
-                Err(t) => {
-                    let block = VMAP_BLOCK_PAGES;
-                    cx.then(&[
-                        Step::Act(Act::FreeFit {
-                            slot,
-                            pages: block,
-                            align: block,
-                            kind: HeldKind::MapRam,
-                            mapped: 0,
-                        }),
-                        Step::Act(Act::BusyInsert),
-                        Step::Act(Act::VbInstall { slot, pages }),
-                    ]);
-                    t
-                }
-            },
-            Act::VbInstall { slot, pages } => self.core.vb_install(cx, slot, pages),
-            Act::VbFree { slot } => {
-                let (t, block) = self.core.vb_free(cx, slot);
-                if let Some(area) = block {
-                    cx.hold(
-                        slot,
-                        Held {
-                            area,
-                            mapped_pages: 0,
-                            kind: HeldKind::MapRam,
-                        },
-                    );
-                    cx.then(&[Step::Act(Act::BusyUnlink), Step::Act(Act::LazyAdd { slot })]);
-                }
-                t
-            }
-            Act::PurgeStart => {
-                cx.then(&[Step::Act(Act::PurgeSplice)]);
-                if !self.core.purge_mutex.lock(cx.actor, cx.now) {
-                    return Outcome::Blocked;
-                }
-                cx.now
-            }
-            Act::PurgeSplice => {
+        let nodes = self.purge_tree.blocks();
+        let work =
+            cx.work(env.cost.lazy_insert_ns + env.walk_cpu_ns(nodes)) + env.walk_stall(nodes);
+        self.purge_tree.merge(area.start, area.end());
+        self.purge_tree_areas += 1;
+        self.core
+            .locks
+            .section(cx, self.purge_lock, work, env.lines.lazy_insert)
+    }
+
+    fn purge_start(&self) -> Purge {
+        Purge::Start
+    }
+
+    fn own(&mut self, purge: Purge, cx: &mut Cx<'_, Act>) -> Outcome {
+        let env = cx.env;
+        let t = match purge {
+            Purge::Start => return self.core.lock_purge(cx, Act::Design(Purge::Splice)),
+            Purge::Splice => {
                 let work = cx.work(env.cost.list_splice_ns);
                 let t = self
                     .core
@@ -350,14 +151,14 @@ impl Design for Legacy {
                 self.core.counters.purges += 1;
                 self.core.counters.purged_areas += std::mem::take(&mut self.purge_tree_areas);
                 if self.purging.is_empty() {
-                    cx.then(&[Step::Act(Act::PurgeEnd)]);
+                    cx.then(&[Step::Act(Act::Design(Purge::End))]);
                 } else {
                     let flush = cx.work(env.cost.tlb_flush_ns);
-                    cx.then(&[Step::Work(flush), Step::Act(Act::MergeNext)]);
+                    cx.then(&[Step::Work(flush), Step::Act(Act::Design(Purge::MergeNext))]);
                 }
                 t
             }
-            Act::MergeNext => {
+            Purge::MergeNext => {
                 // cond_resched_lock() lets waiters in between areas while the backlog is below
                 // twice lazy_max_pages(); otherwise the whole list goes in one hold.
                 let breaks = env.purge_lock_break && self.core.lazy_pages < 2 * env.lazy_max_pages;
@@ -369,27 +170,15 @@ impl Design for Legacy {
                 }
                 let t = self.core.merge_areas(cx, &chunk, extra);
                 let next = if self.purging.is_empty() {
-                    Act::PurgeEnd
+                    Purge::End
                 } else {
-                    Act::MergeNext
+                    Purge::MergeNext
                 };
-                cx.then(&[Step::Act(next)]);
+                cx.then(&[Step::Act(Act::Design(next))]);
                 t
             }
-            Act::PurgeEnd => {
-                if let Some((waiter, at)) = self.core.purge_mutex.unlock(env, cx.now) {
-                    cx.wake(waiter, at);
-                }
-                if self.core.drain_again(env) {
-                    cx.then(&[Step::Act(Act::PurgeStart)]);
-                }
-                cx.now
-            }
+            Purge::End => self.core.unlock_purge(cx, Act::Design(Purge::Start)),
         };
         Outcome::At(t)
-    }
-
-    fn reset_stats(&mut self) {
-        self.core.reset_stats();
     }
 }

@@ -16,11 +16,11 @@
 
 use std::collections::VecDeque;
 
-use hdrhistogram::Histogram;
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::engine::Cx;
-use crate::model::env::{to_ns, Env, Ps, NO_CPU};
+use crate::model::env::{scale, Env, Ps, NO_CPU};
+use crate::model::stats::NsHistogram;
 
 /// Index of a lock (or contended line) in a [`LockTable`].
 pub type LockId = u32;
@@ -34,22 +34,31 @@ pub enum LockKind {
     Mutex,
 }
 
+/// The state of one lock that every critical section reads and writes, in 32 bytes: the
+/// sections of a run go to hundreds of locks (three per node), and two or three cache misses
+/// per section on scattered lock, line and statistics records were a tenth of a simulation.
 #[derive(Debug)]
 struct SpinLock {
     free_at: Ps,
-    holder: u32,
-    class: usize,
-    hold: Ps,
-    /// Cache line holding the lock word (shared by locks declared side by side).
-    line: usize,
     /// Grant time of the latest request: later than a new request's time exactly when someone
     /// is already waiting (FIFO grants are increasing).
     last_grant: Ps,
+    holder: u32,
+    /// Last CPU that wrote the lock word's cache line, when the line is the lock's own.
+    owner: u32,
+    class: u16,
+    /// The line the lock word shares with other locks (index in `shared_lines`), or
+    /// `OWN_LINE`.
+    shared_line: u16,
+    /// A contended line rather than a lock (its class's kind, kept here for the hot path).
+    atomic: bool,
 }
 
-/// The cache line of one or more lock words.
+const OWN_LINE: u16 = u16::MAX;
+
+/// A cache line holding the words of several locks declared side by side.
 #[derive(Debug)]
-struct LockLine {
+struct SharedLine {
     /// Last CPU that wrote the line.
     owner: u32,
     members: Vec<LockId>,
@@ -67,8 +76,8 @@ pub struct LockClass {
     /// Wait of the acquisitions that found the lock held (what contention tracing measures).
     pub contended_wait_total: Ps,
     pub hold_total: Ps,
-    /// Wait (request to grant) in ns.
-    pub wait_hist: Histogram<u64>,
+    /// Wait (request to grant).
+    pub wait_hist: NsHistogram,
 }
 
 impl LockClass {
@@ -82,7 +91,7 @@ impl LockClass {
             wait_total: 0,
             contended_wait_total: 0,
             hold_total: 0,
-            wait_hist: new_ns_histogram(),
+            wait_hist: NsHistogram::new(),
         }
     }
 
@@ -94,7 +103,7 @@ impl LockClass {
             self.contended_wait_total += wait;
         }
         self.hold_total += hold;
-        self.wait_hist.saturating_record(to_ns(wait) as u64);
+        self.wait_hist.record(wait);
     }
 
     fn reset(&mut self) {
@@ -107,16 +116,13 @@ impl LockClass {
     }
 }
 
-/// A histogram of nanosecond values with 2 significant digits (1% resolution).
-pub fn new_ns_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("valid histogram bounds")
-}
-
 /// Every spinlock and contended line of one design, grouped into reporting classes.
 #[derive(Debug, Default)]
 pub struct LockTable {
     locks: Vec<SpinLock>,
-    lines: Vec<LockLine>,
+    /// Time each lock was held since the last reset, per lock.
+    holds: Vec<Ps>,
+    shared_lines: Vec<SharedLine>,
     classes: Vec<LockClass>,
 }
 
@@ -127,33 +133,31 @@ impl LockTable {
         let class = self.classes.len();
         self.classes.push(LockClass::new(name, kind, instances));
         let first = self.locks.len() as LockId;
-        for i in 0..instances {
-            let id = first + i;
-            self.lines.push(LockLine {
-                owner: NO_CPU,
-                members: vec![id],
-            });
-            let line = self.lines.len() - 1;
+        for _ in 0..instances {
             self.locks.push(SpinLock {
                 free_at: 0,
-                holder: NO_CPU,
-                class,
-                hold: 0,
-                line,
                 last_grant: 0,
+                holder: NO_CPU,
+                owner: NO_CPU,
+                class: class.try_into().expect("fewer than 2^16 lock classes"),
+                shared_line: OWN_LINE,
+                atomic: kind == LockKind::AtomicLine,
             });
+            self.holds.push(0);
         }
         first
     }
 
-    /// Put the lock words of `ids` on one cache line (adjacent static spinlocks).
+    /// Put the lock words of `ids` (not yet used) on one cache line (adjacent static spinlocks).
     pub fn share_line(&mut self, ids: &[LockId]) {
-        let line = self.locks[ids[0] as usize].line;
-        for &id in &ids[1..] {
-            let old = self.locks[id as usize].line;
-            self.lines[old].members.clear();
-            self.locks[id as usize].line = line;
-            self.lines[line].members.push(id);
+        let line = self.shared_lines.len();
+        self.shared_lines.push(SharedLine {
+            owner: NO_CPU,
+            members: ids.to_vec(),
+        });
+        for &id in ids {
+            self.locks[id as usize].shared_line =
+                line.try_into().expect("fewer than 2^16 shared lines");
         }
     }
 
@@ -169,6 +173,7 @@ impl LockTable {
     /// those locks is busy, their spinners and holders steal the line during the hold: the
     /// release pays `shared_line_penalty` transfers to get it back.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn critical(
         &mut self,
         env: &Env,
@@ -180,13 +185,15 @@ impl LockTable {
         lines: u32,
     ) -> Ps {
         let lock = &mut self.locks[id as usize];
-        let kind = self.classes[lock.class].kind;
         let someone_waiting = lock.last_grant > t;
         let start = t.max(lock.free_at);
         let contended = start > t;
-        let line = &mut self.lines[lock.line];
-        let handoff = if !contended || kind == LockKind::AtomicLine {
-            env.transfer_sample(line.owner, cpu, rng)
+        let line_owner = match lock.shared_line {
+            OWN_LINE => &mut lock.owner,
+            line => &mut self.shared_lines[usize::from(line)].owner,
+        };
+        let handoff = if !contended || lock.atomic {
+            env.transfer_sample(*line_owner, cpu, rng)
         } else {
             let per = env.transfer_sample(lock.holder, cpu, rng);
             let n = if someone_waiting {
@@ -194,22 +201,23 @@ impl LockTable {
             } else {
                 env.handoff_pending
             };
-            (per as f64 * n) as Ps
+            scale(per, n)
         };
         let grant = start + handoff;
-        line.owner = cpu;
+        *line_owner = cpu;
         let data = if lines == 0 {
             0
         } else {
             Ps::from(lines) * env.transfer_sample(lock.holder, cpu, rng)
         };
-        let peers_busy = line.members.len() > 1
-            && line
+        let shared_line = lock.shared_line;
+        let peers_busy = shared_line != OWN_LINE
+            && self.shared_lines[usize::from(shared_line)]
                 .members
                 .iter()
                 .any(|&m| m != id && self.locks[m as usize].free_at > grant);
         let stolen = if peers_busy {
-            (env.remote_transfer() as f64 * env.shared_line_penalty) as Ps
+            scale(env.remote_transfer(), env.shared_line_penalty)
         } else {
             0
         };
@@ -219,12 +227,13 @@ impl LockTable {
         lock.last_grant = grant;
         lock.free_at = release;
         lock.holder = cpu;
-        lock.hold += hold;
-        self.classes[lock.class].record(grant - t, hold, contended);
+        self.holds[id as usize] += hold;
+        self.classes[usize::from(lock.class)].record(grant - t, hold, contended);
         release
     }
 
     /// [`LockTable::critical`] for the acting CPU at the current time.
+    #[inline(always)]
     pub fn section<A: Copy>(&mut self, cx: &mut Cx<'_, A>, id: LockId, work: Ps, lines: u32) -> Ps {
         self.critical(cx.env, cx.rng, id, cx.now, cx.cpu, work, lines)
     }
@@ -232,17 +241,19 @@ impl LockTable {
     /// Touch a line outside its own FIFO (an atomic inside another lock's critical section):
     /// returns the transfer cost and takes ownership.
     pub fn touch(&mut self, env: &Env, id: LockId, cpu: u32) -> Ps {
-        let line = &mut self.lines[self.locks[id as usize].line];
-        let transfer = env.transfer(line.owner, cpu);
-        line.owner = cpu;
+        let lock = &mut self.locks[id as usize];
+        let owner = match lock.shared_line {
+            OWN_LINE => &mut lock.owner,
+            line => &mut self.shared_lines[usize::from(line)].owner,
+        };
+        let transfer = env.transfer(*owner, cpu);
+        *owner = cpu;
         transfer
     }
 
     /// Forget statistics gathered so far (end of warm-up); lock state is kept.
     pub fn reset_stats(&mut self) {
-        for l in &mut self.locks {
-            l.hold = 0;
-        }
+        self.holds.fill(0);
         for c in &mut self.classes {
             c.reset();
         }
@@ -255,8 +266,9 @@ impl LockTable {
     /// Largest hold total of one instance of each class.
     pub fn max_instance_hold(&self) -> Vec<Ps> {
         let mut max = vec![0; self.classes.len()];
-        for l in &self.locks {
-            max[l.class] = max[l.class].max(l.hold);
+        for (l, &hold) in self.locks.iter().zip(&self.holds) {
+            let class = usize::from(l.class);
+            max[class] = max[class].max(hold);
         }
         max
     }

@@ -27,11 +27,13 @@ pub mod measured;
 mod node;
 pub mod oracle;
 pub mod params;
+mod queue;
 pub mod recording;
 pub mod report;
 mod run;
 pub mod space;
 mod stats;
+mod steps;
 pub mod validate;
 pub mod workload;
 

@@ -17,68 +17,28 @@
 
 use std::collections::VecDeque;
 
-use crate::model::common::{lay_out_setup, Core, VMAP_BLOCK_PAGES, VMAP_MAX_ALLOC};
-use crate::model::engine::{Cx, Design, Held, HeldKind, OpKind, Outcome, Placement, Step};
+use crate::model::common::Core;
+use crate::model::engine::{Cx, Outcome, Placement, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind};
-use crate::model::space::{
-    addr_to_node, pool_class, vmalloc_start_page, Area, FreeSpace, MAX_VA_SIZE_PAGES, VMALLOC_SIZE,
-};
-use crate::model::workload::Op;
+use crate::model::space::{addr_to_node, pool_class, Area, MAX_VA_SIZE_PAGES};
+use crate::model::steps::{self, AllocRequest, Allocator};
 use crate::model::{KernelVariant, SetupPlan};
 
+/// The node-sharded design's own steps.
 #[derive(Clone, Copy, Debug)]
-pub enum Act {
-    /// `node_alloc` then, on a miss, the global free tree.
-    Alloc {
-        slot: u32,
-        pages: u32,
-        align: u32,
-        kind: HeldKind,
-        mapped: u32,
-    },
+pub enum Own {
+    /// A pool miss after taking `pool_lock`: the allocation continues in the global free tree,
+    /// remembering the allocating node.
     FreeFit {
-        slot: u32,
-        pages: u32,
-        align: u32,
-        kind: HeldKind,
-        mapped: u32,
+        req: AllocRequest,
         node: u16,
     },
-    BusyInsert {
+    /// One node of a `find_vmap_area` scan for the slot's area.
+    LookupScan {
         slot: u32,
-    },
-    SetupVm {
-        slot: u32,
-    },
-    BusyUnlink {
-        slot: u32,
-    },
-    /// One node of a `find_vmap_area` scan.
-    Lookup {
-        slot: u32,
-        addr: u64,
         node: u32,
         visits: u32,
-    },
-    AccountPages,
-    LazyAdd {
-        slot: u32,
-    },
-    LazyInsert {
-        slot: u32,
-        kick: bool,
-    },
-    VbAlloc {
-        slot: u32,
-        pages: u32,
-    },
-    VbInstall {
-        slot: u32,
-        pages: u32,
-    },
-    VbFree {
-        slot: u32,
     },
     PurgeStart,
     /// Decay the next non-empty pool class `>= class` of `node`.
@@ -116,6 +76,13 @@ pub enum Act {
     PurgeEnd,
 }
 
+type Act = steps::Act<Own>;
+
+/// A step of the node design's own.
+fn own(step: Own) -> Step<Act> {
+    Step::Act(Act::Design(step))
+}
+
 #[derive(Debug)]
 struct Pools {
     classes: Vec<VecDeque<Area>>,
@@ -151,6 +118,15 @@ impl Pools {
     }
 }
 
+/// The per-node trees behind a lock of their own.
+#[derive(Clone, Copy, Debug)]
+enum Tree {
+    /// Allocated areas, `busy.lock`.
+    Busy,
+    /// Lazily freed areas, `lazy.lock`.
+    Lazy,
+}
+
 /// The node-sharded allocator's state.
 #[derive(Debug)]
 pub struct Node {
@@ -184,17 +160,9 @@ impl Node {
             pool_locks = locks.add_class("vmap_node.pool_lock", LockKind::Spinlock, nodes);
         });
         let mut busy_areas = vec![0u64; nodes as usize];
-        let mut holes = Vec::new();
-        let top = lay_out_setup(
-            env,
-            plan.boot_areas,
-            plan.boot_area_pages,
-            &plan.threads,
-            |a| busy_areas[addr_to_node(a.start, nodes) as usize] += 1,
-            |a, _| holes.push((a.start, a.end())),
-        );
-        let end = vmalloc_start_page(env.page_size) + VMALLOC_SIZE / env.page_size;
-        core.space = FreeSpace::with_holes(holes, top, end);
+        core.set_up(env, plan, |a| {
+            busy_areas[addr_to_node(a.start, nodes) as usize] += 1;
+        });
         Node {
             core,
             variant,
@@ -220,6 +188,7 @@ impl Node {
         &self.core
     }
 
+    #[inline(always)]
     fn pool_section(&mut self, cx: &mut Cx<'_, Act>, node: u32, mean_ns: f64, lines: u32) -> Ps {
         let work = cx.work(mean_ns);
         self.core
@@ -227,66 +196,24 @@ impl Node {
             .section(cx, self.pool_locks + node, work, lines)
     }
 
-    fn busy_section(
+    /// A section on `node`'s `busy.lock` or `lazy.lock`, walking the tree it protects or not.
+    #[inline(always)]
+    fn tree_section(
         &mut self,
         cx: &mut Cx<'_, Act>,
+        tree: Tree,
         node: u32,
         mean_ns: f64,
         walk: bool,
         lines: u32,
     ) -> Ps {
-        let env = cx.env;
-        let n = self.busy_areas[node as usize];
-        let (walk_cpu, stall) = if walk {
-            (env.walk_cpu_ns(n), env.walk_stall(n))
-        } else {
-            (0.0, 0)
+        let (first_lock, size) = match tree {
+            Tree::Busy => (self.busy_locks, self.busy_areas[node as usize]),
+            Tree::Lazy => (self.lazy_locks, self.lazy[node as usize].len() as u64),
         };
-        let work = cx.work(mean_ns + walk_cpu) + stall;
+        let walk = walk.then_some(size);
         self.core
-            .locks
-            .section(cx, self.busy_locks + node, work, lines)
-    }
-
-    fn lazy_section(
-        &mut self,
-        cx: &mut Cx<'_, Act>,
-        node: u32,
-        mean_ns: f64,
-        walk: bool,
-        lines: u32,
-    ) -> Ps {
-        let env = cx.env;
-        let n = self.lazy[node as usize].len() as u64;
-        let (walk_cpu, stall) = if walk {
-            (env.walk_cpu_ns(n), env.walk_stall(n))
-        } else {
-            (0.0, 0)
-        };
-        let work = cx.work(mean_ns + walk_cpu) + stall;
-        self.core
-            .locks
-            .section(cx, self.lazy_locks + node, work, lines)
-    }
-
-    /// Steps of allocating a vmap area into `slot` and inserting it into its busy tree.
-    fn alloc_steps(
-        slot: u32,
-        pages: u32,
-        align: u32,
-        kind: HeldKind,
-        mapped: u32,
-    ) -> [Step<Act>; 2] {
-        [
-            Step::Act(Act::Alloc {
-                slot,
-                pages,
-                align,
-                kind,
-                mapped,
-            }),
-            Step::Act(Act::BusyInsert { slot }),
-        ]
+            .tree_section(cx, first_lock + node, mean_ns, walk, lines)
     }
 
     /// The next node of a lookup scan.
@@ -298,333 +225,126 @@ impl Node {
         }
     }
 
-    fn next_purge_node(&self, node: u32) -> Act {
+    fn next_purge_node(&self, node: u32) -> Own {
         if node + 1 < self.nodes {
-            Act::DecayPool {
+            Own::DecayPool {
                 node: node + 1,
                 class: 0,
             }
         } else {
-            Act::PurgeFlush
+            Own::PurgeFlush
         }
     }
 }
 
-impl Design for Node {
-    type Act = Act;
+impl Allocator for Node {
+    type Own = Own;
 
-    fn begin(&mut self, op: Op, cx: &mut Cx<'_, Act>) {
-        let c = &cx.env.cost;
-        let (prepare, free_prepare) = (c.vmalloc_prepare_ns, c.vfree_prepare_ns);
-        let (map, unmap, page_alloc, page_free) = (
-            c.pte_map_ns,
-            c.pte_unmap_ns,
-            c.page_alloc_ns,
-            c.page_free_ns,
-        );
-        match op {
-            Op::Vmalloc { slot, pages, align } => {
-                let pre = cx.work(prepare);
-                let fill = cx.work(f64::from(pages) * (page_alloc + map));
-                let [alloc, insert] =
-                    Self::alloc_steps(slot, pages + 1, align, HeldKind::Vmalloc, pages);
-                let (fill, account, done) = (
-                    Step::Work(fill),
-                    Step::Act(Act::AccountPages),
-                    Step::Done(OpKind::Vmalloc),
-                );
-                if self.variant.busy_lock_twice() {
-                    let setup = Step::Act(Act::SetupVm { slot });
-                    cx.then(&[Step::Work(pre), alloc, insert, setup, fill, account, done]);
-                } else {
-                    cx.then(&[Step::Work(pre), alloc, insert, fill, account, done]);
-                }
-            }
-            Op::VmMapRam { slot, pages } if pages <= VMAP_MAX_ALLOC => {
-                let fill = cx.work(f64::from(pages) * map);
-                cx.then(&[
-                    Step::Act(Act::VbAlloc { slot, pages }),
-                    Step::Work(fill),
-                    Step::Done(OpKind::VmMapRam),
-                ]);
-            }
-            Op::VmMapRam { slot, pages } => {
-                let pre = cx.work(prepare);
-                let fill = cx.work(f64::from(pages) * map);
-                let [alloc, insert] = Self::alloc_steps(slot, pages, 1, HeldKind::MapRam, pages);
-                cx.then(&[
-                    Step::Work(pre),
-                    alloc,
-                    insert,
-                    Step::Work(fill),
-                    Step::Done(OpKind::VmMapRam),
-                ]);
-            }
-            Op::Release { slot } => {
-                let Some(held) = cx.slots_get(slot) else {
-                    cx.then(&[Step::Done(OpKind::Vfree)]);
-                    return;
-                };
-                let mapped = f64::from(held.mapped_pages);
-                match held.kind {
-                    HeldKind::Vmalloc => {
-                        let pre = cx.work(free_prepare);
-                        let clear = cx.work(mapped * unmap);
-                        let pages_out = cx.work(mapped * page_free);
-                        cx.then(&[
-                            Step::Work(pre),
-                            Step::Act(Act::BusyUnlink { slot }),
-                            Step::Work(clear),
-                            Step::Act(Act::LazyAdd { slot }),
-                            Step::Work(pages_out),
-                            Step::Act(Act::AccountPages),
-                            Step::Done(OpKind::Vfree),
-                        ]);
-                    }
-                    HeldKind::MapRam => {
-                        let pre = cx.work(free_prepare);
-                        let clear = cx.work(mapped * unmap);
-                        cx.then(&[
-                            Step::Work(pre),
-                            Step::Act(Act::BusyUnlink { slot }),
-                            Step::Work(clear),
-                            Step::Act(Act::LazyAdd { slot }),
-                            Step::Done(OpKind::VmUnmapRam),
-                        ]);
-                    }
-                    HeldKind::MapRamInBlock { .. } => {
-                        let clear = cx.work(mapped * unmap);
-                        cx.then(&[
-                            Step::Work(clear),
-                            Step::Act(Act::VbFree { slot }),
-                            Step::Done(OpKind::VmUnmapRam),
-                        ]);
-                    }
-                }
-            }
-            Op::Lookup { slot, offset_pages } => match cx.slots_get(slot) {
-                Some(held) => {
-                    let addr = held.area.start + u64::from(offset_pages);
-                    let node = addr_to_node(addr, self.nodes);
-                    cx.then(&[
-                        Step::Act(Act::Lookup {
-                            slot,
-                            addr,
-                            node,
-                            visits: 0,
-                        }),
-                        Step::Done(OpKind::Lookup),
-                    ]);
-                }
-                None => cx.then(&[Step::Done(OpKind::Lookup)]),
-            },
-        }
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
     }
 
-    fn act(&mut self, act: Act, cx: &mut Cx<'_, Act>) -> Outcome {
+    fn separate_setup_vm(&self) -> bool {
+        self.variant.busy_lock_twice()
+    }
+
+    /// `node_alloc()` from the pool of node `cpu % nr`, then the global free tree on a miss.
+    fn alloc(&mut self, req: AllocRequest, cx: &mut Cx<'_, Act>) -> Ps {
+        // Only with several nodes (always the full vmalloc range here).
+        if self.nodes == 1 {
+            return self.core.free_fit(cx, req, None);
+        }
+        let node = cx.cpu % self.nodes;
+        let Some(class) = pool_class(req.pages) else {
+            return self.core.free_fit(cx, req, Some(node as u16));
+        };
+        if self.pools[node as usize].classes[class].is_empty() {
+            // Lockless list_empty() check: no pool_lock taken.
+            self.core.counters.pool_misses += 1;
+            return self.core.free_fit(cx, req, Some(node as u16));
+        }
         let env = cx.env;
-        let t = match act {
-            Act::Alloc {
-                slot,
-                pages,
-                align,
-                kind,
-                mapped,
-            } => {
-                // node_alloc(): only with several nodes (always the full vmalloc range here).
-                if self.nodes == 1 {
-                    return self.act(
-                        Act::FreeFit {
-                            slot,
-                            pages,
-                            align,
-                            kind,
-                            mapped,
-                            node: u16::MAX,
-                        },
-                        cx,
-                    );
-                }
-                let node = cx.cpu % self.nodes;
-                let miss = Act::FreeFit {
-                    slot,
-                    pages,
-                    align,
-                    kind,
-                    mapped,
-                    node: node as u16,
-                };
-                let Some(class) = pool_class(pages) else {
-                    return self.act(miss, cx);
-                };
-                if self.pools[node as usize].classes[class].is_empty() {
-                    // Lockless list_empty() check: no pool_lock taken.
-                    self.core.counters.pool_misses += 1;
-                    return self.act(miss, cx);
-                }
-                let t = self.pool_section(cx, node, env.cost.pool_op_ns, env.lines.pool_op);
-                let pools = &mut self.pools[node as usize];
-                let head = pools.classes[class].pop_front().expect("checked non-empty");
-                if head.start.is_multiple_of(u64::from(align)) {
-                    pools.mark(class);
-                    self.core.counters.pool_hits += 1;
-                    cx.hold(
-                        slot,
-                        Held {
-                            area: head,
-                            mapped_pages: mapped,
-                            kind,
-                        },
-                    );
-                } else {
-                    // list_move_tail(): the unaligned head goes to the back; this request misses.
-                    pools.classes[class].push_back(head);
-                    self.core.counters.pool_misses += 1;
-                    cx.then(&[Step::Act(miss)]);
-                }
-                t
-            }
-            Act::FreeFit {
-                slot,
-                pages,
-                align,
-                kind,
-                mapped,
-                node,
-            } => {
-                let (t, start) = self.core.free_fit(cx, pages, align);
-                match start {
-                    Some(start) => {
-                        let alloc_node = (node != u16::MAX).then_some(node);
-                        cx.hold(
-                            slot,
-                            Held {
-                                area: Area {
-                                    start,
-                                    pages,
-                                    alloc_node,
-                                },
-                                mapped_pages: mapped,
-                                kind,
-                            },
-                        );
-                    }
-                    None => cx.abort_op(),
-                }
-                t
-            }
-            Act::BusyInsert { slot } => {
-                let node = addr_to_node(cx.held(slot).area.start, self.nodes);
-                let mut mean = env.cost.busy_insert_ns;
-                if !self.variant.busy_lock_twice() {
-                    // 6.10+: setup_vmalloc_vm() runs inside the insert's critical section.
-                    mean += env.cost.setup_vm_ns;
-                }
-                self.busy_areas[node as usize] += 1;
-                self.busy_section(cx, node, mean, true, env.lines.busy_insert)
-            }
-            Act::SetupVm { slot } => {
-                let node = addr_to_node(cx.held(slot).area.start, self.nodes);
-                self.busy_section(cx, node, env.cost.setup_vm_ns, false, env.lines.setup_vm)
-            }
-            Act::BusyUnlink { slot } => {
-                let node = addr_to_node(cx.held(slot).area.start, self.nodes);
-                let t = self.busy_section(
-                    cx,
-                    node,
-                    env.cost.busy_unlink_ns,
-                    true,
-                    env.lines.busy_unlink,
-                );
-                self.busy_areas[node as usize] -= 1;
-                t
-            }
-            Act::Lookup {
-                slot,
-                addr,
-                node,
-                visits,
-            } => {
-                self.core.counters.lookup_node_visits += 1;
-                let t = self.busy_section(cx, node, env.cost.lookup_ns, true, env.lines.lookup);
-                let home = addr_to_node(cx.held(slot).area.start, self.nodes);
-                if node != home && visits + 1 < self.nodes {
-                    let next = self.scan_next(node);
-                    cx.then(&[Step::Act(Act::Lookup {
-                        slot,
-                        addr,
-                        node: next,
-                        visits: visits + 1,
-                    })]);
-                }
-                t
-            }
-            Act::AccountPages => self.core.account_pages(cx),
-            Act::LazyAdd { slot } => {
-                let pages = cx.held(slot).area.pages;
-                let (t, kick) = self.core.lazy_add(cx, pages);
-                cx.then(&[Step::Act(Act::LazyInsert { slot, kick })]);
-                t
-            }
-            Act::LazyInsert { slot, kick } => {
-                let area = cx.release(slot).area;
-                let node = match area.alloc_node {
-                    Some(n) => u32::from(n),
-                    None => addr_to_node(area.start, self.nodes),
-                };
-                let t = self.lazy_section(
-                    cx,
-                    node,
-                    env.cost.lazy_insert_ns,
-                    true,
-                    env.lines.lazy_insert,
-                );
-                self.lazy[node as usize].push(area);
-                if kick {
-                    self.core.request_drain(cx, Act::PurgeStart);
-                }
-                t
-            }
-            Act::VbAlloc { slot, pages } => match self.core.vb_alloc(cx, slot, pages) {
-                Ok(t) => t,
-                Err(t) => {
-                    let block = VMAP_BLOCK_PAGES;
-                    let [alloc, insert] =
-                        Self::alloc_steps(slot, block, block, HeldKind::MapRam, 0);
-                    cx.then(&[alloc, insert, Step::Act(Act::VbInstall { slot, pages })]);
-                    t
-                }
-            },
-            Act::VbInstall { slot, pages } => self.core.vb_install(cx, slot, pages),
-            Act::VbFree { slot } => {
-                let (t, block) = self.core.vb_free(cx, slot);
-                if let Some(area) = block {
-                    cx.hold(
-                        slot,
-                        Held {
-                            area,
-                            mapped_pages: 0,
-                            kind: HeldKind::MapRam,
-                        },
-                    );
-                    cx.then(&[
-                        Step::Act(Act::BusyUnlink { slot }),
-                        Step::Act(Act::LazyAdd { slot }),
-                    ]);
-                }
-                t
-            }
-            Act::PurgeStart => {
-                cx.then(&[Step::Act(Act::DecayPool { node: 0, class: 0 })]);
+        let t = self.pool_section(cx, node, env.cost.pool_op_ns, env.lines.pool_op);
+        let pools = &mut self.pools[node as usize];
+        let head = pools.classes[class].pop_front().expect("checked non-empty");
+        if head.start.is_multiple_of(u64::from(req.align)) {
+            pools.mark(class);
+            self.core.counters.pool_hits += 1;
+            req.hold(cx, head.start, head.alloc_node);
+        } else {
+            // list_move_tail(): the unaligned head goes to the back; this request misses.
+            pools.classes[class].push_back(head);
+            self.core.counters.pool_misses += 1;
+            cx.then(&[own(Own::FreeFit {
+                req,
+                node: node as u16,
+            })]);
+        }
+        t
+    }
+
+    fn busy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
+        let node = addr_to_node(area.start, self.nodes);
+        let env = cx.env;
+        let mut mean = env.cost.busy_insert_ns;
+        if !self.variant.busy_lock_twice() {
+            // 6.10+: setup_vmalloc_vm() runs inside the insert's critical section.
+            mean += env.cost.setup_vm_ns;
+        }
+        self.busy_areas[node as usize] += 1;
+        self.tree_section(cx, Tree::Busy, node, mean, true, env.lines.busy_insert)
+    }
+
+    fn setup_vm(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
+        let node = addr_to_node(area.start, self.nodes);
+        let (mean, lines) = (cx.env.cost.setup_vm_ns, cx.env.lines.setup_vm);
+        self.tree_section(cx, Tree::Busy, node, mean, false, lines)
+    }
+
+    fn busy_unlink(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
+        let node = addr_to_node(area.start, self.nodes);
+        let (mean, lines) = (cx.env.cost.busy_unlink_ns, cx.env.lines.busy_unlink);
+        let t = self.tree_section(cx, Tree::Busy, node, mean, true, lines);
+        self.busy_areas[node as usize] -= 1;
+        t
+    }
+
+    /// The scan starts at the node of the looked-up address.
+    fn lookup(&mut self, slot: u32, area: Area, offset_pages: u32, cx: &mut Cx<'_, Act>) -> Ps {
+        let node = addr_to_node(area.start + u64::from(offset_pages), self.nodes);
+        self.lookup_scan(slot, node, 0, cx)
+    }
+
+    /// Into the lazy tree of the allocating node.
+    fn lazy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
+        let node = match area.alloc_node {
+            Some(n) => u32::from(n),
+            None => addr_to_node(area.start, self.nodes),
+        };
+        let (mean, lines) = (cx.env.cost.lazy_insert_ns, cx.env.lines.lazy_insert);
+        let t = self.tree_section(cx, Tree::Lazy, node, mean, true, lines);
+        self.lazy[node as usize].push(area);
+        t
+    }
+
+    fn purge_start(&self) -> Own {
+        Own::PurgeStart
+    }
+
+    fn own(&mut self, step: Own, cx: &mut Cx<'_, Act>) -> Outcome {
+        let env = cx.env;
+        let t = match step {
+            Own::FreeFit { req, node } => self.core.free_fit(cx, req, Some(node)),
+            Own::LookupScan { slot, node, visits } => self.lookup_scan(slot, node, visits, cx),
+            Own::PurgeStart => {
                 self.core.counters.purges += 1;
-                if !self.core.purge_mutex.lock(cx.actor, cx.now) {
-                    return Outcome::Blocked;
-                }
-                cx.now
+                return self
+                    .core
+                    .lock_purge(cx, Act::Design(Own::DecayPool { node: 0, class: 0 }));
             }
-            Act::DecayPool { node, class } => {
+            Own::DecayPool { node, class } => {
                 let Some(class) = self.pools[node as usize].next_nonempty(class as usize) else {
-                    cx.then(&[Step::Act(Act::NodeDone { node })]);
+                    cx.then(&[own(Own::NodeDone { node })]);
                     return Outcome::At(cx.now);
                 };
                 // Detach the whole class list under pool_lock: allocations on this node miss
@@ -645,35 +365,35 @@ impl Design for Node {
                 }
                 let merge_local = cx.work(n_decay as f64 * env.cost.free_merge_ns);
                 let next = if self.detached.is_empty() {
-                    Act::DecayPool {
+                    Own::DecayPool {
                         node,
                         class: class as u32 + 1,
                     }
                 } else {
-                    Act::DecayReattach {
+                    Own::DecayReattach {
                         node,
                         class: class as u32,
                     }
                 };
-                cx.then(&[Step::Work(merge_local), Step::Act(next)]);
+                cx.then(&[Step::Work(merge_local), own(next)]);
                 t
             }
-            Act::DecayReattach { node, class } => {
+            Own::DecayReattach { node, class } => {
                 let t = self.pool_section(cx, node, env.cost.list_splice_ns, env.lines.list_splice);
                 let pools = &mut self.pools[node as usize];
                 pools.classes[class as usize] = std::mem::take(&mut self.detached);
                 pools.mark(class as usize);
-                cx.then(&[Step::Act(Act::DecayPool {
+                cx.then(&[own(Own::DecayPool {
                     node,
                     class: class + 1,
                 })]);
                 t
             }
-            Act::NodeDone { node } => {
+            Own::NodeDone { node } => {
                 let next = self.next_purge_node(node);
                 let detach = !self.lazy[node as usize].is_empty();
-                cx.then(&[Step::Act(if detach {
-                    Act::LazyDetach { node }
+                cx.then(&[own(if detach {
+                    Own::LazyDetach { node }
                 } else {
                     next
                 })]);
@@ -684,9 +404,10 @@ impl Design for Node {
                 let decayed = std::mem::take(&mut self.decayed);
                 self.core.merge_areas(cx, &decayed, 0)
             }
-            Act::LazyDetach { node } => {
-                let t = self.lazy_section(
+            Own::LazyDetach { node } => {
+                let t = self.tree_section(
                     cx,
+                    Tree::Lazy,
                     node,
                     env.cost.list_splice_ns,
                     false,
@@ -696,19 +417,19 @@ impl Design for Node {
                 list.sort_unstable_by_key(|a| a.start);
                 self.purge_lists[node as usize] = list.into();
                 self.purge_nodes.push(node);
-                cx.then(&[Step::Act(self.next_purge_node(node))]);
+                cx.then(&[own(self.next_purge_node(node))]);
                 t
             }
-            Act::PurgeFlush => {
+            Own::PurgeFlush => {
                 if self.purge_nodes.is_empty() {
-                    cx.then(&[Step::Act(Act::PurgeEnd)]);
+                    cx.then(&[own(Own::PurgeEnd)]);
                 } else {
                     let flush = cx.work(env.cost.tlb_flush_ns);
-                    cx.then(&[Step::Work(flush), Step::Act(Act::PurgeDispatch)]);
+                    cx.then(&[Step::Work(flush), own(Own::PurgeDispatch)]);
                 }
                 cx.now
             }
-            Act::PurgeDispatch => {
+            Own::PurgeDispatch => {
                 let nodes = std::mem::take(&mut self.purge_nodes);
                 // One extra worker per full lazy_max_pages() set, minus one.
                 let full_sets = self.core.lazy_pages / env.lazy_max_pages;
@@ -716,28 +437,28 @@ impl Design for Node {
                 for &n in &nodes[..helpers] {
                     cx.spawn(
                         Placement::Cpu(n),
-                        Act::PurgeArea {
+                        Act::Design(Own::PurgeArea {
                             node: n,
                             helper: true,
-                        },
+                        }),
                     );
                 }
                 self.helpers_running = helpers as u32;
                 self.core.counters.purge_helpers += helpers as u64;
-                let own: Vec<Step<Act>> = nodes[helpers..]
+                let this_worker: Vec<Step<Act>> = nodes[helpers..]
                     .iter()
                     .map(|&n| {
-                        Step::Act(Act::PurgeArea {
+                        own(Own::PurgeArea {
                             node: n,
                             helper: false,
                         })
                     })
-                    .chain([Step::Act(Act::WaitHelpers), Step::Act(Act::PurgeEnd)])
+                    .chain([own(Own::WaitHelpers), own(Own::PurgeEnd)])
                     .collect();
-                cx.then(&own);
+                cx.then(&this_worker);
                 cx.now
             }
-            Act::PurgeArea { node, helper } => {
+            Own::PurgeArea { node, helper } => {
                 let list = &mut self.purge_lists[node as usize];
                 let mut t = cx.now;
                 while let Some(area) = list.pop_front() {
@@ -755,19 +476,19 @@ impl Design for Node {
                     }
                 }
                 let next = if self.purge_lists[node as usize].is_empty() {
-                    Act::PurgeNodeEnd { node, helper }
+                    Own::PurgeNodeEnd { node, helper }
                 } else {
-                    Act::PurgeArea { node, helper }
+                    Own::PurgeArea { node, helper }
                 };
-                cx.then(&[Step::Act(next)]);
+                cx.then(&[own(next)]);
                 t
             }
-            Act::PurgeNodeEnd { node, helper } => {
+            Own::PurgeNodeEnd { node, helper } => {
                 let pages = std::mem::take(&mut self.purged_pages[node as usize]);
-                cx.then(&[Step::Act(Act::ReclaimNode { node, helper })]);
+                cx.then(&[own(Own::ReclaimNode { node, helper })]);
                 self.core.lazy_sub(cx, pages)
             }
-            Act::ReclaimNode { node, helper } => {
+            Own::ReclaimNode { node, helper } => {
                 let global = std::mem::take(&mut self.to_global[node as usize]);
                 let t = if global.is_empty() {
                     cx.now
@@ -784,36 +505,45 @@ impl Design for Node {
                 }
                 t
             }
-            Act::WaitHelpers => {
+            Own::WaitHelpers => {
                 if self.helpers_running > 0 {
                     self.purger_waiting = Some(cx.actor);
                     return Outcome::Blocked;
                 }
                 cx.now
             }
-            Act::PurgeEnd => {
-                if let Some((waiter, at)) = self.core.purge_mutex.unlock(env, cx.now) {
-                    cx.wake(waiter, at);
-                }
-                if self.core.drain_again(env) {
-                    cx.then(&[Step::Act(Act::PurgeStart)]);
-                }
-                cx.now
-            }
+            Own::PurgeEnd => self.core.unlock_purge(cx, Act::Design(Own::PurgeStart)),
         };
         Outcome::At(t)
     }
+}
 
-    fn reset_stats(&mut self) {
-        self.core.reset_stats();
+impl Node {
+    /// One `busy.lock` round trip of a `find_vmap_area` scan at `node`; the scan goes on until
+    /// the node whose busy tree holds the slot's area (or every node was visited).
+    fn lookup_scan(&mut self, slot: u32, node: u32, visits: u32, cx: &mut Cx<'_, Act>) -> Ps {
+        self.core.counters.lookup_node_visits += 1;
+        let (mean, lines) = (cx.env.cost.lookup_ns, cx.env.lines.lookup);
+        let t = self.tree_section(cx, Tree::Busy, node, mean, true, lines);
+        let home = addr_to_node(cx.held(slot).area.start, self.nodes);
+        if node != home && visits + 1 < self.nodes {
+            cx.then(&[own(Own::LookupScan {
+                slot,
+                node: self.scan_next(node),
+                visits: visits + 1,
+            })]);
+        }
+        t
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::engine::with_test_cx;
+    use crate::model::engine::{with_test_cx, Design, Held, HeldKind};
     use crate::model::params::ModelParams;
+    use crate::model::space::vmalloc_start_page;
+    use crate::model::steps::AreaUse;
 
     fn node(variant: KernelVariant) -> (Env, Node) {
         let params = ModelParams::default().with_cpus(4);
@@ -853,13 +583,13 @@ mod tests {
             class,
             &[pooled(base + 1, 3), pooled(base + 8, 3)],
         );
-        let alloc = Act::Alloc {
+        let alloc = Act::Alloc(AllocRequest {
             slot: 0,
             pages: 3,
             align: 4,
-            kind: HeldKind::Vmalloc,
             mapped: 2,
-        };
+            kind: AreaUse::Vmalloc,
+        });
         // CPU 0 allocates from node 0; the unaligned head moves to the tail and the request
         // falls back to the free tree.
         let (_, steps) = with_test_cx(&env, 0, 0, 1, |cx| n.act(alloc, cx));
@@ -867,11 +597,10 @@ mod tests {
         assert!(
             matches!(
                 steps[..],
-                [Step::Act(Act::FreeFit {
-                    align: 4,
+                [Step::Act(Act::Design(Own::FreeFit {
+                    req: AllocRequest { align: 4, .. },
                     node: 0,
-                    ..
-                })]
+                }))]
             ),
             "{steps:?}"
         );
@@ -892,31 +621,25 @@ mod tests {
     #[test]
     fn empty_pool_misses_without_taking_pool_lock() {
         let (env, mut n) = node(KernelVariant::V6_10);
-        let alloc = Act::Alloc {
+        let alloc = Act::Alloc(AllocRequest {
             slot: 0,
             pages: 2,
             align: 1,
-            kind: HeldKind::Vmalloc,
             mapped: 1,
-        };
+            kind: AreaUse::Vmalloc,
+        });
         with_test_cx(&env, 1, 0, 1, |cx| n.act(alloc, cx));
-        let pool = n
-            .core
-            .locks
-            .classes()
-            .iter()
-            .find(|c| c.name == "vmap_node.pool_lock")
-            .unwrap();
-        assert_eq!(pool.acquisitions, 0);
+        let acquisitions = |name: &str| {
+            let classes = n.core.locks.classes();
+            classes
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap()
+                .acquisitions
+        };
+        assert_eq!(acquisitions("vmap_node.pool_lock"), 0);
         assert_eq!(n.core.counters.pool_misses, 1);
-        let free = n
-            .core
-            .locks
-            .classes()
-            .iter()
-            .find(|c| c.name == "free_vmap_area_lock")
-            .unwrap();
-        assert_eq!(free.acquisitions, 1);
+        assert_eq!(acquisitions("free_vmap_area_lock"), 1);
     }
 
     fn decay(variant: KernelVariant, len: usize) -> usize {
@@ -926,7 +649,7 @@ mod tests {
         let areas: Vec<Area> = (0..len as u64).map(|i| pooled(base + 4 * i, 2)).collect();
         fill(&mut n, 0, class, &areas);
         with_test_cx(&env, 0, 0, 0, |cx| {
-            n.act(Act::DecayPool { node: 0, class: 0 }, cx)
+            n.act(Act::Design(Own::DecayPool { node: 0, class: 0 }), cx)
         });
         n.decayed.len()
     }

@@ -1,0 +1,355 @@
+//! The steps of each allocator call, which both designs share: what a vmalloc, vfree,
+//! vm_map_ram, vm_unmap_ram or lookup does in which order, with the private CPU work between the
+//! locked steps. What differs between the designs (which lock protects an area's busy tree or
+//! lazy list, where an allocation looks first, how a lookup finds the area, how purging works)
+//! is behind [`Allocator`], implemented by [`crate::model::legacy::Legacy`] and
+//! [`crate::model::node::Node`].
+//!
+//! | call | steps |
+//! |---|---|
+//! | vmalloc(n) | prepare · allocate n + 1 pages · busy insert · (setup_vmalloc_vm under the busy lock again, legacy and 6.9) · allocate and map n pages · `nr_vmalloc_pages` |
+//! | vfree | prepare · busy unlink · unmap · `vmap_lazy_nr` · lazy insert (maybe start the drain work) · free pages · `nr_vmalloc_pages` |
+//! | vm_map_ram(n ≤ 64) | take pages of the CPU's vmap block (a new block is a 1024-page area allocation and busy insert) · map |
+//! | vm_map_ram(n > 64) | prepare · allocate n pages · busy insert · map |
+//! | vm_unmap_ram | in a block: unmap · mark dirty (a fully dirty block's area is unlinked and lazily freed); else prepare · busy unlink · unmap · `vmap_lazy_nr` · lazy insert |
+//! | find_vmap_area | the design's lookup |
+
+use std::fmt::Debug;
+
+use crate::model::common::{Core, VMAP_BLOCK_PAGES, VMAP_MAX_ALLOC};
+use crate::model::engine::{Cx, Design, Held, HeldKind, OpKind, Outcome, Step};
+use crate::model::env::Ps;
+use crate::model::space::Area;
+use crate::model::workload::Op;
+
+/// What an allocated area is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AreaUse {
+    /// A vmalloc area: pages allocated and mapped.
+    Vmalloc,
+    /// A large vm_map_ram, or a vmap block: the caller's pages are mapped.
+    MapRam,
+}
+
+/// One vmap area allocation (`alloc_vmap_area`) into a workload slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocRequest {
+    pub slot: u32,
+    /// Pages of the area, the guard page included.
+    pub pages: u32,
+    pub align: u32,
+    /// Pages the caller maps into it.
+    pub mapped: u32,
+    pub kind: AreaUse,
+}
+
+impl AllocRequest {
+    /// The slot now holds the area at `start`.
+    pub fn hold<A: Copy>(&self, cx: &mut Cx<'_, A>, start: u64, alloc_node: Option<u16>) {
+        let area = Area {
+            start,
+            pages: self.pages,
+            alloc_node,
+        };
+        let kind = match self.kind {
+            AreaUse::Vmalloc => HeldKind::Vmalloc,
+            AreaUse::MapRam => HeldKind::MapRam,
+        };
+        cx.hold(
+            self.slot,
+            Held {
+                area,
+                mapped_pages: self.mapped,
+                kind,
+            },
+        );
+    }
+}
+
+/// A design action: a step of an allocator call, or one of the design's own steps
+/// (`Design`: purging, and the node-sharded design's pool misses and lookup scans).
+#[derive(Clone, Copy, Debug)]
+pub enum Act<D> {
+    /// `alloc_vmap_area()`.
+    Alloc(AllocRequest),
+    /// Insert the slot's area into its busy tree.
+    BusyInsert {
+        slot: u32,
+    },
+    /// `setup_vmalloc_vm()` as its own busy-lock section (legacy, 6.9).
+    SetupVm {
+        slot: u32,
+    },
+    /// `find_unlink_vmap_area()`.
+    BusyUnlink {
+        slot: u32,
+    },
+    /// `find_vmap_area(start + offset_pages)` of the slot's area.
+    Lookup {
+        slot: u32,
+        offset_pages: u32,
+    },
+    /// `nr_vmalloc_pages` add or sub.
+    AccountPages,
+    /// `vmap_lazy_nr` add for the slot's area, then its lazy insert.
+    LazyAdd {
+        slot: u32,
+    },
+    /// Free the slot's area lazily; `kick` schedules the drain work.
+    LazyInsert {
+        slot: u32,
+        kick: bool,
+    },
+    /// Take pages of this CPU's vmap block.
+    VbAlloc {
+        slot: u32,
+        pages: u32,
+    },
+    /// Make the block just allocated into the slot this CPU's block.
+    VbInstall {
+        slot: u32,
+        pages: u32,
+    },
+    /// Mark the slot's pages of their vmap block dirty.
+    VbFree {
+        slot: u32,
+    },
+    Design(D),
+}
+
+/// What the two designs do differently. Each method runs at its step's time and returns when
+/// the actor continues.
+pub trait Allocator {
+    /// The design's own steps.
+    type Own: Copy + Debug;
+
+    fn core(&mut self) -> &mut Core;
+
+    /// Whether `setup_vmalloc_vm()` takes the busy lock again after the insert.
+    fn separate_setup_vm(&self) -> bool;
+
+    /// `alloc_vmap_area()`: find space for `req` and put the area in its slot, or
+    /// [`Cx::abort_op`] when there is none.
+    fn alloc(&mut self, req: AllocRequest, cx: &mut Cx<'_, Act<Self::Own>>) -> Ps;
+
+    fn busy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act<Self::Own>>) -> Ps;
+
+    fn setup_vm(&mut self, area: Area, cx: &mut Cx<'_, Act<Self::Own>>) -> Ps;
+
+    fn busy_unlink(&mut self, area: Area, cx: &mut Cx<'_, Act<Self::Own>>) -> Ps;
+
+    /// `find_vmap_area()` of `area.start + offset_pages`, held in `slot`.
+    fn lookup(
+        &mut self,
+        slot: u32,
+        area: Area,
+        offset_pages: u32,
+        cx: &mut Cx<'_, Act<Self::Own>>,
+    ) -> Ps;
+
+    /// Put a freed area on the lazy list (before the drain work may be scheduled).
+    fn lazy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act<Self::Own>>) -> Ps;
+
+    /// The first step of the drain work.
+    fn purge_start(&self) -> Self::Own;
+
+    fn own(&mut self, act: Self::Own, cx: &mut Cx<'_, Act<Self::Own>>) -> Outcome;
+}
+
+/// The engine drives either design through the shared steps.
+impl<D: Allocator> Design for D {
+    type Act = Act<D::Own>;
+
+    fn begin(&mut self, op: Op, cx: &mut Cx<'_, Self::Act>) {
+        push_steps(self, op, cx);
+    }
+
+    fn act(&mut self, act: Self::Act, cx: &mut Cx<'_, Self::Act>) -> Outcome {
+        run_step(self, act, cx)
+    }
+
+    fn reset_stats(&mut self) {
+        self.core().reset_stats();
+    }
+}
+
+/// Push the steps of one workload call. The CPU work between locked steps is drawn here, in the
+/// order the steps run.
+fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
+    let c = &cx.env.cost;
+    let (prepare, free_prepare) = (c.vmalloc_prepare_ns, c.vfree_prepare_ns);
+    let (map, unmap, page_alloc, page_free) = (
+        c.pte_map_ns,
+        c.pte_unmap_ns,
+        c.page_alloc_ns,
+        c.page_free_ns,
+    );
+    match op {
+        Op::Vmalloc { slot, pages, align } => {
+            let pre = Step::Work(cx.work(prepare));
+            let fill = Step::Work(cx.work(f64::from(pages) * (page_alloc + map)));
+            let alloc = Step::Act(Act::Alloc(AllocRequest {
+                slot,
+                pages: pages + 1,
+                align,
+                mapped: pages,
+                kind: AreaUse::Vmalloc,
+            }));
+            let insert = Step::Act(Act::BusyInsert { slot });
+            let (account, done) = (Step::Act(Act::AccountPages), Step::Done(OpKind::Vmalloc));
+            if design.separate_setup_vm() {
+                let setup = Step::Act(Act::SetupVm { slot });
+                cx.then(&[pre, alloc, insert, setup, fill, account, done]);
+            } else {
+                cx.then(&[pre, alloc, insert, fill, account, done]);
+            }
+        }
+        Op::VmMapRam { slot, pages } if pages <= VMAP_MAX_ALLOC => {
+            let fill = cx.work(f64::from(pages) * map);
+            cx.then(&[
+                Step::Act(Act::VbAlloc { slot, pages }),
+                Step::Work(fill),
+                Step::Done(OpKind::VmMapRam),
+            ]);
+        }
+        Op::VmMapRam { slot, pages } => {
+            let pre = cx.work(prepare);
+            let fill = cx.work(f64::from(pages) * map);
+            cx.then(&[
+                Step::Work(pre),
+                Step::Act(Act::Alloc(AllocRequest {
+                    slot,
+                    pages,
+                    align: 1,
+                    mapped: pages,
+                    kind: AreaUse::MapRam,
+                })),
+                Step::Act(Act::BusyInsert { slot }),
+                Step::Work(fill),
+                Step::Done(OpKind::VmMapRam),
+            ]);
+        }
+        Op::Release { slot } => {
+            let Some(held) = cx.slots_get(slot) else {
+                // vfree(NULL) after a failed allocation.
+                cx.then(&[Step::Done(OpKind::Vfree)]);
+                return;
+            };
+            let mapped = f64::from(held.mapped_pages);
+            if let HeldKind::MapRamInBlock { .. } = held.kind {
+                let clear = cx.work(mapped * unmap);
+                cx.then(&[
+                    Step::Work(clear),
+                    Step::Act(Act::VbFree { slot }),
+                    Step::Done(OpKind::VmUnmapRam),
+                ]);
+                return;
+            }
+            // An area of its own: unlinked, unmapped and freed lazily; a vmalloc area's pages
+            // are freed and accounted too (drawn in the order the steps run).
+            let pre = cx.work(free_prepare);
+            let clear = cx.work(mapped * unmap);
+            if held.kind == HeldKind::Vmalloc {
+                let pages_out = cx.work(mapped * page_free);
+                cx.then(&[
+                    Step::Work(pages_out),
+                    Step::Act(Act::AccountPages),
+                    Step::Done(OpKind::Vfree),
+                ]);
+            } else {
+                cx.then(&[Step::Done(OpKind::VmUnmapRam)]);
+            }
+            // In front of the steps above.
+            cx.then(&[
+                Step::Work(pre),
+                Step::Act(Act::BusyUnlink { slot }),
+                Step::Work(clear),
+                Step::Act(Act::LazyAdd { slot }),
+            ]);
+        }
+        Op::Lookup { slot, offset_pages } => {
+            if cx.slots_get(slot).is_some() {
+                cx.then(&[
+                    Step::Act(Act::Lookup { slot, offset_pages }),
+                    Step::Done(OpKind::Lookup),
+                ]);
+            } else {
+                cx.then(&[Step::Done(OpKind::Lookup)]);
+            }
+        }
+    }
+}
+
+/// Run one action.
+fn run_step<D: Allocator>(
+    design: &mut D,
+    act: Act<D::Own>,
+    cx: &mut Cx<'_, Act<D::Own>>,
+) -> Outcome {
+    let t = match act {
+        Act::Alloc(req) => design.alloc(req, cx),
+        Act::BusyInsert { slot } => design.busy_insert(cx.held(slot).area, cx),
+        Act::SetupVm { slot } => design.setup_vm(cx.held(slot).area, cx),
+        Act::BusyUnlink { slot } => design.busy_unlink(cx.held(slot).area, cx),
+        Act::Lookup { slot, offset_pages } => {
+            design.lookup(slot, cx.held(slot).area, offset_pages, cx)
+        }
+        Act::AccountPages => design.core().account_pages(cx),
+        Act::LazyAdd { slot } => {
+            let pages = cx.held(slot).area.pages;
+            let (t, kick) = design.core().lazy_add(cx, pages);
+            cx.then(&[Step::Act(Act::LazyInsert { slot, kick })]);
+            t
+        }
+        Act::LazyInsert { slot, kick } => {
+            let area = cx.release(slot).area;
+            let t = design.lazy_insert(area, cx);
+            if kick {
+                let start = Act::Design(design.purge_start());
+                design.core().request_drain(cx, start);
+            }
+            t
+        }
+        Act::VbAlloc { slot, pages } => match design.core().vb_alloc(cx, slot, pages) {
+            Ok(t) => t,
+            Err(t) => {
+                // new_vmap_block(): the block is an area of its own.
+                let block = AllocRequest {
+                    slot,
+                    pages: VMAP_BLOCK_PAGES,
+                    align: VMAP_BLOCK_PAGES,
+                    mapped: 0,
+                    kind: AreaUse::MapRam,
+                };
+                cx.then(&[
+                    Step::Act(Act::Alloc(block)),
+                    Step::Act(Act::BusyInsert { slot }),
+                    Step::Act(Act::VbInstall { slot, pages }),
+                ]);
+                t
+            }
+        },
+        Act::VbInstall { slot, pages } => design.core().vb_install(cx, slot, pages),
+        Act::VbFree { slot } => {
+            let (t, block) = design.core().vb_free(cx, slot);
+            if let Some(area) = block {
+                // The whole block is dirty: its area is unlinked and freed like any other.
+                cx.hold(
+                    slot,
+                    Held {
+                        area,
+                        mapped_pages: 0,
+                        kind: HeldKind::MapRam,
+                    },
+                );
+                cx.then(&[
+                    Step::Act(Act::BusyUnlink { slot }),
+                    Step::Act(Act::LazyAdd { slot }),
+                ]);
+            }
+            t
+        }
+        Act::Design(own) => return design.own(own, cx),
+    };
+    Outcome::At(t)
+}
