@@ -354,16 +354,9 @@ fn tasks(p: &Profile, name: &'static str) -> String {
 fn functions(p: &Profile, name: &'static str) -> String {
     let mut w = CsvWriter::new(name, &["function", "symbol", "calls", "total_ns", "mean_ns", "p99_le_ns", "max_ns"]);
     for f in &p.functions {
-        let l = &f.latency;
-        w.row(&[
-            Cell::text(&f.function),
-            Cell::opt_text(f.symbol.as_deref()),
-            Cell::Int(l.count),
-            Cell::Int(l.total_ns),
-            Cell::opt_float(l.mean_ns()),
-            Cell::opt_int(l.p99_ns()),
-            Cell::Int(l.max_ns),
-        ]);
+        let mut row = vec![Cell::text(&f.function), Cell::opt_text(f.symbol.as_deref())];
+        row.extend(latency_cells(&f.latency));
+        w.row(&row);
     }
     w.finish()
 }
@@ -372,19 +365,17 @@ fn function_cpus(p: &Profile, name: &'static str) -> String {
     let mut w = CsvWriter::new(name, &["function", "cpu", "calls", "total_ns", "mean_ns", "p99_le_ns", "max_ns"]);
     for f in &p.functions {
         for c in &f.per_cpu {
-            let l = &c.latency;
-            w.row(&[
-                Cell::text(&f.function),
-                Cell::Int(c.cpu as u64),
-                Cell::Int(l.count),
-                Cell::Int(l.total_ns),
-                Cell::opt_float(l.mean_ns()),
-                Cell::opt_int(l.p99_ns()),
-                Cell::Int(l.max_ns),
-            ]);
+            let mut row = vec![Cell::text(&f.function), Cell::Int(c.cpu as u64)];
+            row.extend(latency_cells(&c.latency));
+            w.row(&row);
         }
     }
     w.finish()
+}
+
+/// `calls,total_ns,mean_ns,p99_le_ns,max_ns` of one latency histogram.
+fn latency_cells(l: &crate::profile::WaitHistogram) -> [Cell; 5] {
+    [Cell::Int(l.count), Cell::Int(l.total_ns), Cell::opt_float(l.mean_ns()), Cell::opt_int(l.p99_ns()), Cell::Int(l.max_ns)]
 }
 
 fn lock_timing(p: &Profile, name: &'static str) -> String {
