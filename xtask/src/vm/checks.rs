@@ -221,7 +221,7 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
 
     match overhead(&s) {
         Some((plain, rec, lt)) => r.push(result(
-            "overhead measured (stress threads ops/s, median of 3)",
+            "overhead measured (stress threads ops/s, median of 3; --lock-timing: one run)",
             plain > 0.0 && rec > 0.0 && lt > 0.0,
             format!("plain {plain:.0}, record {rec:.0} ({:.3}x), --lock-timing {lt:.0} ({:.3}x)", rec / plain, lt / plain),
         )),

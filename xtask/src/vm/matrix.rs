@@ -126,8 +126,11 @@ const NOTES: &str = r#"
   images are vunmap'd later from a workqueue, and that purge releases the probed vmap locks.
   `--lock-timing` therefore times the vmap functions with kprobes/kretprobes (no trampolines),
   and `doctor` no longer attaches the lock-primitive probes at all (CI once hung in `doctor`
-  on 6.1 while it did). vm-test boots a guest that crashes or hangs once more, loudly, keeping
-  the first attempt's serial and kernel logs.
+  on 6.1 while it did). Even so, `record --lock-timing` has frozen both guests (6.12 with
+  fentry, 6.1 with kprobes only) after the workload ended, while detaching: all vCPUs stopped,
+  nothing on the kernel console, not even the per-section time limit firing. vm-test therefore
+  attaches lock timing twice per boot (one `record`, one overhead run) and boots a guest that
+  crashes or hangs once more, loudly, keeping the first attempt's serial and kernel logs.
 - Guests run under TCG with 4 vCPUs on a 2-CPU host: absolute rates and latencies are far from
   real hardware. The overhead row compares interleaved runs in the same guest, but on a shared
   host TCG's noise is larger than the effect (runs with tracing have come out both slower and
