@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::calibrate::{calibrate_pair, single_pair, CalibrationTarget};
 use crate::model::params::ModelParams;
-use crate::model::report::{dur, render_sweep, si};
+use crate::model::report::{render_sweep, si};
+use crate::report::format_ns;
 use crate::model::run::{compare, simulate, Comparison, RunConfig, RunResult};
 use crate::model::workload::{Drive, LookupOffset, OpenLoop, SizeClass, Workload};
 use crate::model::{Design, KernelVariant, OpKind};
@@ -213,7 +214,7 @@ fn calibrate(
             let scale = calibrate_pair(&base, &target, seed)?;
             return Ok((
                 scale,
-                format!("uncontended {}-page pair latency {}", u.pages, dur(pair_ns)),
+                format!("uncontended {}-page pair latency {}", u.pages, format_ns(pair_ns)),
             ));
         }
     }
@@ -385,10 +386,10 @@ impl ComparisonReport {
                     out,
                     "  {:<16} mean {:>10} -> {:>10}   p99 {:>10} -> {:>10}",
                     kind.name(),
-                    dur(a.latency.mean_ns),
-                    dur(b.latency.mean_ns),
-                    dur(a.latency.p99_ns),
-                    dur(b.latency.p99_ns)
+                    format_ns(a.latency.mean_ns),
+                    format_ns(b.latency.mean_ns),
+                    format_ns(a.latency.p99_ns),
+                    format_ns(b.latency.p99_ns)
                 );
             }
         }

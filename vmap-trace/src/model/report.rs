@@ -7,6 +7,7 @@ use crate::model::engine::OpKind;
 use crate::model::run::{Comparison, RunResult};
 use crate::model::stats::LockSummary;
 use crate::model::LockKind;
+use crate::report::format_ns;
 
 /// A number with a metric suffix: 1234567 -> "1.23M".
 pub fn si(v: f64) -> String {
@@ -20,19 +21,6 @@ pub fn si(v: f64) -> String {
         format!("{:.1}k", v / 1e3)
     } else {
         format!("{v:.0}")
-    }
-}
-
-/// A duration given in ns, in a readable unit.
-pub fn dur(ns: f64) -> String {
-    if ns >= 1e9 {
-        format!("{:.2} s", ns / 1e9)
-    } else if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.2} us", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
     }
 }
 
@@ -98,9 +86,9 @@ pub fn render_comparison(c: &Comparison, workload: &str, seed: u64) -> String {
             o.map_or("-".to_string(), |o| {
                 format!(
                     "{} / {} / {}",
-                    dur(o.latency.mean_ns),
-                    dur(o.latency.p50_ns),
-                    dur(o.latency.p99_ns)
+                    format_ns(o.latency.mean_ns),
+                    format_ns(o.latency.p50_ns),
+                    format_ns(o.latency.p99_ns)
                 )
             })
         };
@@ -120,13 +108,13 @@ pub fn render_comparison(c: &Comparison, workload: &str, seed: u64) -> String {
             &label,
             format!(
                 "{} / {}",
-                dur(gl.iteration.mean_ns),
-                dur(gl.iteration.p99_ns)
+                format_ns(gl.iteration.mean_ns),
+                format_ns(gl.iteration.p99_ns)
             ),
             format!(
                 "{} / {}",
-                dur(gn.iteration.mean_ns),
-                dur(gn.iteration.p99_ns)
+                format_ns(gn.iteration.mean_ns),
+                format_ns(gn.iteration.p99_ns)
             ),
             ratio(gn.iteration.mean_ns, gl.iteration.mean_ns),
         );
@@ -202,8 +190,8 @@ pub fn render_locks(locks: &[LockSummary]) -> String {
             100.0 * l.utilization,
             100.0 * l.max_instance_utilization,
             100.0 * l.contended_share,
-            dur(l.wait_mean_ns),
-            dur(l.wait_p99_ns),
+            format_ns(l.wait_mean_ns),
+            format_ns(l.wait_p99_ns),
         );
     }
     out
@@ -280,8 +268,8 @@ pub fn render_sweep(rows: &[Comparison], workload: &str) -> String {
             si(headline_rate(l)),
             si(headline_rate(n)),
             ratio(headline_rate(n), headline_rate(l)),
-            dur(headline_latency(l)),
-            dur(headline_latency(n)),
+            format_ns(headline_latency(l)),
+            format_ns(headline_latency(n)),
             100.0 * l.cpu_waiting_share,
             100.0 * n.cpu_waiting_share,
             busiest(l),
@@ -311,9 +299,9 @@ pub fn render_single(r: &RunResult, workload: &str, seed: u64) -> String {
             "  {:<22} {:>9}/s   mean {:>10}  p50 {:>10}  p99 {:>10}",
             o.op.name(),
             si(o.latency.per_s),
-            dur(o.latency.mean_ns),
-            dur(o.latency.p50_ns),
-            dur(o.latency.p99_ns)
+            format_ns(o.latency.mean_ns),
+            format_ns(o.latency.p50_ns),
+            format_ns(o.latency.p99_ns)
         );
     }
     for g in &r.groups {
@@ -322,8 +310,8 @@ pub fn render_single(r: &RunResult, workload: &str, seed: u64) -> String {
             "  iteration '{}' ({} threads): mean {}  p99 {}",
             g.name,
             g.threads,
-            dur(g.iteration.mean_ns),
-            dur(g.iteration.p99_ns)
+            format_ns(g.iteration.mean_ns),
+            format_ns(g.iteration.p99_ns)
         );
     }
     let _ = writeln!(
@@ -345,8 +333,8 @@ mod tests {
         assert_eq!(si(1_234_567.0), "1.23M");
         assert_eq!(si(950.0), "950");
         assert_eq!(si(999_990.0), "1.00M");
-        assert_eq!(dur(576.0), "576 ns");
-        assert_eq!(dur(21_090.0), "21.09 us");
-        assert_eq!(dur(51.3e9), "51.30 s");
+        assert_eq!(format_ns(576.0), "576 ns");
+        assert_eq!(format_ns(21_090.0), "21.09 us");
+        assert_eq!(format_ns(51.3e9), "51.30 s");
     }
 }

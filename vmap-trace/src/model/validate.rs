@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::calibrate::{calibrate_pair, CalibrationTarget};
 use crate::model::oracle::{machine_repairman, simulate_one_lock};
 use crate::model::params::ModelParams;
-use crate::model::report::{dur, si};
+use crate::model::report::si;
+use crate::report::format_ns;
 use crate::model::run::{simulate, RunConfig};
 use crate::model::workload::{Drive, Workload, TEST_VMALLOC_LOOP_COUNT};
 use crate::model::{Design, KernelVariant};
@@ -380,8 +381,8 @@ impl ValidationReport {
                 si(o.exact_throughput_per_s),
                 si(o.simulated_throughput_per_s),
                 100.0 * xe,
-                dur(o.exact_wait_ns),
-                dur(o.simulated_wait_ns),
+                format_ns(o.exact_wait_ns),
+                format_ns(o.simulated_wait_ns),
                 if o.exact_wait_ns > 0.0 {
                     format!("{:+.2}%", 100.0 * we)
                 } else {
@@ -441,7 +442,7 @@ impl ValidationReport {
             published.test_vmalloc_legacy_wall_s,
             published.test_vmalloc_node_wall_s,
         ]) {
-            let lat: Vec<String> = est.iteration_ns.iter().map(|(_, ns)| dur(*ns)).collect();
+            let lat: Vec<String> = est.iteration_ns.iter().map(|(_, ns)| format_ns(*ns)).collect();
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.0} s | {:.0} s |",
