@@ -4,11 +4,14 @@
 //! report, at the cost of a probe on every lock call in the system: opt-in
 //! (`record --lock-timing`), see docs/kernels.md for its measured cost.
 //!
-//! Entry kprobes only. In QEMU runs, a kretprobe on `_raw_spin_lock` crashed Debian's 6.1 (a
-//! return through NULL from scheduler_tick) and detaching an fexit from it crashed 6.12 (int3
-//! oops in the ftrace direct-call update). The acquisition time is derived from release
-//! times instead (see the eBPF side): exact for spinlocks; for a mutex, a woken waiter's
-//! wake-up latency is counted as hold rather than wait.
+//! Entry kprobes only. Under QEMU's multi-threaded TCG, a kretprobe on `_raw_spin_lock`
+//! crashed Debian's 6.1 (a return through NULL from scheduler_tick) and detaching an fexit
+//! from it crashed 6.12 (int3 oops in the ftrace direct-call update); entry kprobes there still
+//! faulted about once in 5-30 attach/detach cycles, while single-threaded TCG ran 105 cycles
+//! clean (docs/kernels.md). Real hardware cannot be tested here, so the conservative choice
+//! stays. The acquisition time is derived from release times instead (see the eBPF side):
+//! exact for spinlocks; for a mutex, a woken waiter's wake-up latency is counted as hold
+//! rather than wait.
 use aya::{maps::HashMap, Ebpf};
 
 use super::attach::kprobe_pair;

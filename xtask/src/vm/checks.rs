@@ -219,6 +219,14 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     let lmech = hook_mechanism(&report, "lock-timing:spinlock");
     r.push(result("lock timing via kprobes", lmech == Some("kprobe"), format!("{lmech:?}")));
 
+    let cycles = s.get("locktiming_cycles").map(|(b, _)| b.as_str()).unwrap_or("");
+    let (ok_cycles, all_cycles) = lock_timing_cycles(cycles);
+    r.push(result(
+        "--lock-timing attach/detach cycles",
+        all_cycles == LOCK_TIMING_CYCLES && ok_cycles == all_cycles,
+        format!("{ok_cycles} of {all_cycles} recordings succeeded (of {LOCK_TIMING_CYCLES} run)"),
+    ));
+
     match overhead(&s) {
         Some((plain, rec, lt)) => r.push(result(
             "overhead measured (stress threads ops/s, median of 3; --lock-timing: one run)",
@@ -228,6 +236,15 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         None => r.push(result("overhead measured", false, "overhead sections missing or unparsable")),
     }
     r
+}
+
+/// Cycles of the guest's `locktiming_cycles` loop.
+const LOCK_TIMING_CYCLES: usize = 10;
+
+/// (succeeded, reported) from the loop's `cycle N rc=X` lines.
+fn lock_timing_cycles(text: &str) -> (usize, usize) {
+    let rcs: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("cycle ")?.split_once(" rc=").map(|(_, rc)| rc)).collect();
+    (rcs.iter().filter(|rc| **rc == "0").count(), rcs.len())
 }
 
 #[cfg(test)]
@@ -244,5 +261,11 @@ mod tests {
         let s = sections("@@VT-BEGIN c@@\nattached\n{\"y\":2}\nwrote x\n@@VT-END c rc=0@@\n");
         assert_eq!(json(&s, "c").unwrap()["y"], 2);
         assert_eq!(kprobe_hits("  alloc_vmap_area    1234    0\n", "alloc_vmap_area"), Some(1234));
+    }
+
+    #[test]
+    fn counts_lock_timing_cycles() {
+        assert_eq!(lock_timing_cycles("cycle 1 rc=0\ncycle 2 rc=1\n[ 3.2] noise\ncycle 3 rc=0\n"), (2, 3));
+        assert_eq!(lock_timing_cycles(""), (0, 0));
     }
 }

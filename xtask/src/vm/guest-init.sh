@@ -17,6 +17,9 @@ ulimit -n 65536
 # Results go to ttyS0 only; the kernel's console (oopses, lockup and RCU-stall reports) is
 # ttyS1, a separate log, so kernel messages never split a JSON document here.
 exec </dev/null >/dev/ttyS0 2>&1
+# Heartbeat on the kernel-log port: vm-test stops a guest whose logs stop growing (a frozen
+# guest) long before its overall time limit.
+( while :; do echo "@@VT-ALIVE $(cut -d' ' -f1 /proc/uptime)@@" > /dev/ttyS1; sleep 5; done ) &
 
 # Each section has its own time limit, so one hang is reported by name (with the kernel log)
 # instead of using up the whole guest's timeout; the uptime stamps show where time went.
@@ -72,6 +75,14 @@ for round in 1 2 3; do
         section overhead_locktiming_$round vmap-trace record --lock-timing -o /tmp/o.rec -- vmap-trace stress threads --duration 3 --json
     fi
 done
+
+# Regression check for the faults of docs/kernels.md: attach and detach lock timing (kprobes
+# on the lock primitives, every CPU passing through them) over and over; the kernel must
+# survive every cycle and every recording must succeed.
+section locktiming_cycles sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do
+    vmap-trace record --lock-timing -o /tmp/cycle.rec -- vmap-trace stress threads --duration 1 --quiet >/tmp/cycle.out 2>&1
+    echo "cycle $i rc=$?"
+done'
 
 echo "@@VT-DONE@@"
 poweroff -f

@@ -113,26 +113,30 @@ const NOTES: &str = r#"
   never hit a `find_vmap_area` probe: a fork storm showed 842 `find_vm_area` calls and 16
   `find_vmap_area` calls. The report says so under the row instead of showing a bare count;
   `find_vm_area`'s latency covers those lookups. On 6.12 both are out of line.
-- **Lock primitives are probed with entry kprobes only.** In these QEMU (TCG) guests a
-  kretprobe on `_raw_spin_lock` crashed 6.1 twice (a return through NULL from
-  `scheduler_tick`'s run-queue lock) and detaching an fexit from `_raw_spin_lock` crashed 6.12
-  once (int3 oops in the ftrace direct-call update). Whether real hardware would show the same
-  we cannot tell from here; `--lock-timing` derives acquisition times from release times
-  instead and stays opt-in and marked experimental.
-- **`--lock-timing` with fentry crashed 6.1.** With the entry kprobes on the lock primitives
-  and fentry/fexit on the vmap functions, 6.1 oopsed in `kprobe_lock_release` -> hash map
-  update -> call through NULL, under `__bpf_tramp_image_put_deferred` -> `__vunmap` ->
-  `__purge_vmap_area_lazy`: attaching fentry/fexit replaces BPF trampoline images, the old
-  images are vunmap'd later from a workqueue, and that purge releases the probed vmap locks.
-  `--lock-timing` therefore times the vmap functions with kprobes/kretprobes (no trampolines),
-  and `doctor` no longer attaches the lock-primitive probes at all (CI once hung in `doctor`
-  on 6.1 while it did). Even so, `record --lock-timing` has frozen both guests (6.12 with
-  fentry, 6.1 with kprobes only) after the workload ended, while detaching: all vCPUs stopped,
-  nothing on the kernel console, not even the per-section time limit firing. vm-test therefore
-  attaches lock timing twice per boot (one `record`, one overhead run) and boots a guest that
-  crashes or hangs once more, loudly, keeping the first attempt's serial and kernel logs.
-- Guests run under TCG with 4 vCPUs on a 2-CPU host: absolute rates and latencies are far from
-  real hardware. The overhead row compares interleaved runs in the same guest, but on a shared
+- **Guests run QEMU's TCG in one thread (`-accel tcg,thread=single`).** With the default
+  multi-threaded TCG, `record --lock-timing` (kprobes on `_raw_spin_lock`/`_raw_spin_unlock`)
+  oopsed or froze the guests: a loop of `record --lock-timing -- stress threads --duration 1`
+  on 6.1 froze at cycle 6 of the first boot (all four vCPUs spinning with interrupts off, two
+  on `die_lock`, two on `jiffies_lock`: an oops whose report deadlocked, which is why these
+  freezes printed nothing), oopsed at cycle 5 of a second boot (a call through NULL from
+  `scheduler_tick` -> `_raw_spin_lock`, the same with kprobe jump-optimization off), and ran 34
+  cycles clean in a third. The same loop under `thread=single` ran 65 cycles on 6.1 and 40 on
+  6.12 without a fault. Earlier crashes of this kind, all under multi-threaded TCG (a kretprobe
+  on `_raw_spin_lock`: a return through NULL from `scheduler_tick`; detaching an fexit from it
+  on 6.12: an int3 oops in the ftrace direct-call update; fentry plus the lock kprobes on 6.1:
+  a call through NULL under `__bpf_tramp_image_put_deferred`), have the same shape: code being
+  patched while other vCPUs, on other host threads, run it. Whether that is QEMU's
+  cross-modifying-code emulation or a kernel race that real parallel hardware could also hit,
+  these machines cannot tell; `--lock-timing` stays opt-in and experimental, probes the lock
+  primitives with entry kprobes only (acquisition times are derived from release times) and
+  times the vmap functions with kprobes (no BPF trampolines), and each guest runs a loop of
+  `--lock-timing` attach/detach cycles as a regression check.
+- **Frozen guests are retried.** Each guest writes a heartbeat to the kernel-log port; vm-test
+  stops a guest whose logs stop growing for 90 s, says in which section it froze, keeps its
+  logs (`target/vm/*.failed-N.log`) and boots it again, up to three boots per kernel.
+- Guests run under TCG with 4 vCPUs that take turns on one host thread: absolute rates and
+  latencies are far from real hardware, and lock waits come from a vCPU being switched out
+  inside a critical section rather than from true parallelism. The overhead row compares interleaved runs in the same guest, but on a shared
   host TCG's noise is larger than the effect (runs with tracing have come out both slower and
   faster than without): it cannot show whether `--lock-timing` costs more than 2%, which is
   why that mode is opt-in. The default mode's cost on this machine's kernel is measured in

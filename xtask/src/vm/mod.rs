@@ -70,6 +70,32 @@ fn local_run(binary: &std::path::Path) -> Result<matrix::KernelRun> {
     Ok(matrix::KernelRun { label: "this machine".into(), doctor, report: None, overhead: None })
 }
 
+/// Boots per kernel before its series fails. A guest that freezes or crashes is booted again,
+/// loudly, keeping each failed attempt's logs: TCG guests on a shared 2-CPU host have frozen
+/// in early boot without a trace (docs/kernels.md). Freezes are detected within
+/// `guest::STALL_SECS`, so retries are cheap; a failure on every boot fails the series
+/// without hiding the other series' results.
+const MAX_BOOTS: u32 = 3;
+
+fn boot_with_retries(series: KernelSeries, kernel: &std::path::Path, initrd: &std::path::Path, args: &VmTestArgs) -> Result<Option<String>> {
+    for attempt in 1..=MAX_BOOTS {
+        match guest::boot(series, kernel, initrd, args.cpus, args.timeout)? {
+            Ok(serial) => {
+                if attempt > 1 {
+                    println!("NOTE {}: boot {attempt} of {MAX_BOOTS} finished after {} failed (logs: target/vm/*-{}.failed-*.log)", series.label(), attempt - 1, series.label());
+                }
+                return Ok(Some(serial));
+            }
+            Err(failure) => {
+                eprintln!("vm-test: BOOT {attempt} OF {MAX_BOOTS} FAILED: {failure}");
+                println!("NOTE {}: boot {attempt} failed: {}", series.label(), failure.summary);
+                guest::keep_failed_logs(series, attempt);
+            }
+        }
+    }
+    Ok(None)
+}
+
 pub fn vm_dir() -> PathBuf {
     workspace_root().join("target/vm")
 }
@@ -85,28 +111,9 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     }
     for series in args.kernel.expand() {
         let kernel = guest::fetch_kernel(series)?;
-        // A guest that hangs or crashes is booted once more (TCG guests on a shared 2-core
-        // host have hung once in CI without a trace: docs/kernels.md), loudly, keeping the
-        // first attempt's logs; a second failure fails the series, without hiding the other
-        // series' results.
-        let serial = match guest::boot(series, &kernel, &initrd, args.cpus, args.timeout) {
-            Ok(s) => s,
-            Err(first) => {
-                eprintln!("vm-test: FIRST ATTEMPT FAILED, {first:#}");
-                guest::keep_failed_logs(series);
-                eprintln!("vm-test: booting {} once more (logs of the failed attempt kept as *.failed.log)", series.label());
-                match guest::boot(series, &kernel, &initrd, args.cpus, args.timeout) {
-                    Ok(s) => {
-                        println!("NOTE {}: the first boot did not finish; the second did", series.label());
-                        s
-                    }
-                    Err(e) => {
-                        eprintln!("vm-test: {e:#}");
-                        failures.push(format!("{}: guest did not finish (twice)", series.label()));
-                        continue;
-                    }
-                }
-            }
+        let Some(serial) = boot_with_retries(series, &kernel, &initrd, &args)? else {
+            failures.push(format!("{}: guest did not finish ({MAX_BOOTS} boots)", series.label()));
+            continue;
         };
         let times = guest::section_times(&serial);
         let mut previous = 0.0;
