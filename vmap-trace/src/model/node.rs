@@ -21,7 +21,7 @@ use crate::model::common::Core;
 use crate::model::engine::{Cx, Outcome, Placement, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind};
-use crate::model::space::{addr_to_node, pool_class, Area, MAX_VA_SIZE_PAGES};
+use crate::model::space::{addr_to_node, cpu_to_node, pool_class, Area, MAX_VA_SIZE_PAGES};
 use crate::model::steps::{self, AllocRequest, Allocator};
 use crate::model::{KernelVariant, SetupPlan};
 
@@ -254,7 +254,7 @@ impl Allocator for Node {
         if self.nodes == 1 {
             return self.core.free_fit(cx, req, None);
         }
-        let node = cx.cpu % self.nodes;
+        let node = cpu_to_node(cx.cpu, self.nodes);
         let Some(class) = pool_class(req.pages) else {
             return self.core.free_fit(cx, req, Some(node as u16));
         };

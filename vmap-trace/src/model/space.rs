@@ -36,8 +36,28 @@ pub fn nr_vmap_nodes(possible_cpus: u32) -> u32 {
 }
 
 /// `addr_to_node_id()`: `(addr / vmap_zone_size) % nr_vmap_nodes`, with `addr` as a page number.
+///
+/// Most lock operations of the node-sharded design start here, and a 64-bit division takes tens
+/// of cycles; `nr_vmap_nodes` is the CPU count (at most 128), usually a power of two, where the
+/// remainder is a mask (the same value).
+#[inline]
 pub fn addr_to_node(addr_page: u64, nr_nodes: u32) -> u32 {
-    ((addr_page / VMAP_ZONE_PAGES) % u64::from(nr_nodes)) as u32
+    let zone = addr_page / VMAP_ZONE_PAGES;
+    if nr_nodes.is_power_of_two() {
+        (zone & u64::from(nr_nodes - 1)) as u32
+    } else {
+        (zone % u64::from(nr_nodes)) as u32
+    }
+}
+
+/// `cpu % nr_nodes`, by a mask when `nr_nodes` is a power of two (see [`addr_to_node`]).
+#[inline]
+pub fn cpu_to_node(cpu: u32, nr_nodes: u32) -> u32 {
+    if nr_nodes.is_power_of_two() {
+        cpu & (nr_nodes - 1)
+    } else {
+        cpu % nr_nodes
+    }
 }
 
 /// `size_to_va_pool()`: the pool class of an area of `area_pages` pages (guard page included),
@@ -292,6 +312,23 @@ mod tests {
         assert_eq!(nr_vmap_nodes(1), 1);
         assert_eq!(nr_vmap_nodes(64), 64);
         assert_eq!(nr_vmap_nodes(512), 128);
+    }
+
+    #[test]
+    fn node_masks_agree_with_the_modulo() {
+        let base = vmalloc_start_page(4096);
+        for nodes in 1..=130u32 {
+            for k in [0u64, 1, 15, 16, 17, 1000, 123_456_789] {
+                let addr = base + k * 7;
+                let zone = addr / VMAP_ZONE_PAGES;
+                assert_eq!(
+                    u64::from(addr_to_node(addr, nodes)),
+                    zone % u64::from(nodes)
+                );
+                let cpu = (k % 300) as u32;
+                assert_eq!(cpu_to_node(cpu, nodes), cpu % nodes);
+            }
+        }
     }
 
     #[test]
