@@ -56,8 +56,13 @@ pub enum OpCounter {
     AllocPages = 5,
     /// Tasks added to the (LRU) per-task map; minus the entries left, the tasks evicted.
     TasksSeen = 6,
+    /// Contended stacks captured (each stands for itself and the contentions passed over
+    /// before it on its CPU).
+    StacksCaptured = 7,
+    /// Contentions whose stack the sampler passed over.
+    StacksSkipped = 8,
 }
-pub const OP_COUNTERS: u32 = 7;
+pub const OP_COUNTERS: u32 = 9;
 
 /// Index into the per-CPU `LOSS_COUNTERS` array: everything the kernel side could not record.
 #[repr(u32)]
@@ -114,6 +119,42 @@ pub struct ProbeConfig {
     pub page_shift: u32,
     /// `stack_options::*` bits: what each contended stack is keyed by.
     pub stack_options: u32,
+    /// Kernel frames captured per contended stack, 1..=MAX_STACK_DEPTH (0: the default). The
+    /// unwinder's cost grows with the depth.
+    pub stack_depth: u32,
+    /// Contended stacks captured per CPU and second, at most (0: every contention). Capturing
+    /// a stack is most of what a contention costs to trace (about 2 us here, whatever the
+    /// depth); beyond this rate one short wait in N is captured and stands for N (waits of
+    /// `STACK_SAMPLE_ALWAYS_NS` and more are always captured).
+    pub stack_samples: u32,
+}
+
+/// Frames captured per contended stack by default (`--stack-depth`).
+pub const DEFAULT_STACK_DEPTH: u32 = MAX_STACK_DEPTH as u32;
+/// Stack captures per CPU and second by default (`--stack-samples`).
+pub const DEFAULT_STACK_SAMPLES: u32 = 200;
+/// The sampler's window: the rate in one window sets the sampling period of the next.
+pub const STACK_SAMPLE_WINDOW_NS: u64 = 100_000_000;
+/// Waits at least this long always have their stack captured: they are few, they dominate
+/// wait-time flamegraphs, and next to the wait itself the capture costs little.
+pub const STACK_SAMPLE_ALWAYS_NS: u64 = 50_000;
+
+/// Per-CPU state of the stack sampler (`ProbeConfig::stack_samples`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackSampler {
+    pub window_start_ns: u64,
+    /// Contentions seen in this window.
+    pub seen: u32,
+    /// Stacks captured since the window began or the period last doubled.
+    pub captured: u32,
+    /// One contention in `period` has its stack captured.
+    pub period: u32,
+    /// Contentions passed over since the last capture, and their wait: the next capture
+    /// stands for them too.
+    pub skipped: u32,
+    pub _pad: u32,
+    pub skipped_ns: u64,
 }
 
 /// `ProbeConfig::stack_options` bits.
@@ -249,8 +290,8 @@ pub struct LazyGauge {
     pub nr_lazy: u64,
     pub nr_lazy_max: u64,
     pub nr_lazy_peak: u64,
-    /// When this CPU last saw the event (ktime ns): the newest CPU holds the current value.
-    pub updated_ns: u64,
+    /// When this CPU last saw the event (jiffies): the newest CPU holds the current value.
+    pub updated_jiffies: u64,
 }
 
 /// The log2 bucket of `v` (0 for 0 and 1), clamped to `buckets - 1`.
@@ -274,6 +315,7 @@ mod pod {
     unsafe impl aya::Pod for LazyGauge {}
     unsafe impl aya::Pod for LockEnter {}
     unsafe impl aya::Pod for LockTiming {}
+    unsafe impl aya::Pod for StackSampler {}
 }
 
 #[cfg(test)]
@@ -299,7 +341,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ContentionStart>(), 24);
         assert_eq!(core::mem::size_of::<WaitStats>(), 8 * (3 + TIME_BUCKETS));
         assert_eq!(core::mem::size_of::<TaskWait>(), 24 + 8 + COMM_LEN);
-        assert_eq!(core::mem::size_of::<ProbeConfig>(), 4 * 18);
+        assert_eq!(core::mem::size_of::<ProbeConfig>(), 4 * 20);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     EbpfContext,
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_jiffies64, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{
@@ -25,14 +25,14 @@ use aya_ebpf::{
 };
 use vmap_trace_common::{
     EventArgs, FUNC_SLOTS, LockEnter, LockTiming, MAX_INFLIGHT_CALLS, MAX_VMAP_LOCKS, ContentionStart, LOSS_COUNTERS, LazyGauge, LockKey, LossCounter, MAX_INFLIGHT_TASKS, MAX_LOCKS,
-    MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_STACKS, MAX_TASKS, OP_COUNTERS, OpCounter, ProbeConfig, SIZE_BUCKETS,
+    MAX_STACK_DEPTH, DEFAULT_STACK_DEPTH, MAX_STACK_KEYS, STACK_SAMPLE_ALWAYS_NS, STACK_SAMPLE_WINDOW_NS, StackSampler, MAX_STACKS, MAX_TASKS, OP_COUNTERS, OpCounter, ProbeConfig, SIZE_BUCKETS,
     StackFrames, StackKey, TIME_BUCKETS, TaskWait, WaitStats, WaitTotals, lock_flags, log2_bucket, stack_hash,
     stack_options,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
 #[unsafe(no_mangle)]
-static CONFIG: ProbeConfig = ProbeConfig { tp: NO_ARGS, btf: NO_ARGS, page_shift: 12, stack_options: 0 };
+static CONFIG: ProbeConfig = ProbeConfig { tp: NO_ARGS, btf: NO_ARGS, page_shift: 12, stack_options: 0, stack_depth: 0, stack_samples: 0 };
 
 const NO_ARGS: EventArgs = EventArgs {
     alloc_addr: 0,
@@ -45,10 +45,12 @@ const NO_ARGS: EventArgs = EventArgs {
     contention_flags: 0,
 };
 
-#[inline(always)]
-fn config() -> ProbeConfig {
-    // Volatile: the compiler must not fold the placeholder values above.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+/// One field of CONFIG. Volatile: the compiler must not fold the placeholder values above.
+/// One field, not the whole struct: every event would otherwise copy all 80 bytes of it.
+macro_rules! config {
+    ($($field:ident).+) => {
+        unsafe { core::ptr::read_volatile(&CONFIG$(.$field)+) }
+    };
 }
 
 #[map]
@@ -77,6 +79,8 @@ static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(MAX_STACKS,
 /// 512-byte BPF stack.
 #[map]
 static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(2, 0);
+#[map]
+static STACK_SAMPLER: PerCpuArray<StackSampler> = PerCpuArray::with_max_entries(1, 0);
 /// LRU: short-lived tasks (fork storms) must not fill it and starve new ones.
 #[map]
 static TASK_WAITS: LruHashMap<u32, TaskWait> = LruHashMap::with_max_entries(MAX_TASKS, 0);
@@ -118,7 +122,7 @@ fn on_alloc_vmap_area(size_bytes: u64, failed: i32) {
         percpu_add(&OP_COUNTS, OpCounter::AllocsFailed as u32, 1);
         return;
     }
-    let pages = size_bytes >> (config().page_shift & 63);
+    let pages = size_bytes >> (config!(page_shift) & 63);
     percpu_add(&OP_COUNTS, OpCounter::AllocPages as u32, pages);
     percpu_add(&ALLOC_SIZE_HIST, log2_bucket(pages, SIZE_BUCKETS) as u32, 1);
 }
@@ -130,7 +134,9 @@ fn on_free_vmap_area_noflush(nr_lazy: u64, nr_lazy_max: u64) {
         let g = unsafe { &mut *g };
         g.nr_lazy = nr_lazy;
         g.nr_lazy_max = nr_lazy_max;
-        g.updated_ns = unsafe { bpf_ktime_get_ns() };
+        // jiffies, not bpf_ktime_get_ns: the verifier inlines it into one load, and user
+        // space only needs which CPU's reading is the most recent.
+        g.updated_jiffies = unsafe { bpf_jiffies64() };
         if nr_lazy > g.nr_lazy_peak {
             g.nr_lazy_peak = nr_lazy;
         }
@@ -159,22 +165,19 @@ fn btf_arg(ctx: &BtfTracePointContext, idx: u32) -> u64 {
 
 #[btf_tracepoint(function = "alloc_vmap_area")]
 pub fn tpbtf_alloc_vmap_area(ctx: BtfTracePointContext) -> i32 {
-    let c = config().btf;
-    on_alloc_vmap_area(btf_arg(&ctx, c.alloc_size), btf_arg(&ctx, c.alloc_failed) as i32);
+    on_alloc_vmap_area(btf_arg(&ctx, config!(btf.alloc_size)), btf_arg(&ctx, config!(btf.alloc_failed)) as i32);
     0
 }
 
 #[btf_tracepoint(function = "free_vmap_area_noflush")]
 pub fn tpbtf_free_vmap_area_noflush(ctx: BtfTracePointContext) -> i32 {
-    let c = config().btf;
-    on_free_vmap_area_noflush(btf_arg(&ctx, c.free_nr_lazy), btf_arg(&ctx, c.free_nr_lazy_max));
+    on_free_vmap_area_noflush(btf_arg(&ctx, config!(btf.free_nr_lazy)), btf_arg(&ctx, config!(btf.free_nr_lazy_max)));
     0
 }
 
 #[btf_tracepoint(function = "purge_vmap_area_lazy")]
 pub fn tpbtf_purge_vmap_area_lazy(ctx: BtfTracePointContext) -> i32 {
-    let c = config().btf;
-    on_purge_vmap_area_lazy(btf_arg(&ctx, c.purge_npurged) as u32 as u64);
+    on_purge_vmap_area_lazy(btf_arg(&ctx, config!(btf.purge_npurged)) as u32 as u64);
     0
 }
 
@@ -203,18 +206,15 @@ fn tp_field<T: Default>(ctx: &TracePointContext, off: u32) -> T {
 }
 
 classic_tracepoint!("tracepoint/vmalloc/alloc_vmap_area", fn tp_alloc_vmap_area(ctx) {
-    let c = config().tp;
-    on_alloc_vmap_area(tp_field::<u64>(&ctx, c.alloc_size), tp_field::<i32>(&ctx, c.alloc_failed));
+    on_alloc_vmap_area(tp_field::<u64>(&ctx, config!(tp.alloc_size)), tp_field::<i32>(&ctx, config!(tp.alloc_failed)));
 });
 
 classic_tracepoint!("tracepoint/vmalloc/free_vmap_area_noflush", fn tp_free_vmap_area_noflush(ctx) {
-    let c = config().tp;
-    on_free_vmap_area_noflush(tp_field::<u64>(&ctx, c.free_nr_lazy), tp_field::<u64>(&ctx, c.free_nr_lazy_max));
+    on_free_vmap_area_noflush(tp_field::<u64>(&ctx, config!(tp.free_nr_lazy)), tp_field::<u64>(&ctx, config!(tp.free_nr_lazy_max)));
 });
 
 classic_tracepoint!("tracepoint/vmalloc/purge_vmap_area_lazy", fn tp_purge_vmap_area_lazy(ctx) {
-    let c = config().tp;
-    on_purge_vmap_area_lazy(tp_field::<u32>(&ctx, c.purge_npurged) as u64);
+    on_purge_vmap_area_lazy(tp_field::<u32>(&ctx, config!(tp.purge_npurged)) as u64);
 });
 
 // ---------------------------------------------------------------- lock:contention_* tracepoints
@@ -262,20 +262,16 @@ fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V, full: LossCounter
     p
 }
 
-#[inline(always)]
-fn add_totals(t: *mut WaitTotals, wait: u64) {
-    let t = unsafe { &mut *t };
-    atomic_add(&mut t.count, 1);
-    atomic_add(&mut t.total_ns, wait);
-    racy_max(&mut t.max_ns, wait);
-}
 
 /// Capture the current kernel (`slot` 0) or user (`slot` 1, `BPF_F_USER_STACK`) stack into the
 /// stack table; its key, or None when there is none or the table is full.
 #[inline(always)]
 fn capture_stack<C: EbpfContext>(ctx: &C, slot: u32, flags: u64) -> Option<u64> {
     let buf = unsafe { &mut *STACK_SCRATCH.get_ptr_mut(slot)? };
-    let size = (MAX_STACK_DEPTH * 8) as u32;
+    // User stacks are cheap to walk (frame pointers); kernel stacks use the configured depth.
+    let depth = if slot == 0 { config!(stack_depth) } else { MAX_STACK_DEPTH as u32 };
+    let depth = if depth == 0 || depth > MAX_STACK_DEPTH as u32 { DEFAULT_STACK_DEPTH } else { depth };
+    let size = depth * 8;
     let n = unsafe { bpf_get_stack(ctx.as_ptr(), buf.ips.as_mut_ptr() as *mut core::ffi::c_void, size, flags) };
     if n <= 0 {
         return None;
@@ -290,6 +286,53 @@ fn capture_stack<C: EbpfContext>(ctx: &C, slot: u32, flags: u64) -> Option<u64> 
         }
     }
     Some(key)
+}
+
+/// Whether to capture this contention's stack, and if so the (count, wait) it stands for.
+/// Waits of `STACK_SAMPLE_ALWAYS_NS` or more are always captured. Shorter ones: up to
+/// `stack_samples / 10` captures per CPU per 100 ms window; a window's contention count sets
+/// the next window's period (capture one in N), and a burst that uses up the budget within a
+/// window doubles the period on the spot. A capture stands for itself and the short waits
+/// passed over before it on this CPU, so the stack table's counts and wait totals add up to
+/// the exact totals (less what was passed over after a CPU's last capture), while the short
+/// waits' split between stacks is sampled.
+#[inline(always)]
+fn stack_sample(now: u64, wait: u64) -> Option<(u64, u64)> {
+    let per_s = config!(stack_samples);
+    if per_s == 0 {
+        return Some((1, wait));
+    }
+    let Some(s) = STACK_SAMPLER.get_ptr_mut(0) else { return Some((1, wait)) };
+    let s = unsafe { &mut *s };
+    let budget = if per_s < 10 { 1 } else { per_s / 10 };
+    let since = now.wrapping_sub(s.window_start_ns);
+    if since >= STACK_SAMPLE_WINDOW_NS {
+        // After an idle stretch the last window says nothing about now: start over at 1.
+        s.period = if since < 2 * STACK_SAMPLE_WINDOW_NS { (s.seen + budget - 1) / budget } else { 1 };
+        if s.period == 0 {
+            s.period = 1;
+        }
+        s.window_start_ns = now;
+        s.seen = 0;
+        s.captured = 0;
+    }
+    s.seen += 1;
+    if wait < STACK_SAMPLE_ALWAYS_NS && s.skipped + 1 < s.period {
+        s.skipped += 1;
+        s.skipped_ns += wait;
+        percpu_add(&OP_COUNTS, OpCounter::StacksSkipped as u32, 1);
+        return None;
+    }
+    let stands_for = (s.skipped as u64 + 1, s.skipped_ns + wait);
+    s.skipped = 0;
+    s.skipped_ns = 0;
+    s.captured += 1;
+    if s.captured >= budget && s.period < (1 << 20) {
+        s.period *= 2;
+        s.captured = 0;
+    }
+    percpu_add(&OP_COUNTS, OpCounter::StacksCaptured as u32, 1);
+    Some(stands_for)
 }
 
 #[inline(always)]
@@ -325,23 +368,28 @@ fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
         add_wait(unsafe { &mut *s }, wait);
     }
 
-    let options = config().stack_options;
-    match capture_stack(ctx, 0, 0) {
-        Some(kernel_stack) => {
-            let mut key = StackKey { lock_addr, kernel_stack, flags: start.flags, ..StackKey::default() };
-            if options & (stack_options::PER_TASK | stack_options::USER_STACKS) != 0 {
-                key.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-                key.comm = bpf_get_current_comm().unwrap_or_default();
+    let options = config!(stack_options);
+    if let Some((count, wait_ns)) = stack_sample(now, wait) {
+        match capture_stack(ctx, 0, 0) {
+            Some(kernel_stack) => {
+                let mut key = StackKey { lock_addr, kernel_stack, flags: start.flags, ..StackKey::default() };
+                if options & (stack_options::PER_TASK | stack_options::USER_STACKS) != 0 {
+                    key.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+                    key.comm = bpf_get_current_comm().unwrap_or_default();
+                }
+                if options & stack_options::USER_STACKS != 0 {
+                    // Kernel threads have no user stack: 0.
+                    key.user_stack = capture_stack(ctx, 1, BPF_F_USER_STACK as u64).unwrap_or(0);
+                }
+                if let Some(t) = get_or_insert(&STACK_WAITS, &key, &WaitTotals::default(), LossCounter::StackKeysFull) {
+                    let t = unsafe { &mut *t };
+                    atomic_add(&mut t.count, count);
+                    atomic_add(&mut t.total_ns, wait_ns);
+                    racy_max(&mut t.max_ns, wait);
+                }
             }
-            if options & stack_options::USER_STACKS != 0 {
-                // Kernel threads have no user stack: 0.
-                key.user_stack = capture_stack(ctx, 1, BPF_F_USER_STACK as u64).unwrap_or(0);
-            }
-            if let Some(t) = get_or_insert(&STACK_WAITS, &key, &WaitTotals::default(), LossCounter::StackKeysFull) {
-                add_totals(t, wait);
-            }
+            None => lost(LossCounter::StackCaptureFailed),
         }
-        None => lost(LossCounter::StackCaptureFailed),
     }
 
     if let Some(t) = CPU_WAITS.get_ptr_mut(0) {
@@ -370,32 +418,33 @@ fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
         }
     };
     if let Some(t) = task {
-        add_totals(unsafe { &mut (*t).totals }, wait);
+        // Plain adds: a task's entry is updated only by the task itself, on one CPU at a time
+        // (locked adds cost about 20 ns each here, on every contention).
+        let t = unsafe { &mut (*t).totals };
+        t.count += 1;
+        t.total_ns += wait;
+        racy_max(&mut t.max_ns, wait);
     }
 }
 
 #[btf_tracepoint(function = "contention_begin")]
 pub fn tpbtf_contention_begin(ctx: BtfTracePointContext) -> i32 {
-    let c = config().btf;
-    on_contention_begin(btf_arg(&ctx, c.contention_lock), btf_arg(&ctx, c.contention_flags) as u32);
+    on_contention_begin(btf_arg(&ctx, config!(btf.contention_lock)), btf_arg(&ctx, config!(btf.contention_flags)) as u32);
     0
 }
 
 #[btf_tracepoint(function = "contention_end")]
 pub fn tpbtf_contention_end(ctx: BtfTracePointContext) -> i32 {
-    let c = config().btf;
-    on_contention_end(&ctx, btf_arg(&ctx, c.contention_lock));
+    on_contention_end(&ctx, btf_arg(&ctx, config!(btf.contention_lock)));
     0
 }
 
 classic_tracepoint!("tracepoint/lock/contention_begin", fn tp_contention_begin(ctx) {
-    let c = config().tp;
-    on_contention_begin(tp_field::<u64>(&ctx, c.contention_lock), tp_field::<u32>(&ctx, c.contention_flags));
+    on_contention_begin(tp_field::<u64>(&ctx, config!(tp.contention_lock)), tp_field::<u32>(&ctx, config!(tp.contention_flags)));
 });
 
 classic_tracepoint!("tracepoint/lock/contention_end", fn tp_contention_end(ctx) {
-    let c = config().tp;
-    on_contention_end(&ctx, tp_field::<u64>(&ctx, c.contention_lock));
+    on_contention_end(&ctx, tp_field::<u64>(&ctx, config!(tp.contention_lock)));
 });
 
 // ---------------------------------------------------------------- vmap function latency

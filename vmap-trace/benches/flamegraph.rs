@@ -118,6 +118,7 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
         losses: Losses::default(),
         functions: vec![],
         lock_timing: vec![],
+        stack_sampling: Default::default(),
     }
 }
 

@@ -65,6 +65,7 @@ fn profile(kernel: &str, vmap_ns: u64) -> Profile {
         losses: Losses::default(),
         functions: vec![],
         lock_timing: vec![],
+        stack_sampling: Default::default(),
     }
 }
 

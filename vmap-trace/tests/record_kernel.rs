@@ -173,6 +173,51 @@ fn contention_counts_match_perf_lock_and_stacks_symbolize() {
     );
 }
 
+/// Sum of `field` over the recording's stack rows, and over its lock rows' waits.
+fn stack_and_lock_sums(p: &Value, field: &str) -> (u64, u64) {
+    let stacks = p["stacks"].as_array().unwrap().iter().map(|s| s[field].as_u64().unwrap()).sum();
+    let locks = p["locks"].as_array().unwrap().iter().map(|l| l["wait"][field].as_u64().unwrap()).sum();
+    (stacks, locks)
+}
+
+#[test]
+fn sampled_stacks_still_account_for_every_contention() {
+    require_root!();
+    let dir = scratch();
+    let stress = [BIN, "stress", "mix", "--duration", "3", "--quiet"];
+    // Heavy sampling (one capture per CPU per 100 ms) and shallow stacks.
+    let sampled = dir.path().join("sampled.rec");
+    run(Command::new(BIN).args(["record", "--stack-samples", "1", "--stack-depth", "6", "-o"]).arg(&sampled).arg("--").args(stress));
+    let report = report_json(&sampled);
+    let p = &report["profile"];
+    let (captured, skipped) = (p["stack_sampling"]["captured"].as_u64().unwrap(), p["stack_sampling"]["skipped"].as_u64().unwrap());
+    let (stack_count, lock_count) = stack_and_lock_sums(p, "count");
+    eprintln!("sampled: {captured} captured, {skipped} passed over, {lock_count} contentions, stacks count {stack_count}");
+    assert!(lock_count > 1000, "the mix stress should contend thousands of times, saw {lock_count}");
+    assert!(skipped > captured && captured > 0, "one capture per CPU per 100 ms must pass most over: {captured} / {skipped}");
+    // Every contention went through the sampler (the per-lock table and the sampler's counters
+    // are read moments apart while the system runs on: 2% slack).
+    assert!((captured + skipped).abs_diff(lock_count) * 50 <= lock_count, "sampler saw {} of {lock_count}", captured + skipped);
+    // Captures carry what was passed over: the stack table still adds up (less what each CPU
+    // passed over after its last capture).
+    assert!(stack_count <= lock_count + lock_count / 50 && stack_count * 10 >= lock_count * 9, "stacks count {stack_count} of {lock_count}");
+    let (stack_wait, lock_wait) = stack_and_lock_sums(p, "total_ns");
+    assert!(stack_wait.abs_diff(lock_wait) * 10 <= lock_wait, "stack wait {stack_wait} vs lock wait {lock_wait}");
+    assert!(p["stacks"].as_array().unwrap().iter().all(|s| s["frames"].as_array().unwrap().len() <= 6), "--stack-depth 6");
+    assert_eq!(p["meta"]["stack_keys"]["samples_per_cpu_s"], 1);
+    let text = String::from_utf8(run(Command::new(BIN).arg("report").arg(&sampled)).stdout).unwrap();
+    assert!(text.contains("stacks sampled:"), "the text report says stacks were sampled");
+
+    // --stack-samples 0: every stack captured, nothing passed over, counts equal.
+    let exact = dir.path().join("exact.rec");
+    run(Command::new(BIN).args(["record", "--stack-samples", "0", "-o"]).arg(&exact).arg("--").args(stress));
+    let report = report_json(&exact);
+    let p = &report["profile"];
+    assert_eq!(p["stack_sampling"]["skipped"], 0);
+    let (stack_count, lock_count) = stack_and_lock_sums(p, "count");
+    assert!(stack_count.abs_diff(lock_count) * 100 <= lock_count, "every stack: {stack_count} vs {lock_count}");
+}
+
 fn doctor() -> Value {
     serde_json::from_slice(&run(Command::new(BIN).args(["doctor", "--format", "json"])).stdout).unwrap()
 }

@@ -124,6 +124,7 @@ fn snapshot(k: u64) -> Profile {
         losses: Losses::default(),
         functions: vec![],
         lock_timing: vec![],
+        stack_sampling: Default::default(),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::kernel::{
 };
 use crate::probe::{functions, lock_timing, Probes};
 use crate::profile::{
-    attribution, CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses, Profile, RecordingMeta, StackTask, StackWait,
+    attribution, CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses, Profile, RecordingMeta, StackSampling, StackTask, StackWait,
     TaskWaitSummary, VmallocOps, VmapLockTiming, WaitHistogram,
 };
 
@@ -180,7 +180,7 @@ pub fn read(
         *b = per_cpu_values(&sizes, i as u32)?.iter().sum();
     }
     let lazy: Vec<LazyGauge> = per_cpu_values(&per_cpu::<LazyGauge>(ebpf, "LAZY_GAUGE")?, 0)?;
-    let newest = lazy.iter().max_by_key(|g| g.updated_ns).copied().unwrap_or_default();
+    let newest = lazy.iter().max_by_key(|g| g.updated_jiffies).copied().unwrap_or_default();
     let ops = VmallocOps {
         allocs: sums[OpCounter::Allocs as usize],
         allocs_failed: sums[OpCounter::AllocsFailed as usize],
@@ -287,7 +287,11 @@ pub fn read(
         .collect();
     lock_timing.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
 
-    Ok(Profile { meta, ops, locks, stacks, cpus, tasks, losses, functions, lock_timing })
+    let stack_sampling = StackSampling {
+        captured: sums[OpCounter::StacksCaptured as usize],
+        skipped: sums[OpCounter::StacksSkipped as usize],
+    };
+    Ok(Profile { meta, ops, locks, stacks, cpus, tasks, losses, functions, lock_timing, stack_sampling })
 }
 
 #[cfg(test)]

@@ -67,6 +67,20 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub lock_timing: bool,
 
+    /// Kernel frames captured per contended stack (1-48). Unwinding is most of what a
+    /// contention costs to trace: fewer frames cost less but cut the outer callers off
+    /// flamegraphs (`perf lock contention` keeps 8).
+    #[arg(long, value_name = "FRAMES", default_value_t = vmap_trace_common::DEFAULT_STACK_DEPTH,
+          value_parser = clap::value_parser!(u32).range(1..=vmap_trace_common::MAX_STACK_DEPTH as i64))]
+    pub stack_depth: u32,
+    /// Contended stacks captured per CPU and second, at most (0: every one). Capturing a
+    /// stack is most of what a contention costs to trace; beyond this rate one contention in
+    /// N has its stack captured and stands for N, so stack counts and wait times (flamegraphs,
+    /// per-vmap-function tables) become estimates while per-lock figures stay exact.
+    #[arg(long, value_name = "PER_CPU_S", default_value_t = vmap_trace_common::DEFAULT_STACK_SAMPLES,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub stack_samples: u32,
+
     /// Log line format on stderr: `journald` (`<6>message`, no timestamps), `plain`
     /// (`vmap-trace: info: message`), or `auto` (journald when stderr is the journal).
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "auto")]
@@ -83,7 +97,7 @@ impl DaemonArgs {
                 keep: self.keep as usize,
             }),
             metrics: MetricsOptions { top_locks: self.top_locks as usize, per_task: self.per_task },
-            probes: ProbeOptions { lock_timing: self.lock_timing, ..ProbeOptions::default() },
+            probes: ProbeOptions { lock_timing: self.lock_timing, stack_depth: Some(self.stack_depth), stack_samples: Some(self.stack_samples), ..ProbeOptions::default() },
             log: Logger::new(self.log_format),
         }
     }
@@ -114,7 +128,15 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:9464".parse().unwrap());
         assert_eq!(config.record, None);
         assert_eq!(config.metrics, MetricsOptions { top_locks: 16, per_task: false });
-        assert_eq!(config.probes, ProbeOptions::default());
+        let defaults = ProbeOptions {
+            stack_depth: Some(vmap_trace_common::DEFAULT_STACK_DEPTH),
+            stack_samples: Some(vmap_trace_common::DEFAULT_STACK_SAMPLES),
+            ..ProbeOptions::default()
+        };
+        assert_eq!(config.probes, defaults);
+        let exact = parse(&["--stack-samples", "0", "--stack-depth", "8"]).unwrap().config();
+        assert_eq!((exact.probes.stack_samples, exact.probes.stack_depth), (Some(0), Some(8)));
+        assert!(parse(&["--stack-depth", "0"]).is_err() && parse(&["--stack-depth", "49"]).is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use vmap_trace_common::{MAX_LOCKS, MAX_STACK_KEYS, MAX_TASKS};
 
 use super::histogram::PromHistogram;
 use super::lock_series::{LockSeriesTable, LockSeriesView};
-use crate::profile::{AllocatorDesign, CpuWait, LockClass, Losses, Profile, TaskWaitSummary, VmallocOps, WaitHistogram};
+use crate::profile::{AllocatorDesign, CpuWait, LockClass, Losses, Profile, StackSampling, TaskWaitSummary, VmallocOps, WaitHistogram};
 
 /// Tasks exposed with `--per-task`.
 pub const TOP_TASKS: usize = 10;
@@ -110,6 +110,7 @@ impl MetricsBuilder {
             cpus: profile.cpus.clone(),
             tasks,
             losses: profile.losses.clone(),
+            stack_sampling: profile.stack_sampling,
             map_usage: vec![
                 ("locks", profile.locks.len() as u64, u64::from(MAX_LOCKS)),
                 ("stack_keys", profile.stacks.len() as u64, u64::from(MAX_STACK_KEYS)),
@@ -140,6 +141,7 @@ pub struct Exposition {
     pub cpus: Vec<CpuWait>,
     pub tasks: Vec<TaskWaitSummary>,
     pub losses: Losses,
+    pub stack_sampling: StackSampling,
     /// (kernel map, entries in use, capacity).
     pub map_usage: Vec<(&'static str, u64, u64)>,
     pub stats: DaemonStats,
@@ -343,6 +345,12 @@ impl Collector for Exposition {
             ]
             .map(|(reason, n)| (vec![("reason", reason.to_string())], n)),
         )?;
+        f.counters(
+            "vmap_trace_contention_stacks",
+            "Contentions by whether their kernel stack was captured (--stack-samples): each capture also stands for the short waits passed over before it, so the per-vmap-function series are sampled where passed_over grows.",
+            [("captured", self.stack_sampling.captured), ("passed_over", self.stack_sampling.skipped)]
+                .map(|(outcome, n)| (vec![("outcome", outcome.to_string())], n)),
+        )?;
         f.counter(
             "vmap_trace_tasks_evicted",
             "Tasks evicted from the kernel's LRU per-task table (their waits still count per lock and CPU).",
@@ -442,6 +450,7 @@ mod tests {
         p.ops.lazy_pages_last = 300;
         p.ops.lazy_pages_max = 16384;
         p.losses.stack_keys_full = 7;
+        p.stack_sampling = crate::profile::StackSampling { captured: 40, skipped: 360 };
         let text = render(&p, MetricsOptions::default());
         assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
         let s = parse(&text);
@@ -453,6 +462,8 @@ mod tests {
         assert_eq!(value(&s, "vmap_trace_vmalloc_lazy_pages_limit", &[]), Some(16384.0));
         assert_eq!(value(&s, "vmap_trace_lost_events_total", &[("reason", "stack_keys_full")]), Some(7.0));
         assert_eq!(value(&s, "vmap_trace_lost_events_total", &[("reason", "lock_map_full")]), Some(0.0));
+        assert_eq!(value(&s, "vmap_trace_contention_stacks_total", &[("outcome", "captured")]), Some(40.0));
+        assert_eq!(value(&s, "vmap_trace_contention_stacks_total", &[("outcome", "passed_over")]), Some(360.0));
         assert_eq!(value(&s, "vmap_trace_info", &[("design", "legacy"), ("kernel_release", "6.1.0-test")]), Some(1.0));
         assert_eq!(value(&s, "vmap_trace_hook_attached", &[("hook", "lock:contention_begin"), ("mechanism", "tp_btf")]), Some(1.0));
         assert_eq!(value(&s, "vmap_trace_kernel_map_entries", &[("map", "locks")]), Some(2.0));

@@ -277,7 +277,7 @@ mod tests {
     fn per_task_recordings_filter_by_task_and_fold_user_frames_first() {
         use crate::profile::{Frame, StackTask};
         let mut p = sample_profile();
-        p.meta.stack_keys = crate::profile::StackKeying { per_task: true, user_stacks: true };
+        p.meta.stack_keys = crate::profile::StackKeying { per_task: true, user_stacks: true, ..Default::default() };
         let user = |name: &str| Frame { addr: 0x7f00_0000_1000, function: Some(name.into()), offset: 0 };
         p.stacks[0].task = Some(StackTask { tgid: 42, comm: "sshd".into() });
         p.stacks[0].user_frames = vec![user("__clone3"), user("main")];

@@ -103,10 +103,17 @@ pub fn recording_notes(profile: &Profile) -> String {
 /// `; 4 events lost` when the kernel side dropped anything: a graph must not look complete
 /// when it is not.
 pub fn loss_suffix(profile: &Profile) -> String {
-    match profile.losses.total() {
+    let mut s = match profile.losses.total() {
         0 => String::new(),
         n => format!(" · {n} events lost"),
+    };
+    // Short waits' split between stacks is sampled: say so where the graph is read.
+    let sampling = profile.stack_sampling;
+    if sampling.is_sampled() {
+        let seen = sampling.captured + sampling.skipped;
+        s.push_str(&format!(" · stacks sampled: 1 in {:.0} short waits", seen as f64 / sampling.captured.max(1) as f64));
     }
+    s
 }
 
 #[cfg(test)]

@@ -106,6 +106,8 @@ pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>) -> ProbeConfig
         },
         page_shift: page_size.trailing_zeros(),
         stack_options: 0,
+        stack_depth: vmap_trace_common::DEFAULT_STACK_DEPTH,
+        stack_samples: vmap_trace_common::DEFAULT_STACK_SAMPLES,
     }
 }
 
@@ -124,6 +126,10 @@ pub struct ProbeOptions {
     pub per_task: bool,
     /// Capture user stacks too (implies per_task).
     pub user_stacks: bool,
+    /// Kernel frames per contended stack; None: `DEFAULT_STACK_DEPTH`.
+    pub stack_depth: Option<u32>,
+    /// Stack captures per CPU and second (0: all); None: `DEFAULT_STACK_SAMPLES`.
+    pub stack_samples: Option<u32>,
 }
 
 impl ProbeOptions {
@@ -152,7 +158,13 @@ pub fn attach_all(
     crate::kernel::privileges::require_bpf()?;
     raise_memlock_limit();
     let tracefs_root = tracefs::ensure_mounted()?;
-    let config = ProbeConfig { stack_options: options.stack_options(), ..probe_config(&tracefs_root, kernel_btf) };
+    let defaults = probe_config(&tracefs_root, kernel_btf);
+    let config = ProbeConfig {
+        stack_options: options.stack_options(),
+        stack_depth: options.stack_depth.unwrap_or(defaults.stack_depth),
+        stack_samples: options.stack_samples.unwrap_or(defaults.stack_samples),
+        ..defaults
+    };
     let aya_btf = Btf::from_sys_fs().ok();
     let mut ebpf = EbpfLoader::new()
         .btf(aya_btf.as_ref())

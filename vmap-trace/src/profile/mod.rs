@@ -100,13 +100,66 @@ pub struct RecordingMeta {
     pub stack_keys: StackKeying,
 }
 
-/// What each contended stack in a recording is keyed by, beyond lock and kernel stack.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What each contended stack in a recording is keyed by, beyond lock and kernel stack, and
+/// how stacks were captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackKeying {
     /// Stacks carry their process (`task`): flamegraphs can be filtered by task.
     pub per_task: bool,
     /// Stacks carry the user stack too (`user_frames`).
     pub user_stacks: bool,
+    /// Kernel frames captured per stack at most (`--stack-depth`).
+    #[serde(default = "default_stack_depth")]
+    pub depth: u32,
+    /// Stack captures per CPU and second at most (`--stack-samples`); 0: every contention's
+    /// stack was captured. Recordings made before sampling existed captured every one.
+    #[serde(default)]
+    pub samples_per_cpu_s: u32,
+}
+
+fn default_stack_depth() -> u32 {
+    vmap_trace_common::DEFAULT_STACK_DEPTH
+}
+
+impl Default for StackKeying {
+    fn default() -> Self {
+        StackKeying { per_task: false, user_stacks: false, depth: default_stack_depth(), samples_per_cpu_s: 0 }
+    }
+}
+
+/// How many contended stacks were captured and how many contentions the sampler passed over
+/// (`--stack-samples`; waits of 50 us or more are always captured). Each captured stack stands
+/// for itself and the short waits passed over before it on its CPU: the stack table's counts
+/// and wait add up to the exact totals (less what was passed over after a CPU's last capture),
+/// but how the short waits split between stacks is sampled. The per-lock, per-CPU and
+/// per-task figures count every contention exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackSampling {
+    pub captured: u64,
+    pub skipped: u64,
+}
+
+impl StackSampling {
+    /// Whether stack figures are estimates rather than exact sums.
+    pub fn is_sampled(&self) -> bool {
+        self.skipped > 0
+    }
+
+    /// One line for reports, when stacks were sampled.
+    pub fn describe(&self) -> Option<String> {
+        self.is_sampled().then(|| {
+            let seen = self.captured + self.skipped;
+            format!(
+                "stacks sampled: {} of {} contentions captured (1 in {:.1}; waits of 50 us or more always); \
+                 each capture also carries the short waits passed over before it on its CPU, so stack totals \
+                 add up but short waits are split between stacks by sample; per-lock figures are exact; \
+                 `--stack-samples 0` captures every stack",
+                self.captured,
+                seen,
+                seen as f64 / self.captured.max(1) as f64
+            )
+        })
+    }
 }
 
 impl RecordingMeta {
@@ -300,6 +353,9 @@ pub struct Profile {
     /// vmap lock wait/hold around the lock calls (`record --lock-timing`).
     #[serde(default)]
     pub lock_timing: Vec<VmapLockTiming>,
+    /// Stack captures against contentions passed over (`--stack-samples`).
+    #[serde(default)]
+    pub stack_sampling: StackSampling,
 }
 
 /// Wait aggregated by (vmap function, lock): the first table a user reads.
@@ -507,6 +563,7 @@ pub(crate) mod tests {
                 ],
             }],
             lock_timing: vec![],
+            stack_sampling: Default::default(),
         }
     }
 
@@ -543,6 +600,26 @@ pub(crate) mod tests {
         assert_eq!(p.explain_function("alloc_vmap_area"), None);
         p.functions[1].latency.count = 3;
         assert_eq!(p.explain_function("find_vmap_area"), None);
+    }
+
+    #[test]
+    fn stack_sampling_is_stated_only_when_stacks_were_passed_over() {
+        assert_eq!(StackSampling { captured: 500, skipped: 0 }.describe(), None);
+        let line = StackSampling { captured: 100, skipped: 900 }.describe().unwrap();
+        assert!(line.contains("100 of 1000 contentions captured (1 in 10.0"), "{line}");
+        assert!(line.contains("per-lock figures are exact") && line.contains("--stack-samples 0"), "{line}");
+    }
+
+    #[test]
+    fn recordings_from_before_stack_sampling_read_as_every_stack_at_full_depth() {
+        let old: StackKeying = serde_json::from_str(r#"{"per_task": true, "user_stacks": false}"#).unwrap();
+        assert_eq!(old, StackKeying { per_task: true, user_stacks: false, depth: 48, samples_per_cpu_s: 0 });
+        let p: Profile = {
+            let mut v = serde_json::to_value(sample_profile()).unwrap();
+            v.as_object_mut().unwrap().remove("stack_sampling");
+            serde_json::from_value(v).unwrap()
+        };
+        assert!(!p.stack_sampling.is_sampled());
     }
 
     #[test]

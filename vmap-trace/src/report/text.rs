@@ -27,6 +27,9 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     for n in &m.notes {
         let _ = writeln!(o, "note: {n}");
     }
+    if let Some(line) = p.stack_sampling.describe() {
+        let _ = writeln!(o, "note: {line}");
+    }
 
     // 1. vmap contention
     let total = p.total_wait();

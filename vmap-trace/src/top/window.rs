@@ -18,7 +18,7 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
 use crate::profile::{
-    CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Losses, Profile, StackWait, TaskWaitSummary, VmallocOps, VmapLockTiming,
+    CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Losses, Profile, StackSampling, StackWait, TaskWaitSummary, VmallocOps, VmapLockTiming,
     WaitHistogram,
 };
 
@@ -59,6 +59,10 @@ impl Window {
                 losses: losses_since(&earlier.losses, &later.losses),
                 functions: functions_since(&earlier.functions, &later.functions),
                 lock_timing: lock_timing_since(&earlier.lock_timing, &later.lock_timing),
+                stack_sampling: StackSampling {
+                    captured: later.stack_sampling.captured.saturating_sub(earlier.stack_sampling.captured),
+                    skipped: later.stack_sampling.skipped.saturating_sub(earlier.stack_sampling.skipped),
+                },
             },
             inexact_lock_max: HashSet::new(),
             inexact_cpu_max: HashSet::new(),
@@ -172,6 +176,7 @@ pub fn zero_like(p: &Profile) -> Profile {
         losses: Losses::default(),
         functions: Vec::new(),
         lock_timing: Vec::new(),
+        stack_sampling: StackSampling::default(),
     }
 }
 
