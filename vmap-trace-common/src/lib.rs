@@ -132,7 +132,7 @@ pub struct ProbeConfig {
 /// Frames captured per contended stack by default (`--stack-depth`).
 pub const DEFAULT_STACK_DEPTH: u32 = MAX_STACK_DEPTH as u32;
 /// Stack captures per CPU and second by default (`--stack-samples`).
-pub const DEFAULT_STACK_SAMPLES: u32 = 200;
+pub const DEFAULT_STACK_SAMPLES: u32 = 100;
 /// The sampler's window: the rate in one window sets the sampling period of the next.
 pub const STACK_SAMPLE_WINDOW_NS: u64 = 100_000_000;
 /// Waits at least this long always have their stack captured: they are few, they dominate

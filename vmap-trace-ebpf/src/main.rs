@@ -369,7 +369,8 @@ fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
     }
 
     let options = config!(stack_options);
-    if let Some((count, wait_ns)) = stack_sample(now, wait) {
+    let sampled = stack_sample(now, wait);
+    if let Some((count, wait_ns)) = sampled {
         match capture_stack(ctx, 0, 0) {
             Some(kernel_stack) => {
                 let mut key = StackKey { lock_addr, kernel_stack, flags: start.flags, ..StackKey::default() };
@@ -405,6 +406,11 @@ fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
     let tid = pid_tgid as u32;
     let task = match TASK_WAITS.get_ptr_mut(tid) {
         Some(p) => Some(p),
+        // A task enters the table at its first sampled contention: under a thread or fork
+        // storm most contentions come from tasks not yet in it, and inserting each (an LRU
+        // eviction) cost more than the rest of the contention's bookkeeping together. Heavy
+        // waiters are sampled early; --stack-samples 0 counts every task from its first wait.
+        None if sampled.is_none() => None,
         None => {
             let fresh = TaskWait {
                 totals: WaitTotals::default(),

@@ -131,8 +131,9 @@ impl Default for StackKeying {
 /// (`--stack-samples`; waits of 50 us or more are always captured). Each captured stack stands
 /// for itself and the short waits passed over before it on its CPU: the stack table's counts
 /// and wait add up to the exact totals (less what was passed over after a CPU's last capture),
-/// but how the short waits split between stacks is sampled. The per-lock, per-CPU and
-/// per-task figures count every contention exactly.
+/// but how the short waits split between stacks is sampled. The per-lock and per-CPU figures
+/// count every contention exactly; a task enters the per-task table at its first sampled
+/// contention and is counted exactly from then on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackSampling {
     pub captured: u64,
@@ -152,7 +153,8 @@ impl StackSampling {
             format!(
                 "stacks sampled: {} of {} contentions captured (1 in {:.1}; waits of 50 us or more always); \
                  each capture also carries the short waits passed over before it on its CPU, so stack totals \
-                 add up but short waits are split between stacks by sample; per-lock figures are exact; \
+                 add up but short waits are split between stacks by sample; per-lock figures are exact, per-task \
+                 ones count from a task's first sampled contention; \
                  `--stack-samples 0` captures every stack",
                 self.captured,
                 seen,
