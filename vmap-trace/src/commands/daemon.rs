@@ -67,19 +67,8 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub lock_timing: bool,
 
-    /// Kernel frames captured per contended stack (1-48). Unwinding is most of what a
-    /// contention costs to trace: fewer frames cost less but cut the outer callers off
-    /// flamegraphs (`perf lock contention` keeps 8).
-    #[arg(long, value_name = "FRAMES", default_value_t = vmap_trace_common::DEFAULT_STACK_DEPTH,
-          value_parser = clap::value_parser!(u32).range(1..=vmap_trace_common::MAX_STACK_DEPTH as i64))]
-    pub stack_depth: u32,
-    /// Contended stacks captured per CPU and second, at most (0: every one). Capturing a
-    /// stack is most of what a contention costs to trace; beyond this rate one contention in
-    /// N has its stack captured and stands for N, so stack counts and wait times (flamegraphs,
-    /// per-vmap-function tables) become estimates while per-lock figures stay exact.
-    #[arg(long, value_name = "PER_CPU_S", default_value_t = vmap_trace_common::DEFAULT_STACK_SAMPLES,
-          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
-    pub stack_samples: u32,
+    #[command(flatten)]
+    pub stacks: super::stack_capture::StackCaptureArgs,
 
     /// Log line format on stderr: `journald` (`<6>message`, no timestamps), `plain`
     /// (`vmap-trace: info: message`), or `auto` (journald when stderr is the journal).
@@ -97,7 +86,7 @@ impl DaemonArgs {
                 keep: self.keep as usize,
             }),
             metrics: MetricsOptions { top_locks: self.top_locks as usize, per_task: self.per_task },
-            probes: ProbeOptions { lock_timing: self.lock_timing, stack_depth: Some(self.stack_depth), stack_samples: Some(self.stack_samples), ..ProbeOptions::default() },
+            probes: self.stacks.apply(ProbeOptions { lock_timing: self.lock_timing, ..ProbeOptions::default() }),
             log: Logger::new(self.log_format),
         }
     }

@@ -6,4 +6,5 @@ pub mod doctor;
 pub mod flamegraph;
 pub mod record;
 pub mod report;
+pub mod stack_capture;
 pub mod top;

@@ -44,19 +44,8 @@ pub struct RecordArgs {
     /// keep bare addresses; code built without frame pointers yields only the innermost frame.
     #[arg(long)]
     pub user_stacks: bool,
-    /// Kernel frames captured per contended stack (1-48). Unwinding is most of what a
-    /// contention costs to trace: fewer frames cost less but cut the outer callers off
-    /// flamegraphs (`perf lock contention` keeps 8).
-    #[arg(long, value_name = "FRAMES", default_value_t = vmap_trace_common::DEFAULT_STACK_DEPTH,
-          value_parser = clap::value_parser!(u32).range(1..=vmap_trace_common::MAX_STACK_DEPTH as i64))]
-    pub stack_depth: u32,
-    /// Contended stacks captured per CPU and second, at most (0: every one). Capturing a
-    /// stack is most of what a contention costs to trace; beyond this rate one contention in
-    /// N has its stack captured and stands for N, so stack counts and wait times (flamegraphs,
-    /// per-vmap-function tables) become estimates while per-lock figures stay exact.
-    #[arg(long, value_name = "PER_CPU_S", default_value_t = vmap_trace_common::DEFAULT_STACK_SAMPLES,
-          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
-    pub stack_samples: u32,
+    #[command(flatten)]
+    pub stacks: super::stack_capture::StackCaptureArgs,
     /// Use kprobes even where fentry works (to compare the two, or work around fentry issues).
     #[arg(long)]
     pub prefer_kprobe: bool,
@@ -83,16 +72,14 @@ pub fn run(args: RecordArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
     }
 
-    let options = crate::probe::ProbeOptions {
+    let options = args.stacks.apply(crate::probe::ProbeOptions {
         lock_timing: args.lock_timing,
         prefer_kprobe: args.prefer_kprobe,
         classic_tracepoints: args.classic_tracepoints,
         per_task: args.per_task,
         user_stacks: args.user_stacks,
-        stack_depth: Some(args.stack_depth),
-        stack_samples: Some(args.stack_samples),
         ..Default::default()
-    };
+    });
     let mut session = TraceSession::start_with(options)?;
     for h in session.hooks() {
         match h.mechanism {

@@ -1,0 +1,30 @@
+//! `--stack-depth` and `--stack-samples`: how contended kernel stacks are captured, for every
+//! command that attaches (`record`, `daemon`).
+use vmap_trace_common::{DEFAULT_STACK_DEPTH, DEFAULT_STACK_SAMPLES, MAX_STACK_DEPTH};
+
+use crate::probe::ProbeOptions;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct StackCaptureArgs {
+    /// Kernel frames kept per contended stack (1-48). Fewer frames save map space and
+    /// symbolization but cut the outer callers off flamegraphs; the capture itself costs about
+    /// the same whatever the depth (docs/performance.md).
+    #[arg(long, value_name = "FRAMES", default_value_t = DEFAULT_STACK_DEPTH,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_STACK_DEPTH as i64))]
+    pub stack_depth: u32,
+    /// Contended stacks captured per CPU and second, at most (0: every one). Capturing a stack
+    /// is most of what a contention costs to trace. Waits of 50 us or more are always captured;
+    /// each capture also carries the short waits passed over before it, so stack totals still
+    /// add up, but how short waits split between stacks (flamegraphs, per-vmap-function
+    /// tables) is sampled. Per-lock figures stay exact.
+    #[arg(long, value_name = "PER_CPU_S", default_value_t = DEFAULT_STACK_SAMPLES,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub stack_samples: u32,
+}
+
+impl StackCaptureArgs {
+    /// `options` with these stack settings.
+    pub fn apply(&self, options: ProbeOptions) -> ProbeOptions {
+        ProbeOptions { stack_depth: Some(self.stack_depth), stack_samples: Some(self.stack_samples), ..options }
+    }
+}
