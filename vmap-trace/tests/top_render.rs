@@ -278,6 +278,17 @@ fn top_help_overlay_opens_and_closes() {
 }
 
 #[test]
+fn top_help_says_when_stacks_are_sampled() {
+    let mut app = App::new(options(), snapshot(1));
+    let mut sampled = snapshot(2);
+    sampled.stack_sampling = vmap_trace::profile::StackSampling { captured: 100, skipped: 900 };
+    app.ingest(sampled);
+    app.apply(Action::ToggleHelp);
+    let lines = screen(&mut app, 120, 60);
+    assert!(line_with(&lines, "stacks sampled:").contains("100 of 1000 contentions captured"), "{}", lines.join("\n"));
+}
+
+#[test]
 fn top_help_scrolls_on_a_small_terminal() {
     let mut app = running_app(options());
     app.apply(Action::ToggleHelp);

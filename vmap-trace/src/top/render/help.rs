@@ -57,7 +57,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         theme,
     ));
     let width = area.width.min(100);
-    let notes: Vec<String> = p.meta.notes.iter().cloned().chain(p.losses.describe()).collect();
+    let notes: Vec<String> = p.meta.notes.iter().cloned().chain(p.losses.describe()).chain(p.stack_sampling.describe()).collect();
     if !notes.is_empty() {
         lines.push(Line::default());
         lines.push(Line::from(Span::styled("About this session", theme.title())));
