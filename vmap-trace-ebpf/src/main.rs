@@ -65,6 +65,15 @@ static LAZY_GAUGE: PerCpuArray<LazyGauge> = PerCpuArray::with_max_entries(1, 0);
 /// Spinning waits in flight, one slot per CPU (a spinning task cannot migrate).
 #[map]
 static SPIN_INFLIGHT: PerCpuArray<ContentionStart> = PerCpuArray::with_max_entries(1, 0);
+/// 1 while this CPU runs the contention_end program's bookkeeping. Its map updates take
+/// spinlocks (hash buckets, the LRU list) that can themselves contend: the kernel runs our
+/// contention_begin for those, but skips the nested contention_end (a program does not recurse
+/// on a CPU), so the begin would hold the CPU's slot forever and every later spin wait on that
+/// CPU would go uncounted (seen: half of a 2-CPU machine's contentions missing).
+#[map]
+static IN_CONTENTION_END: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+/// A spin slot older than this is a begin whose end was never seen: replace it.
+const SPIN_SLOT_STALE_NS: u64 = 1_000_000_000;
 /// Sleeping waits in flight (mutex, rwsem...), per task id.
 #[map]
 static TASK_INFLIGHT: HashMap<u32, ContentionStart> = HashMap::with_max_entries(MAX_INFLIGHT_TASKS, 0);
@@ -224,11 +233,14 @@ classic_tracepoint!("tracepoint/vmalloc/purge_vmap_area_lazy", fn tp_purge_vmap_
 /// already in flight (a mutex spins, then sleeps) keeps the first timestamp.
 #[inline(always)]
 fn on_contention_begin(lock_addr: u64, flags: u32) {
+    if IN_CONTENTION_END.get(0).is_some_and(|busy| *busy != 0) {
+        return; // our own maps' locks, inside contention_end: see IN_CONTENTION_END
+    }
     let start = ContentionStart { lock_addr, start_ns: unsafe { bpf_ktime_get_ns() }, flags, _pad: 0 };
     if flags & (lock_flags::SPIN | lock_flags::MUTEX) == lock_flags::SPIN {
         if let Some(slot) = SPIN_INFLIGHT.get_ptr_mut(0) {
             let slot = unsafe { &mut *slot };
-            if slot.lock_addr == 0 {
+            if slot.lock_addr == 0 || start.start_ns.wrapping_sub(slot.start_ns) > SPIN_SLOT_STALE_NS {
                 *slot = start;
             }
         }
@@ -337,6 +349,15 @@ fn stack_sample(now: u64, wait: u64) -> Option<(u64, u64)> {
 
 #[inline(always)]
 fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
+    // From here on, begins on this CPU are our own maps' locks (see IN_CONTENTION_END).
+    let Some(busy) = IN_CONTENTION_END.get_ptr_mut(0) else { return };
+    unsafe { *busy = 1 };
+    end_wait(ctx, lock_addr);
+    unsafe { *busy = 0 };
+}
+
+#[inline(always)]
+fn end_wait<C: EbpfContext>(ctx: &C, lock_addr: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     // contention_end carries no flags: a CPU with a spin wait in flight cannot be sleeping
     // on another lock, so the per-CPU slot is checked first (perf does the same).
@@ -361,6 +382,12 @@ fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
             s
         }
     };
+    record_contention(ctx, lock_addr, start, now);
+}
+
+/// The bookkeeping of one finished wait: per lock, per stack (sampled), per CPU, per task.
+#[inline(always)]
+fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionStart, now: u64) {
     let wait = now.saturating_sub(start.start_ns);
 
     let key = LockKey { lock_addr, flags: start.flags, _pad: 0 };
