@@ -790,7 +790,8 @@ fn program_run_times(bin: &Path, workload: &str, seconds: u32, with_floor: bool)
 
 /// Programs held by `pid` that ran, named from /proc/kallsyms (`bpf_prog_<tag>_<name>`, the
 /// name cut to 15 characters by the kernel). Programs sharing a cut name are numbered in load
-/// order (vmap-trace loads contention_begin before contention_end). Identical programs share a
+/// order (vmap-trace loads and attaches contention_end before contention_begin: #1 is the end
+/// program; the run in docs/performance.md predates that order and had begin first). Identical programs share a
 /// tag and so a kallsyms name: `merge` sums them into one row (bpftrace's empty actions).
 fn read_program_stats(pid: u32, prefix: &str, merge: Option<&str>, ops: u64) -> Result<Vec<ProgramStats>> {
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
