@@ -274,7 +274,6 @@ fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V, full: LossCounter
     p
 }
 
-
 /// Capture the current kernel (`slot` 0) or user (`slot` 1, `BPF_F_USER_STACK`) stack into the
 /// stack table; its key, or None when there is none or the table is full.
 #[inline(always)]

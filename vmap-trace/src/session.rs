@@ -89,12 +89,7 @@ impl TraceSession {
             notes.extend(vmap_locks.problems.iter().map(|p| format!("vmap lock naming: {p}")));
         }
         let meta = RecordingMeta {
-            stack_keys: crate::profile::StackKeying {
-                per_task: options.per_task || options.user_stacks,
-                user_stacks: options.user_stacks,
-                depth: options.stack_depth.unwrap_or(vmap_trace_common::DEFAULT_STACK_DEPTH),
-                samples_per_cpu_s: options.stack_samples.unwrap_or(vmap_trace_common::DEFAULT_STACK_SAMPLES),
-            },
+            stack_keys: options.stack_keying(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             kernel_release: kernel_release(),
             hostname: hostname(),

@@ -108,10 +108,8 @@ pub fn loss_suffix(profile: &Profile) -> String {
         n => format!(" · {n} events lost"),
     };
     // Short waits' split between stacks is sampled: say so where the graph is read.
-    let sampling = profile.stack_sampling;
-    if sampling.is_sampled() {
-        let seen = sampling.captured + sampling.skipped;
-        s.push_str(&format!(" · stacks sampled: 1 in {:.0} short waits", seen as f64 / sampling.captured.max(1) as f64));
+    if profile.stack_sampling.is_sampled() {
+        s.push_str(&format!(" · stacks sampled: 1 in {:.0} short waits", profile.stack_sampling.one_in()));
     }
     s
 }

@@ -16,7 +16,7 @@ use vmap_trace_common::{EventArgs, ProbeConfig};
 use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, tracefs, vmap_locks::VmapLockTable};
 use attach::{reason, MechanismChoice};
 pub use functions::FunctionProbe;
-use crate::profile::{HookStatus, Mechanism, Rejection};
+use crate::profile::{HookStatus, Mechanism, Rejection, StackKeying};
 
 /// The committed object built by `cargo xtask build-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/vmap-trace.bpf.o");
@@ -86,7 +86,7 @@ impl Hook {
 
 /// Field offsets and argument positions for this kernel. An event that does not exist keeps
 /// zeros: its hook is reported unavailable and never attached.
-pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>) -> ProbeConfig {
+pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>, options: &ProbeOptions) -> ProbeConfig {
     let off = |cat: &str, ev: &str, field: &str| tracefs::field(tracefs_root, cat, ev, field).map(|f| f.offset).unwrap_or(0);
     let arg = |ev: &str, name: &str| btf.and_then(|b| b.tracepoint_arg_index(ev, name).ok()).unwrap_or(0);
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
@@ -112,9 +112,9 @@ pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>) -> ProbeConfig
             contention_flags: arg("contention_begin", "flags"),
         },
         page_shift: page_size.trailing_zeros(),
-        stack_options: 0,
-        stack_depth: vmap_trace_common::DEFAULT_STACK_DEPTH,
-        stack_samples: vmap_trace_common::DEFAULT_STACK_SAMPLES,
+        stack_options: options.stack_options(),
+        stack_depth: options.stack_keying().depth,
+        stack_samples: options.stack_keying().samples_per_cpu_s,
     }
 }
 
@@ -140,10 +140,23 @@ pub struct ProbeOptions {
 }
 
 impl ProbeOptions {
+    /// What contended stacks are keyed by and how they are captured, defaults resolved: the
+    /// loader's configuration and the recording's metadata both come from here. User stacks
+    /// imply per-task keys (user addresses mean something only within their process).
+    pub fn stack_keying(&self) -> StackKeying {
+        StackKeying {
+            per_task: self.per_task || self.user_stacks,
+            user_stacks: self.user_stacks,
+            depth: self.stack_depth.unwrap_or(vmap_trace_common::DEFAULT_STACK_DEPTH),
+            samples_per_cpu_s: self.stack_samples.unwrap_or(vmap_trace_common::DEFAULT_STACK_SAMPLES),
+        }
+    }
+
     /// `ProbeConfig::stack_options` bits for these options.
     pub fn stack_options(&self) -> u32 {
         use vmap_trace_common::stack_options::{PER_TASK, USER_STACKS};
-        (if self.per_task { PER_TASK } else { 0 }) | (if self.user_stacks { USER_STACKS | PER_TASK } else { 0 })
+        let keying = self.stack_keying();
+        (if keying.per_task { PER_TASK } else { 0 }) | (if keying.user_stacks { USER_STACKS } else { 0 })
     }
 }
 
@@ -165,13 +178,7 @@ pub fn attach_all(
     crate::kernel::privileges::require_bpf()?;
     raise_memlock_limit();
     let tracefs_root = tracefs::ensure_mounted()?;
-    let defaults = probe_config(&tracefs_root, kernel_btf);
-    let config = ProbeConfig {
-        stack_options: options.stack_options(),
-        stack_depth: options.stack_depth.unwrap_or(defaults.stack_depth),
-        stack_samples: options.stack_samples.unwrap_or(defaults.stack_samples),
-        ..defaults
-    };
+    let config = probe_config(&tracefs_root, kernel_btf, &options);
     let aya_btf = Btf::from_sys_fs().ok();
     let mut ebpf = EbpfLoader::new()
         .btf(aya_btf.as_ref())

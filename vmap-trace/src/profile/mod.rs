@@ -146,10 +146,19 @@ impl StackSampling {
         self.skipped > 0
     }
 
+    /// Contentions seen by the sampler.
+    pub fn seen(&self) -> u64 {
+        self.captured + self.skipped
+    }
+
+    /// One stack captured in this many contentions.
+    pub fn one_in(&self) -> f64 {
+        self.seen() as f64 / self.captured.max(1) as f64
+    }
+
     /// One line for reports, when stacks were sampled.
     pub fn describe(&self) -> Option<String> {
         self.is_sampled().then(|| {
-            let seen = self.captured + self.skipped;
             format!(
                 "stacks sampled: {} of {} contentions captured (1 in {:.1}; waits of 50 us or more always); \
                  each capture also carries the short waits passed over before it on its CPU, so stack totals \
@@ -157,8 +166,8 @@ impl StackSampling {
                  ones count from a task's first sampled contention; \
                  `--stack-samples 0` captures every stack",
                 self.captured,
-                seen,
-                seen as f64 / self.captured.max(1) as f64
+                self.seen(),
+                self.one_in()
             )
         })
     }

@@ -131,7 +131,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         theme,
         Some("vmap-trace top"),
     );
-    let notes = m.notes.len() + p.losses.describe().len() + usize::from(p.stack_sampling.is_sampled());
+    let notes = super::help::session_notes(p).len();
     let tracepoints = mechanisms(hook_group(p, None));
     let functions = hook_group(p, Some("fn:"));
     let function_latency = if functions.clone().next().is_none() { "off".to_string() } else { mechanisms(functions) };

@@ -6,6 +6,7 @@ use ratatui::Frame;
 
 use super::locks::hold_note;
 use super::theme::Theme;
+use crate::profile::Profile;
 use crate::top::app::App;
 use crate::top::rows::hold_times;
 
@@ -57,7 +58,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         theme,
     ));
     let width = area.width.min(100);
-    let notes: Vec<String> = p.meta.notes.iter().cloned().chain(p.losses.describe()).chain(p.stack_sampling.describe()).collect();
+    let notes = session_notes(p);
     if !notes.is_empty() {
         lines.push(Line::default());
         lines.push(Line::from(Span::styled("About this session", theme.title())));
@@ -100,6 +101,11 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         }
     }
     lines
+}
+
+/// What the user should know about this session: listed here, counted in the header.
+pub(super) fn session_notes(p: &Profile) -> Vec<String> {
+    p.meta.notes.iter().cloned().chain(p.losses.describe()).chain(p.stack_sampling.describe()).collect()
 }
 
 #[cfg(test)]
