@@ -109,7 +109,7 @@ pub fn loss_suffix(profile: &Profile) -> String {
     };
     // Short waits' split between stacks is sampled: say so where the graph is read.
     if profile.stack_sampling.is_sampled() {
-        s.push_str(&format!(" · stacks sampled: 1 in {:.0} short waits", profile.stack_sampling.one_in()));
+        s.push_str(&format!(" · stacks sampled: 1 in {:.0} contentions", profile.stack_sampling.one_in()));
     }
     s
 }
