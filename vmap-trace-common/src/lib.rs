@@ -197,7 +197,12 @@ pub struct WaitStats {
 }
 
 impl WaitStats {
-    pub const ZERO: WaitStats = WaitStats { count: 0, total_ns: 0, max_ns: 0, hist: [0; TIME_BUCKETS] };
+    pub const ZERO: WaitStats = WaitStats {
+        count: 0,
+        total_ns: 0,
+        max_ns: 0,
+        hist: [0; TIME_BUCKETS],
+    };
 }
 
 /// Key of the per-stack wait map. `tgid`/`comm` are zero and `user_stack` is 0 unless the
@@ -240,7 +245,11 @@ pub fn stack_hash(ips: &[u64; MAX_STACK_DEPTH], len: usize) -> u64 {
         h ^= h >> 29;
         i += 1;
     }
-    if h == 0 { 1 } else { h }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
 }
 
 /// Count, total and max of a set of waits (no histogram).
@@ -280,7 +289,10 @@ pub struct LockTiming {
 }
 
 impl LockTiming {
-    pub const ZERO: LockTiming = LockTiming { wait: WaitStats::ZERO, hold: WaitStats::ZERO };
+    pub const ZERO: LockTiming = LockTiming {
+        wait: WaitStats::ZERO,
+        hold: WaitStats::ZERO,
+    };
 }
 
 /// Last values seen on `vmalloc:free_vmap_area_noflush`: the lazy backlog and its limit.
@@ -297,8 +309,16 @@ pub struct LazyGauge {
 /// The log2 bucket of `v` (0 for 0 and 1), clamped to `buckets - 1`.
 #[inline(always)]
 pub fn log2_bucket(v: u64, buckets: usize) -> usize {
-    let b = if v == 0 { 0 } else { 63 - v.leading_zeros() as usize };
-    if b >= buckets { buckets - 1 } else { b }
+    let b = if v == 0 {
+        0
+    } else {
+        63 - v.leading_zeros() as usize
+    };
+    if b >= buckets {
+        buckets - 1
+    } else {
+        b
+    }
 }
 
 #[cfg(feature = "user")]

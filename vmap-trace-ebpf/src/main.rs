@@ -10,29 +10,42 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    EbpfContext,
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_jiffies64, bpf_ktime_get_ns},
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_jiffies64,
+        bpf_ktime_get_ns,
+    },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{
-        BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext,
+        BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
+        TracePointContext,
     },
+    EbpfContext,
 };
 use vmap_trace_common::{
-    EventArgs, FUNC_SLOTS, LockEnter, LockTiming, MAX_INFLIGHT_CALLS, MAX_VMAP_LOCKS, ContentionStart, LOSS_COUNTERS, LazyGauge, LockKey, LossCounter, MAX_INFLIGHT_TASKS, MAX_LOCKS,
-    MAX_STACK_DEPTH, DEFAULT_STACK_DEPTH, MAX_STACK_KEYS, STACK_SAMPLE_ALWAYS_NS, STACK_SAMPLE_WINDOW_NS, StackSampler, MAX_STACKS, MAX_TASKS, OP_COUNTERS, OpCounter, ProbeConfig, SIZE_BUCKETS,
-    StackFrames, StackKey, TIME_BUCKETS, TaskWait, WaitStats, WaitTotals, lock_flags, log2_bucket, stack_hash,
-    stack_options,
+    lock_flags, log2_bucket, stack_hash, stack_options, ContentionStart, EventArgs, LazyGauge,
+    LockEnter, LockKey, LockTiming, LossCounter, OpCounter, ProbeConfig, StackFrames, StackKey,
+    StackSampler, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH, FUNC_SLOTS, LOSS_COUNTERS,
+    MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS, MAX_LOCKS, MAX_STACKS, MAX_STACK_DEPTH, MAX_STACK_KEYS,
+    MAX_TASKS, MAX_VMAP_LOCKS, OP_COUNTERS, SIZE_BUCKETS, STACK_SAMPLE_ALWAYS_NS,
+    STACK_SAMPLE_WINDOW_NS, TIME_BUCKETS,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
 #[unsafe(no_mangle)]
-static CONFIG: ProbeConfig = ProbeConfig { tp: NO_ARGS, btf: NO_ARGS, page_shift: 12, stack_options: 0, stack_depth: 0, stack_samples: 0 };
+static CONFIG: ProbeConfig = ProbeConfig {
+    tp: NO_ARGS,
+    btf: NO_ARGS,
+    page_shift: 12,
+    stack_options: 0,
+    stack_depth: 0,
+    stack_samples: 0,
+};
 
 const NO_ARGS: EventArgs = EventArgs {
     alloc_addr: 0,
@@ -76,7 +89,8 @@ static IN_CONTENTION_END: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0)
 const SPIN_SLOT_STALE_NS: u64 = 1_000_000_000;
 /// Sleeping waits in flight (mutex, rwsem...), per task id.
 #[map]
-static TASK_INFLIGHT: HashMap<u32, ContentionStart> = HashMap::with_max_entries(MAX_INFLIGHT_TASKS, 0);
+static TASK_INFLIGHT: HashMap<u32, ContentionStart> =
+    HashMap::with_max_entries(MAX_INFLIGHT_TASKS, 0);
 
 #[map]
 static LOCK_WAITS: HashMap<LockKey, WaitStats> = HashMap::with_max_entries(MAX_LOCKS, 0);
@@ -174,13 +188,19 @@ fn btf_arg(ctx: &BtfTracePointContext, idx: u32) -> u64 {
 
 #[btf_tracepoint(function = "alloc_vmap_area")]
 pub fn tpbtf_alloc_vmap_area(ctx: BtfTracePointContext) -> i32 {
-    on_alloc_vmap_area(btf_arg(&ctx, config!(btf.alloc_size)), btf_arg(&ctx, config!(btf.alloc_failed)) as i32);
+    on_alloc_vmap_area(
+        btf_arg(&ctx, config!(btf.alloc_size)),
+        btf_arg(&ctx, config!(btf.alloc_failed)) as i32,
+    );
     0
 }
 
 #[btf_tracepoint(function = "free_vmap_area_noflush")]
 pub fn tpbtf_free_vmap_area_noflush(ctx: BtfTracePointContext) -> i32 {
-    on_free_vmap_area_noflush(btf_arg(&ctx, config!(btf.free_nr_lazy)), btf_arg(&ctx, config!(btf.free_nr_lazy_max)));
+    on_free_vmap_area_noflush(
+        btf_arg(&ctx, config!(btf.free_nr_lazy)),
+        btf_arg(&ctx, config!(btf.free_nr_lazy_max)),
+    );
     0
 }
 
@@ -236,11 +256,18 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
     if IN_CONTENTION_END.get(0).is_some_and(|busy| *busy != 0) {
         return; // our own maps' locks, inside contention_end: see IN_CONTENTION_END
     }
-    let start = ContentionStart { lock_addr, start_ns: unsafe { bpf_ktime_get_ns() }, flags, _pad: 0 };
+    let start = ContentionStart {
+        lock_addr,
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        flags,
+        _pad: 0,
+    };
     if flags & (lock_flags::SPIN | lock_flags::MUTEX) == lock_flags::SPIN {
         if let Some(slot) = SPIN_INFLIGHT.get_ptr_mut(0) {
             let slot = unsafe { &mut *slot };
-            if slot.lock_addr == 0 || start.start_ns.wrapping_sub(slot.start_ns) > SPIN_SLOT_STALE_NS {
+            if slot.lock_addr == 0
+                || start.start_ns.wrapping_sub(slot.start_ns) > SPIN_SLOT_STALE_NS
+            {
                 *slot = start;
             }
         }
@@ -254,14 +281,22 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
         }
         return;
     }
-    if TASK_INFLIGHT.insert(tid, start, BPF_NOEXIST as u64).is_err() {
+    if TASK_INFLIGHT
+        .insert(tid, start, BPF_NOEXIST as u64)
+        .is_err()
+    {
         lost(LossCounter::InflightFull);
     }
 }
 
 /// Look up `key`, inserting `zero` first if absent; counts a loss when the map is full.
 #[inline(always)]
-fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V, full: LossCounter) -> Option<*mut V> {
+fn get_or_insert<K, V>(
+    map: &HashMap<K, V>,
+    key: &K,
+    zero: &V,
+    full: LossCounter,
+) -> Option<*mut V> {
     if let Some(p) = map.get_ptr_mut(key) {
         return Some(p);
     }
@@ -280,10 +315,25 @@ fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V, full: LossCounter
 fn capture_stack<C: EbpfContext>(ctx: &C, slot: u32, flags: u64) -> Option<u64> {
     let buf = unsafe { &mut *STACK_SCRATCH.get_ptr_mut(slot)? };
     // User stacks are cheap to walk (frame pointers); kernel stacks use the configured depth.
-    let depth = if slot == 0 { config!(stack_depth) } else { MAX_STACK_DEPTH as u32 };
-    let depth = if depth == 0 || depth > MAX_STACK_DEPTH as u32 { DEFAULT_STACK_DEPTH } else { depth };
+    let depth = if slot == 0 {
+        config!(stack_depth)
+    } else {
+        MAX_STACK_DEPTH as u32
+    };
+    let depth = if depth == 0 || depth > MAX_STACK_DEPTH as u32 {
+        DEFAULT_STACK_DEPTH
+    } else {
+        depth
+    };
     let size = depth * 8;
-    let n = unsafe { bpf_get_stack(ctx.as_ptr(), buf.ips.as_mut_ptr() as *mut core::ffi::c_void, size, flags) };
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            buf.ips.as_mut_ptr() as *mut core::ffi::c_void,
+            size,
+            flags,
+        )
+    };
     if n <= 0 {
         return None;
     }
@@ -313,13 +363,19 @@ fn stack_sample(now: u64, wait: u64) -> Option<(u64, u64)> {
     if per_s == 0 {
         return Some((1, wait));
     }
-    let Some(s) = STACK_SAMPLER.get_ptr_mut(0) else { return Some((1, wait)) };
+    let Some(s) = STACK_SAMPLER.get_ptr_mut(0) else {
+        return Some((1, wait));
+    };
     let s = unsafe { &mut *s };
     let budget = if per_s < 10 { 1 } else { per_s / 10 };
     let since = now.wrapping_sub(s.window_start_ns);
     if since >= STACK_SAMPLE_WINDOW_NS {
         // After an idle stretch the last window says nothing about now: start over at 1.
-        s.period = if since < 2 * STACK_SAMPLE_WINDOW_NS { (s.seen + budget - 1) / budget } else { 1 };
+        s.period = if since < 2 * STACK_SAMPLE_WINDOW_NS {
+            (s.seen + budget - 1) / budget
+        } else {
+            1
+        };
         if s.period == 0 {
             s.period = 1;
         }
@@ -349,7 +405,9 @@ fn stack_sample(now: u64, wait: u64) -> Option<(u64, u64)> {
 #[inline(always)]
 fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
     // From here on, begins on this CPU are our own maps' locks (see IN_CONTENTION_END).
-    let Some(busy) = IN_CONTENTION_END.get_ptr_mut(0) else { return };
+    let Some(busy) = IN_CONTENTION_END.get_ptr_mut(0) else {
+        return;
+    };
     unsafe { *busy = 1 };
     end_wait(ctx, lock_addr);
     unsafe { *busy = 0 };
@@ -372,7 +430,9 @@ fn end_wait<C: EbpfContext>(ctx: &C, lock_addr: u64) {
         }
         _ => {
             let tid = bpf_get_current_pid_tgid() as u32;
-            let Some(slot) = TASK_INFLIGHT.get_ptr(tid) else { return };
+            let Some(slot) = TASK_INFLIGHT.get_ptr(tid) else {
+                return;
+            };
             let s = unsafe { *slot };
             if s.lock_addr != lock_addr {
                 return;
@@ -389,8 +449,17 @@ fn end_wait<C: EbpfContext>(ctx: &C, lock_addr: u64) {
 fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionStart, now: u64) {
     let wait = now.saturating_sub(start.start_ns);
 
-    let key = LockKey { lock_addr, flags: start.flags, _pad: 0 };
-    if let Some(s) = get_or_insert(&LOCK_WAITS, &key, &WaitStats::ZERO, LossCounter::LockMapFull) {
+    let key = LockKey {
+        lock_addr,
+        flags: start.flags,
+        _pad: 0,
+    };
+    if let Some(s) = get_or_insert(
+        &LOCK_WAITS,
+        &key,
+        &WaitStats::ZERO,
+        LossCounter::LockMapFull,
+    ) {
         add_wait(unsafe { &mut *s }, wait);
     }
 
@@ -399,7 +468,12 @@ fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionS
     if let Some((count, wait_ns)) = sampled {
         match capture_stack(ctx, 0, 0) {
             Some(kernel_stack) => {
-                let mut key = StackKey { lock_addr, kernel_stack, flags: start.flags, ..StackKey::default() };
+                let mut key = StackKey {
+                    lock_addr,
+                    kernel_stack,
+                    flags: start.flags,
+                    ..StackKey::default()
+                };
                 if options & (stack_options::PER_TASK | stack_options::USER_STACKS) != 0 {
                     key.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
                     key.comm = bpf_get_current_comm().unwrap_or_default();
@@ -408,7 +482,12 @@ fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionS
                     // Kernel threads have no user stack: 0.
                     key.user_stack = capture_stack(ctx, 1, BPF_F_USER_STACK as u64).unwrap_or(0);
                 }
-                if let Some(t) = get_or_insert(&STACK_WAITS, &key, &WaitTotals::default(), LossCounter::StackKeysFull) {
+                if let Some(t) = get_or_insert(
+                    &STACK_WAITS,
+                    &key,
+                    &WaitTotals::default(),
+                    LossCounter::StackKeysFull,
+                ) {
                     let t = unsafe { &mut *t };
                     atomic_add(&mut t.count, count);
                     atomic_add(&mut t.total_ns, wait_ns);
@@ -461,7 +540,10 @@ fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionS
 
 #[btf_tracepoint(function = "contention_begin")]
 pub fn tpbtf_contention_begin(ctx: BtfTracePointContext) -> i32 {
-    on_contention_begin(btf_arg(&ctx, config!(btf.contention_lock)), btf_arg(&ctx, config!(btf.contention_flags)) as u32);
+    on_contention_begin(
+        btf_arg(&ctx, config!(btf.contention_lock)),
+        btf_arg(&ctx, config!(btf.contention_flags)) as u32,
+    );
     0
 }
 
@@ -512,7 +594,9 @@ fn func_enter(slot: u32) {
 #[inline(always)]
 fn func_exit(slot: u32) {
     let key = (bpf_get_current_pid_tgid() << 32) | slot as u64;
-    let Some(start) = CALLS_INFLIGHT.get_ptr(&key) else { return };
+    let Some(start) = CALLS_INFLIGHT.get_ptr(&key) else {
+        return;
+    };
     let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(unsafe { *start });
     let _ = CALLS_INFLIGHT.remove(&key);
     if let Some(s) = FUNC_LATENCY.get_ptr_mut(slot) {
@@ -594,9 +678,15 @@ static LOCK_TIMING: HashMap<u32, LockTiming> = HashMap::with_max_entries(MAX_VMA
 /// lock happened before it acquired, and it acquired at max(its lock call, that release).
 #[inline(always)]
 fn lock_acquire_enter(lock_addr: u64) {
-    let Some(id) = (unsafe { VMAP_LOCKS.get(&lock_addr) }) else { return };
+    let Some(id) = (unsafe { VMAP_LOCKS.get(&lock_addr) }) else {
+        return;
+    };
     let key = (bpf_get_current_pid_tgid() << 32) | *id as u64;
-    let enter = LockEnter { start_ns: unsafe { bpf_ktime_get_ns() }, lock_id: *id, _pad: 0 };
+    let enter = LockEnter {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        lock_id: *id,
+        _pad: 0,
+    };
     if LOCKS_INFLIGHT.insert(&key, &enter, 0).is_err() {
         lost(LossCounter::CallsInflightFull);
     }
@@ -604,18 +694,31 @@ fn lock_acquire_enter(lock_addr: u64) {
 
 #[inline(always)]
 fn lock_release_enter(lock_addr: u64) {
-    let Some(id) = (unsafe { VMAP_LOCKS.get(&lock_addr) }) else { return };
+    let Some(id) = (unsafe { VMAP_LOCKS.get(&lock_addr) }) else {
+        return;
+    };
     let id = *id;
     let now = unsafe { bpf_ktime_get_ns() };
     let previous_release = unsafe { LOCK_LAST_RELEASE.get(&id) }.copied().unwrap_or(0);
     let _ = LOCK_LAST_RELEASE.insert(&id, &now, 0);
     let key = (bpf_get_current_pid_tgid() << 32) | id as u64;
     // No lock call seen (taken before attach, or by trylock): only the release time counts.
-    let Some(enter) = LOCKS_INFLIGHT.get_ptr(&key) else { return };
+    let Some(enter) = LOCKS_INFLIGHT.get_ptr(&key) else {
+        return;
+    };
     let called = unsafe { (*enter).start_ns };
     let _ = LOCKS_INFLIGHT.remove(&key);
-    let acquired = if previous_release > called { previous_release } else { called };
-    if let Some(t) = get_or_insert(&LOCK_TIMING, &id, &LockTiming::ZERO, LossCounter::LockMapFull) {
+    let acquired = if previous_release > called {
+        previous_release
+    } else {
+        called
+    };
+    if let Some(t) = get_or_insert(
+        &LOCK_TIMING,
+        &id,
+        &LockTiming::ZERO,
+        LossCounter::LockMapFull,
+    ) {
         let t = unsafe { &mut *t };
         add_wait(&mut t.wait, acquired - called);
         add_wait(&mut t.hold, now.saturating_sub(acquired));

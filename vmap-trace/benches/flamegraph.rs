@@ -15,7 +15,9 @@ use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use vmap_trace::flamegraph::svg::{render, Labels, RenderOptions};
 use vmap_trace::flamegraph::{display_scale, flamegraph, FoldOptions, Folded, Quantity, Weight};
-use vmap_trace::profile::{attribution, AllocatorDesign, Frame, Losses, Profile, RecordingMeta, StackWait, VmallocOps};
+use vmap_trace::profile::{
+    attribution, AllocatorDesign, Frame, Losses, Profile, RecordingMeta, StackWait, VmallocOps,
+};
 
 const STACKS: usize = 100_000;
 const SAMPLES: u64 = 1_000_000;
@@ -39,8 +41,19 @@ impl Rng {
 /// 100k distinct stacks, outermost frame first, 8 to 40 frames deep, shaped like kernel
 /// stacks: few entry points, more fan-out the deeper it goes, a lock primitive on top.
 fn synthetic_stacks() -> Vec<Vec<String>> {
-    let entries = ["entry_SYSCALL_64_after_hwframe", "asm_exc_page_fault", "ret_from_fork_asm", "asm_sysvec_apic_timer_interrupt"];
-    let locks = ["_raw_spin_lock", "_raw_spin_lock_irqsave", "__mutex_lock.constprop.0", "down_write", "queued_read_lock_slowpath"];
+    let entries = [
+        "entry_SYSCALL_64_after_hwframe",
+        "asm_exc_page_fault",
+        "ret_from_fork_asm",
+        "asm_sysvec_apic_timer_interrupt",
+    ];
+    let locks = [
+        "_raw_spin_lock",
+        "_raw_spin_lock_irqsave",
+        "__mutex_lock.constprop.0",
+        "down_write",
+        "queued_read_lock_slowpath",
+    ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut seen = std::collections::HashSet::with_capacity(STACKS);
     let mut stacks = Vec::with_capacity(STACKS);
@@ -66,14 +79,21 @@ fn sample_counts(n: usize) -> Vec<u64> {
     let weights: Vec<f64> = (1..=n).map(|rank| 1.0 / (rank as f64).powf(0.8)).collect();
     let sum: f64 = weights.iter().sum();
     let spare = SAMPLES - n as u64;
-    let mut counts: Vec<u64> = weights.iter().map(|w| 1 + (w / sum * spare as f64) as u64).collect();
+    let mut counts: Vec<u64> = weights
+        .iter()
+        .map(|w| 1 + (w / sum * spare as f64) as u64)
+        .collect();
     let short = SAMPLES - counts.iter().sum::<u64>();
     counts[0] += short;
     counts
 }
 
 fn folded_lines(stacks: &[Vec<String>], counts: &[u64]) -> Vec<String> {
-    stacks.iter().zip(counts).map(|(s, c)| format!("{} {c}", s.join(";"))).collect()
+    stacks
+        .iter()
+        .zip(counts)
+        .map(|(s, c)| format!("{} {c}", s.join(";")))
+        .collect()
 }
 
 fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
@@ -82,9 +102,18 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
         .zip(counts)
         .map(|(names, &count)| {
             // Profiles keep frames innermost first.
-            let frames: Vec<Frame> =
-                names.iter().rev().map(|n| Frame { addr: 0xffff_ffff_8100_0000, function: Some(n.clone()), offset: 0 }).collect();
-            StackWait { task: None, user_frames: Vec::new(),
+            let frames: Vec<Frame> = names
+                .iter()
+                .rev()
+                .map(|n| Frame {
+                    addr: 0xffff_ffff_8100_0000,
+                    function: Some(n.clone()),
+                    offset: 0,
+                })
+                .collect();
+            StackWait {
+                task: None,
+                user_frames: Vec::new(),
                 lock_addr: 0xffff_8881_0005_5820 + (count % 7) * 0x40,
                 flags: 1,
                 attribution: attribution::attribute(&frames),
@@ -96,7 +125,8 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
         })
         .collect();
     Profile {
-        meta: RecordingMeta { stack_keys: Default::default(),
+        meta: RecordingMeta {
+            stack_keys: Default::default(),
             tool_version: "bench".into(),
             kernel_release: "6.18.0-bench".into(),
             hostname: "bench".into(),
@@ -130,7 +160,10 @@ struct ThreadCpuTime {
 }
 
 fn thread_cpu_now() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime only writes the timespec we own.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID unavailable");
@@ -179,10 +212,19 @@ fn inputs() -> Inputs {
     }
     assert_eq!((folded.len(), folded.total()), (STACKS, SAMPLES));
     let options = RenderOptions::new(
-        Labels { title: "bench".into(), subtitle: Some("1,000,000 samples, 100,000 stacks".into()), notes: String::new() },
+        Labels {
+            title: "bench".into(),
+            subtitle: Some("1,000,000 samples, 100,000 stacks".into()),
+            notes: String::new(),
+        },
         display_scale(Quantity::Events, SAMPLES),
     );
-    Inputs { folded, unsorted_lines, profile: profile_of(&stacks, &counts), options }
+    Inputs {
+        folded,
+        unsorted_lines,
+        profile: profile_of(&stacks, &counts),
+        options,
+    }
 }
 
 fn render_folded(inputs: &Inputs) -> usize {
@@ -195,16 +237,28 @@ fn render_folded(inputs: &Inputs) -> usize {
 fn wall_time(c: &mut Criterion) {
     let inputs = inputs();
     let mut group = c.benchmark_group("flamegraph");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
-    group.bench_function("render_1m_samples_100k_stacks", |b| b.iter(|| black_box(render_folded(&inputs))));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("render_1m_samples_100k_stacks", |b| {
+        b.iter(|| black_box(render_folded(&inputs)))
+    });
     group.bench_function("render_unsorted_lines_1m_samples_100k_stacks", |b| {
         b.iter(|| {
             let mut svg = Vec::with_capacity(8 << 20);
-            render(inputs.unsorted_lines.iter().map(String::as_str), &inputs.options, &mut svg).unwrap();
+            render(
+                inputs.unsorted_lines.iter().map(String::as_str),
+                &inputs.options,
+                &mut svg,
+            )
+            .unwrap();
             black_box(svg.len())
         })
     });
-    let fold = FoldOptions { weight: Weight::Count, ..Default::default() };
+    let fold = FoldOptions {
+        weight: Weight::Count,
+        ..Default::default()
+    };
     group.bench_function("profile_to_svg_100k_stacks", |b| {
         b.iter(|| {
             let graph = flamegraph(black_box(&inputs.profile), &fold).unwrap();
@@ -220,13 +274,23 @@ fn wall_time(c: &mut Criterion) {
 fn cpu_time(c: &mut Criterion<ThreadCpuTime>) {
     let inputs = inputs();
     let mut group = c.benchmark_group("flamegraph_cpu");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
-    group.bench_function("render_1m_samples_100k_stacks", |b| b.iter(|| black_box(render_folded(&inputs))));
-    let fold = FoldOptions { weight: Weight::Count, ..Default::default() };
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("render_1m_samples_100k_stacks", |b| {
+        b.iter(|| black_box(render_folded(&inputs)))
+    });
+    let fold = FoldOptions {
+        weight: Weight::Count,
+        ..Default::default()
+    };
     group.bench_function("profile_to_svg_100k_stacks", |b| {
         b.iter(|| {
             let mut svg = Vec::with_capacity(8 << 20);
-            flamegraph(black_box(&inputs.profile), &fold).unwrap().write_svg(&mut svg).unwrap();
+            flamegraph(black_box(&inputs.profile), &fold)
+                .unwrap()
+                .write_svg(&mut svg)
+                .unwrap();
             black_box(svg.len())
         })
     });

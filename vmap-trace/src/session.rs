@@ -36,18 +36,33 @@ pub fn hostname() -> String {
 }
 
 fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 pub fn online_cpus() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }
 
 /// Notes a user must read to interpret the recording correctly.
-fn limitation_notes(hooks: &[HookStatus], vis: &kallsyms::KallsymsVisibility, cpus: u32) -> Vec<String> {
+fn limitation_notes(
+    hooks: &[HookStatus],
+    vis: &kallsyms::KallsymsVisibility,
+    cpus: u32,
+) -> Vec<String> {
     let mut notes = Vec::new();
-    for h in hooks.iter().filter(|h| h.mechanism.is_none() && !h.hook.starts_with("fn:")) {
-        let why = h.rejected.last().map(|r| r.reason.as_str()).unwrap_or("unknown");
+    for h in hooks
+        .iter()
+        .filter(|h| h.mechanism.is_none() && !h.hook.starts_with("fn:"))
+    {
+        let why = h
+            .rejected
+            .last()
+            .map(|r| r.reason.as_str())
+            .unwrap_or("unknown");
         notes.push(format!("{} is not recorded: {why}", h.hook));
     }
     if !vis.addresses_visible {
@@ -59,7 +74,10 @@ fn limitation_notes(hooks: &[HookStatus], vis: &kallsyms::KallsymsVisibility, cp
                 .into(),
         );
     }
-    if hooks.iter().any(|h| h.hook.starts_with("lock:") && h.mechanism.is_some()) {
+    if hooks
+        .iter()
+        .any(|h| h.hook.starts_with("lock:") && h.mechanism.is_some())
+    {
         notes.push(format!(
             "lock:contention_* only report spinlock waits that reach the MCS queue (3+ contenders); two-way \
              spinlock waits are invisible to them{}",
@@ -86,7 +104,12 @@ impl TraceSession {
         let cpus = online_cpus();
         let mut notes = limitation_notes(&probes.hooks, &vis, cpus);
         if options.lock_timing {
-            notes.extend(vmap_locks.problems.iter().map(|p| format!("vmap lock naming: {p}")));
+            notes.extend(
+                vmap_locks
+                    .problems
+                    .iter()
+                    .map(|p| format!("vmap lock naming: {p}")),
+            );
         }
         let meta = RecordingMeta {
             stack_keys: options.stack_keying(),
@@ -95,7 +118,10 @@ impl TraceSession {
             hostname: hostname(),
             design,
             cpus,
-            started_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            started_unix_s: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             duration_ns: 0,
             lock_names_available: vis.kallsyms_all,
             stacks_symbolized: vis.addresses_visible,
@@ -103,7 +129,14 @@ impl TraceSession {
             hooks: probes.hooks.clone(),
             vmap_locks: vmap_locks.locks.clone(),
         };
-        Ok(TraceSession { probes, data_symbols, vmap_locks, resolver: StackResolver::default(), started: Instant::now(), meta })
+        Ok(TraceSession {
+            probes,
+            data_symbols,
+            vmap_locks,
+            resolver: StackResolver::default(),
+            started: Instant::now(),
+            meta,
+        })
     }
 
     pub fn vmap_locks(&self) -> &vmap_locks::VmapLockTable {
@@ -132,6 +165,12 @@ impl TraceSession {
         let duration_ns = self.started.elapsed().as_nanos() as u64;
         let mut meta = self.meta.clone();
         meta.duration_ns = duration_ns;
-        collect::read(&self.probes, meta, &self.data_symbols, &self.vmap_locks, &mut self.resolver)
+        collect::read(
+            &self.probes,
+            meta,
+            &self.data_symbols,
+            &self.vmap_locks,
+            &mut self.resolver,
+        )
     }
 }

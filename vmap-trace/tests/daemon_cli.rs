@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_vmap-trace");
 
 fn daemon(args: &[&str]) -> Output {
-    Command::new(BIN).arg("daemon").args(args).output().expect("run vmap-trace daemon")
+    Command::new(BIN)
+        .arg("daemon")
+        .args(args)
+        .output()
+        .expect("run vmap-trace daemon")
 }
 
 fn stderr(out: &Output) -> String {
@@ -31,7 +35,10 @@ fn daemon_help_lists_every_flag_and_the_default_address() {
         "--log-format",
         "SIGTERM",
     ] {
-        assert!(help.contains(needle), "--help does not mention {needle}:\n{help}");
+        assert!(
+            help.contains(needle),
+            "--help does not mention {needle}:\n{help}"
+        );
     }
 }
 
@@ -57,16 +64,31 @@ fn daemon_port_in_use_fails_fast_with_a_clear_error() {
     let out = daemon(&["--listen", &addr]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "fails before attaching anything");
+    assert!(
+        err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "fails before attaching anything"
+    );
 }
 
 #[test]
 fn daemon_unwritable_record_dir_is_a_clear_error() {
     // Nobody, not even root, can create a directory in /proc.
-    let out = daemon(&["--listen", "127.0.0.1:0", "--record-dir", "/proc/vmap-trace-test"]);
+    let out = daemon(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--record-dir",
+        "/proc/vmap-trace-test",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--record-dir /proc/vmap-trace-test"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--record-dir /proc/vmap-trace-test"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -79,5 +101,8 @@ fn daemon_without_privileges_the_error_says_so() {
     let out = cmd.output().expect("run vmap-trace daemon");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out).to_lowercase();
-    assert!(err.contains("root") || err.contains("cap_bpf") || err.contains("permission"), "{err}");
+    assert!(
+        err.contains("root") || err.contains("cap_bpf") || err.contains("permission"),
+        "{err}"
+    );
 }

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use prometheus_parse::{Sample, Value};
 
 mod common;
-use common::{BIN, is_root};
-
+use common::{is_root, BIN};
 
 macro_rules! require_root {
     () => {
@@ -52,7 +51,12 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon { child, addr: String::new(), lines, log: Vec::new() };
+        let mut d = Daemon {
+            child,
+            addr: String::new(),
+            lines,
+            log: Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while d.addr.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -65,7 +69,10 @@ impl Daemon {
                 }
                 Err(_) => {
                     let status = d.child.try_wait().ok().flatten();
-                    panic!("daemon did not start serving within 60 s (exit: {status:?}); log:\n{}", d.log.join("\n"));
+                    panic!(
+                        "daemon did not start serving within 60 s (exit: {status:?}); log:\n{}",
+                        d.log.join("\n")
+                    );
                 }
             }
         }
@@ -85,12 +92,18 @@ impl Daemon {
         assert_eq!(response.status(), 200);
         let text = response.text().unwrap();
         assert!(text.ends_with("# EOF\n"), "complete OpenMetrics exposition");
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses as Prometheus text").samples
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("parses as Prometheus text")
+            .samples
     }
 
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
     }
 
     /// SIGTERM, then wait for the exit; returns whether it exited 0, and the full log.
@@ -103,7 +116,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("daemon did not exit within 30 s of SIGTERM; log:\n{}", self.log.join("\n"));
+                panic!(
+                    "daemon did not exit within 30 s of SIGTERM; log:\n{}",
+                    self.log.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -124,10 +140,13 @@ impl Drop for Daemon {
 }
 
 fn scalar(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples.iter().find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))).map(|s| match s.value {
-        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-        _ => panic!("{metric} is not a scalar"),
-    })
+    samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{metric} is not a scalar"),
+        })
 }
 
 fn must(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
@@ -144,13 +163,27 @@ fn key(s: &Sample) -> String {
 fn assert_histograms_consistent(samples: &[Sample]) -> usize {
     let mut n = 0;
     for s in samples {
-        let Value::Histogram(buckets) = &s.value else { continue };
+        let Value::Histogram(buckets) = &s.value else {
+            continue;
+        };
         n += 1;
-        assert!(buckets.windows(2).all(|w| w[0].less_than < w[1].less_than), "{}: bounds not increasing", key(s));
-        assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "{}: buckets not cumulative", key(s));
+        assert!(
+            buckets.windows(2).all(|w| w[0].less_than < w[1].less_than),
+            "{}: bounds not increasing",
+            key(s)
+        );
+        assert!(
+            buckets.windows(2).all(|w| w[0].count <= w[1].count),
+            "{}: buckets not cumulative",
+            key(s)
+        );
         let inf = buckets.last().unwrap();
         assert!(inf.less_than.is_infinite(), "{}: no +Inf bucket", key(s));
-        let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let labels: Vec<(&str, &str)> = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let count = must(samples, &format!("{}_count", s.metric), &labels);
         assert_eq!(inf.count, count, "{}: +Inf bucket != _count", key(s));
     }
@@ -163,7 +196,11 @@ fn assert_never_decrease(before: &[Sample], after: &[Sample]) {
     let scalars = |samples: &[Sample]| -> HashMap<String, f64> {
         samples
             .iter()
-            .filter(|s| s.metric.ends_with("_total") || s.metric.ends_with("_count") || s.metric.ends_with("_sum"))
+            .filter(|s| {
+                s.metric.ends_with("_total")
+                    || s.metric.ends_with("_count")
+                    || s.metric.ends_with("_sum")
+            })
             .filter_map(|s| match s.value {
                 Value::Counter(v) | Value::Untyped(v) => Some((key(s), v)),
                 _ => None,
@@ -179,8 +216,15 @@ fn assert_never_decrease(before: &[Sample], after: &[Sample]) {
 }
 
 fn stress(workload: &str, seconds: &str) -> u64 {
-    let out = Command::new(BIN).args(["stress", workload, "--duration", seconds, "--json"]).output().unwrap();
-    assert!(out.status.success(), "stress failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["stress", workload, "--duration", seconds, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stress failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["ops"].as_u64().unwrap()
 }
@@ -189,7 +233,13 @@ fn rotated(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("vmap-trace-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("vmap-trace-")
+        })
         .collect();
     files.sort();
     files
@@ -199,7 +249,14 @@ fn rotated(dir: &Path) -> Vec<PathBuf> {
 fn daemon_metrics_follow_pty_stress_and_sigterm_writes_the_last_recording() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&["--record-dir", dir.path().to_str().unwrap(), "--record-every", "1", "--keep", "3"]);
+    let d = Daemon::start(&[
+        "--record-dir",
+        dir.path().to_str().unwrap(),
+        "--record-every",
+        "1",
+        "--keep",
+        "3",
+    ]);
 
     let before = d.scrape();
     let pairs = stress("pty", "2");
@@ -208,38 +265,89 @@ fn daemon_metrics_follow_pty_stress_and_sigterm_writes_the_last_recording() {
     let allocs = |s: &[Sample]| must(s, "vmap_trace_vmalloc_allocs_total", &[]);
     let grew = allocs(&after) - allocs(&before);
     // One pty pair is two n_tty_data vzallocs.
-    assert!(grew >= pairs as f64 && grew > 1000.0, "allocs grew by {grew} during {pairs} pty pairs");
-    let frees = |s: &[Sample]| must(s, "vmap_trace_vmalloc_frees_total", &[]);
-    assert!(frees(&after) - frees(&before) >= pairs as f64, "frees follow the closes");
     assert!(
-        must(&after, "vmap_trace_vmalloc_alloc_size_pages_count", &[]) > must(&before, "vmap_trace_vmalloc_alloc_size_pages_count", &[])
+        grew >= pairs as f64 && grew > 1000.0,
+        "allocs grew by {grew} during {pairs} pty pairs"
     );
-    assert_eq!(must(&after, "vmap_trace_hook_attached", &[("hook", "vmalloc:alloc_vmap_area")]), 1.0);
-    assert_eq!(must(&after, "vmap_trace_hook_attached", &[("hook", "lock:contention_begin")]), 1.0);
+    let frees = |s: &[Sample]| must(s, "vmap_trace_vmalloc_frees_total", &[]);
     assert!(
-        scalar(&after, "vmap_trace_lock_wait_seconds_count", &[("lock", "(other)")]).is_some(),
+        frees(&after) - frees(&before) >= pairs as f64,
+        "frees follow the closes"
+    );
+    assert!(
+        must(&after, "vmap_trace_vmalloc_alloc_size_pages_count", &[])
+            > must(&before, "vmap_trace_vmalloc_alloc_size_pages_count", &[])
+    );
+    assert_eq!(
+        must(
+            &after,
+            "vmap_trace_hook_attached",
+            &[("hook", "vmalloc:alloc_vmap_area")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        must(
+            &after,
+            "vmap_trace_hook_attached",
+            &[("hook", "lock:contention_begin")]
+        ),
+        1.0
+    );
+    assert!(
+        scalar(
+            &after,
+            "vmap_trace_lock_wait_seconds_count",
+            &[("lock", "(other)")]
+        )
+        .is_some(),
         "aggregate lock series is always there"
     );
     assert!(must(&after, "vmap_trace_snapshots_total", &[]) >= 2.0);
-    assert!(assert_histograms_consistent(&after) >= 2, "size histogram and at least the (other) lock histogram");
+    assert!(
+        assert_histograms_consistent(&after) >= 2,
+        "size histogram and at least the (other) lock histogram"
+    );
     assert_histograms_consistent(&before);
     assert_never_decrease(&before, &after);
-    assert!(after.iter().all(|s| !s.labels.contains_key("tid")), "no per-task labels by default");
+    assert!(
+        after.iter().all(|s| !s.labels.contains_key("tid")),
+        "no per-task labels by default"
+    );
 
     std::thread::sleep(Duration::from_millis(1500));
     let periodic = rotated(dir.path());
-    assert!(!periodic.is_empty() && periodic.len() <= 3, "rotation keeps at most 3: {periodic:?}");
+    assert!(
+        !periodic.is_empty() && periodic.len() <= 3,
+        "rotation keeps at most 3: {periodic:?}"
+    );
 
     let (clean, log) = d.terminate();
     assert!(clean, "SIGTERM exits 0; log:\n{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("received SIGTERM")), "{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("probes detached")), "{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("received SIGTERM")),
+        "{}",
+        log.join("\n")
+    );
+    assert!(
+        log.iter().any(|l| l.contains("probes detached")),
+        "{}",
+        log.join("\n")
+    );
     let files = rotated(dir.path());
     assert!(files.len() <= 3, "{files:?}");
     let last = files.last().expect("the last recording");
-    assert!(log.iter().any(|l| l.contains("wrote the last recording") && l.contains(last.to_str().unwrap())), "{}", log.join("\n"));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("wrote the last recording") && l.contains(last.to_str().unwrap())),
+        "{}",
+        log.join("\n")
+    );
     let profile = vmap_trace::profile::recording::load(last).expect("the last recording loads");
-    assert!(profile.ops.allocs as f64 >= allocs(&after), "the last recording holds everything scraped before it");
+    assert!(
+        profile.ops.allocs as f64 >= allocs(&after),
+        "the last recording holds everything scraped before it"
+    );
 }
 
 #[test]
@@ -248,9 +356,15 @@ fn daemon_per_task_flag_adds_bounded_task_series() {
     let d = Daemon::start(&["--per-task", "--top-locks", "2"]);
     stress("mix", "2");
     let samples = d.scrape();
-    let tasks = samples.iter().filter(|s| s.metric == "vmap_trace_task_lock_waits").count();
+    let tasks = samples
+        .iter()
+        .filter(|s| s.metric == "vmap_trace_task_lock_waits")
+        .count();
     assert!((1..=10).contains(&tasks), "1..=10 task series, got {tasks}");
-    let locks = samples.iter().filter(|s| s.metric == "vmap_trace_lock_wait_seconds").count();
+    let locks = samples
+        .iter()
+        .filter(|s| s.metric == "vmap_trace_lock_wait_seconds")
+        .count();
     assert!(locks <= 3, "--top-locks 2 plus (other), got {locks}");
     let (clean, log) = d.terminate();
     assert!(clean, "{}", log.join("\n"));
@@ -263,7 +377,11 @@ fn daemon_memory_stays_flat_and_tables_do_not_overflow_under_mix_stress() {
     require_root!();
     let d = Daemon::start(&[]);
     d.scrape();
-    let load = Command::new(BIN).args(["stress", "mix", "--duration", "20", "--quiet"]).stdout(Stdio::null()).spawn().unwrap();
+    let load = Command::new(BIN)
+        .args(["stress", "mix", "--duration", "20", "--quiet"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     let mut load = Guard(load);
     let mut warm = None;
@@ -285,7 +403,13 @@ fn daemon_memory_stays_flat_and_tables_do_not_overflow_under_mix_stress() {
     assert!(end <= warm + 8192, "RSS grew from {warm} KiB to {end} KiB");
 
     let lost = |reason| must(&last, "vmap_trace_lost_events_total", &[("reason", reason)]);
-    for reason in ["inflight_full", "lock_map_full", "stack_capture_failed", "stack_keys_full", "calls_inflight_full"] {
+    for reason in [
+        "inflight_full",
+        "lock_map_full",
+        "stack_capture_failed",
+        "stack_keys_full",
+        "calls_inflight_full",
+    ] {
         assert_eq!(lost(reason), 0.0, "{reason}: events lost");
     }
     let (clean, log) = d.terminate();

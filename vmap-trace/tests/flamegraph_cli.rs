@@ -4,19 +4,36 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use vmap_trace::profile::{
-    attribution, recording, AllocatorDesign, Frame, LockWait, Log2Histogram, Losses, Profile, RecordingMeta, StackWait, TaskWaitSummary,
-    VmallocOps, WaitHistogram,
+    attribution, recording, AllocatorDesign, Frame, LockWait, Log2Histogram, Losses, Profile,
+    RecordingMeta, StackWait, TaskWaitSummary, VmallocOps, WaitHistogram,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_vmap-trace");
 
 fn frames(names: &[&str]) -> Vec<Frame> {
-    names.iter().map(|n| Frame { addr: 0xffffffff81000000, function: Some(n.to_string()), offset: 0x10 }).collect()
+    names
+        .iter()
+        .map(|n| Frame {
+            addr: 0xffffffff81000000,
+            function: Some(n.to_string()),
+            offset: 0x10,
+        })
+        .collect()
 }
 
 fn stack(lock_addr: u64, flags: u32, names: &[&str], count: u64, total_ns: u64) -> StackWait {
     let frames = frames(names);
-    StackWait { task: None, user_frames: Vec::new(), lock_addr, flags, attribution: attribution::attribute(&frames), frames: frames.into(), count, total_ns, max_ns: total_ns / count }
+    StackWait {
+        task: None,
+        user_frames: Vec::new(),
+        lock_addr,
+        flags,
+        attribution: attribution::attribute(&frames),
+        frames: frames.into(),
+        count,
+        total_ns,
+        max_ns: total_ns / count,
+    }
 }
 
 fn wait(count: u64, total_ns: u64) -> WaitHistogram {
@@ -31,7 +48,8 @@ fn wait(count: u64, total_ns: u64) -> WaitHistogram {
 /// A vmap spinlock path and a tty mutex path, on a 6.1 (legacy) kernel.
 fn profile(kernel: &str, vmap_ns: u64) -> Profile {
     Profile {
-        meta: RecordingMeta { stack_keys: Default::default(),
+        meta: RecordingMeta {
+            stack_keys: Default::default(),
             tool_version: "0.1.0".into(),
             kernel_release: kernel.into(),
             hostname: "host".into(),
@@ -45,23 +63,62 @@ fn profile(kernel: &str, vmap_ns: u64) -> Profile {
             notes: vec![],
             vmap_locks: vec![],
         },
-        ops: VmallocOps { allocs: 5000, frees: 4990, purges: 5, ..Default::default() },
+        ops: VmallocOps {
+            allocs: 5000,
+            frees: 4990,
+            purges: 5,
+            ..Default::default()
+        },
         locks: vec![
-            LockWait { lock_addr: 0xffffffff82001000, flags: 1, name: Some("vmap_area_lock".into()), wait: wait(100, vmap_ns) },
-            LockWait { lock_addr: 0xffff888100002000, flags: 32, name: None, wait: wait(5, 300_000) },
+            LockWait {
+                lock_addr: 0xffffffff82001000,
+                flags: 1,
+                name: Some("vmap_area_lock".into()),
+                wait: wait(100, vmap_ns),
+            },
+            LockWait {
+                lock_addr: 0xffff888100002000,
+                flags: 32,
+                name: None,
+                wait: wait(5, 300_000),
+            },
         ],
         stacks: vec![
             stack(
                 0xffffffff82001000,
                 1,
-                &["native_queued_spin_lock_slowpath", "_raw_spin_lock", "alloc_vmap_area", "__vmalloc_node_range_noprof", "do_syscall_64"],
+                &[
+                    "native_queued_spin_lock_slowpath",
+                    "_raw_spin_lock",
+                    "alloc_vmap_area",
+                    "__vmalloc_node_range_noprof",
+                    "do_syscall_64",
+                ],
                 100,
                 vmap_ns,
             ),
-            stack(0xffff888100002000, 32, &["__mutex_lock.constprop.0", "tty_lock", "tty_open", "do_syscall_64"], 5, 300_000),
+            stack(
+                0xffff888100002000,
+                32,
+                &[
+                    "__mutex_lock.constprop.0",
+                    "tty_lock",
+                    "tty_open",
+                    "do_syscall_64",
+                ],
+                5,
+                300_000,
+            ),
         ],
         cpus: vec![],
-        tasks: vec![TaskWaitSummary { tid: 7, tgid: 7, comm: "sshd".into(), count: 105, total_ns: vmap_ns + 300_000, max_ns: 90_000 }],
+        tasks: vec![TaskWaitSummary {
+            tid: 7,
+            tgid: 7,
+            comm: "sshd".into(),
+            count: 105,
+            total_ns: vmap_ns + 300_000,
+            max_ns: 90_000,
+        }],
         losses: Losses::default(),
         functions: vec![],
         lock_timing: vec![],
@@ -80,7 +137,12 @@ fn vmap_trace(args: &[&str]) -> Output {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -110,17 +172,44 @@ fn folded_to_stdout_and_svg_to_file() {
         "do_syscall_64;__vmalloc_node_range_noprof;alloc_vmap_area;_raw_spin_lock;native_queued_spin_lock_slowpath;[spinlock vmap_area_lock] 2000000\n\
          do_syscall_64;tty_open;tty_lock;__mutex_lock.constprop.0;[mutex 0xffff888100002000] 300000\n"
     );
-    let counts = ok(&vmap_trace(&["flamegraph", rec, "-o", "-", "--folded", "--weight", "count", "--lock", "vmap_area_lock"]));
-    assert!(counts.ends_with("[spinlock vmap_area_lock] 100\n") && counts.lines().count() == 1, "{counts}");
+    let counts = ok(&vmap_trace(&[
+        "flamegraph",
+        rec,
+        "-o",
+        "-",
+        "--folded",
+        "--weight",
+        "count",
+        "--lock",
+        "vmap_area_lock",
+    ]));
+    assert!(
+        counts.ends_with("[spinlock vmap_area_lock] 100\n") && counts.lines().count() == 1,
+        "{counts}"
+    );
 
     let svg = dir.path().join("a.svg");
-    let out = vmap_trace(&["flamegraph", rec, "-o", svg.to_str().unwrap(), "--class", "other"]);
+    let out = vmap_trace(&[
+        "flamegraph",
+        rec,
+        "-o",
+        svg.to_str().unwrap(),
+        "--class",
+        "other",
+    ]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("(1 stacks, 300.00 us of lock wait time)"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(1 stacks, 300.00 us of lock wait time)")
+    );
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.contains("6.1.0-test · legacy vmap locks · 5.00 s · weight: lock wait time (us) · class=other"));
+    assert!(text.contains(
+        "6.1.0-test · legacy vmap locks · 5.00 s · weight: lock wait time (us) · class=other"
+    ));
     assert!(text.contains("<title>tty_lock (300 us, 100.00%)</title>"));
-    assert!(!text.contains("alloc_vmap_area"), "class=other leaves the vmap path out");
+    assert!(
+        !text.contains("alloc_vmap_area"),
+        "class=other leaves the vmap path out"
+    );
 }
 
 #[test]
@@ -131,32 +220,108 @@ fn bad_requests_fail_clearly() {
     let out_svg = dir.path().join("x.svg");
     let out_svg = out_svg.to_str().unwrap();
 
-    let err = fails(&vmap_trace(&["flamegraph", rec, "-o", out_svg, "--lock", "purge_vmap_area_lock"]));
-    assert!(err.contains("no lock in this recording matches `purge_vmap_area_lock`"), "{err}");
-    assert!(err.contains("vmap_area_lock ") && err.contains("0xffff888100002000  mutex, 5 waits"), "lists the locks: {err}");
+    let err = fails(&vmap_trace(&[
+        "flamegraph",
+        rec,
+        "-o",
+        out_svg,
+        "--lock",
+        "purge_vmap_area_lock",
+    ]));
+    assert!(
+        err.contains("no lock in this recording matches `purge_vmap_area_lock`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("vmap_area_lock ") && err.contains("0xffff888100002000  mutex, 5 waits"),
+        "lists the locks: {err}"
+    );
 
-    let err = fails(&vmap_trace(&["flamegraph", rec, "-o", out_svg, "--weight", "hold"]));
-    assert!(err.contains("this recording has no hold times (needs kprobe/fentry mode)"), "{err}");
-    let err = fails(&vmap_trace(&["flamegraph", rec, "-o", out_svg, "--task", "sshd"]));
-    assert!(err.contains("per-task totals, not per-task stacks") && err.contains("sshd (tid 7)"), "{err}");
-    let err = fails(&vmap_trace(&["flamegraph", rec, "-o", out_svg, "--user-stacks"]));
+    let err = fails(&vmap_trace(&[
+        "flamegraph",
+        rec,
+        "-o",
+        out_svg,
+        "--weight",
+        "hold",
+    ]));
+    assert!(
+        err.contains("this recording has no hold times (needs kprobe/fentry mode)"),
+        "{err}"
+    );
+    let err = fails(&vmap_trace(&[
+        "flamegraph",
+        rec,
+        "-o",
+        out_svg,
+        "--task",
+        "sshd",
+    ]));
+    assert!(
+        err.contains("per-task totals, not per-task stacks") && err.contains("sshd (tid 7)"),
+        "{err}"
+    );
+    let err = fails(&vmap_trace(&[
+        "flamegraph",
+        rec,
+        "-o",
+        out_svg,
+        "--user-stacks",
+    ]));
     assert!(err.contains("no user stacks"), "{err}");
-    let err = fails(&vmap_trace(&["flamegraph", rec, "-o", out_svg, "--lock", "0xffff888100002000", "--class", "vmap"]));
-    assert!(err.contains("no contended stacks match lock=0xffff888100002000, class=vmap"), "{err}");
-    let err = fails(&vmap_trace(&["flamegraph", "/nonexistent.rec", "-o", out_svg]));
+    let err = fails(&vmap_trace(&[
+        "flamegraph",
+        rec,
+        "-o",
+        out_svg,
+        "--lock",
+        "0xffff888100002000",
+        "--class",
+        "vmap",
+    ]));
+    assert!(
+        err.contains("no contended stacks match lock=0xffff888100002000, class=vmap"),
+        "{err}"
+    );
+    let err = fails(&vmap_trace(&[
+        "flamegraph",
+        "/nonexistent.rec",
+        "-o",
+        out_svg,
+    ]));
     assert!(err.contains("/nonexistent.rec: cannot read"), "{err}");
-    let err = fails(&vmap_trace(&["flamegraph", rec, "-o", "/nonexistent/dir/x.svg"]));
-    assert!(err.contains("directory /nonexistent/dir does not exist"), "{err}");
+    let err = fails(&vmap_trace(&[
+        "flamegraph",
+        rec,
+        "-o",
+        "/nonexistent/dir/x.svg",
+    ]));
+    assert!(
+        err.contains("directory /nonexistent/dir does not exist"),
+        "{err}"
+    );
     assert!(!Path::new(out_svg).exists(), "failed runs write nothing");
 
     let mut empty = profile("6.1.0-test", 1);
     empty.stacks.clear();
     let empty = save(dir.path(), "empty.rec", &empty);
-    let err = fails(&vmap_trace(&["diff", rec, empty.to_str().unwrap(), "-o", out_svg]));
-    assert!(err.contains("empty.rec: this recording has no contended kernel stacks"), "{err}");
+    let err = fails(&vmap_trace(&[
+        "diff",
+        rec,
+        empty.to_str().unwrap(),
+        "-o",
+        out_svg,
+    ]));
+    assert!(
+        err.contains("empty.rec: this recording has no contended kernel stacks"),
+        "{err}"
+    );
 
     let err = fails(&vmap_trace(&["report", rec, "--table", "stacks"]));
-    assert!(err.contains("--table only applies to --format csv"), "{err}");
+    assert!(
+        err.contains("--table only applies to --format csv"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -170,7 +335,15 @@ fn diff_and_compare_show_what_changed() {
     let b = save(dir.path(), "6.12.rec", &after);
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
 
-    let folded = ok(&vmap_trace(&["diff", a, b, "-o", "-", "--folded", "--no-normalize"]));
+    let folded = ok(&vmap_trace(&[
+        "diff",
+        a,
+        b,
+        "-o",
+        "-",
+        "--folded",
+        "--no-normalize",
+    ]));
     // Build suffixes dropped and addresses stripped, so the mutex path pairs up across kernels.
     assert_eq!(
         folded,
@@ -180,12 +353,30 @@ fn diff_and_compare_show_what_changed() {
     let svg = dir.path().join("d.svg");
     ok(&vmap_trace(&["diff", a, b, "-o", svg.to_str().unwrap()]));
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.contains("vmap-trace diff: lock wait time, 6.1.rec → 6.12.rec"), "{}", &text[..2000]);
+    assert!(
+        text.contains("vmap-trace diff: lock wait time, 6.1.rec → 6.12.rec"),
+        "{}",
+        &text[..2000]
+    );
 
     let table = ok(&vmap_trace(&["report", "--compare", a, b]));
-    let row = table.lines().find(|l| l.starts_with("vmap_area_lock")).expect(&table);
-    assert!(row.contains("400.00 us") && row.contains("1.60 ms") && row.ends_with("+300.0%"), "{row}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&vmap_trace(&["report", "--compare", a, b, "--format", "json"]))).unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("vmap_area_lock"))
+        .expect(&table);
+    assert!(
+        row.contains("400.00 us") && row.contains("1.60 ms") && row.ends_with("+300.0%"),
+        "{row}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&vmap_trace(&[
+        "report",
+        "--compare",
+        a,
+        b,
+        "--format",
+        "json",
+    ])))
+    .unwrap();
     assert_eq!(json["schema"], "vmap-trace-compare/1");
     assert_eq!(json["after"]["kernel_release"], "6.12.0-test");
 }
@@ -201,9 +392,13 @@ fn csv_tables_are_versioned_and_complete() {
         lines.next(),
         Some("schema,table,lock_name,lock_addr,lock_kind,flags,count,total_ns,mean_ns,p99_le_ns,max_ns,vmap_wait_ns,other_wait_ns")
     );
-    assert!(lines.next().unwrap().starts_with("vmap-trace-csv/1,locks,vmap_area_lock,0xffffffff82001000,spinlock,1,100,2000000,"));
+    assert!(lines.next().unwrap().starts_with(
+        "vmap-trace-csv/1,locks,vmap_area_lock,0xffffffff82001000,spinlock,1,100,2000000,"
+    ));
     assert_eq!(lines.count(), 1);
-    let stacks = ok(&vmap_trace(&["report", rec, "--format", "csv", "--table", "stacks"]));
+    let stacks = ok(&vmap_trace(&[
+        "report", rec, "--format", "csv", "--table", "stacks",
+    ]));
     assert!(
         stacks.contains(",vmap,alloc_vmap_area,alloc_vmap_area,100,2000000,20000,do_syscall_64;__vmalloc_node_range_noprof;"),
         "{stacks}"

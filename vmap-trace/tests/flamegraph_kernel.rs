@@ -13,8 +13,7 @@ use quick_xml::{Reader, XmlVersion};
 use serde_json::Value;
 
 mod common;
-use common::{BIN, ensure_tracefs, is_root, run};
-
+use common::{ensure_tracefs, is_root, run, BIN};
 
 /// Lock primitives a contended kernel stack goes through (names without compiler suffixes).
 const LOCK_PRIMITIVES: &[&str] = &[
@@ -57,18 +56,31 @@ fn recording(workload: &'static str) -> PathBuf {
     }
     ensure_tracefs();
     let rec = scratch_dir().join(format!("{workload}.rec"));
-    run(Command::new(BIN).args(["record", "-o"]).arg(&rec).args(["--", BIN, "stress", workload, "--duration", "2", "--quiet"]));
+    run(Command::new(BIN).args(["record", "-o"]).arg(&rec).args([
+        "--",
+        BIN,
+        "stress",
+        workload,
+        "--duration",
+        "2",
+        "--quiet",
+    ]));
     recs.push((workload, rec.clone()));
     rec
 }
 
 fn report_json(rec: &Path) -> Value {
-    let out = run(Command::new(BIN).args(["report", "--format", "json"]).arg(rec));
+    let out = run(Command::new(BIN)
+        .args(["report", "--format", "json"])
+        .arg(rec));
     serde_json::from_slice(&out.stdout).expect("report --format json is JSON")
 }
 
 fn kernel_release() -> String {
-    String::from_utf8(run(Command::new("uname").arg("-r")).stdout).unwrap().trim().to_string()
+    String::from_utf8(run(Command::new("uname").arg("-r")).stdout)
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// What an SVG holds, read with a real XML parser (a malformed document fails here).
@@ -97,7 +109,10 @@ fn parse_svg(path: &Path) -> SvgContents {
                 let mut id = None;
                 for a in e.attributes() {
                     let a = a.expect("well-formed attribute");
-                    let value = a.normalized_value(XmlVersion::Implicit1_0).unwrap().into_owned();
+                    let value = a
+                        .normalized_value(XmlVersion::Implicit1_0)
+                        .unwrap()
+                        .into_owned();
                     match a.key.as_ref() {
                         "id" => id = Some(value),
                         "total_samples" => out.total_samples = Some(value.parse().unwrap()),
@@ -140,7 +155,11 @@ fn parse_svg(path: &Path) -> SvgContents {
             }
             Ok(Event::Eof) => break,
             Ok(_) => {}
-            Err(e) => panic!("{} is not well-formed XML at {}: {e}", path.display(), reader.buffer_position()),
+            Err(e) => panic!(
+                "{} is not well-formed XML at {}: {e}",
+                path.display(),
+                reader.buffer_position()
+            ),
         }
     }
     assert!(open.is_empty(), "unclosed elements: {open:?}");
@@ -149,12 +168,19 @@ fn parse_svg(path: &Path) -> SvgContents {
 
 impl SvgContents {
     fn text(&self, id: &str) -> &str {
-        self.texts.iter().find(|(i, _)| i == id).map(|(_, t)| t.as_str()).unwrap_or_else(|| panic!("no text #{id}: {self:?}"))
+        self.texts
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or_else(|| panic!("no text #{id}: {self:?}"))
     }
 
     /// Frame names: tooltips are `name (N unit, P%)`.
     fn frames(&self) -> HashSet<String> {
-        self.tooltips.iter().filter_map(|t| t.rsplit_once(" (").map(|(name, _)| name.to_string())).collect()
+        self.tooltips
+            .iter()
+            .filter_map(|t| t.rsplit_once(" (").map(|(name, _)| name.to_string()))
+            .collect()
     }
 }
 
@@ -167,22 +193,49 @@ fn svg_of_a_real_recording_is_xml_with_kernel_frames_and_titles() {
     require_root!();
     let rec = recording("mix");
     let svg = scratch_dir().join("mix.svg");
-    run(Command::new(BIN).arg("flamegraph").arg(&rec).arg("-o").arg(&svg));
+    run(Command::new(BIN)
+        .arg("flamegraph")
+        .arg(&rec)
+        .arg("-o")
+        .arg(&svg));
     let doc = parse_svg(&svg);
     assert_eq!(doc.root, "svg");
-    assert_eq!(doc.text("title"), "vmap-trace: lock wait time by contended kernel stack");
+    assert_eq!(
+        doc.text("title"),
+        "vmap-trace: lock wait time by contended kernel stack"
+    );
     let subtitle = doc.text("subtitle");
-    assert!(subtitle.starts_with(&format!("{} · ", kernel_release())), "{subtitle}");
-    assert!(subtitle.contains("weight: lock wait time (us)"), "{subtitle}");
+    assert!(
+        subtitle.starts_with(&format!("{} · ", kernel_release())),
+        "{subtitle}"
+    );
+    assert!(
+        subtitle.contains("weight: lock wait time (us)"),
+        "{subtitle}"
+    );
 
     let frames = doc.frames();
-    let primitives: Vec<&String> = frames.iter().filter(|f| LOCK_PRIMITIVES.contains(&canonical(f))).collect();
-    assert!(!primitives.is_empty(), "no lock primitive among the frames: {frames:?}");
+    let primitives: Vec<&String> = frames
+        .iter()
+        .filter(|f| LOCK_PRIMITIVES.contains(&canonical(f)))
+        .collect();
     assert!(
-        frames.iter().any(|f| f.starts_with("[spinlock ") || f.starts_with("[mutex") || f.starts_with("[rwsem")),
+        !primitives.is_empty(),
+        "no lock primitive among the frames: {frames:?}"
+    );
+    assert!(
+        frames.iter().any(|f| f.starts_with("[spinlock ")
+            || f.starts_with("[mutex")
+            || f.starts_with("[rwsem")),
         "no lock frame: {frames:?}"
     );
-    assert!(doc.tooltips.iter().any(|t| t.starts_with("all (") && t.contains(" us, 100%)")), "tooltips in us: {:?}", &doc.tooltips[..3]);
+    assert!(
+        doc.tooltips
+            .iter()
+            .any(|t| t.starts_with("all (") && t.contains(" us, 100%)")),
+        "tooltips in us: {:?}",
+        &doc.tooltips[..3]
+    );
 
     // The SVG's total is the recording's stack wait, in nanoseconds.
     let report = report_json(&rec);
@@ -193,12 +246,26 @@ fn svg_of_a_real_recording_is_xml_with_kernel_frames_and_titles() {
     // The vmap function with the most wait is in the vmap-only graph.
     if let Some(site) = report["vmap_call_sites"].as_array().unwrap().first() {
         let vmap_svg = scratch_dir().join("mix-vmap.svg");
-        run(Command::new(BIN).arg("flamegraph").arg(&rec).arg("-o").arg(&vmap_svg).args(["--class", "vmap", "--weight", "count"]));
+        run(Command::new(BIN)
+            .arg("flamegraph")
+            .arg(&rec)
+            .arg("-o")
+            .arg(&vmap_svg)
+            .args(["--class", "vmap", "--weight", "count"]));
         let vmap = parse_svg(&vmap_svg);
         let f = site["vmap_function"].as_str().unwrap();
-        assert!(vmap.frames().iter().any(|n| canonical(n).trim_end_matches("_noprof") == f), "{f} missing: {:?}", vmap.frames());
+        assert!(
+            vmap.frames()
+                .iter()
+                .any(|n| canonical(n).trim_end_matches("_noprof") == f),
+            "{f} missing: {:?}",
+            vmap.frames()
+        );
         assert!(vmap.text("subtitle").contains("class=vmap"));
-        assert!(vmap.tooltips.iter().any(|t| t.starts_with("all (") && t.contains(" waits, 100%)")));
+        assert!(vmap
+            .tooltips
+            .iter()
+            .any(|t| t.starts_with("all (") && t.contains(" waits, 100%)")));
     } else {
         eprintln!("note: this run caught no vmap contention; vmap-only graph not checked");
     }
@@ -212,7 +279,11 @@ fn folded_output_round_trips_through_inferno() {
     let stacks = report["profile"]["stacks"].as_array().unwrap();
     for (weight, field) in [("wait", "total_ns"), ("count", "count")] {
         let folded_path = scratch_dir().join(format!("mix-{weight}.folded"));
-        run(Command::new(BIN).arg("flamegraph").arg(&rec).args(["--folded", "--weight", weight, "-o"]).arg(&folded_path));
+        run(Command::new(BIN)
+            .arg("flamegraph")
+            .arg(&rec)
+            .args(["--folded", "--weight", weight, "-o"])
+            .arg(&folded_path));
         let folded = std::fs::read_to_string(&folded_path).unwrap();
         let mut total = 0u64;
         for line in folded.lines() {
@@ -226,7 +297,8 @@ fn folded_output_round_trips_through_inferno() {
         // inferno reads it back with its defaults and draws the same total.
         let mut svg = Vec::new();
         let mut opts = inferno::flamegraph::Options::default();
-        inferno::flamegraph::from_reader(&mut opts, folded.as_bytes(), &mut svg).expect("inferno renders our folded text");
+        inferno::flamegraph::from_reader(&mut opts, folded.as_bytes(), &mut svg)
+            .expect("inferno renders our folded text");
         let svg_path = scratch_dir().join(format!("mix-{weight}-inferno.svg"));
         std::fs::write(&svg_path, &svg).unwrap();
         assert_eq!(parse_svg(&svg_path).total_samples, Some(expected));
@@ -234,14 +306,23 @@ fn folded_output_round_trips_through_inferno() {
         // And so does our own reader.
         let ours = vmap_trace::flamegraph::Folded::parse(&folded).unwrap();
         assert_eq!(ours.total(), expected);
-        assert_eq!(ours.to_text(), folded, "folded text is already merged and sorted");
+        assert_eq!(
+            ours.to_text(),
+            folded,
+            "folded text is already merged and sorted"
+        );
     }
 }
 
 /// Decoded RGBA pixels of an 8-bit, non-interlaced PNG (what Chromium writes).
 fn decode_png(path: &Path) -> (u32, u32, Vec<[u8; 4]>) {
     let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
     let (mut pos, mut idat) = (8, Vec::new());
     let (mut width, mut height, mut channels) = (0, 0, 0);
     while pos + 8 <= bytes.len() {
@@ -265,7 +346,9 @@ fn decode_png(path: &Path) -> (u32, u32, Vec<[u8; 4]>) {
         pos += 12 + len;
     }
     let mut raw = Vec::new();
-    flate2::read::ZlibDecoder::new(&idat[..]).read_to_end(&mut raw).unwrap();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .unwrap();
     let stride = width as usize * channels;
     let mut prev = vec![0u8; stride];
     let mut pixels = Vec::with_capacity((width * height) as usize);
@@ -273,9 +356,17 @@ fn decode_png(path: &Path) -> (u32, u32, Vec<[u8; 4]>) {
         let (filter, line) = (row[0], &row[1..]);
         let mut cur = vec![0u8; stride];
         for i in 0..stride {
-            let a = if i >= channels { cur[i - channels] as i16 } else { 0 };
+            let a = if i >= channels {
+                cur[i - channels] as i16
+            } else {
+                0
+            };
             let b = prev[i] as i16;
-            let c = if i >= channels { prev[i - channels] as i16 } else { 0 };
+            let c = if i >= channels {
+                prev[i - channels] as i16
+            } else {
+                0
+            };
             let predictor = match filter {
                 0 => 0,
                 1 => a,
@@ -324,14 +415,25 @@ fn chromium_screenshot(svg: &Path, png: &Path) {
         .args(["--window-size=1200,800", &url])
         .output()
         .unwrap_or_else(|e| panic!("cannot run chromium (install it: `cargo xtask setup` or `apt-get install chromium`): {e}"));
-    assert!(status.status.success(), "chromium failed: {}", String::from_utf8_lossy(&status.stderr));
-    assert!(png.exists(), "chromium wrote no screenshot: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        png.exists(),
+        "chromium wrote no screenshot: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }
 
 /// Pixels in inferno's "hot" palette (red 205..255, blue 0..55): flame frames, which neither
 /// the background gradient (blue >= 176), the text (black) nor a blank page has.
 fn flame_pixels(pixels: &[[u8; 4]]) -> usize {
-    pixels.iter().filter(|p| p[0] >= 200 && p[2] <= 60 && p[3] > 0).count()
+    pixels
+        .iter()
+        .filter(|p| p[0] >= 200 && p[2] <= 60 && p[3] > 0)
+        .count()
 }
 
 #[test]
@@ -339,26 +441,51 @@ fn svg_renders_non_blank_in_headless_chromium() {
     require_root!();
     let rec = recording("mix");
     let svg = scratch_dir().join("chromium.svg");
-    run(Command::new(BIN).arg("flamegraph").arg(&rec).arg("-o").arg(&svg));
+    run(Command::new(BIN)
+        .arg("flamegraph")
+        .arg(&rec)
+        .arg("-o")
+        .arg(&svg));
     let png = scratch_dir().join("chromium.png");
     chromium_screenshot(&svg, &png);
 
     // The same-size blank SVG: proves the detector sees nothing where nothing is drawn.
     let blank_svg = scratch_dir().join("blank.svg");
-    std::fs::write(&blank_svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="800"></svg>"#).unwrap();
+    std::fs::write(
+        &blank_svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="800"></svg>"#,
+    )
+    .unwrap();
     let blank_png = scratch_dir().join("blank.png");
     chromium_screenshot(&blank_svg, &blank_png);
 
     let (w, h, pixels) = decode_png(&png);
     let (_, _, blank) = decode_png(&blank_png);
-    assert_eq!(flame_pixels(&blank), 0, "a blank page has no flame-coloured pixels");
-    assert_eq!(blank.iter().collect::<HashSet<_>>().len(), 1, "a blank page is one colour");
+    assert_eq!(
+        flame_pixels(&blank),
+        0,
+        "a blank page has no flame-coloured pixels"
+    );
+    assert_eq!(
+        blank.iter().collect::<HashSet<_>>().len(),
+        1,
+        "a blank page is one colour"
+    );
 
     let flames = flame_pixels(&pixels);
     let colours = pixels.iter().collect::<HashSet<_>>().len();
     eprintln!("screenshot {w}x{h}: {flames} flame-coloured pixels, {colours} colours");
-    assert!(flames * 50 > (w * h) as usize, "only {flames} of {} pixels are flame frames: {}", w * h, png.display());
-    assert!(colours > 20, "only {colours} distinct colours: {}", png.display());
+    assert!(
+        flames * 50 > (w * h) as usize,
+        "only {flames} of {} pixels are flame frames: {}",
+        w * h,
+        png.display()
+    );
+    assert!(
+        colours > 20,
+        "only {colours} distinct colours: {}",
+        png.display()
+    );
 }
 
 #[test]
@@ -366,14 +493,32 @@ fn diff_and_compare_of_two_real_recordings() {
     require_root!();
     let (a, b) = (recording("mix"), recording("pty"));
     let svg = scratch_dir().join("diff.svg");
-    run(Command::new(BIN).arg("diff").arg(&a).arg(&b).arg("-o").arg(&svg));
+    run(Command::new(BIN)
+        .arg("diff")
+        .arg(&a)
+        .arg(&b)
+        .arg("-o")
+        .arg(&svg));
     let doc = parse_svg(&svg);
-    assert_eq!(doc.text("title"), "vmap-trace diff: lock wait time, mix.rec → pty.rec (red: more after, blue: less)");
+    assert_eq!(
+        doc.text("title"),
+        "vmap-trace diff: lock wait time, mix.rec → pty.rec (red: more after, blue: less)"
+    );
     assert!(doc.text("subtitle").contains("normalized"));
     // Differential tooltips carry a signed change.
-    assert!(doc.tooltips.iter().any(|t| t.contains("%; +") || t.contains("%; -")), "{:?}", &doc.tooltips[..5]);
+    assert!(
+        doc.tooltips
+            .iter()
+            .any(|t| t.contains("%; +") || t.contains("%; -")),
+        "{:?}",
+        &doc.tooltips[..5]
+    );
 
-    let out = run(Command::new(BIN).arg("diff").arg(&a).arg(&b).args(["-o", "-", "--folded"]));
+    let out = run(Command::new(BIN)
+        .arg("diff")
+        .arg(&a)
+        .arg(&b)
+        .args(["-o", "-", "--folded"]));
     let text = String::from_utf8(out.stdout).unwrap();
     let (mut first, mut second) = (0u64, 0u64);
     for line in text.lines() {
@@ -382,21 +527,51 @@ fn diff_and_compare_of_two_real_recordings() {
         first += f.next().unwrap().parse::<u64>().unwrap();
         assert!(!line.contains("0xffff"), "addresses are stripped: {line}");
     }
-    let after_wait: u64 = report_json(&b)["profile"]["stacks"].as_array().unwrap().iter().map(|s| s["total_ns"].as_u64().unwrap()).sum();
+    let after_wait: u64 = report_json(&b)["profile"]["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["total_ns"].as_u64().unwrap())
+        .sum();
     assert_eq!(second, after_wait);
     // Normalized: before is scaled to after's total (less at most one unit per line, from
     // truncation).
-    assert!(first <= second && second - first <= text.lines().count() as u64, "{first} vs {second}");
+    assert!(
+        first <= second && second - first <= text.lines().count() as u64,
+        "{first} vs {second}"
+    );
 
-    let out = run(Command::new(BIN).arg("report").arg("--compare").arg(&a).arg(&b));
+    let out = run(Command::new(BIN)
+        .arg("report")
+        .arg("--compare")
+        .arg(&a)
+        .arg(&b));
     let table = String::from_utf8(out.stdout).unwrap();
-    for section in ["== totals ==", "== contended locks ==", "== vmalloc operations =="] {
+    for section in [
+        "== totals ==",
+        "== contended locks ==",
+        "== vmalloc operations ==",
+    ] {
         assert!(table.contains(section), "{table}");
     }
-    let allocs = table.lines().find(|l| l.starts_with("allocs ")).expect(&table);
-    assert!(allocs.trim_end().ends_with('%'), "both recordings allocate: {allocs}");
-    let out = run(Command::new(BIN).arg("report").arg("--compare").arg(&a).arg(&b).args(["--format", "csv"]));
+    let allocs = table
+        .lines()
+        .find(|l| l.starts_with("allocs "))
+        .expect(&table);
+    assert!(
+        allocs.trim_end().ends_with('%'),
+        "both recordings allocate: {allocs}"
+    );
+    let out = run(Command::new(BIN)
+        .arg("report")
+        .arg("--compare")
+        .arg(&a)
+        .arg(&b)
+        .args(["--format", "csv"]));
     let csv = String::from_utf8(out.stdout).unwrap();
     assert!(csv.starts_with("schema,table,section,key,kind,"));
-    assert!(csv.lines().skip(1).all(|l| l.starts_with("vmap-trace-csv/1,compare,")));
+    assert!(csv
+        .lines()
+        .skip(1)
+        .all(|l| l.starts_with("vmap-trace-csv/1,compare,")));
 }

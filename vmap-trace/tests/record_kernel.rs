@@ -6,8 +6,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{BIN, ensure_tracefs, is_root, run};
-
+use common::{ensure_tracefs, is_root, run, BIN};
 
 /// Every test here counts system-wide: two at once would see each other's load.
 static SYSTEM_WIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -24,7 +23,9 @@ macro_rules! require_root {
 }
 
 fn report_json(rec: &Path) -> Value {
-    let out = run(Command::new(BIN).args(["report", "--format", "json"]).arg(rec));
+    let out = run(Command::new(BIN)
+        .args(["report", "--format", "json"])
+        .arg(rec));
     serde_json::from_slice(&out.stdout).expect("report --format json is JSON")
 }
 
@@ -54,13 +55,26 @@ fn assert_superset_within(ours: u64, perf: u64, what: &str, rel: f64, abs: u64) 
     );
 }
 
-fn record_around_perf_stat(workload: &str, record_flags: &[&str]) -> (Value, std::collections::HashMap<String, u64>) {
+fn record_around_perf_stat(
+    workload: &str,
+    record_flags: &[&str],
+) -> (Value, std::collections::HashMap<String, u64>) {
     let dir = scratch();
     let rec = dir.path().join("w.rec");
     let stat = dir.path().join("stat.csv");
     let mut cmd = Command::new(BIN);
-    cmd.arg("record").args(record_flags).arg("-o").arg(&rec).arg("--").args(["perf", "stat", "-x,", "-a", "-o"]).arg(&stat);
-    cmd.args(["-e", "vmalloc:alloc_vmap_area,vmalloc:free_vmap_area_noflush,vmalloc:purge_vmap_area_lazy", "--"]);
+    cmd.arg("record")
+        .args(record_flags)
+        .arg("-o")
+        .arg(&rec)
+        .arg("--")
+        .args(["perf", "stat", "-x,", "-a", "-o"])
+        .arg(&stat);
+    cmd.args([
+        "-e",
+        "vmalloc:alloc_vmap_area,vmalloc:free_vmap_area_noflush,vmalloc:purge_vmap_area_lazy",
+        "--",
+    ]);
     cmd.args([BIN, "stress", workload, "--duration", "2", "--quiet"]);
     run(&mut cmd);
     (report_json(&rec), perf_stat_counts(&stat))
@@ -72,10 +86,31 @@ fn vmalloc_counts_match_perf_stat_under_pty_stress() {
     let (report, perf) = record_around_perf_stat("pty", &[]);
     let ops = &report["profile"]["ops"];
     let allocs = ops["allocs"].as_u64().unwrap();
-    assert!(allocs > 1000, "pty stress should allocate thousands of vmap areas, got {allocs}");
-    assert_superset_within(allocs, perf["vmalloc:alloc_vmap_area"], "alloc_vmap_area", 0.01, 0);
-    assert_superset_within(ops["frees"].as_u64().unwrap(), perf["vmalloc:free_vmap_area_noflush"], "free_vmap_area_noflush", 0.01, 0);
-    assert_superset_within(ops["purges"].as_u64().unwrap(), perf["vmalloc:purge_vmap_area_lazy"], "purge_vmap_area_lazy", 0.01, 2);
+    assert!(
+        allocs > 1000,
+        "pty stress should allocate thousands of vmap areas, got {allocs}"
+    );
+    assert_superset_within(
+        allocs,
+        perf["vmalloc:alloc_vmap_area"],
+        "alloc_vmap_area",
+        0.01,
+        0,
+    );
+    assert_superset_within(
+        ops["frees"].as_u64().unwrap(),
+        perf["vmalloc:free_vmap_area_noflush"],
+        "free_vmap_area_noflush",
+        0.01,
+        0,
+    );
+    assert_superset_within(
+        ops["purges"].as_u64().unwrap(),
+        perf["vmalloc:purge_vmap_area_lazy"],
+        "purge_vmap_area_lazy",
+        0.01,
+        2,
+    );
 }
 
 /// The classic-tracepoint fallback path (fields read at tracefs offsets) counts the same.
@@ -84,15 +119,33 @@ fn classic_tracepoints_count_the_same() {
     require_root!();
     let (report, perf) = record_around_perf_stat("pty", &["--classic-tracepoints"]);
     let hooks = report["profile"]["meta"]["hooks"].as_array().unwrap();
-    for h in hooks.iter().filter(|h| h["hook"].as_str().unwrap().starts_with("vmalloc:")) {
+    for h in hooks
+        .iter()
+        .filter(|h| h["hook"].as_str().unwrap().starts_with("vmalloc:"))
+    {
         assert_eq!(h["mechanism"], "tracepoint", "{h}");
     }
     let ops = &report["profile"]["ops"];
     assert!(ops["allocs"].as_u64().unwrap() > 1000);
-    assert_superset_within(ops["allocs"].as_u64().unwrap(), perf["vmalloc:alloc_vmap_area"], "alloc_vmap_area", 0.01, 0);
-    assert_superset_within(ops["frees"].as_u64().unwrap(), perf["vmalloc:free_vmap_area_noflush"], "free_vmap_area_noflush", 0.01, 0);
+    assert_superset_within(
+        ops["allocs"].as_u64().unwrap(),
+        perf["vmalloc:alloc_vmap_area"],
+        "alloc_vmap_area",
+        0.01,
+        0,
+    );
+    assert_superset_within(
+        ops["frees"].as_u64().unwrap(),
+        perf["vmalloc:free_vmap_area_noflush"],
+        "free_vmap_area_noflush",
+        0.01,
+        0,
+    );
     // Sizes and the lazy gauge come from fields at tracefs offsets: they must be filled.
-    assert!(ops["alloc_pages"].as_u64().unwrap() >= ops["allocs"].as_u64().unwrap() - ops["allocs_failed"].as_u64().unwrap());
+    assert!(
+        ops["alloc_pages"].as_u64().unwrap()
+            >= ops["allocs"].as_u64().unwrap() - ops["allocs_failed"].as_u64().unwrap()
+    );
     assert!(ops["lazy_pages_max"].as_u64().unwrap() > 0);
 }
 
@@ -102,23 +155,60 @@ fn vmalloc_counts_match_perf_stat_under_bpfmap_stress() {
     let (report, perf) = record_around_perf_stat("bpfmap", &[]);
     let ops = &report["profile"]["ops"];
     let purges = ops["purges"].as_u64().unwrap();
-    assert!(purges > 0, "bpfmap stress frees enough lazily to force purges");
+    assert!(
+        purges > 0,
+        "bpfmap stress frees enough lazily to force purges"
+    );
     assert!(ops["purged_areas"].as_u64().unwrap() > 0);
-    assert!(ops["lazy_pages_max"].as_u64().unwrap() > 0, "lazy limit gauge is filled");
+    assert!(
+        ops["lazy_pages_max"].as_u64().unwrap() > 0,
+        "lazy limit gauge is filled"
+    );
     assert!(ops["lazy_pages_peak"].as_u64().unwrap() > 0);
-    assert_superset_within(ops["allocs"].as_u64().unwrap(), perf["vmalloc:alloc_vmap_area"], "alloc_vmap_area", 0.01, 0);
-    assert_superset_within(ops["frees"].as_u64().unwrap(), perf["vmalloc:free_vmap_area_noflush"], "free_vmap_area_noflush", 0.01, 0);
-    assert_superset_within(purges, perf["vmalloc:purge_vmap_area_lazy"], "purge_vmap_area_lazy", 0.01, 2);
+    assert_superset_within(
+        ops["allocs"].as_u64().unwrap(),
+        perf["vmalloc:alloc_vmap_area"],
+        "alloc_vmap_area",
+        0.01,
+        0,
+    );
+    assert_superset_within(
+        ops["frees"].as_u64().unwrap(),
+        perf["vmalloc:free_vmap_area_noflush"],
+        "free_vmap_area_noflush",
+        0.01,
+        0,
+    );
+    assert_superset_within(
+        purges,
+        perf["vmalloc:purge_vmap_area_lazy"],
+        "purge_vmap_area_lazy",
+        0.01,
+        2,
+    );
     // The size histogram holds every successful allocation.
-    let sized: u64 = ops["size_pages"]["buckets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(sized, ops["allocs"].as_u64().unwrap() - ops["allocs_failed"].as_u64().unwrap());
+    let sized: u64 = ops["size_pages"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        sized,
+        ops["allocs"].as_u64().unwrap() - ops["allocs_failed"].as_u64().unwrap()
+    );
 }
 
 /// Sum of the "contended" column of `perf lock contention`.
 fn perf_lock_contentions(data: &Path) -> u64 {
-    let out = run(Command::new("perf").args(["lock", "contention", "-E", "1000000", "-i"]).arg(data));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    text.lines().filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).sum()
+    let out = run(Command::new("perf")
+        .args(["lock", "contention", "-E", "1000000", "-i"])
+        .arg(data));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]
@@ -131,26 +221,54 @@ fn contention_counts_match_perf_lock_and_stacks_symbolize() {
     // lock record, as a child of `vmap-trace record`, captured a fraction of the events that
     // perf stat and bpftrace counted on the same tracepoints (seen on 6.18; not understood).
     let mut cmd = Command::new("perf");
-    cmd.args(["lock", "record", "-a", "-o"]).arg(&data).args(["--", BIN, "record", "-o"]).arg(&rec);
+    cmd.args(["lock", "record", "-a", "-o"])
+        .arg(&data)
+        .args(["--", BIN, "record", "-o"])
+        .arg(&rec);
     cmd.args(["--", BIN, "stress", "mix", "--duration", "3", "--quiet"]);
     run(&mut cmd);
     let report = report_json(&rec);
     let p = &report["profile"];
-    let ours: u64 = p["locks"].as_array().unwrap().iter().map(|l| l["wait"]["count"].as_u64().unwrap()).sum();
+    let ours: u64 = p["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["wait"]["count"].as_u64().unwrap())
+        .sum();
     let perf = perf_lock_contentions(&data);
-    assert!(ours > 1000, "the mix stress should produce thousands of contentions, vmap-trace saw {ours}");
+    assert!(
+        ours > 1000,
+        "the mix stress should produce thousands of contentions, vmap-trace saw {ours}"
+    );
     let diff = (ours as f64 - perf as f64).abs() / perf as f64;
-    eprintln!("contentions: vmap-trace {ours}, perf lock {perf} ({:.2}% apart)", diff * 100.0);
-    assert!(diff <= 0.05, "contentions: vmap-trace {ours}, perf lock {perf} ({:.1}% apart)", diff * 100.0);
+    eprintln!(
+        "contentions: vmap-trace {ours}, perf lock {perf} ({:.2}% apart)",
+        diff * 100.0
+    );
+    assert!(
+        diff <= 0.05,
+        "contentions: vmap-trace {ours}, perf lock {perf} ({:.1}% apart)",
+        diff * 100.0
+    );
 
     // Losses are reported, and small.
     let losses = p["losses"].as_object().unwrap();
-    let lost: u64 = losses.iter().filter(|(k, _)| *k != "tasks_evicted").map(|(_, v)| v.as_u64().unwrap()).sum();
-    assert!(lost * 100 <= ours, "more than 1% of contentions lost: {lost}");
+    let lost: u64 = losses
+        .iter()
+        .filter(|(k, _)| *k != "tasks_evicted")
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert!(
+        lost * 100 <= ours,
+        "more than 1% of contentions lost: {lost}"
+    );
 
     // Stacks symbolize to functions that exist in this kernel.
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
-    let known: std::collections::HashSet<&str> = kallsyms.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    let known: std::collections::HashSet<&str> = kallsyms
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
     let stacks = p["stacks"].as_array().unwrap();
     assert!(!stacks.is_empty());
     let (mut named, mut total) = (0, 0);
@@ -159,24 +277,50 @@ fn contention_counts_match_perf_lock_and_stacks_symbolize() {
             total += 1;
             if let Some(name) = f["function"].as_str() {
                 // BPF programs are in kallsyms only while loaded (ours are gone by now).
-                assert!(known.contains(name) || name.starts_with("bpf_prog_"), "frame {name} is not a kallsyms symbol");
+                assert!(
+                    known.contains(name) || name.starts_with("bpf_prog_"),
+                    "frame {name} is not a kallsyms symbol"
+                );
                 named += 1;
             }
         }
     }
-    assert!(named * 100 >= total * 95, "only {named} of {total} frames symbolized");
-    let all_frames: Vec<&str> =
-        stacks.iter().flat_map(|s| s["frames"].as_array().unwrap().iter().filter_map(|f| f["function"].as_str())).collect();
     assert!(
-        all_frames.iter().any(|f| f.contains("spin_lock") || f.contains("mutex_lock") || f.contains("rwsem")),
+        named * 100 >= total * 95,
+        "only {named} of {total} frames symbolized"
+    );
+    let all_frames: Vec<&str> = stacks
+        .iter()
+        .flat_map(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|f| f["function"].as_str())
+        })
+        .collect();
+    assert!(
+        all_frames
+            .iter()
+            .any(|f| f.contains("spin_lock") || f.contains("mutex_lock") || f.contains("rwsem")),
         "contended stacks go through a lock primitive"
     );
 }
 
 /// Sum of `field` over the recording's stack rows, and over its lock rows' waits.
 fn stack_and_lock_sums(p: &Value, field: &str) -> (u64, u64) {
-    let stacks = p["stacks"].as_array().unwrap().iter().map(|s| s[field].as_u64().unwrap()).sum();
-    let locks = p["locks"].as_array().unwrap().iter().map(|l| l["wait"][field].as_u64().unwrap()).sum();
+    let stacks = p["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[field].as_u64().unwrap())
+        .sum();
+    let locks = p["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["wait"][field].as_u64().unwrap())
+        .sum();
     (stacks, locks)
 }
 
@@ -187,43 +331,90 @@ fn sampled_stacks_still_account_for_every_contention() {
     let stress = [BIN, "stress", "mix", "--duration", "3", "--quiet"];
     // Heavy sampling (one capture per CPU per 100 ms) and shallow stacks.
     let sampled = dir.path().join("sampled.rec");
-    run(Command::new(BIN).args(["record", "--stack-samples", "1", "--stack-depth", "6", "-o"]).arg(&sampled).arg("--").args(stress));
+    run(Command::new(BIN)
+        .args(["record", "--stack-samples", "1", "--stack-depth", "6", "-o"])
+        .arg(&sampled)
+        .arg("--")
+        .args(stress));
     let report = report_json(&sampled);
     let p = &report["profile"];
-    let (captured, skipped) = (p["stack_sampling"]["captured"].as_u64().unwrap(), p["stack_sampling"]["skipped"].as_u64().unwrap());
+    let (captured, skipped) = (
+        p["stack_sampling"]["captured"].as_u64().unwrap(),
+        p["stack_sampling"]["skipped"].as_u64().unwrap(),
+    );
     let (stack_count, lock_count) = stack_and_lock_sums(p, "count");
     eprintln!("sampled: {captured} captured, {skipped} passed over, {lock_count} contentions, stacks count {stack_count}");
-    assert!(lock_count > 1000, "the mix stress should contend thousands of times, saw {lock_count}");
-    assert!(skipped > captured && captured > 0, "one capture per CPU per 100 ms must pass most over: {captured} / {skipped}");
+    assert!(
+        lock_count > 1000,
+        "the mix stress should contend thousands of times, saw {lock_count}"
+    );
+    assert!(
+        skipped > captured && captured > 0,
+        "one capture per CPU per 100 ms must pass most over: {captured} / {skipped}"
+    );
     // Every contention went through the sampler (the per-lock table and the sampler's counters
     // are read moments apart while the system runs on: 2% slack).
-    assert!((captured + skipped).abs_diff(lock_count) * 50 <= lock_count, "sampler saw {} of {lock_count}", captured + skipped);
+    assert!(
+        (captured + skipped).abs_diff(lock_count) * 50 <= lock_count,
+        "sampler saw {} of {lock_count}",
+        captured + skipped
+    );
     // Captures carry what was passed over: the stack table still adds up (less what each CPU
     // passed over after its last capture).
-    assert!(stack_count <= lock_count + lock_count / 50 && stack_count * 10 >= lock_count * 9, "stacks count {stack_count} of {lock_count}");
+    assert!(
+        stack_count <= lock_count + lock_count / 50 && stack_count * 10 >= lock_count * 9,
+        "stacks count {stack_count} of {lock_count}"
+    );
     let (stack_wait, lock_wait) = stack_and_lock_sums(p, "total_ns");
-    assert!(stack_wait.abs_diff(lock_wait) * 10 <= lock_wait, "stack wait {stack_wait} vs lock wait {lock_wait}");
-    assert!(p["stacks"].as_array().unwrap().iter().all(|s| s["frames"].as_array().unwrap().len() <= 6), "--stack-depth 6");
+    assert!(
+        stack_wait.abs_diff(lock_wait) * 10 <= lock_wait,
+        "stack wait {stack_wait} vs lock wait {lock_wait}"
+    );
+    assert!(
+        p["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["frames"].as_array().unwrap().len() <= 6),
+        "--stack-depth 6"
+    );
     assert_eq!(p["meta"]["stack_keys"]["samples_per_cpu_s"], 1);
-    let text = String::from_utf8(run(Command::new(BIN).arg("report").arg(&sampled)).stdout).unwrap();
-    assert!(text.contains("stacks sampled:"), "the text report says stacks were sampled");
+    let text =
+        String::from_utf8(run(Command::new(BIN).arg("report").arg(&sampled)).stdout).unwrap();
+    assert!(
+        text.contains("stacks sampled:"),
+        "the text report says stacks were sampled"
+    );
 
     // --stack-samples 0: every stack captured, nothing passed over, counts equal.
     let exact = dir.path().join("exact.rec");
-    run(Command::new(BIN).args(["record", "--stack-samples", "0", "-o"]).arg(&exact).arg("--").args(stress));
+    run(Command::new(BIN)
+        .args(["record", "--stack-samples", "0", "-o"])
+        .arg(&exact)
+        .arg("--")
+        .args(stress));
     let report = report_json(&exact);
     let p = &report["profile"];
     assert_eq!(p["stack_sampling"]["skipped"], 0);
     let (stack_count, lock_count) = stack_and_lock_sums(p, "count");
-    assert!(stack_count.abs_diff(lock_count) * 100 <= lock_count, "every stack: {stack_count} vs {lock_count}");
+    assert!(
+        stack_count.abs_diff(lock_count) * 100 <= lock_count,
+        "every stack: {stack_count} vs {lock_count}"
+    );
 }
 
 fn doctor() -> Value {
-    serde_json::from_slice(&run(Command::new(BIN).args(["doctor", "--format", "json"])).stdout).unwrap()
+    serde_json::from_slice(&run(Command::new(BIN).args(["doctor", "--format", "json"])).stdout)
+        .unwrap()
 }
 
 fn finding<'a>(d: &'a Value, item: &str) -> &'a Value {
-    d["findings"].as_array().unwrap().iter().find(|f| f["item"] == item).unwrap_or_else(|| panic!("no finding {item}"))
+    d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["item"] == item)
+        .unwrap_or_else(|| panic!("no finding {item}"))
 }
 
 #[test]
@@ -232,19 +423,48 @@ fn doctor_reports_this_kernels_facts() {
     let d = doctor();
     // Each claim is checked against an independent source.
     let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
-    assert_eq!(finding(&d, "kprobes")["status"] == "ok", kprobe_pmu, "kprobes: {}", finding(&d, "kprobes"));
+    assert_eq!(
+        finding(&d, "kprobes")["status"] == "ok",
+        kprobe_pmu,
+        "kprobes: {}",
+        finding(&d, "kprobes")
+    );
     let tracefs = PathBuf::from("/sys/kernel/tracing/events");
-    for ev in ["vmalloc/alloc_vmap_area", "vmalloc/free_vmap_area_noflush", "vmalloc/purge_vmap_area_lazy", "lock/contention_begin", "lock/contention_end"] {
+    for ev in [
+        "vmalloc/alloc_vmap_area",
+        "vmalloc/free_vmap_area_noflush",
+        "vmalloc/purge_vmap_area_lazy",
+        "lock/contention_begin",
+        "lock/contention_end",
+    ] {
         let item = format!("tracepoint {}", ev.replace('/', ":"));
-        assert_eq!(finding(&d, &item)["status"] == "ok", tracefs.join(ev).exists(), "{item}");
+        assert_eq!(
+            finding(&d, &item)["status"] == "ok",
+            tracefs.join(ev).exists(),
+            "{item}"
+        );
     }
     // bpftrace's kfunc probes use the same fentry attach: it must agree with doctor.
-    let bpftrace = Command::new("bpftrace").args(["-e", "kfunc:find_vmap_area { exit(); } interval:ms:50 { exit(); }"]).output();
+    let bpftrace = Command::new("bpftrace")
+        .args([
+            "-e",
+            "kfunc:find_vmap_area { exit(); } interval:ms:50 { exit(); }",
+        ])
+        .output();
     if let Ok(out) = bpftrace {
         let bpftrace_ok = out.status.success();
-        assert_eq!(finding(&d, "fentry")["status"] == "ok", bpftrace_ok, "fentry: doctor {} vs bpftrace {:?}", finding(&d, "fentry"), out);
+        assert_eq!(
+            finding(&d, "fentry")["status"] == "ok",
+            bpftrace_ok,
+            "fentry: doctor {} vs bpftrace {:?}",
+            finding(&d, "fentry"),
+            out
+        );
     }
-    assert_eq!(finding(&d, "btf")["status"] == "ok", Path::new("/sys/kernel/btf/vmlinux").exists());
+    assert_eq!(
+        finding(&d, "btf")["status"] == "ok",
+        Path::new("/sys/kernel/btf/vmlinux").exists()
+    );
     // Every tracepoint hook is attached, with tp_btf preferred when BTF exists; function and
     // lock-timing hooks use fentry or kprobes exactly when the kernel has them, and otherwise
     // say why not.
@@ -256,9 +476,19 @@ fn doctor_reports_this_kernels_facts() {
         } else if !kprobe_pmu && !fentry_ok {
             assert!(h["mechanism"].is_null(), "hook {h} cannot be attached here");
             let reasons = h["rejected"].to_string();
-            assert!(reasons.contains("CONFIG_KPROBES") || reasons.contains("not in kallsyms") || reasons.contains("no vmap lock"), "{h}");
+            assert!(
+                reasons.contains("CONFIG_KPROBES")
+                    || reasons.contains("not in kallsyms")
+                    || reasons.contains("no vmap lock"),
+                "{h}"
+            );
         } else {
-            assert!(h["mechanism"] == "fentry" || h["mechanism"] == "kprobe" || h["mechanism"].is_null(), "{h}");
+            assert!(
+                h["mechanism"] == "fentry"
+                    || h["mechanism"] == "kprobe"
+                    || h["mechanism"].is_null(),
+                "{h}"
+            );
         }
     }
 }
@@ -268,12 +498,19 @@ fn corrupt_and_foreign_recordings_are_clear_errors() {
     let dir = scratch();
     let foreign = dir.path().join("foreign.rec");
     std::fs::write(&foreign, b"\x7fELF not a recording").unwrap();
-    let out = Command::new(BIN).arg("report").arg(&foreign).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("report")
+        .arg(&foreign)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a vmap-trace recording"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    let missing = Command::new(BIN).args(["report", "/nonexistent/x.rec"]).output().unwrap();
+    let missing = Command::new(BIN)
+        .args(["report", "/nonexistent/x.rec"])
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
@@ -283,11 +520,19 @@ fn sigterm_still_writes_the_recording() {
     require_root!();
     let dir = scratch();
     let rec = dir.path().join("term.rec");
-    let mut child = Command::new(BIN).args(["record", "-o"]).arg(&rec).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["record", "-o"])
+        .arg(&rec)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
-    assert!(status.success(), "record exits cleanly on SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "record exits cleanly on SIGTERM: {status}"
+    );
     let report = report_json(&rec);
     // Attaching takes part of the 2.5 s; what matters is that the time recorded was kept.
     assert!(report["profile"]["meta"]["duration_ns"].as_u64().unwrap() > 300_000_000);
@@ -299,7 +544,18 @@ fn sigterm_still_writes_the_recording() {
 fn unprivileged_record_is_a_clear_error() {
     require_root!(); // needs root to drop to another user
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", BIN, "record", "-d", "1", "-o", "/tmp/x.rec"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+            "record",
+            "-d",
+            "1",
+            "-o",
+            "/tmp/x.rec",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -313,37 +569,101 @@ fn user_stacks_and_per_task_stacks_reach_the_flamegraph() {
     require_root!();
     let dir = scratch();
     let rec = dir.path().join("u.rec");
-    run(Command::new(BIN).args(["record", "--user-stacks", "-o"]).arg(&rec).args(["--", BIN, "stress", "threads", "--duration", "3", "--quiet"]));
+    run(Command::new(BIN)
+        .args(["record", "--user-stacks", "-o"])
+        .arg(&rec)
+        .args(["--", BIN, "stress", "threads", "--duration", "3", "--quiet"]));
     let report = report_json(&rec);
     let p = &report["profile"];
     assert_eq!(p["meta"]["stack_keys"]["user_stacks"], true);
-    assert_eq!(p["losses"]["stack_capture_failed"], 0, "every contended stack captured: {}", p["losses"]);
+    assert_eq!(
+        p["losses"]["stack_capture_failed"], 0,
+        "every contended stack captured: {}",
+        p["losses"]
+    );
     let stacks = p["stacks"].as_array().unwrap();
     // The stress threads (named stress-threads-N) contend on their process's locks.
-    let stress: Vec<&Value> = stacks.iter().filter(|s| s["task"]["comm"].as_str().is_some_and(|c| c.starts_with("stress-"))).collect();
-    assert!(!stress.is_empty(), "no contended stack from the stress process: {:?}", stacks.iter().map(|s| &s["task"]).collect::<Vec<_>>());
+    let stress: Vec<&Value> = stacks
+        .iter()
+        .filter(|s| {
+            s["task"]["comm"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("stress-"))
+        })
+        .collect();
+    assert!(
+        !stress.is_empty(),
+        "no contended stack from the stress process: {:?}",
+        stacks.iter().map(|s| &s["task"]).collect::<Vec<_>>()
+    );
     let tgid = stress[0]["task"]["tgid"].as_u64().unwrap();
-    let with_user: Vec<&&Value> = stress.iter().filter(|s| s["user_frames"].as_array().is_some_and(|f| !f.is_empty())).collect();
-    assert!(with_user.len() * 2 >= stress.len(), "{} of {} stress stacks have user frames", with_user.len(), stress.len());
+    let with_user: Vec<&&Value> = stress
+        .iter()
+        .filter(|s| s["user_frames"].as_array().is_some_and(|f| !f.is_empty()))
+        .collect();
+    assert!(
+        with_user.len() * 2 >= stress.len(),
+        "{} of {} stress stacks have user frames",
+        with_user.len(),
+        stress.len()
+    );
     // Symbolized against the live process: glibc's exported syscall wrappers (Debian's glibc
     // has no frame pointers, so the innermost frame is often the only one) are named; its
     // internal functions (the thread-exit path) are not in its symbol table and stay addresses.
-    let names: std::collections::HashSet<&str> = with_user.iter().filter_map(|s| s["user_frames"][0]["function"].as_str()).collect();
-    let wrappers = ["madvise", "mmap", "munmap", "mprotect", "__mprotect", "pthread_create", "syscall", "clone3", "__clone3"];
-    assert!(names.iter().any(|n| wrappers.contains(n)), "no libc syscall wrapper named among the user frames: {names:?}");
+    let names: std::collections::HashSet<&str> = with_user
+        .iter()
+        .filter_map(|s| s["user_frames"][0]["function"].as_str())
+        .collect();
+    let wrappers = [
+        "madvise",
+        "mmap",
+        "munmap",
+        "mprotect",
+        "__mprotect",
+        "pthread_create",
+        "syscall",
+        "clone3",
+        "__clone3",
+    ];
+    assert!(
+        names.iter().any(|n| wrappers.contains(n)),
+        "no libc syscall wrapper named among the user frames: {names:?}"
+    );
 
-    let out = run(Command::new(BIN).arg("flamegraph").arg(&rec).args(["-o", "-", "--folded", "--user-stacks", "--task", &tgid.to_string()]));
+    let out = run(Command::new(BIN).arg("flamegraph").arg(&rec).args([
+        "-o",
+        "-",
+        "--folded",
+        "--user-stacks",
+        "--task",
+        &tgid.to_string(),
+    ]));
     let folded = String::from_utf8(out.stdout).unwrap();
     assert!(!folded.is_empty());
     for line in folded.lines() {
         let first = line.split(';').next().unwrap();
-        assert!(first.ends_with(&format!("({tgid})")), "line from another process: {line}");
+        assert!(
+            first.ends_with(&format!("({tgid})")),
+            "line from another process: {line}"
+        );
         assert!(line.contains(";[kernel];"), "no kernel part: {line}");
     }
     // A kernel-only recording refuses --task and --user-stacks with a reason.
     let plain = dir.path().join("plain.rec");
-    run(Command::new(BIN).args(["record", "-o"]).arg(&plain).args(["--", "true"]));
-    let out = Command::new(BIN).arg("flamegraph").arg(&plain).args(["-o", "-", "--folded", "--task", "1"]).output().unwrap();
+    run(Command::new(BIN)
+        .args(["record", "-o"])
+        .arg(&plain)
+        .args(["--", "true"]));
+    let out = Command::new(BIN)
+        .arg("flamegraph")
+        .arg(&plain)
+        .args(["-o", "-", "--folded", "--task", "1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--per-task"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--per-task"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

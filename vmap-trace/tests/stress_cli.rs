@@ -145,7 +145,13 @@ fn run_under_perf_stat(workload: &str) -> (u64, u64, u64) {
         // A second of grace inside perf's window: thread stacks are freed by RCU callbacks
         // after the threads are joined, which lag behind on a loaded machine (CI once saw
         // 87% of the frees inside a window that ended with the workload).
-        .args(["sh", "-c", "\"$0\" stress \"$1\" --duration 1 --json && sleep 1", BIN, workload])
+        .args([
+            "sh",
+            "-c",
+            "\"$0\" stress \"$1\" --duration 1 --json && sleep 1",
+            BIN,
+            workload,
+        ])
         .output()
         .expect("running perf stat");
     let perf_text = stderr(&output);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use vmap_trace::stress::{run_workload, StressConfig, WorkloadKind};
 
 mod common;
-use common::{is_root};
+use common::is_root;
 
 /// The tests share process-wide state (children, fd table) and system-wide counters: run them
 /// one at a time.

@@ -78,7 +78,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 fn criterion(bench: &str) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_checked(Command::new(cargo).current_dir(workspace_root()).args(["bench", "-p", "vmap-trace", "--bench", bench]))
+    run_checked(Command::new(cargo).current_dir(workspace_root()).args([
+        "bench",
+        "-p",
+        "vmap-trace",
+        "--bench",
+        bench,
+    ]))
 }
 
 // ------------------------------------------------------------------------------ common
@@ -87,16 +93,29 @@ fn release_binary(build: bool) -> Result<PathBuf> {
     let bin = workspace_root().join("target/release/vmap-trace");
     if build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        run_checked(Command::new(cargo).current_dir(workspace_root()).args(["build", "--release", "--locked", "-p", "vmap-trace"]))?;
+        run_checked(Command::new(cargo).current_dir(workspace_root()).args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vmap-trace",
+        ]))?;
     } else if !bin.exists() {
-        bail!("{} does not exist: build it, or drop --no-build", bin.display());
+        bail!(
+            "{} does not exist: build it, or drop --no-build",
+            bin.display()
+        );
     }
     Ok(bin)
 }
 
 fn require_root(what: &str) -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status")?;
-    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().nth(1)).unwrap_or("");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        .unwrap_or("");
     if euid != "0" {
         bail!("{what} needs root (it attaches eBPF programs and perf/bpftrace)");
     }
@@ -104,20 +123,39 @@ fn require_root(what: &str) -> Result<()> {
 }
 
 fn tool_available(tool: &str) -> bool {
-    Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Run `cmd`, fail with its stderr unless it succeeds, return stdout.
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn stress_args(bin: &Path, workload: &str, seconds: u32) -> Vec<String> {
-    vec![bin.display().to_string(), "stress".into(), workload.into(), "--duration".into(), seconds.to_string(), "--json".into()]
+    vec![
+        bin.display().to_string(),
+        "stress".into(),
+        workload.into(),
+        "--duration".into(),
+        seconds.to_string(),
+        "--json".into(),
+    ]
 }
 
 /// `stress --json` result.
@@ -129,10 +167,16 @@ struct StressResult {
 
 fn parse_stress(stdout: &str) -> Result<StressResult> {
     // Tracers may print before the child's JSON; it is the last JSON object on stdout.
-    let start = stdout.find("{\n").ok_or_else(|| anyhow!("no stress JSON in: {stdout}"))?;
+    let start = stdout
+        .find("{\n")
+        .ok_or_else(|| anyhow!("no stress JSON in: {stdout}"))?;
     let v: Value = serde_json::from_str(stdout[start..].trim()).context("stress --json output")?;
-    let ops = v["ops"].as_u64().ok_or_else(|| anyhow!("stress JSON has no ops"))?;
-    let ops_per_sec = v["ops_per_sec"].as_f64().ok_or_else(|| anyhow!("stress JSON has no ops_per_sec"))?;
+    let ops = v["ops"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("stress JSON has no ops"))?;
+    let ops_per_sec = v["ops_per_sec"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("stress JSON has no ops_per_sec"))?;
     if v["failed_ops"].as_u64().unwrap_or(0) > ops / 100 {
         eprintln!("bench: warning: more than 1% of the stress ops failed (resource limits?)");
     }
@@ -161,7 +205,11 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Result<std::process::ExitSta
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("process {} did not exit within {} s", child.id(), limit.as_secs());
+            bail!(
+                "process {} did not exit within {} s",
+                child.id(),
+                limit.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -207,7 +255,10 @@ impl Daemon {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    bail!("the daemon did not start serving; its log:\n{}", seen.join("\n"));
+                    bail!(
+                        "the daemon did not start serving; its log:\n{}",
+                        seen.join("\n")
+                    );
                 }
             }
         }
@@ -247,12 +298,15 @@ impl Drop for Daemon {
 
 /// Minimal HTTP/1.0 GET (xtask has no HTTP client; the daemon speaks plain HTTP).
 fn http_get(addr: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+    let mut stream =
+        TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP response"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response"))?;
     if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
         bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
     }
@@ -266,7 +320,8 @@ fn metric_sum(text: &str, metric: &str, label: Option<&str>) -> f64 {
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             let name = series.split('{').next()?;
-            (name == metric && label.is_none_or(|want| series.contains(want))).then(|| value.parse::<f64>().ok())?
+            (name == metric && label.is_none_or(|want| series.contains(want)))
+                .then(|| value.parse::<f64>().ok())?
         })
         .sum()
 }
@@ -274,16 +329,25 @@ fn metric_sum(text: &str, metric: &str, label: Option<&str>) -> f64 {
 /// BPF programs held by processes other than `ours` (other tracers distort the baseline).
 fn foreign_bpf_programs(ours: &[u32]) -> Vec<String> {
     let mut found = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return found };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for p in procs.filter_map(|e| e.ok()) {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == std::process::id() || ours.contains(&pid) {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
         let progs = fds
             .filter_map(|e| e.ok())
-            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog"))
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog")
+            })
             .count();
         if progs > 0 {
             let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
@@ -307,16 +371,29 @@ fn median(values: &mut [f64]) -> f64 {
 fn spread(values: &[f64]) -> (f64, f64, f64) {
     let mut v = values.to_vec();
     let m = median(&mut v);
-    (m, v.first().copied().unwrap_or(f64::NAN), v.last().copied().unwrap_or(f64::NAN))
+    (
+        m,
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+    )
 }
 
 fn machine_description() -> String {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_string());
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string());
     let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
-    format!("{} CPUs ({}), kernel {}, {}", cpus, model.unwrap_or_else(|| "unknown CPU".into()), kernel.trim(), date.trim())
+    format!(
+        "{} CPUs ({}), kernel {}, {}",
+        cpus,
+        model.unwrap_or_else(|| "unknown CPU".into()),
+        kernel.trim(),
+        date.trim()
+    )
 }
 
 /// `sh` wrapper: runs the command, then writes the CPU time (in clock ticks, user and system)
@@ -332,13 +409,20 @@ exit $rc
 "#;
 
 fn clock_ticks_per_second() -> f64 {
-    output(Command::new("getconf").arg("CLK_TCK")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(100.0)
+    output(Command::new("getconf").arg("CLK_TCK"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// CPU seconds written by `CPU_WRAPPER`.
 fn read_cpu_file(path: &Path, ticks: f64) -> Result<f64> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("no CPU time in {}", path.display()))?;
-    let total: f64 = text.split_whitespace().map(|t| t.parse::<f64>().unwrap_or(0.0)).sum();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("no CPU time in {}", path.display()))?;
+    let total: f64 = text
+        .split_whitespace()
+        .map(|t| t.parse::<f64>().unwrap_or(0.0))
+        .sum();
     Ok(total / ticks)
 }
 
@@ -346,8 +430,14 @@ fn read_cpu_file(path: &Path, ticks: f64) -> Result<f64> {
 fn process_cpu(pid: u32, ticks: f64) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the `(comm)`, which may contain spaces: utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')').map(|r| r.1).ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
-    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    let rest = stat
+        .rsplit_once(')')
+        .map(|r| r.1)
+        .ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
     Ok((f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks)
 }
 
@@ -450,12 +540,21 @@ impl Scratch {
         std::fs::create_dir_all(&dir)?;
         let wrapper = dir.join("cpu-time.sh");
         std::fs::write(&wrapper, CPU_WRAPPER)?;
-        Ok(Scratch { cpu: dir.join("cpu-ticks"), wrapper, dir, ticks: clock_ticks_per_second() })
+        Ok(Scratch {
+            cpu: dir.join("cpu-ticks"),
+            wrapper,
+            dir,
+            ticks: clock_ticks_per_second(),
+        })
     }
 
     /// The stress command line wrapped to measure its CPU time.
     fn wrapped(&self, stress: &[String]) -> Vec<String> {
-        let mut cmd = vec!["/bin/sh".to_string(), self.wrapper.display().to_string(), self.cpu.display().to_string()];
+        let mut cmd = vec![
+            "/bin/sh".to_string(),
+            self.wrapper.display().to_string(),
+            self.cpu.display().to_string(),
+        ];
         cmd.extend(stress.iter().cloned());
         cmd
     }
@@ -473,23 +572,59 @@ impl Drop for Scratch {
     }
 }
 
-fn run_once(bin: &Path, tracer: Tracer, workload: &str, seconds: u32, scratch: &Scratch) -> Result<Run> {
+fn run_once(
+    bin: &Path,
+    tracer: Tracer,
+    workload: &str,
+    seconds: u32,
+    scratch: &Scratch,
+) -> Result<Run> {
     let stress = scratch.wrapped(&stress_args(bin, workload, seconds));
     let plain = |stdout: String, hits: Option<Hits>| -> Result<Run> {
-        Ok(Run { stress: parse_stress(&stdout)?, cpu_s: scratch.cpu_s()?, hits, daemon_cpu_s: None })
+        Ok(Run {
+            stress: parse_stress(&stdout)?,
+            cpu_s: scratch.cpu_s()?,
+            hits,
+            daemon_cpu_s: None,
+        })
     };
     match tracer {
-        Tracer::Untraced | Tracer::Control => plain(output(Command::new(&stress[0]).args(&stress[1..]))?, None),
+        Tracer::Untraced | Tracer::Control => {
+            plain(output(Command::new(&stress[0]).args(&stress[1..]))?, None)
+        }
         Tracer::Record => {
             let rec = scratch.dir.join("overhead.rec");
-            let out = output(Command::new(bin).args(["record", "-o"]).arg(&rec).arg("--").args(&stress))?;
-            let report: Value = serde_json::from_str(&output(Command::new(bin).args(["report", "--format", "json"]).arg(&rec))?)?;
+            let out = output(
+                Command::new(bin)
+                    .args(["record", "-o"])
+                    .arg(&rec)
+                    .arg("--")
+                    .args(&stress),
+            )?;
+            let report: Value = serde_json::from_str(&output(
+                Command::new(bin)
+                    .args(["report", "--format", "json"])
+                    .arg(&rec),
+            )?)?;
             let p = &report["profile"];
             let ops = &p["ops"];
-            let vmalloc = ["allocs", "frees", "purges"].iter().map(|k| ops[k].as_f64().unwrap_or(0.0)).sum();
-            let contentions = p["locks"].as_array().map_or(0.0, |l| l.iter().map(|l| l["wait"]["count"].as_f64().unwrap_or(0.0)).sum());
+            let vmalloc = ["allocs", "frees", "purges"]
+                .iter()
+                .map(|k| ops[k].as_f64().unwrap_or(0.0))
+                .sum();
+            let contentions = p["locks"].as_array().map_or(0.0, |l| {
+                l.iter()
+                    .map(|l| l["wait"]["count"].as_f64().unwrap_or(0.0))
+                    .sum()
+            });
             std::fs::remove_file(&rec).ok();
-            plain(out, Some(Hits { vmalloc, contentions }))
+            plain(
+                out,
+                Some(Hits {
+                    vmalloc,
+                    contentions,
+                }),
+            )
         }
         Tracer::Daemon => {
             let daemon = Daemon::start(bin, &[])?;
@@ -502,26 +637,51 @@ fn run_once(bin: &Path, tracer: Tracer, workload: &str, seconds: u32, scratch: &
             if !status.success() {
                 bail!("the daemon exited with {status}: {}", log.join("\n"));
             }
-            let vmalloc = ["vmap_trace_vmalloc_allocs_total", "vmap_trace_vmalloc_frees_total", "vmap_trace_vmalloc_purges_total"]
-                .iter()
-                .map(|m| metric_sum(&text, m, None))
-                .sum();
+            let vmalloc = [
+                "vmap_trace_vmalloc_allocs_total",
+                "vmap_trace_vmalloc_frees_total",
+                "vmap_trace_vmalloc_purges_total",
+            ]
+            .iter()
+            .map(|m| metric_sum(&text, m, None))
+            .sum();
             let contentions = metric_sum(&text, "vmap_trace_lock_wait_seconds_count", None);
-            let mut run = plain(out, Some(Hits { vmalloc, contentions }))?;
+            let mut run = plain(
+                out,
+                Some(Hits {
+                    vmalloc,
+                    contentions,
+                }),
+            )?;
             run.daemon_cpu_s = Some(daemon_cpu_s);
             Ok(run)
         }
         Tracer::PerfLock => {
             let data = scratch.dir.join("perf-lock.data");
-            let out = output(Command::new("perf").args(["lock", "record", "-a", "-o"]).arg(&data).arg("--").args(&stress))?;
+            let out = output(
+                Command::new("perf")
+                    .args(["lock", "record", "-a", "-o"])
+                    .arg(&data)
+                    .arg("--")
+                    .args(&stress),
+            )?;
             std::fs::remove_file(&data).ok();
             plain(out, None)
         }
         Tracer::Bpftrace | Tracer::BpftraceEmpty => {
-            let script = if tracer == Tracer::Bpftrace { BPFTRACE_EQUIVALENT } else { BPFTRACE_EMPTY };
+            let script = if tracer == Tracer::Bpftrace {
+                BPFTRACE_EQUIVALENT
+            } else {
+                BPFTRACE_EMPTY
+            };
             let maps = scratch.dir.join("bpftrace.out");
             // bpftrace splits -c on spaces: every path here is space-free.
-            let out = output(Command::new("bpftrace").arg("-o").arg(&maps).args(["-e", script, "-c", &stress.join(" ")]))?;
+            let out = output(Command::new("bpftrace").arg("-o").arg(&maps).args([
+                "-e",
+                script,
+                "-c",
+                &stress.join(" "),
+            ]))?;
             std::fs::remove_file(&maps).ok();
             plain(out, None)
         }
@@ -541,8 +701,16 @@ struct Samples {
 
 fn overhead(args: &BenchArgs) -> Result<()> {
     require_root("bench overhead")?;
-    let tracers: Vec<Tracer> = args.tracers.iter().map(|t| Tracer::parse(t)).collect::<Result<_>>()?;
-    for (tracer, tool) in [(Tracer::PerfLock, "perf"), (Tracer::Bpftrace, "bpftrace"), (Tracer::BpftraceEmpty, "bpftrace")] {
+    let tracers: Vec<Tracer> = args
+        .tracers
+        .iter()
+        .map(|t| Tracer::parse(t))
+        .collect::<Result<_>>()?;
+    for (tracer, tool) in [
+        (Tracer::PerfLock, "perf"),
+        (Tracer::Bpftrace, "bpftrace"),
+        (Tracer::BpftraceEmpty, "bpftrace"),
+    ] {
         if tracers.contains(&tracer) && !tool_available(tool) {
             bail!("{tool} is not installed (cargo xtask setup installs it), or leave {} out with --tracers", tracer.label());
         }
@@ -588,10 +756,14 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 s.throughput_ratios.push(rate / base_rate);
                 s.extra_cpu_ns_per_op.push(cpu - base_cpu);
                 if let Some(d) = traced.daemon_cpu_s {
-                    s.daemon_cpu_share.push(d / (traced.stress.ops as f64 / traced.stress.ops_per_sec.max(1e-9)));
+                    s.daemon_cpu_share
+                        .push(d / (traced.stress.ops as f64 / traced.stress.ops_per_sec.max(1e-9)));
                 }
                 if let Some(h) = traced.hits {
-                    hits_per_op.entry(workload.clone()).or_default().push(h.total() / traced.stress.ops.max(1) as f64);
+                    hits_per_op
+                        .entry(workload.clone())
+                        .or_default()
+                        .push(h.total() / traced.stress.ops.max(1) as f64);
                 }
                 before = after;
             }
@@ -600,7 +772,15 @@ fn overhead(args: &BenchArgs) -> Result<()> {
 
     let mut bpf_stats = Vec::new();
     for workload in &args.workloads {
-        bpf_stats.push((workload.clone(), program_run_times(&bin, workload, args.seconds, tracers.contains(&Tracer::BpftraceEmpty))?));
+        bpf_stats.push((
+            workload.clone(),
+            program_run_times(
+                &bin,
+                workload,
+                args.seconds,
+                tracers.contains(&Tracer::BpftraceEmpty),
+            )?,
+        ));
     }
     let foreign_after = foreign_bpf_programs(&[]);
     drop(scratch);
@@ -632,10 +812,16 @@ fn overhead(args: &BenchArgs) -> Result<()> {
         println!("| tracer | CPU per op vs untraced: median | min .. max | CPU slowdown | throughput vs untraced: median | min .. max | ns added per tracepoint hit |");
         println!("| --- | --- | --- | --- | --- | --- | --- |");
         for &tracer in &tracers {
-            let Some(s) = samples.get(&(workload.clone(), tracer)) else { continue };
+            let Some(s) = samples.get(&(workload.clone(), tracer)) else {
+                continue;
+            };
             let (cpu, cpu_lo, cpu_hi) = spread(&s.cpu_ratios);
             let (tp, tp_lo, tp_hi) = spread(&s.throughput_ratios);
-            let per_hit = if h > 0.0 { format!("{:.0}", median(&mut s.extra_cpu_ns_per_op.clone()) / h) } else { "n/a".into() };
+            let per_hit = if h > 0.0 {
+                format!("{:.0}", median(&mut s.extra_cpu_ns_per_op.clone()) / h)
+            } else {
+                "n/a".into()
+            };
             println!(
                 "| {} | {:.2}% | {:.2}% .. {:.2}% | {:+.2}% | {:.2}% | {:.2}% .. {:.2}% | {per_hit} |",
                 tracer.label(),
@@ -648,7 +834,10 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 tp_hi * 100.0,
             );
         }
-        if let Some(s) = samples.get(&(workload.clone(), Tracer::Daemon)).filter(|s| !s.daemon_cpu_share.is_empty()) {
+        if let Some(s) = samples
+            .get(&(workload.clone(), Tracer::Daemon))
+            .filter(|s| !s.daemon_cpu_share.is_empty())
+        {
             println!(
                 "\nThe daemon process itself used {:.2} ms of CPU per second of stress (median; no scrape during the runs).",
                 median(&mut s.daemon_cpu_share.clone()) * 1000.0
@@ -661,7 +850,14 @@ fn overhead(args: &BenchArgs) -> Result<()> {
     println!("| --- | --- | --- | --- | --- | --- |");
     for (workload, stats) in &bpf_stats {
         for p in stats {
-            println!("| {workload} | {} | {} | {:.3} | {:.0} | {:.0} |", p.name, p.runs, p.runs_per_op(), p.ns_per_run(), p.ns_per_op());
+            println!(
+                "| {workload} | {} | {} | {:.3} | {:.0} | {:.0} |",
+                p.name,
+                p.runs,
+                p.runs_per_op(),
+                p.ns_per_run(),
+                p.ns_per_op()
+            );
         }
     }
     println!();
@@ -669,11 +865,22 @@ fn overhead(args: &BenchArgs) -> Result<()> {
     // figure than the A/B difference on a busy machine (it leaves out the tracepoint dispatch,
     // which the empty program's row bounds from below).
     for (workload, stats) in &bpf_stats {
-        let ours: Vec<&ProgramStats> = stats.iter().filter(|p| p.name.starts_with("vmap-trace ")).collect();
+        let ours: Vec<&ProgramStats> = stats
+            .iter()
+            .filter(|p| p.name.starts_with("vmap-trace "))
+            .collect();
         let ns_per_op: f64 = ours.iter().map(|p| p.ns_per_op()).sum();
         let runs_per_op: f64 = ours.iter().map(|p| p.runs_per_op()).sum();
-        let base_cpu = median(&mut untraced.get(workload).map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>()).unwrap_or_default());
-        let floor = stats.iter().find(|p| p.name.ends_with(FLOOR_ROW)).map(|p| p.ns_per_run() * runs_per_op);
+        let base_cpu = median(
+            &mut untraced
+                .get(workload)
+                .map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>())
+                .unwrap_or_default(),
+        );
+        let floor = stats
+            .iter()
+            .find(|p| p.name.ends_with(FLOOR_ROW))
+            .map(|p| p.ns_per_run() * runs_per_op);
         println!(
             "- {workload}: vmap-trace's programs run {runs_per_op:.2} times and {ns_per_op:.0} ns per op = {:.2}% of the untraced {base_cpu:.0} CPU ns per op{}",
             ns_per_op / base_cpu * 100.0,
@@ -686,25 +893,50 @@ fn overhead(args: &BenchArgs) -> Result<()> {
     // what tracing adds (dispatch and cache effects come on top).
     println!("Goals (default mode: at most +1% CPU per op, and cheaper than perf lock record):\n");
     for workload in &args.workloads {
-        let cpu = |t: Tracer| samples.get(&(workload.clone(), t)).map(|s| spread(&s.cpu_ratios));
+        let cpu = |t: Tracer| {
+            samples
+                .get(&(workload.clone(), t))
+                .map(|s| spread(&s.cpu_ratios))
+        };
         let noise = cpu(Tracer::Control).map(|(_, lo, hi)| (1.0 - lo).max(hi - 1.0) * 100.0);
-        let floor_pct = bpf_stats.iter().find(|(w, _)| w == workload).map(|(_, stats)| {
-            let ns: f64 = stats.iter().filter(|p| p.name.starts_with("vmap-trace ")).map(|p| p.ns_per_op()).sum();
-            let base = median(&mut untraced.get(workload).map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>()).unwrap_or_default());
-            ns / base * 100.0
+        let floor_pct = bpf_stats
+            .iter()
+            .find(|(w, _)| w == workload)
+            .map(|(_, stats)| {
+                let ns: f64 = stats
+                    .iter()
+                    .filter(|p| p.name.starts_with("vmap-trace "))
+                    .map(|p| p.ns_per_op())
+                    .sum();
+                let base = median(
+                    &mut untraced
+                        .get(workload)
+                        .map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>())
+                        .unwrap_or_default(),
+                );
+                ns / base * 100.0
+            });
+        let noise_note = noise.map_or(String::new(), |n| {
+            format!(" (A/A control: runs differ by up to {n:.1}%)")
         });
-        let noise_note = noise.map_or(String::new(), |n| format!(" (A/A control: runs differ by up to {n:.1}%)"));
         for t in [Tracer::Record, Tracer::Daemon] {
             let Some((r, _, _)) = cpu(t) else { continue };
             let ab = (r - 1.0) * 100.0;
             let verdict = match (floor_pct, noise) {
-                (Some(f), _) if f > 1.0 => format!("MISSED: the programs alone cost {f:.2}% of the CPU per op"),
+                (Some(f), _) if f > 1.0 => {
+                    format!("MISSED: the programs alone cost {f:.2}% of the CPU per op")
+                }
                 (_, Some(n)) if ab > 1.0 + n => "MISSED".to_string(),
-                (_, Some(n)) if ab.abs() <= n => "not resolved by the A/B runs on this machine".to_string(),
+                (_, Some(n)) if ab.abs() <= n => {
+                    "not resolved by the A/B runs on this machine".to_string()
+                }
                 _ if ab <= 1.0 => "met".to_string(),
                 _ => "MISSED".to_string(),
             };
-            println!("- {workload}, {}: A/B {ab:+.2}% CPU per op{noise_note} -> {verdict}", t.label());
+            println!(
+                "- {workload}, {}: A/B {ab:+.2}% CPU per op{noise_note} -> {verdict}",
+                t.label()
+            );
             if let Some((perf, _, _)) = cpu(Tracer::PerfLock) {
                 let diff = (r - perf) * 100.0;
                 let verdict = match noise {
@@ -756,7 +988,12 @@ const FLOOR_ROW: &str = "empty action (every hook, floor)";
 /// bpftrace script) and read each program's run count and run time from the holder's fdinfo.
 /// Measures the program bodies only: the tracepoint dispatch around them is the same for any
 /// program on the same hook.
-fn program_run_times(bin: &Path, workload: &str, seconds: u32, with_floor: bool) -> Result<Vec<ProgramStats>> {
+fn program_run_times(
+    bin: &Path,
+    workload: &str,
+    seconds: u32,
+    with_floor: bool,
+) -> Result<Vec<ProgramStats>> {
     const KNOB: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let previous = std::fs::read_to_string(KNOB).context("kernel.bpf_stats_enabled")?;
     std::fs::write(KNOB, "1").context("cannot enable kernel.bpf_stats_enabled")?;
@@ -778,7 +1015,9 @@ fn program_run_times(bin: &Path, workload: &str, seconds: u32, with_floor: bool)
             BufReader::new(bpftrace.stdout.as_mut().expect("piped")).read_line(&mut first)?;
             let ops = parse_stress(&output(Command::new(&stress[0]).args(&stress[1..]))?)?.ops;
             let floor = read_program_stats(bpftrace.id(), "bpftrace ", Some(FLOOR_ROW), ops);
-            let _ = Command::new("kill").args(["-INT", &bpftrace.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &bpftrace.id().to_string()])
+                .status();
             wait_exit(&mut bpftrace, Duration::from_secs(30))?;
             stats.extend(floor?);
         }
@@ -793,38 +1032,79 @@ fn program_run_times(bin: &Path, workload: &str, seconds: u32, with_floor: bool)
 /// order (vmap-trace loads and attaches contention_end before contention_begin: #1 is the end
 /// program; the run in docs/performance.md predates that order and had begin first). Identical programs share a
 /// tag and so a kallsyms name: `merge` sums them into one row (bpftrace's empty actions).
-fn read_program_stats(pid: u32, prefix: &str, merge: Option<&str>, ops: u64) -> Result<Vec<ProgramStats>> {
+fn read_program_stats(
+    pid: u32,
+    prefix: &str,
+    merge: Option<&str>,
+    ops: u64,
+) -> Result<Vec<ProgramStats>> {
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
     let mut progs: Vec<(u64, String, u64, u64)> = Vec::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))?.filter_map(|e| e.ok()) {
-        if !std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog") {
+        if !std::fs::read_link(fd.path())
+            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog")
+        {
             continue;
         }
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))?;
-        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))?;
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
         let number = |k: &str| field(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let (id, runs, ns) = (number("prog_id:"), number("run_cnt:"), number("run_time_ns:"));
+        let (id, runs, ns) = (
+            number("prog_id:"),
+            number("run_cnt:"),
+            number("run_time_ns:"),
+        );
         if runs == 0 {
             continue; // attached to a hook the workload never hit, or not attached at all
         }
         let marker = format!("bpf_prog_{}_", field("prog_tag:").unwrap_or_default());
         let name = kallsyms
             .lines()
-            .find_map(|l| l.split_whitespace().nth(2).and_then(|s| s.strip_prefix(&marker)).map(str::to_string))
+            .find_map(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .and_then(|s| s.strip_prefix(&marker))
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| format!("prog {id}"));
         progs.push((id, name, runs, ns));
     }
     progs.sort();
     if let Some(label) = merge {
         let (runs, ns) = progs.iter().fold((0, 0), |(r, n), p| (r + p.2, n + p.3));
-        return Ok(vec![ProgramStats { name: format!("{prefix}{label}"), runs, run_time_ns: ns, ops }]);
+        return Ok(vec![ProgramStats {
+            name: format!("{prefix}{label}"),
+            runs,
+            run_time_ns: ns,
+            ops,
+        }]);
     }
     let mut out: Vec<ProgramStats> = Vec::new();
     for (_, name, runs, ns) in &progs {
         let same = progs.iter().filter(|p| &p.1 == name).count();
-        let nth = out.iter().filter(|o| o.name.starts_with(&format!("{prefix}{name}"))).count() + 1;
-        let name = if same > 1 { format!("{prefix}{name} #{nth}") } else { format!("{prefix}{name}") };
-        out.push(ProgramStats { name, runs: *runs, run_time_ns: *ns, ops });
+        let nth = out
+            .iter()
+            .filter(|o| o.name.starts_with(&format!("{prefix}{name}")))
+            .count()
+            + 1;
+        let name = if same > 1 {
+            format!("{prefix}{name} #{nth}")
+        } else {
+            format!("{prefix}{name}")
+        };
+        out.push(ProgramStats {
+            name,
+            runs: *runs,
+            run_time_ns: *ns,
+            ops,
+        });
     }
     Ok(out)
 }
@@ -836,12 +1116,28 @@ fn soak(seconds: u64, build: bool) -> Result<()> {
     let bin = release_binary(build)?;
     let dir = std::env::temp_dir().join(format!("vmap-trace-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let daemon = Daemon::start(&bin, &["--record-dir", dir.to_str().unwrap(), "--record-every", "60", "--keep", "3"])?;
+    let daemon = Daemon::start(
+        &bin,
+        &[
+            "--record-dir",
+            dir.to_str().unwrap(),
+            "--record-every",
+            "60",
+            "--keep",
+            "3",
+        ],
+    )?;
     daemon.metrics()?;
     let rss_attached = daemon.rss_kib()?;
     let machine = machine_description();
     let mut load = Command::new(&bin)
-        .args(["stress", "mix", "--duration", &seconds.to_string(), "--json"])
+        .args([
+            "stress",
+            "mix",
+            "--duration",
+            &seconds.to_string(),
+            "--json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -886,39 +1182,91 @@ fn soak(seconds: u64, build: bool) -> Result<()> {
         }
     }
     let mut stress_out = String::new();
-    load.stdout.take().expect("piped").read_to_string(&mut stress_out)?;
+    load.stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stress_out)?;
     let stress = parse_stress(&stress_out)?;
     let (status, log) = daemon.stop()?;
-    let recordings: Vec<PathBuf> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let recordings: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
     let last_recording = recordings.iter().max().cloned();
-    let loads = last_recording
-        .as_ref()
-        .is_some_and(|r| Command::new(&bin).arg("report").arg(r).stdout(Stdio::null()).status().is_ok_and(|s| s.success()));
+    let loads = last_recording.as_ref().is_some_and(|r| {
+        Command::new(&bin)
+            .arg("report")
+            .arg(r)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
     std::fs::remove_dir_all(&dir).ok();
 
     // RSS after the first minute (allocator arenas, symbolizer cache warm) vs the end.
-    let warm = rows.iter().find(|(t, _)| *t >= 60).or(rows.first()).map_or(0, |r| r.1);
+    let warm = rows
+        .iter()
+        .find(|(t, _)| *t >= 60)
+        .or(rows.first())
+        .map_or(0, |r| r.1);
     let end = rows.last().map_or(0, |r| r.1);
     let max = rows.iter().map(|r| r.1).max().unwrap_or(0);
-    let lost: Vec<(String, f64)> = ["inflight_full", "lock_map_full", "stack_capture_failed", "stack_keys_full", "calls_inflight_full"]
-        .iter()
-        .map(|r| (r.to_string(), metric_sum(&last, "vmap_trace_lost_events_total", Some(&format!("\"{r}\"")))))
-        .collect();
+    let lost: Vec<(String, f64)> = [
+        "inflight_full",
+        "lock_map_full",
+        "stack_capture_failed",
+        "stack_keys_full",
+        "calls_inflight_full",
+    ]
+    .iter()
+    .map(|r| {
+        (
+            r.to_string(),
+            metric_sum(
+                &last,
+                "vmap_trace_lost_events_total",
+                Some(&format!("\"{r}\"")),
+            ),
+        )
+    })
+    .collect();
     let contentions = metric_sum(&last, "vmap_trace_lock_wait_seconds_count", None);
     println!();
-    println!("- stress mix: {} ops, {:.0} ops/s", stress.ops, stress.ops_per_sec);
+    println!(
+        "- stress mix: {} ops, {:.0} ops/s",
+        stress.ops, stress.ops_per_sec
+    );
     println!("- daemon RSS: {rss_attached} KiB attached and idle, {warm} KiB after 60 s, {end} KiB at the end (max {max} KiB)");
     println!(
         "- contentions recorded: {contentions:.0}; lost: {}",
-        lost.iter().map(|(r, n)| format!("{r} {n:.0}")).collect::<Vec<_>>().join(", ")
+        lost.iter()
+            .map(|(r, n)| format!("{r} {n:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    if let (Some(first), Some(end)) = (fill.iter().find(|f| f.0 >= 60.0).or(fill.first()), fill.last()) {
+    if let (Some(first), Some(end)) = (
+        fill.iter().find(|f| f.0 >= 60.0).or(fill.first()),
+        fill.last(),
+    ) {
         let span = end.0 - first.0;
-        for (map, used_first, used_end) in [("locks", first.1, end.1), ("stack_keys", first.2, end.2)] {
-            let capacity = metric_sum(&last, "vmap_trace_kernel_map_capacity", Some(&format!("\"{map}\"")));
-            let rate = if span > 0.0 { (used_end - used_first) / span } else { 0.0 };
+        for (map, used_first, used_end) in
+            [("locks", first.1, end.1), ("stack_keys", first.2, end.2)]
+        {
+            let capacity = metric_sum(
+                &last,
+                "vmap_trace_kernel_map_capacity",
+                Some(&format!("\"{map}\"")),
+            );
+            let rate = if span > 0.0 {
+                (used_end - used_first) / span
+            } else {
+                0.0
+            };
             let projection = if rate > 0.0 {
-                format!("full in about {:.0} min at this rate", (capacity - used_end) / rate / 60.0)
+                format!(
+                    "full in about {:.0} min at this rate",
+                    (capacity - used_end) / rate / 60.0
+                )
             } else {
                 "not growing".to_string()
             };
@@ -929,7 +1277,9 @@ fn soak(seconds: u64, build: bool) -> Result<()> {
     }
     println!(
         "- SIGTERM: {status}; last recording {} ({})",
-        last_recording.as_ref().map_or("missing".into(), |p| p.display().to_string()),
+        last_recording
+            .as_ref()
+            .map_or("missing".into(), |p| p.display().to_string()),
         if loads { "loads" } else { "DOES NOT LOAD" }
     );
     for line in log.iter().filter(|l| l.contains("final totals")) {

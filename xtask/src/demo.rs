@@ -9,7 +9,13 @@ use crate::setup::run_checked;
 pub fn run(seconds: u32) -> Result<()> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_checked(Command::new(&cargo).current_dir(&root).args(["build", "--release", "--locked", "-p", "vmap-trace"]))?;
+    run_checked(Command::new(&cargo).current_dir(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "vmap-trace",
+    ]))?;
     let bin = root.join("target/release/vmap-trace");
     run_checked(Command::new(&bin).arg("doctor"))?;
     let rec = root.join("target/demo.rec");
@@ -21,6 +27,11 @@ pub fn run(seconds: u32) -> Result<()> {
             .arg(&bin)
             .args(["stress", "mix", "--duration", &seconds.to_string()]),
     )?;
-    eprintln!("recording kept at {}; `{} report {}` prints it again", rec.display(), bin.display(), rec.display());
+    eprintln!(
+        "recording kept at {}; `{} report {}` prints it again",
+        rec.display(),
+        bin.display(),
+        rec.display()
+    );
     Ok(())
 }

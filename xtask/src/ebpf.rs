@@ -15,7 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::setup::{bpf_linker, run_checked, tools_root};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn object_path() -> PathBuf {
@@ -30,10 +33,18 @@ fn inputs_path() -> PathBuf {
 fn compile(target_dir: &Path) -> Result<PathBuf> {
     let root = workspace_root();
     if !bpf_linker().exists() {
-        bail!("bpf-linker is not installed at {}: run `cargo xtask setup`", bpf_linker().display());
+        bail!(
+            "bpf-linker is not installed at {}: run `cargo xtask setup`",
+            bpf_linker().display()
+        );
     }
-    let path = format!("{}:{}", tools_root().join("bin").display(), std::env::var("PATH").unwrap_or_default());
-    let home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or("/root".into())));
+    let path = format!(
+        "{}:{}",
+        tools_root().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or("/root".into())));
     // Remap absolute paths (they end up in BTF/debug info) so the bytes do not depend on the
     // checkout location or the machine's cargo home.
     let rustflags = [
@@ -53,14 +64,24 @@ fn compile(target_dir: &Path) -> Result<PathBuf> {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
         .args(["build", "--locked", "-p", "vmap-trace-ebpf", "--release"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir"])
+        .args([
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+        ])
         .arg(target_dir);
-    run_checked(&mut cmd).context("eBPF build failed (is the toolchain installed? `cargo xtask setup`)")?;
+    run_checked(&mut cmd)
+        .context("eBPF build failed (is the toolchain installed? `cargo xtask setup`)")?;
     Ok(target_dir.join("bpfel-unknown-none/release/vmap-trace"))
 }
 
 fn tool_version(cmd: &str, arg: &str) -> Result<String> {
-    let out = Command::new(cmd).arg(arg).output().with_context(|| format!("cannot run {cmd}"))?;
+    let out = Command::new(cmd)
+        .arg(arg)
+        .output()
+        .with_context(|| format!("cannot run {cmd}"))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -88,7 +109,12 @@ fn describe_inputs() -> Result<String> {
     }
     let mut rel: Vec<String> = files
         .iter()
-        .map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().into_owned())
+        .map(|p| {
+            p.strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     rel.sort();
     let mut text = String::new();
@@ -97,7 +123,10 @@ fn describe_inputs() -> Result<String> {
         text += &format!("{:x}  {r}\n", Sha256::digest(&bytes));
     }
     text += &format!("rustc: {}\n", tool_version("/usr/bin/rustc", "-V")?);
-    text += &format!("bpf-linker: {}\n", tool_version(&bpf_linker().to_string_lossy(), "--version")?);
+    text += &format!(
+        "bpf-linker: {}\n",
+        tool_version(&bpf_linker().to_string_lossy(), "--version")?
+    );
     let overall = format!("{:x}", Sha256::digest(text.as_bytes()));
     Ok(format!("{text}inputs-sha256: {overall}\n"))
 }
@@ -109,13 +138,21 @@ pub fn build() -> Result<()> {
     fs::create_dir_all(dest.parent().unwrap())?;
     fs::copy(&built, &dest).with_context(|| format!("cannot write {}", dest.display()))?;
     fs::write(inputs_path(), describe_inputs()?)?;
-    eprintln!("wrote {} ({} bytes) and its input hash", dest.display(), fs::metadata(&dest)?.len());
+    eprintln!(
+        "wrote {} ({} bytes) and its input hash",
+        dest.display(),
+        fs::metadata(&dest)?.len()
+    );
     Ok(())
 }
 
 pub fn check() -> Result<()> {
-    let recorded = fs::read_to_string(inputs_path())
-        .with_context(|| format!("{} is missing: run `cargo xtask build-ebpf`", inputs_path().display()))?;
+    let recorded = fs::read_to_string(inputs_path()).with_context(|| {
+        format!(
+            "{} is missing: run `cargo xtask build-ebpf`",
+            inputs_path().display()
+        )
+    })?;
     let current = describe_inputs()?;
     if recorded != current {
         let diff: Vec<String> = current

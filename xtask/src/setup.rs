@@ -7,14 +7,23 @@ use anyhow::{bail, Context, Result};
 /// Debian packages: Debian's Rust (whose library source `-Zbuild-std=core` needs), the LLVM
 /// that bpf-linker links against, and the tools the integration tests compare against.
 const APT_PACKAGES: &[&str] = &[
-    "rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "linux-perf", "bpftrace", "tmux", "chromium",
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "linux-perf",
+    "bpftrace",
+    "tmux",
+    "chromium",
     "util-linux",
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Where bpf-linker is installed (outside the repository, reused across clones).
 pub fn tools_root() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     home.join(".local/vmap-trace-tools")
 }
 
@@ -32,7 +41,9 @@ fn dpkg_installed(pkg: &str) -> bool {
 
 pub fn run_checked(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -40,7 +51,11 @@ pub fn run_checked(cmd: &mut Command) -> Result<()> {
 }
 
 pub fn install_apt(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -65,14 +80,20 @@ fn bpf_linker_version_ok() -> bool {
 pub fn run() -> Result<()> {
     install_apt(APT_PACKAGES)?;
     if !bpf_linker_version_ok() {
-        eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+        eprintln!(
+            "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+        );
         // Debian's cargo, so the build uses the same LLVM 22 as rustc-web; without
         // LLVM_PREFIX its build script picks llvm-14 and fails.
         run_checked(
             Command::new("/usr/bin/cargo")
                 .env("LLVM_PREFIX", "/usr/lib/llvm-22")
                 .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22")
-                .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
+                .args([
+                    "install",
+                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                    "--locked",
+                ])
                 .args(["--no-default-features", "--features", "llvm-22", "--root"])
                 .arg(tools_root()),
         )?;

@@ -11,8 +11,8 @@ use aya::{
     Ebpf, Pod,
 };
 use vmap_trace_common::{
-    LazyGauge, LockKey, LossCounter, OpCounter, StackFrames, StackKey, TaskWait, WaitStats, WaitTotals, MAX_STACK_DEPTH, OP_COUNTERS,
-    SIZE_BUCKETS,
+    LazyGauge, LockKey, LossCounter, OpCounter, StackFrames, StackKey, TaskWait, WaitStats,
+    WaitTotals, MAX_STACK_DEPTH, OP_COUNTERS, SIZE_BUCKETS,
 };
 
 use crate::kernel::{
@@ -22,12 +22,18 @@ use crate::kernel::{
 };
 use crate::probe::{functions, lock_timing, Probes};
 use crate::profile::{
-    attribution, CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses, Profile, RecordingMeta, StackSampling, StackTask, StackWait,
-    TaskWaitSummary, VmallocOps, VmapLockTiming, WaitHistogram,
+    attribution, CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Log2Histogram, Losses,
+    Profile, RecordingMeta, StackSampling, StackTask, StackWait, TaskWaitSummary, VmallocOps,
+    VmapLockTiming, WaitHistogram,
 };
 
 fn wait_histogram(v: &WaitStats) -> WaitHistogram {
-    WaitHistogram { count: v.count, total_ns: v.total_ns, max_ns: v.max_ns, hist: Log2Histogram::from_buckets(&v.hist) }
+    WaitHistogram {
+        count: v.count,
+        total_ns: v.total_ns,
+        max_ns: v.max_ns,
+        hist: Log2Histogram::from_buckets(&v.hist),
+    }
 }
 
 /// All CPUs' stats of one slot as one histogram.
@@ -44,12 +50,16 @@ fn cpu_latencies(cpus: &[WaitStats]) -> Vec<CpuLatency> {
     cpus.iter()
         .enumerate()
         .filter(|(_, s)| s.count > 0)
-        .map(|(cpu, s)| CpuLatency { cpu: cpu as u32, latency: wait_histogram(s) })
+        .map(|(cpu, s)| CpuLatency {
+            cpu: cpu as u32,
+            latency: wait_histogram(s),
+        })
         .collect()
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map> {
-    ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    ebpf.map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
 }
 
 fn per_cpu<'a, T: Pod>(ebpf: &'a Ebpf, name: &str) -> Result<PerCpuArray<&'a MapData, T>> {
@@ -58,7 +68,12 @@ fn per_cpu<'a, T: Pod>(ebpf: &'a Ebpf, name: &str) -> Result<PerCpuArray<&'a Map
 
 /// Per-CPU values of slot `idx`.
 fn per_cpu_values<T: Pod>(arr: &PerCpuArray<&MapData, T>, idx: u32) -> Result<Vec<T>> {
-    Ok(arr.get(&idx, 0).with_context(|| format!("reading slot {idx}"))?.iter().copied().collect())
+    Ok(arr
+        .get(&idx, 0)
+        .with_context(|| format!("reading slot {idx}"))?
+        .iter()
+        .copied()
+        .collect())
 }
 
 /// Turns stack-table keys into symbolized frames, caching per key. User stacks are
@@ -85,14 +100,20 @@ impl StackResolver {
         if let Some(f) = self.kernel.get(&key) {
             return Arc::clone(f);
         }
-        let frames: Arc<[Frame]> = trim_tracing_frames(self.symbolizer.symbolize(&stack_ips(stacks, key))).into();
+        let frames: Arc<[Frame]> =
+            trim_tracing_frames(self.symbolizer.symbolize(&stack_ips(stacks, key))).into();
         self.kernel.insert(key, Arc::clone(&frames));
         frames
     }
 
     /// A user stack of process `tgid`. Cached once symbolized while the process was alive;
     /// otherwise bare addresses, retried on the next call.
-    fn user_frames(&mut self, stacks: &HashMap<&MapData, u64, StackFrames>, tgid: u32, key: u64) -> Vec<Frame> {
+    fn user_frames(
+        &mut self,
+        stacks: &HashMap<&MapData, u64, StackFrames>,
+        tgid: u32,
+        key: u64,
+    ) -> Vec<Frame> {
         if key == 0 {
             return Vec::new();
         }
@@ -105,15 +126,24 @@ impl StackResolver {
                 self.user.insert((tgid, key), frames.clone());
                 frames
             }
-            None => ips.iter().map(|&addr| Frame { addr, function: None, offset: 0 }).collect(),
+            None => ips
+                .iter()
+                .map(|&addr| Frame {
+                    addr,
+                    function: None,
+                    offset: 0,
+                })
+                .collect(),
         }
     }
 
     /// Symbolize the user stacks captured so far whose processes are still alive: one
     /// blazesym call per process.
     pub fn resolve_user_stacks(&mut self, probes: &Probes) -> Result<()> {
-        let stack_map: HashMap<&MapData, StackKey, WaitTotals> = HashMap::try_from(map(&probes.ebpf, "STACK_WAITS")?)?;
-        let stack_table: HashMap<&MapData, u64, StackFrames> = HashMap::try_from(map(&probes.ebpf, "STACKS")?)?;
+        let stack_map: HashMap<&MapData, StackKey, WaitTotals> =
+            HashMap::try_from(map(&probes.ebpf, "STACK_WAITS")?)?;
+        let stack_table: HashMap<&MapData, u64, StackFrames> =
+            HashMap::try_from(map(&probes.ebpf, "STACKS")?)?;
         let mut pending: StdHashMap<u32, Vec<u64>> = StdHashMap::new();
         for k in stack_map.keys().filter_map(|k| k.ok()) {
             if k.user_stack != 0 && !self.user.contains_key(&(k.tgid, k.user_stack)) {
@@ -126,10 +156,13 @@ impl StackResolver {
         for (tgid, keys) in pending {
             let stacks: Vec<Vec<u64>> = keys.iter().map(|&k| stack_ips(&stack_table, k)).collect();
             let all: Vec<u64> = stacks.iter().flatten().copied().collect();
-            let Some(frames) = self.user_symbolizer.symbolize(tgid, &all) else { continue };
+            let Some(frames) = self.user_symbolizer.symbolize(tgid, &all) else {
+                continue;
+            };
             let mut frames = frames.into_iter();
             for (key, ips) in keys.into_iter().zip(&stacks) {
-                self.user.insert((tgid, key), frames.by_ref().take(ips.len()).collect());
+                self.user
+                    .insert((tgid, key), frames.by_ref().take(ips.len()).collect());
             }
         }
         Ok(())
@@ -146,10 +179,21 @@ fn comm_text(comm: &[u8]) -> String {
 /// tracepoint dispatch): they say nothing about the contention and the BPF program's symbol
 /// disappears from kallsyms once it is unloaded.
 fn trim_tracing_frames(frames: Vec<Frame>) -> Vec<Frame> {
-    const TRACING: &[&str] = &["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_", "trace_contention_", "bpf_trampoline_"];
+    const TRACING: &[&str] = &[
+        "bpf_prog_",
+        "bpf_trace_run",
+        "__bpf_trace_",
+        "__traceiter_",
+        "trace_contention_",
+        "bpf_trampoline_",
+    ];
     let skip = frames
         .iter()
-        .take_while(|f| f.function.as_deref().is_some_and(|n| TRACING.iter().any(|t| n.starts_with(t))))
+        .take_while(|f| {
+            f.function
+                .as_deref()
+                .is_some_and(|n| TRACING.iter().any(|t| n.starts_with(t)))
+        })
         .count();
     frames.into_iter().skip(skip).collect()
 }
@@ -180,7 +224,11 @@ pub fn read(
         *b = per_cpu_values(&sizes, i as u32)?.iter().sum();
     }
     let lazy: Vec<LazyGauge> = per_cpu_values(&per_cpu::<LazyGauge>(ebpf, "LAZY_GAUGE")?, 0)?;
-    let newest = lazy.iter().max_by_key(|g| g.updated_jiffies).copied().unwrap_or_default();
+    let newest = lazy
+        .iter()
+        .max_by_key(|g| g.updated_jiffies)
+        .copied()
+        .unwrap_or_default();
     let ops = VmallocOps {
         allocs: sums[OpCounter::Allocs as usize],
         allocs_failed: sums[OpCounter::AllocsFailed as usize],
@@ -195,27 +243,34 @@ pub fn read(
         lazy_pages_peak: lazy.iter().map(|g| g.nr_lazy_peak).max().unwrap_or(0),
     };
 
-    let lock_map: HashMap<&MapData, LockKey, WaitStats> = HashMap::try_from(map(ebpf, "LOCK_WAITS")?)?;
+    let lock_map: HashMap<&MapData, LockKey, WaitStats> =
+        HashMap::try_from(map(ebpf, "LOCK_WAITS")?)?;
     let mut locks = Vec::new();
     for entry in lock_map.iter() {
         let (k, v) = entry.context("reading LOCK_WAITS")?;
         locks.push(LockWait {
             lock_addr: k.lock_addr,
             flags: k.flags,
-            name: vmap_locks.name_at(k.lock_addr).or_else(|| data_symbols.name_at(k.lock_addr)).map(str::to_string),
+            name: vmap_locks
+                .name_at(k.lock_addr)
+                .or_else(|| data_symbols.name_at(k.lock_addr))
+                .map(str::to_string),
             wait: wait_histogram(&v),
         });
     }
     locks.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
 
-    let stack_map: HashMap<&MapData, StackKey, WaitTotals> = HashMap::try_from(map(ebpf, "STACK_WAITS")?)?;
+    let stack_map: HashMap<&MapData, StackKey, WaitTotals> =
+        HashMap::try_from(map(ebpf, "STACK_WAITS")?)?;
     let stack_table: HashMap<&MapData, u64, StackFrames> = HashMap::try_from(map(ebpf, "STACKS")?)?;
     let mut stacks = Vec::new();
     for entry in stack_map.iter() {
         let (k, v) = entry.context("reading STACK_WAITS")?;
         let frames = resolver.frames(&stack_table, k.kernel_stack);
-        let task = (meta.stack_keys.per_task || meta.stack_keys.user_stacks)
-            .then(|| StackTask { tgid: k.tgid, comm: comm_text(&k.comm) });
+        let task = (meta.stack_keys.per_task || meta.stack_keys.user_stacks).then(|| StackTask {
+            tgid: k.tgid,
+            comm: comm_text(&k.comm),
+        });
         let user_frames = resolver.user_frames(&stack_table, k.tgid, k.user_stack);
         stacks.push(StackWait {
             task,
@@ -231,11 +286,17 @@ pub fn read(
     }
     stacks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
 
-    let cpu_values: Vec<WaitTotals> = per_cpu_values(&per_cpu::<WaitTotals>(ebpf, "CPU_WAITS")?, 0)?;
+    let cpu_values: Vec<WaitTotals> =
+        per_cpu_values(&per_cpu::<WaitTotals>(ebpf, "CPU_WAITS")?, 0)?;
     let cpus = cpu_values
         .iter()
         .enumerate()
-        .map(|(cpu, t)| CpuWait { cpu: cpu as u32, count: t.count, total_ns: t.total_ns, max_ns: t.max_ns })
+        .map(|(cpu, t)| CpuWait {
+            cpu: cpu as u32,
+            count: t.count,
+            total_ns: t.total_ns,
+            max_ns: t.max_ns,
+        })
         .collect();
 
     let task_map: HashMap<&MapData, u32, TaskWait> = HashMap::try_from(map(ebpf, "TASK_WAITS")?)?;
@@ -254,7 +315,8 @@ pub fn read(
     tasks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
 
     let loss_arr = per_cpu::<u64>(ebpf, "LOSSES")?;
-    let loss = |c: LossCounter| -> Result<u64> { Ok(per_cpu_values(&loss_arr, c as u32)?.iter().sum()) };
+    let loss =
+        |c: LossCounter| -> Result<u64> { Ok(per_cpu_values(&loss_arr, c as u32)?.iter().sum()) };
     let losses = Losses {
         inflight_full: loss(LossCounter::InflightFull)?,
         lock_map_full: loss(LossCounter::LockMapFull)?,
@@ -272,8 +334,14 @@ pub fn read(
         .map(|f| FunctionLatency {
             function: f.function.to_string(),
             symbol: f.symbol.clone(),
-            latency: latencies.get(&f.slot).map(|cpus| sum_cpus(cpus)).unwrap_or_default(),
-            per_cpu: latencies.get(&f.slot).map(|cpus| cpu_latencies(cpus)).unwrap_or_default(),
+            latency: latencies
+                .get(&f.slot)
+                .map(|cpus| sum_cpus(cpus))
+                .unwrap_or_default(),
+            per_cpu: latencies
+                .get(&f.slot)
+                .map(|cpus| cpu_latencies(cpus))
+                .unwrap_or_default(),
         })
         .collect();
     let timings = lock_timing::read(ebpf)?;
@@ -282,7 +350,12 @@ pub fn read(
         .iter()
         .enumerate()
         .filter_map(|(id, l)| {
-            timings.get(&(id as u32)).map(|t| VmapLockTiming { name: l.name.clone(), lock_addr: l.addr, wait: wait_histogram(&t.wait), hold: wait_histogram(&t.hold) })
+            timings.get(&(id as u32)).map(|t| VmapLockTiming {
+                name: l.name.clone(),
+                lock_addr: l.addr,
+                wait: wait_histogram(&t.wait),
+                hold: wait_histogram(&t.hold),
+            })
         })
         .collect();
     lock_timing.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
@@ -291,7 +364,18 @@ pub fn read(
         captured: sums[OpCounter::StacksCaptured as usize],
         skipped: sums[OpCounter::StacksSkipped as usize],
     };
-    Ok(Profile { meta, ops, locks, stacks, cpus, tasks, losses, functions, lock_timing, stack_sampling })
+    Ok(Profile {
+        meta,
+        ops,
+        locks,
+        stacks,
+        cpus,
+        tasks,
+        losses,
+        functions,
+        lock_timing,
+        stack_sampling,
+    })
 }
 
 #[cfg(test)]
@@ -299,14 +383,27 @@ mod tests {
     use super::*;
 
     fn f(name: &str) -> Frame {
-        Frame { addr: 1, function: Some(name.into()), offset: 0 }
+        Frame {
+            addr: 1,
+            function: Some(name.into()),
+            offset: 0,
+        }
     }
 
     #[test]
     fn trims_only_leading_tracing_frames() {
-        let frames = vec![f("bpf_prog_129c_tpbtf_contentio"), f("bpf_trace_run2"), f("__bpf_trace_contention_end"), f("queued_spin_lock_slowpath"), f("bpf_prog_x")];
+        let frames = vec![
+            f("bpf_prog_129c_tpbtf_contentio"),
+            f("bpf_trace_run2"),
+            f("__bpf_trace_contention_end"),
+            f("queued_spin_lock_slowpath"),
+            f("bpf_prog_x"),
+        ];
         let trimmed = trim_tracing_frames(frames);
         assert_eq!(trimmed.len(), 2);
-        assert_eq!(trimmed[0].function.as_deref(), Some("queued_spin_lock_slowpath"));
+        assert_eq!(
+            trimmed[0].function.as_deref(),
+            Some("queued_spin_lock_slowpath")
+        );
     }
 }

@@ -85,8 +85,14 @@ impl DaemonArgs {
                 every: Duration::from_secs(self.record_every),
                 keep: self.keep as usize,
             }),
-            metrics: MetricsOptions { top_locks: self.top_locks as usize, per_task: self.per_task },
-            probes: self.stacks.apply(ProbeOptions { lock_timing: self.lock_timing, ..ProbeOptions::default() }),
+            metrics: MetricsOptions {
+                top_locks: self.top_locks as usize,
+                per_task: self.per_task,
+            },
+            probes: self.stacks.apply(ProbeOptions {
+                lock_timing: self.lock_timing,
+                ..ProbeOptions::default()
+            }),
             log: Logger::new(self.log_format),
         }
     }
@@ -116,26 +122,62 @@ mod tests {
         let config = parse(&[]).unwrap().config();
         assert_eq!(config.listen, "127.0.0.1:9464".parse().unwrap());
         assert_eq!(config.record, None);
-        assert_eq!(config.metrics, MetricsOptions { top_locks: 16, per_task: false });
+        assert_eq!(
+            config.metrics,
+            MetricsOptions {
+                top_locks: 16,
+                per_task: false
+            }
+        );
         let defaults = ProbeOptions {
             stack_depth: Some(vmap_trace_common::DEFAULT_STACK_DEPTH),
             stack_samples: Some(vmap_trace_common::DEFAULT_STACK_SAMPLES),
             ..ProbeOptions::default()
         };
         assert_eq!(config.probes, defaults);
-        let exact = parse(&["--stack-samples", "0", "--stack-depth", "8"]).unwrap().config();
-        assert_eq!((exact.probes.stack_samples, exact.probes.stack_depth), (Some(0), Some(8)));
-        assert!(parse(&["--stack-depth", "0"]).is_err() && parse(&["--stack-depth", "49"]).is_err());
+        let exact = parse(&["--stack-samples", "0", "--stack-depth", "8"])
+            .unwrap()
+            .config();
+        assert_eq!(
+            (exact.probes.stack_samples, exact.probes.stack_depth),
+            (Some(0), Some(8))
+        );
+        assert!(
+            parse(&["--stack-depth", "0"]).is_err() && parse(&["--stack-depth", "49"]).is_err()
+        );
     }
 
     #[test]
     fn recording_flags() {
-        let config =
-            parse(&["--record-dir", "/tmp/x", "--record-every", "60", "--keep", "3", "--per-task", "--top-locks", "4", "--lock-timing"])
-                .unwrap()
-                .config();
-        assert_eq!(config.record, Some(RecordConfig { dir: "/tmp/x".into(), every: Duration::from_secs(60), keep: 3 }));
-        assert_eq!(config.metrics, MetricsOptions { top_locks: 4, per_task: true });
+        let config = parse(&[
+            "--record-dir",
+            "/tmp/x",
+            "--record-every",
+            "60",
+            "--keep",
+            "3",
+            "--per-task",
+            "--top-locks",
+            "4",
+            "--lock-timing",
+        ])
+        .unwrap()
+        .config();
+        assert_eq!(
+            config.record,
+            Some(RecordConfig {
+                dir: "/tmp/x".into(),
+                every: Duration::from_secs(60),
+                keep: 3
+            })
+        );
+        assert_eq!(
+            config.metrics,
+            MetricsOptions {
+                top_locks: 4,
+                per_task: true
+            }
+        );
         assert!(config.probes.lock_timing);
     }
 

@@ -49,20 +49,43 @@ pub struct DiffArgs {
 pub fn run(args: DiffArgs) -> Result<()> {
     let before = recording::load(&args.before)?;
     let after = recording::load(&args.after)?;
-    let opts = DiffOptions { fold: args.stacks.fold_options()?, normalize: !args.no_normalize, negate: args.negate };
+    let opts = DiffOptions {
+        fold: args.stacks.fold_options()?,
+        normalize: !args.no_normalize,
+        negate: args.negate,
+    };
     let (mut before_name, mut after_name) = (file_name(&args.before), file_name(&args.after));
     if before_name == after_name {
         // a/x.rec vs b/x.rec: the file names alone would not tell the sides apart.
-        (before_name, after_name) = (args.before.display().to_string(), args.after.display().to_string());
+        (before_name, after_name) = (
+            args.before.display().to_string(),
+            args.after.display().to_string(),
+        );
     }
-    let graph = flamegraph::diff(Side { name: &before_name, profile: &before }, Side { name: &after_name, profile: &after }, &opts)?;
+    let graph = flamegraph::diff(
+        Side {
+            name: &before_name,
+            profile: &before,
+        },
+        Side {
+            name: &after_name,
+            profile: &after,
+        },
+        &opts,
+    )?;
     write_output(&args.output, |w| graph.write_as(args.folded, w))?;
     if !is_stdout(&args.output) {
-        eprintln!("vmap-trace: wrote {} ({} stacks)", args.output.display(), graph.folded.lines.len());
+        eprintln!(
+            "vmap-trace: wrote {} ({} stacks)",
+            args.output.display(),
+            graph.folded.lines.len()
+        );
     }
     Ok(())
 }
 
 fn file_name(path: &std::path::Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }

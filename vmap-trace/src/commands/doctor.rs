@@ -68,24 +68,52 @@ fn finding(item: &str, ok: bool, detail: impl Into<String>, cost: &str) -> Findi
 }
 
 fn info(item: &str, detail: impl Into<String>) -> Finding {
-    Finding { item: item.into(), status: Status::Info, detail: detail.into(), cost: None }
+    Finding {
+        item: item.into(),
+        status: Status::Info,
+        detail: detail.into(),
+        cost: None,
+    }
 }
 
 /// Try to load and attach the no-op kprobe: the kernel's answer is the truth.
 fn try_kprobe() -> Result<(), String> {
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        return Err("no kprobe PMU (/sys/bus/event_source/devices/kprobe): CONFIG_KPROBES is not set".into());
+        return Err(
+            "no kprobe PMU (/sys/bus/event_source/devices/kprobe): CONFIG_KPROBES is not set"
+                .into(),
+        );
     }
-    let mut ebpf = EbpfLoader::new().load(probe::EBPF_OBJECT).map_err(|e| e.to_string())?;
-    let prog: &mut KProbe = ebpf.program_mut("kprobe_fn0").ok_or("kprobe_fn0 missing")?.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    let mut ebpf = EbpfLoader::new()
+        .load(probe::EBPF_OBJECT)
+        .map_err(|e| e.to_string())?;
+    let prog: &mut KProbe = ebpf
+        .program_mut("kprobe_fn0")
+        .ok_or("kprobe_fn0 missing")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
     prog.load().map_err(|e| e.to_string())?;
-    prog.attach("find_vmap_area", 0).map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))?;
+    prog.attach("find_vmap_area", 0).map_err(|e| {
+        format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        )
+    })?;
     Ok(())
 }
 
 fn try_fentry(btf: &Btf) -> Result<(), String> {
-    let mut ebpf = EbpfLoader::new().btf(Some(btf)).load(probe::EBPF_OBJECT).map_err(|e| e.to_string())?;
-    let prog: &mut FEntry = ebpf.program_mut("fentry_fn0").ok_or("fentry_fn0 missing")?.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .load(probe::EBPF_OBJECT)
+        .map_err(|e| e.to_string())?;
+    let prog: &mut FEntry = ebpf
+        .program_mut("fentry_fn0")
+        .ok_or("fentry_fn0 missing")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
     let detail = |e: aya::programs::ProgramError| {
         let mut s = e.to_string();
         if let Some(src) = std::error::Error::source(&e) {
@@ -108,7 +136,11 @@ pub fn examine() -> DoctorReport {
     f.push(finding(
         "privileges",
         root,
-        if root { "can load tracing programs" } else { "not root and no CAP_BPF+CAP_PERFMON" },
+        if root {
+            "can load tracing programs"
+        } else {
+            "not root and no CAP_BPF+CAP_PERFMON"
+        },
         "nothing can be recorded: run with sudo",
     ));
 
@@ -127,17 +159,27 @@ pub fn examine() -> DoctorReport {
     let design = session::detect_design(btf.as_ref());
     f.push(info("design", design.label()));
 
-    let tfs = if root { tracefs::ensure_mounted().ok() } else { tracefs::mounted() };
+    let tfs = if root {
+        tracefs::ensure_mounted().ok()
+    } else {
+        tracefs::mounted()
+    };
     f.push(finding(
         "tracefs",
         tfs.is_some(),
-        tfs.as_ref().map(|p| format!("mounted at {}", p.display())).unwrap_or_else(|| "not mounted".into()),
+        tfs.as_ref()
+            .map(|p| format!("mounted at {}", p.display()))
+            .unwrap_or_else(|| "not mounted".into()),
         "no classic tracepoints or field layouts",
     ));
     for hook in Hook::ALL {
         let (cat, ev) = hook.event();
-        let exists = tfs.as_ref().is_some_and(|r| tracefs::event_exists(r, cat, ev))
-            || btf.as_ref().is_some_and(|b| b.tracepoint_params(ev).is_ok());
+        let exists = tfs
+            .as_ref()
+            .is_some_and(|r| tracefs::event_exists(r, cat, ev))
+            || btf
+                .as_ref()
+                .is_some_and(|b| b.tracepoint_params(ev).is_ok());
         f.push(finding(
             &format!("tracepoint {cat}:{ev}"),
             exists,
@@ -162,7 +204,10 @@ pub fn examine() -> DoctorReport {
         f.push(finding(
             "fentry",
             fentry.is_ok(),
-            fentry.clone().err().unwrap_or_else(|| "attach works".into()),
+            fentry
+                .clone()
+                .err()
+                .unwrap_or_else(|| "attach works".into()),
             "kprobes are used instead where present (slightly higher overhead)",
         ));
     } else {
@@ -194,7 +239,11 @@ pub fn examine() -> DoctorReport {
             f.push(finding(
                 "kallsyms addresses",
                 vis.addresses_visible,
-                format!("visible: {} (kptr_restrict={})", vis.addresses_visible, kallsyms::kptr_restrict().map_or("?".into(), |v| v.to_string())),
+                format!(
+                    "visible: {} (kptr_restrict={})",
+                    vis.addresses_visible,
+                    kallsyms::kptr_restrict().map_or("?".into(), |v| v.to_string())
+                ),
                 &kallsyms::hidden_addresses_hint(),
             ));
             f.push(finding(
@@ -204,7 +253,12 @@ pub fn examine() -> DoctorReport {
                 "CONFIG_KALLSYMS_ALL unset: vmap locks cannot be named by variable; they are attributed by the vmap function in the stack",
             ));
         }
-        Err(e) => f.push(finding("kallsyms addresses", false, format!("{e:#}"), "stacks cannot be symbolized")),
+        Err(e) => f.push(finding(
+            "kallsyms addresses",
+            false,
+            format!("{e:#}"),
+            "stacks cannot be symbolized",
+        )),
     }
 
     match config::load(&release) {
@@ -227,7 +281,10 @@ pub fn examine() -> DoctorReport {
                 f.push(item);
             }
         }
-        None => f.push(info("kernel config", "not readable (/proc/config.gz, /boot/config-*)")),
+        None => f.push(info(
+            "kernel config",
+            "not readable (/proc/config.gz, /boot/config-*)",
+        )),
     }
 
     // Attach for real, with everything `record` uses by default. Not the experimental
@@ -274,17 +331,34 @@ pub fn render_text(r: &DoctorReport) -> String {
             while i < hooks.len() {
                 let h = &hooks[i];
                 let mut j = i + 1;
-                while j < hooks.len() && h.mechanism.is_none() && hooks[j].mechanism.is_none() && hooks[j].rejected == h.rejected {
+                while j < hooks.len()
+                    && h.mechanism.is_none()
+                    && hooks[j].mechanism.is_none()
+                    && hooks[j].rejected == h.rejected
+                {
                     j += 1;
                 }
                 let names: Vec<&str> = hooks[i..j].iter().map(|h| h.hook.as_str()).collect();
-                let label = if names.len() > 1 { format!("{} (+{} more)", names[0], names.len() - 1) } else { names[0].to_string() };
-                o += &format!("  {:<40} {}\n", label, h.mechanism.map(|m| m.label()).unwrap_or("UNAVAILABLE"));
+                let label = if names.len() > 1 {
+                    format!("{} (+{} more)", names[0], names.len() - 1)
+                } else {
+                    names[0].to_string()
+                };
+                o += &format!(
+                    "  {:<40} {}\n",
+                    label,
+                    h.mechanism.map(|m| m.label()).unwrap_or("UNAVAILABLE")
+                );
                 if names.len() > 1 {
                     o += &format!("  {:<40}   {}\n", "", names[1..].join(", "));
                 }
                 for rej in &h.rejected {
-                    o += &format!("  {:<40}   not {}: {}\n", "", rej.mechanism.label(), rej.reason);
+                    o += &format!(
+                        "  {:<40}   not {}: {}\n",
+                        "",
+                        rej.mechanism.label(),
+                        rej.reason
+                    );
                 }
                 i = j;
             }
@@ -309,7 +383,10 @@ mod tests {
     #[test]
     fn text_shows_costs_of_missing_items() {
         let r = DoctorReport {
-            findings: vec![finding("kprobes", false, "CONFIG_KPROBES is not set", "no latency"), finding("btf", true, "present", "x")],
+            findings: vec![
+                finding("kprobes", false, "CONFIG_KPROBES is not set", "no latency"),
+                finding("btf", true, "present", "x"),
+            ],
             hooks: None,
         };
         let t = render_text(&r);

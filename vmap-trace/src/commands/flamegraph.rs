@@ -35,10 +35,18 @@ pub struct StackArgs {
 
 impl StackArgs {
     pub fn fold_options(&self) -> Result<FoldOptions> {
-        let locks = self.lock.iter().map(|l| l.parse::<LockSelector>()).collect::<Result<Vec<_>, _>>()?;
+        let locks = self
+            .lock
+            .iter()
+            .map(|l| l.parse::<LockSelector>())
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(FoldOptions {
             weight: self.weight,
-            filter: StackFilter { locks, class: self.class, task: self.task.clone() },
+            filter: StackFilter {
+                locks,
+                class: self.class,
+                task: self.task.clone(),
+            },
             canonical_names: false,
             user_stacks: self.user_stacks,
         })
@@ -85,7 +93,11 @@ pub fn run(args: FlamegraphArgs) -> Result<()> {
             Weight::Count => format!("{total} contended waits"),
             _ => format!("{} of {}", format_ns(total as f64), graph.weight.describe()),
         };
-        eprintln!("vmap-trace: wrote {} ({} stacks, {amount})", args.output.display(), graph.folded.len());
+        eprintln!(
+            "vmap-trace: wrote {} ({} stacks, {amount})",
+            args.output.display(),
+            graph.folded.len()
+        );
     }
     Ok(())
 }
@@ -96,25 +108,40 @@ pub(crate) fn is_stdout(path: &Path) -> bool {
 
 /// Write to `path` (or standard output for `-`) through `write`. A file is written under a
 /// temporary name and renamed, so a failed render never leaves half an SVG behind.
-pub(crate) fn write_output(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+pub(crate) fn write_output(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     if is_stdout(path) {
         let stdout = io::stdout();
         let mut w = BufWriter::new(stdout.lock());
-        let written = write(&mut w).and_then(|()| w.flush().context("cannot write to standard output"));
+        let written =
+            write(&mut w).and_then(|()| w.flush().context("cannot write to standard output"));
         // `| head` closing the pipe early is the reader's choice, not a failure.
         return match written {
             Err(e) if is_broken_pipe(&e) => Ok(()),
             other => other,
         };
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        anyhow::bail!("cannot write {}: directory {} does not exist", path.display(), dir.display());
+        anyhow::bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
     }
-    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", path.display()))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let mut w = BufWriter::new(tmp);
     write(&mut w)?;
-    let tmp = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", path.display()))?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     // Temporary files are private (0600); an SVG is made to be shared, so give it the mode a
     // plain create would have had (0666 less the umask).
     let mask = unsafe {
@@ -128,7 +155,9 @@ pub(crate) fn write_output(path: &Path, write: impl FnOnce(&mut dyn Write) -> Re
     tmp.as_file()
         .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

@@ -69,7 +69,8 @@ pub fn run(args: RecordArgs) -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handler")?;
     }
 
     let options = args.stacks.apply(crate::probe::ProbeOptions {
@@ -122,7 +123,10 @@ pub fn run(args: RecordArgs) -> Result<()> {
             break;
         }
         if tty {
-            eprint!("\rrecording... {:.1} s  (Ctrl-C to stop)", session.elapsed().as_secs_f64());
+            eprint!(
+                "\rrecording... {:.1} s  (Ctrl-C to stop)",
+                session.elapsed().as_secs_f64()
+            );
             let _ = std::io::stderr().flush();
         }
     }
@@ -139,32 +143,53 @@ pub fn run(args: RecordArgs) -> Result<()> {
         let _ = c.kill();
         let _ = c.wait();
     }
-    recording::save(&profile, &args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
+    recording::save(&profile, &args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
     eprintln!(
         "vmap-trace: wrote {} ({:.1} s, stopped by {stopped_by}; {} allocs, {} contentions{})",
         args.output.display(),
         profile.meta.duration_s(),
         profile.ops.allocs,
         profile.total_wait().count,
-        if profile.losses.total() > 0 { format!(", {} events LOST", profile.losses.total()) } else { String::new() }
+        if profile.losses.total() > 0 {
+            format!(", {} events LOST", profile.losses.total())
+        } else {
+            String::new()
+        }
     );
     if args.report {
-        print!("{}", crate::report::text::render(&profile, &Default::default()));
+        print!(
+            "{}",
+            crate::report::text::render(&profile, &Default::default())
+        );
     }
     Ok(())
 }
 
 fn spawn(command: &[String]) -> Result<Option<Child>> {
-    let Some((prog, rest)) = command.split_first() else { return Ok(None) };
-    let child = Command::new(prog).args(rest).spawn().with_context(|| format!("cannot run {prog}"))?;
+    let Some((prog, rest)) = command.split_first() else {
+        return Ok(None);
+    };
+    let child = Command::new(prog)
+        .args(rest)
+        .spawn()
+        .with_context(|| format!("cannot run {prog}"))?;
     Ok(Some(child))
 }
 
 fn check_writable(path: &std::path::Path) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     if !dir.is_dir() {
-        bail!("cannot write {}: directory {} does not exist", path.display(), dir.display());
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
     }
-    tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write to {}", dir.display()))?;
+    tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write to {}", dir.display()))?;
     Ok(())
 }

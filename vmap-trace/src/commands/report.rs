@@ -57,7 +57,9 @@ pub fn run(args: ReportArgs) -> Result<()> {
     if let Some(paths) = &args.compare {
         return run_compare(&args, &paths[0], &paths[1]);
     }
-    let Some(file) = &args.file else { bail!("give a recording to report on, or --compare BEFORE AFTER") };
+    let Some(file) = &args.file else {
+        bail!("give a recording to report on, or --compare BEFORE AFTER")
+    };
     let profile = recording::load(file)?;
     let out = match args.format {
         ReportFormat::Text => text::render(&profile, &ReportOptions { top: args.top }),
@@ -69,7 +71,9 @@ pub fn run(args: ReportArgs) -> Result<()> {
 
 /// Standard output, where `| head` closing the pipe early is not an error.
 fn print_out(s: &str) -> Result<()> {
-    write_output(Path::new("-"), |w| w.write_all(s.as_bytes()).map_err(Into::into))
+    write_output(Path::new("-"), |w| {
+        w.write_all(s.as_bytes()).map_err(Into::into)
+    })
 }
 
 fn run_compare(args: &ReportArgs, before_path: &Path, after_path: &Path) -> Result<()> {

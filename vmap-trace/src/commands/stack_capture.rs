@@ -25,6 +25,10 @@ pub struct StackCaptureArgs {
 impl StackCaptureArgs {
     /// `options` with these stack settings.
     pub fn apply(&self, options: ProbeOptions) -> ProbeOptions {
-        ProbeOptions { stack_depth: Some(self.stack_depth), stack_samples: Some(self.stack_samples), ..options }
+        ProbeOptions {
+            stack_depth: Some(self.stack_depth),
+            stack_samples: Some(self.stack_samples),
+            ..options
+        }
     }
 }

@@ -31,7 +31,10 @@ pub struct TopArgs {
 impl TopArgs {
     pub fn options(&self) -> Result<TopOptions> {
         if !(self.interval.is_finite() && (0.1..=60.0).contains(&self.interval)) {
-            bail!("--interval must be between 0.1 and 60 seconds, got {}", self.interval);
+            bail!(
+                "--interval must be between 0.1 and 60 seconds, got {}",
+                self.interval
+            );
         }
         Ok(TopOptions {
             interval: Duration::from_secs_f64(self.interval),
@@ -64,16 +67,27 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<TopOptions> {
-        Cli::try_parse_from(std::iter::once("top").chain(args.iter().copied()))?.top.options()
+        Cli::try_parse_from(std::iter::once("top").chain(args.iter().copied()))?
+            .top
+            .options()
     }
 
     #[test]
     fn flags_and_defaults() {
         let o = parse(&[]).unwrap();
-        assert_eq!((o.interval, o.sort, o.lock_timing), (Duration::from_secs(1), SortKey::Wait, false));
+        assert_eq!(
+            (o.interval, o.sort, o.lock_timing),
+            (Duration::from_secs(1), SortKey::Wait, false)
+        );
         let o = parse(&["-i", "0.5", "--sort", "count", "--lock-timing"]).unwrap();
-        assert_eq!((o.interval, o.sort, o.lock_timing), (Duration::from_millis(500), SortKey::Count, true));
-        assert!(parse(&["--interval", "0.05"]).unwrap_err().to_string().contains("between 0.1 and 60"));
+        assert_eq!(
+            (o.interval, o.sort, o.lock_timing),
+            (Duration::from_millis(500), SortKey::Count, true)
+        );
+        assert!(parse(&["--interval", "0.05"])
+            .unwrap_err()
+            .to_string()
+            .contains("between 0.1 and 60"));
         assert!(parse(&["--interval", "NaN"]).is_err());
         assert!(parse(&["--sort", "bogus"]).is_err());
     }

@@ -13,7 +13,9 @@
 use std::fmt::Write as _;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -22,7 +24,10 @@ use vmap_trace_common::{MAX_LOCKS, MAX_STACK_KEYS, MAX_TASKS};
 
 use super::histogram::PromHistogram;
 use super::lock_series::{LockSeriesTable, LockSeriesView};
-use crate::profile::{AllocatorDesign, CpuWait, LockClass, Losses, Profile, StackSampling, TaskWaitSummary, VmallocOps, WaitHistogram};
+use crate::profile::{
+    AllocatorDesign, CpuWait, LockClass, Losses, Profile, StackSampling, TaskWaitSummary,
+    VmallocOps, WaitHistogram,
+};
 
 /// Tasks exposed with `--per-task`.
 pub const TOP_TASKS: usize = 10;
@@ -41,7 +46,10 @@ pub struct MetricsOptions {
 
 impl Default for MetricsOptions {
     fn default() -> Self {
-        MetricsOptions { top_locks: 16, per_task: false }
+        MetricsOptions {
+            top_locks: 16,
+            per_task: false,
+        }
     }
 }
 
@@ -66,13 +74,24 @@ pub struct MetricsBuilder {
 
 impl MetricsBuilder {
     pub fn new(options: MetricsOptions) -> Self {
-        MetricsBuilder { options, locks: LockSeriesTable::new(options.top_locks) }
+        MetricsBuilder {
+            options,
+            locks: LockSeriesTable::new(options.top_locks),
+        }
     }
 
     pub fn build(&mut self, profile: &Profile, stats: &DaemonStats) -> Exposition {
         let mut vmap_functions: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-        for s in profile.stacks.iter().filter(|s| s.attribution.class == LockClass::Vmap) {
-            let f = s.attribution.vmap_function.clone().unwrap_or_else(|| "unknown".into());
+        for s in profile
+            .stacks
+            .iter()
+            .filter(|s| s.attribution.class == LockClass::Vmap)
+        {
+            let f = s
+                .attribution
+                .vmap_function
+                .clone()
+                .unwrap_or_else(|| "unknown".into());
             let e = vmap_functions.entry(f).or_default();
             e.0 += s.count;
             e.1 += s.total_ns;
@@ -85,8 +104,13 @@ impl MetricsBuilder {
         } else {
             Vec::new()
         };
-        let functions = profile.functions.iter().map(|f| (f.function.clone(), f.latency.clone())).collect();
-        let mut lock_timing: std::collections::BTreeMap<String, (WaitHistogram, WaitHistogram)> = Default::default();
+        let functions = profile
+            .functions
+            .iter()
+            .map(|f| (f.function.clone(), f.latency.clone()))
+            .collect();
+        let mut lock_timing: std::collections::BTreeMap<String, (WaitHistogram, WaitHistogram)> =
+            Default::default();
         for t in &profile.lock_timing {
             let e = lock_timing.entry(vmap_lock_role(&t.name)).or_default();
             e.0.add(&t.wait);
@@ -101,19 +125,34 @@ impl MetricsBuilder {
                 AllocatorDesign::Unknown => "unknown",
             },
             start_time_unix_s: profile.meta.started_unix_s,
-            hooks: profile.meta.hooks.iter().map(|h| (h.hook.clone(), h.mechanism.map_or("none", |m| m.label()))).collect(),
+            hooks: profile
+                .meta
+                .hooks
+                .iter()
+                .map(|h| (h.hook.clone(), h.mechanism.map_or("none", |m| m.label())))
+                .collect(),
             ops: profile.ops.clone(),
             lock_waits: self.locks.update(profile),
-            vmap_functions: vmap_functions.into_iter().map(|(f, (c, t))| (f, c, t)).collect(),
+            vmap_functions: vmap_functions
+                .into_iter()
+                .map(|(f, (c, t))| (f, c, t))
+                .collect(),
             functions,
-            lock_timing: lock_timing.into_iter().map(|(lock, (wait, hold))| (lock, wait, hold)).collect(),
+            lock_timing: lock_timing
+                .into_iter()
+                .map(|(lock, (wait, hold))| (lock, wait, hold))
+                .collect(),
             cpus: profile.cpus.clone(),
             tasks,
             losses: profile.losses.clone(),
             stack_sampling: profile.stack_sampling,
             map_usage: vec![
                 ("locks", profile.locks.len() as u64, u64::from(MAX_LOCKS)),
-                ("stack_keys", profile.stacks.len() as u64, u64::from(MAX_STACK_KEYS)),
+                (
+                    "stack_keys",
+                    profile.stacks.len() as u64,
+                    u64::from(MAX_STACK_KEYS),
+                ),
                 ("tasks", profile.tasks.len() as u64, u64::from(MAX_TASKS)),
             ],
             stats: stats.clone(),
@@ -153,7 +192,8 @@ impl Exposition {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(self));
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -163,8 +203,13 @@ impl Exposition {
 /// (`vmap_node[*].busy`), so the series count does not grow with the machine. Recordings keep
 /// the per-node detail.
 pub fn vmap_lock_role(name: &str) -> String {
-    match name.strip_prefix("vmap_node[").and_then(|rest| rest.split_once("].")) {
-        Some((node, field)) if !node.is_empty() && node.bytes().all(|b| b.is_ascii_digit()) => format!("vmap_node[*].{field}"),
+    match name
+        .strip_prefix("vmap_node[")
+        .and_then(|rest| rest.split_once("]."))
+    {
+        Some((node, field)) if !node.is_empty() && node.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("vmap_node[*].{field}")
+        }
         _ => name.to_string(),
     }
 }
@@ -193,17 +238,30 @@ impl Families<'_, '_> {
         if series.peek().is_none() {
             return Ok(());
         }
-        let mut metric = self.encoder.encode_descriptor(name, help, None, metric_type)?;
+        let mut metric = self
+            .encoder
+            .encode_descriptor(name, help, None, metric_type)?;
         for (labels, m) in series {
-            debug_assert!(!labels.is_empty(), "{name}: unlabelled series go through `single`");
+            debug_assert!(
+                !labels.is_empty(),
+                "{name}: unlabelled series go through `single`"
+            );
             m.encode(metric.encode_family(&labels)?)?;
         }
         Ok(())
     }
 
     /// An unlabelled metric (no `{}`: some parsers reject empty braces).
-    fn single<M: EncodeMetric>(&mut self, name: &'static str, help: &'static str, m: M) -> std::fmt::Result {
-        m.encode(self.encoder.encode_descriptor(name, help, None, m.metric_type())?)
+    fn single<M: EncodeMetric>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        m: M,
+    ) -> std::fmt::Result {
+        m.encode(
+            self.encoder
+                .encode_descriptor(name, help, None, m.metric_type())?,
+        )
     }
 
     fn counters<V: EncodeCounterValue>(
@@ -212,10 +270,20 @@ impl Families<'_, '_> {
         help: &'static str,
         series: impl IntoIterator<Item = (Labels, V)>,
     ) -> std::fmt::Result {
-        self.family(name, help, MetricType::Counter, series.into_iter().map(|(l, v)| (l, ConstCounter::new(v))))
+        self.family(
+            name,
+            help,
+            MetricType::Counter,
+            series.into_iter().map(|(l, v)| (l, ConstCounter::new(v))),
+        )
     }
 
-    fn counter<V: EncodeCounterValue>(&mut self, name: &'static str, help: &'static str, value: V) -> std::fmt::Result {
+    fn counter<V: EncodeCounterValue>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        value: V,
+    ) -> std::fmt::Result {
         self.single(name, help, ConstCounter::new(value))
     }
 
@@ -225,21 +293,43 @@ impl Families<'_, '_> {
         help: &'static str,
         series: impl IntoIterator<Item = (Labels, V)>,
     ) -> std::fmt::Result {
-        self.family(name, help, MetricType::Gauge, series.into_iter().map(|(l, v)| (l, ConstGauge::new(v))))
+        self.family(
+            name,
+            help,
+            MetricType::Gauge,
+            series.into_iter().map(|(l, v)| (l, ConstGauge::new(v))),
+        )
     }
 
-    fn gauge<V: EncodeGaugeValue>(&mut self, name: &'static str, help: &'static str, value: V) -> std::fmt::Result {
+    fn gauge<V: EncodeGaugeValue>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        value: V,
+    ) -> std::fmt::Result {
         self.single(name, help, ConstGauge::new(value))
     }
 
     /// A per-lock histogram family (wait today; hold times use the same shape when measured).
-    fn lock_histograms(&mut self, name: &'static str, help: &'static str, view: &LockSeriesView) -> std::fmt::Result {
+    fn lock_histograms(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        view: &LockSeriesView,
+    ) -> std::fmt::Result {
         self.family(
             name,
             help,
             MetricType::Histogram,
             view.all().map(|(id, w)| {
-                (vec![("class", id.class.to_string()), ("lock", id.lock), ("kind", id.kind.to_string())], PromHistogram::seconds(w))
+                (
+                    vec![
+                        ("class", id.class.to_string()),
+                        ("lock", id.lock),
+                        ("kind", id.kind.to_string()),
+                    ],
+                    PromHistogram::seconds(w),
+                )
             }),
         )
     }
@@ -247,7 +337,9 @@ impl Families<'_, '_> {
 
 impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let mut f = Families { encoder: &mut encoder };
+        let mut f = Families {
+            encoder: &mut encoder,
+        };
         let ops = &self.ops;
 
         f.counter(
@@ -255,10 +347,26 @@ impl Collector for Exposition {
             "vmalloc:alloc_vmap_area events (vmap area allocations, failed ones included).",
             ops.allocs,
         )?;
-        f.counter("vmap_trace_vmalloc_alloc_failures", "vmap area allocations that failed.", ops.allocs_failed)?;
-        f.counter("vmap_trace_vmalloc_frees", "vmalloc:free_vmap_area_noflush events (vmap areas freed lazily).", ops.frees)?;
-        f.counter("vmap_trace_vmalloc_purges", "vmalloc:purge_vmap_area_lazy events (lazy-free purges).", ops.purges)?;
-        f.counter("vmap_trace_vmalloc_purged_areas", "vmap areas released by purges.", ops.purged_areas)?;
+        f.counter(
+            "vmap_trace_vmalloc_alloc_failures",
+            "vmap area allocations that failed.",
+            ops.allocs_failed,
+        )?;
+        f.counter(
+            "vmap_trace_vmalloc_frees",
+            "vmalloc:free_vmap_area_noflush events (vmap areas freed lazily).",
+            ops.frees,
+        )?;
+        f.counter(
+            "vmap_trace_vmalloc_purges",
+            "vmalloc:purge_vmap_area_lazy events (lazy-free purges).",
+            ops.purges,
+        )?;
+        f.counter(
+            "vmap_trace_vmalloc_purged_areas",
+            "vmap areas released by purges.",
+            ops.purged_areas,
+        )?;
         f.single(
             "vmap_trace_vmalloc_alloc_size_pages",
             "Sizes of successful vmap area allocations, in pages (bounds 2^k-1: exact for whole pages).",
@@ -274,7 +382,11 @@ impl Collector for Exposition {
             "The kernel's lazy_max_pages: backlog size that triggers a purge.",
             ops.lazy_pages_max,
         )?;
-        f.gauge("vmap_trace_vmalloc_lazy_pages_peak", "Largest lazy backlog seen since the daemon attached.", ops.lazy_pages_peak)?;
+        f.gauge(
+            "vmap_trace_vmalloc_lazy_pages_peak",
+            "Largest lazy backlog seen since the daemon attached.",
+            ops.lazy_pages_peak,
+        )?;
 
         f.lock_histograms(
             "vmap_trace_lock_wait_seconds",
@@ -312,12 +424,16 @@ impl Collector for Exposition {
         f.counters(
             "vmap_trace_cpu_lock_waits",
             "Contended lock acquisitions per CPU.",
-            self.cpus.iter().map(|c| (vec![("cpu", c.cpu.to_string())], c.count)),
+            self.cpus
+                .iter()
+                .map(|c| (vec![("cpu", c.cpu.to_string())], c.count)),
         )?;
         f.counters(
             "vmap_trace_cpu_lock_wait_seconds",
             "Lock wait time per CPU.",
-            self.cpus.iter().map(|c| (vec![("cpu", c.cpu.to_string())], seconds(c.total_ns))),
+            self.cpus
+                .iter()
+                .map(|c| (vec![("cpu", c.cpu.to_string())], seconds(c.total_ns))),
         )?;
         // Gauges, not counters: a task leaves the top list or the kernel's LRU task table, and
         // its tid may be reused by an unrelated task.
@@ -359,7 +475,9 @@ impl Collector for Exposition {
         f.gauges(
             "vmap_trace_kernel_map_entries",
             "Entries in use in the kernel-side maps that can fill up.",
-            self.map_usage.iter().map(|(map, used, _)| (vec![("map", map.to_string())], *used)),
+            self.map_usage
+                .iter()
+                .map(|(map, used, _)| (vec![("map", map.to_string())], *used)),
         )?;
         f.gauges(
             "vmap_trace_kernel_map_capacity",
@@ -386,13 +504,37 @@ impl Collector for Exposition {
                 .iter()
                 .map(|(hook, mech)| (vec![("hook", hook.clone()), ("mechanism", mech.to_string())], u64::from(*mech != "none"))),
         )?;
-        f.gauge("vmap_trace_start_time_seconds", "Unix time when the daemon attached its probes.", self.start_time_unix_s)?;
+        f.gauge(
+            "vmap_trace_start_time_seconds",
+            "Unix time when the daemon attached its probes.",
+            self.start_time_unix_s,
+        )?;
         let s = &self.stats;
-        f.gauge("vmap_trace_snapshot_duration_seconds", "Wall time of the last read of the kernel maps.", s.last_snapshot_seconds)?;
-        f.counter("vmap_trace_snapshots", "Reads of the kernel maps (scrapes reuse a read younger than 1 s).", s.snapshots)?;
-        f.counter("vmap_trace_snapshot_failures", "Reads of the kernel maps that failed.", s.snapshot_failures)?;
-        f.counter("vmap_trace_recordings_written", "Recordings written to --record-dir.", s.recordings_written)?;
-        f.counter("vmap_trace_recording_failures", "Recordings that could not be written.", s.recording_failures)?;
+        f.gauge(
+            "vmap_trace_snapshot_duration_seconds",
+            "Wall time of the last read of the kernel maps.",
+            s.last_snapshot_seconds,
+        )?;
+        f.counter(
+            "vmap_trace_snapshots",
+            "Reads of the kernel maps (scrapes reuse a read younger than 1 s).",
+            s.snapshots,
+        )?;
+        f.counter(
+            "vmap_trace_snapshot_failures",
+            "Reads of the kernel maps that failed.",
+            s.snapshot_failures,
+        )?;
+        f.counter(
+            "vmap_trace_recordings_written",
+            "Recordings written to --record-dir.",
+            s.recordings_written,
+        )?;
+        f.counter(
+            "vmap_trace_recording_failures",
+            "Recordings that could not be written.",
+            s.recording_failures,
+        )?;
         Ok(())
     }
 }
@@ -401,7 +543,11 @@ impl Collector for Exposition {
 pub fn summary(e: &Exposition) -> String {
     let mut out = String::new();
     let waits: u64 = e.lock_waits.all().map(|(_, w)| w.hist.total()).sum();
-    let _ = write!(out, "{} allocs, {} frees, {} purges, {} contentions", e.ops.allocs, e.ops.frees, e.ops.purges, waits);
+    let _ = write!(
+        out,
+        "{} allocs, {} frees, {} purges, {} contentions",
+        e.ops.allocs, e.ops.frees, e.ops.purges, waits
+    );
     if e.losses.total() > 0 {
         let _ = write!(out, ", {} events LOST", e.losses.total());
     }
@@ -415,14 +561,25 @@ mod tests {
     use crate::profile::{Log2Histogram, VmapLockTiming};
 
     fn parse(text: &str) -> Vec<prometheus_parse::Sample> {
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap().samples
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .unwrap()
+            .samples
     }
 
-    fn value(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        samples.iter().find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))).map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
-            _ => panic!("{metric} is not a scalar"),
-        })
+    fn value(
+        samples: &[prometheus_parse::Sample],
+        metric: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<f64> {
+        samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => panic!("{metric} is not a scalar"),
+            })
     }
 
     fn histogram<'a>(
@@ -441,7 +598,9 @@ mod tests {
     }
 
     fn render(profile: &Profile, options: MetricsOptions) -> String {
-        MetricsBuilder::new(options).build(profile, &DaemonStats::default()).render()
+        MetricsBuilder::new(options)
+            .build(profile, &DaemonStats::default())
+            .render()
     }
 
     #[test]
@@ -450,75 +609,219 @@ mod tests {
         p.ops.lazy_pages_last = 300;
         p.ops.lazy_pages_max = 16384;
         p.losses.stack_keys_full = 7;
-        p.stack_sampling = crate::profile::StackSampling { captured: 40, skipped: 360 };
+        p.stack_sampling = crate::profile::StackSampling {
+            captured: 40,
+            skipped: 360,
+        };
         let text = render(&p, MetricsOptions::default());
-        assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF"
+        );
         let s = parse(&text);
-        assert_eq!(value(&s, "vmap_trace_vmalloc_allocs_total", &[]), Some(2000.0));
-        assert_eq!(value(&s, "vmap_trace_vmalloc_frees_total", &[]), Some(1990.0));
+        assert_eq!(
+            value(&s, "vmap_trace_vmalloc_allocs_total", &[]),
+            Some(2000.0)
+        );
+        assert_eq!(
+            value(&s, "vmap_trace_vmalloc_frees_total", &[]),
+            Some(1990.0)
+        );
         assert_eq!(value(&s, "vmap_trace_vmalloc_purges_total", &[]), Some(3.0));
-        assert_eq!(value(&s, "vmap_trace_vmalloc_purged_areas_total", &[]), Some(1500.0));
+        assert_eq!(
+            value(&s, "vmap_trace_vmalloc_purged_areas_total", &[]),
+            Some(1500.0)
+        );
         assert_eq!(value(&s, "vmap_trace_vmalloc_lazy_pages", &[]), Some(300.0));
-        assert_eq!(value(&s, "vmap_trace_vmalloc_lazy_pages_limit", &[]), Some(16384.0));
-        assert_eq!(value(&s, "vmap_trace_lost_events_total", &[("reason", "stack_keys_full")]), Some(7.0));
-        assert_eq!(value(&s, "vmap_trace_lost_events_total", &[("reason", "lock_map_full")]), Some(0.0));
-        assert_eq!(value(&s, "vmap_trace_contention_stacks_total", &[("outcome", "captured")]), Some(40.0));
-        assert_eq!(value(&s, "vmap_trace_contention_stacks_total", &[("outcome", "passed_over")]), Some(360.0));
-        assert_eq!(value(&s, "vmap_trace_info", &[("design", "legacy"), ("kernel_release", "6.1.0-test")]), Some(1.0));
-        assert_eq!(value(&s, "vmap_trace_hook_attached", &[("hook", "lock:contention_begin"), ("mechanism", "tp_btf")]), Some(1.0));
-        assert_eq!(value(&s, "vmap_trace_kernel_map_entries", &[("map", "locks")]), Some(2.0));
-        assert_eq!(value(&s, "vmap_trace_kernel_map_capacity", &[("map", "locks")]), Some(f64::from(MAX_LOCKS)));
-        assert_eq!(value(&s, "vmap_trace_cpu_lock_wait_seconds_total", &[("cpu", "0")]), Some(250e-6));
-        assert_eq!(value(&s, "vmap_trace_vmap_function_lock_waits_total", &[("function", "alloc_vmap_area")]), Some(10.0));
-        assert_eq!(value(&s, "vmap_trace_vmap_function_lock_wait_seconds_total", &[("function", "alloc_vmap_area")]), Some(50e-6));
+        assert_eq!(
+            value(&s, "vmap_trace_vmalloc_lazy_pages_limit", &[]),
+            Some(16384.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_lost_events_total",
+                &[("reason", "stack_keys_full")]
+            ),
+            Some(7.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_lost_events_total",
+                &[("reason", "lock_map_full")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_contention_stacks_total",
+                &[("outcome", "captured")]
+            ),
+            Some(40.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_contention_stacks_total",
+                &[("outcome", "passed_over")]
+            ),
+            Some(360.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_info",
+                &[("design", "legacy"), ("kernel_release", "6.1.0-test")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_hook_attached",
+                &[("hook", "lock:contention_begin"), ("mechanism", "tp_btf")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "vmap_trace_kernel_map_entries", &[("map", "locks")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&s, "vmap_trace_kernel_map_capacity", &[("map", "locks")]),
+            Some(f64::from(MAX_LOCKS))
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_cpu_lock_wait_seconds_total",
+                &[("cpu", "0")]
+            ),
+            Some(250e-6)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_vmap_function_lock_waits_total",
+                &[("function", "alloc_vmap_area")]
+            ),
+            Some(10.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_vmap_function_lock_wait_seconds_total",
+                &[("function", "alloc_vmap_area")]
+            ),
+            Some(50e-6)
+        );
     }
 
     #[test]
     fn lock_wait_histograms_are_cumulative_and_match_count_and_sum() {
         let text = render(&sample_profile(), MetricsOptions::default());
         let s = parse(&text);
-        let labels = [("lock", "vmap_area_lock"), ("class", "vmap"), ("kind", "spinlock")];
+        let labels = [
+            ("lock", "vmap_area_lock"),
+            ("class", "vmap"),
+            ("kind", "spinlock"),
+        ];
         let buckets = histogram(&s, "vmap_trace_lock_wait_seconds", &labels);
-        assert!(buckets.windows(2).all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count));
+        assert!(buckets
+            .windows(2)
+            .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count));
         let inf = buckets.last().unwrap();
         assert!(inf.less_than.is_infinite());
         assert_eq!(inf.count, 10.0);
-        assert_eq!(value(&s, "vmap_trace_lock_wait_seconds_count", &labels), Some(10.0));
-        assert_eq!(value(&s, "vmap_trace_lock_wait_seconds_sum", &labels), Some(50e-6));
+        assert_eq!(
+            value(&s, "vmap_trace_lock_wait_seconds_count", &labels),
+            Some(10.0)
+        );
+        assert_eq!(
+            value(&s, "vmap_trace_lock_wait_seconds_sum", &labels),
+            Some(50e-6)
+        );
         // All 10 waits are in kernel bucket 12, [4096, 8192) ns.
         let at = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
         assert_eq!(at(4096e-9), 0.0);
         assert_eq!(at(8192e-9), 10.0);
         // The aggregate series is always there, empty here.
-        assert_eq!(value(&s, "vmap_trace_lock_wait_seconds_count", &[("lock", "(other)")]), Some(0.0));
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_lock_wait_seconds_count",
+                &[("lock", "(other)")]
+            ),
+            Some(0.0)
+        );
     }
 
     #[test]
     fn top_locks_limits_series_and_other_gets_the_rest() {
-        let text = render(&sample_profile(), MetricsOptions { top_locks: 1, per_task: false });
+        let text = render(
+            &sample_profile(),
+            MetricsOptions {
+                top_locks: 1,
+                per_task: false,
+            },
+        );
         let s = parse(&text);
-        let lock_series: Vec<&str> =
-            s.iter().filter(|x| x.metric == "vmap_trace_lock_wait_seconds").map(|x| x.labels.get("lock").unwrap()).collect();
+        let lock_series: Vec<&str> = s
+            .iter()
+            .filter(|x| x.metric == "vmap_trace_lock_wait_seconds")
+            .map(|x| x.labels.get("lock").unwrap())
+            .collect();
         assert_eq!(lock_series.len(), 2, "{lock_series:?}");
         // The mutex waited 400 us, the spinlock 50 us: the mutex keeps its series.
         assert!(lock_series.contains(&"caller:tty_lock"));
         assert!(lock_series.contains(&"(other)"));
-        assert_eq!(value(&s, "vmap_trace_lock_wait_seconds_count", &[("lock", "(other)")]), Some(10.0));
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_lock_wait_seconds_count",
+                &[("lock", "(other)")]
+            ),
+            Some(10.0)
+        );
     }
 
     #[test]
     fn function_latency_and_lock_timing_appear_when_measured() {
         let mut p = sample_profile();
         let text = render(&p, MetricsOptions::default());
-        assert!(!text.contains("vmap_trace_vmap_lock_hold_seconds"), "no lock timing in the profile: no family");
+        assert!(
+            !text.contains("vmap_trace_vmap_lock_hold_seconds"),
+            "no lock timing in the profile: no family"
+        );
         let s = parse(&text);
-        assert_eq!(value(&s, "vmap_trace_vmap_function_latency_seconds_count", &[("function", "alloc_vmap_area")]), Some(2000.0));
-        assert_eq!(value(&s, "vmap_trace_vmap_function_latency_seconds_sum", &[("function", "alloc_vmap_area")]), Some(0.004));
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_vmap_function_latency_seconds_count",
+                &[("function", "alloc_vmap_area")]
+            ),
+            Some(2000.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_vmap_function_latency_seconds_sum",
+                &[("function", "alloc_vmap_area")]
+            ),
+            Some(0.004)
+        );
 
         let timing = |name: &str, n: u64| VmapLockTiming {
             name: name.into(),
             lock_addr: 0,
-            wait: WaitHistogram { count: n, total_ns: n * 100, max_ns: 100, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, n]) },
+            wait: WaitHistogram {
+                count: n,
+                total_ns: n * 100,
+                max_ns: 100,
+                hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, n]),
+            },
             hold: WaitHistogram {
                 count: n,
                 total_ns: n * 3000,
@@ -526,18 +829,52 @@ mod tests {
                 hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]),
             },
         };
-        p.lock_timing = vec![timing("vmap_node[0].busy", 5), timing("vmap_node[1].busy", 7), timing("free_vmap_area_lock", 2)];
+        p.lock_timing = vec![
+            timing("vmap_node[0].busy", 5),
+            timing("vmap_node[1].busy", 7),
+            timing("free_vmap_area_lock", 2),
+        ];
         let s = parse(&render(&p, MetricsOptions::default()));
-        assert_eq!(value(&s, "vmap_trace_vmap_lock_hold_seconds_count", &[("lock", "vmap_node[*].busy")]), Some(12.0));
-        assert_eq!(value(&s, "vmap_trace_vmap_lock_acquire_seconds_count", &[("lock", "free_vmap_area_lock")]), Some(2.0));
-        assert_eq!(value(&s, "vmap_trace_vmap_lock_hold_seconds_sum", &[("lock", "free_vmap_area_lock")]), Some(6e-6));
-        assert_eq!(s.iter().filter(|x| x.metric == "vmap_trace_vmap_lock_hold_seconds").count(), 2, "nodes summed per role");
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_vmap_lock_hold_seconds_count",
+                &[("lock", "vmap_node[*].busy")]
+            ),
+            Some(12.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_vmap_lock_acquire_seconds_count",
+                &[("lock", "free_vmap_area_lock")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_vmap_lock_hold_seconds_sum",
+                &[("lock", "free_vmap_area_lock")]
+            ),
+            Some(6e-6)
+        );
+        assert_eq!(
+            s.iter()
+                .filter(|x| x.metric == "vmap_trace_vmap_lock_hold_seconds")
+                .count(),
+            2,
+            "nodes summed per role"
+        );
     }
 
     #[test]
     fn vmap_lock_roles() {
         assert_eq!(vmap_lock_role("vmap_node[12].lazy"), "vmap_node[*].lazy");
-        assert_eq!(vmap_lock_role("vmap_node[0].pool_lock"), "vmap_node[*].pool_lock");
+        assert_eq!(
+            vmap_lock_role("vmap_node[0].pool_lock"),
+            "vmap_node[*].pool_lock"
+        );
         assert_eq!(vmap_lock_role("vmap_area_lock"), "vmap_area_lock");
         assert_eq!(vmap_lock_role("vmap_node[x].busy"), "vmap_node[x].busy");
     }
@@ -548,35 +885,79 @@ mod tests {
         p.ops.size_pages = Log2Histogram::from_buckets(&[0, 0, 1000]);
         p.ops.alloc_pages = 4000;
         let s = parse(&render(&p, MetricsOptions::default()));
-        assert_eq!(value(&s, "vmap_trace_vmalloc_alloc_size_pages_sum", &[]), Some(4000.0));
-        assert_eq!(value(&s, "vmap_trace_vmalloc_alloc_size_pages_count", &[]), Some(1000.0));
+        assert_eq!(
+            value(&s, "vmap_trace_vmalloc_alloc_size_pages_sum", &[]),
+            Some(4000.0)
+        );
+        assert_eq!(
+            value(&s, "vmap_trace_vmalloc_alloc_size_pages_count", &[]),
+            Some(1000.0)
+        );
     }
 
     #[test]
     fn no_per_task_series_unless_asked() {
         let p = sample_profile();
         let plain = render(&p, MetricsOptions::default());
-        assert!(!plain.contains("vmap_trace_task_"), "no per-task family by default");
+        assert!(
+            !plain.contains("vmap_trace_task_"),
+            "no per-task family by default"
+        );
         assert!(!plain.contains("tid="));
-        let s = parse(&render(&p, MetricsOptions { top_locks: 16, per_task: true }));
-        assert_eq!(value(&s, "vmap_trace_task_lock_waits", &[("comm", "sshd"), ("tid", "42")]), Some(14.0));
+        let s = parse(&render(
+            &p,
+            MetricsOptions {
+                top_locks: 16,
+                per_task: true,
+            },
+        ));
+        assert_eq!(
+            value(
+                &s,
+                "vmap_trace_task_lock_waits",
+                &[("comm", "sshd"), ("tid", "42")]
+            ),
+            Some(14.0)
+        );
     }
 
     #[test]
     fn per_task_series_are_bounded() {
         let mut p = sample_profile();
         p.tasks = (0..100)
-            .map(|i| TaskWaitSummary { tid: i, tgid: i, comm: format!("t{i}"), count: 1, total_ns: u64::from(i), max_ns: 1 })
+            .map(|i| TaskWaitSummary {
+                tid: i,
+                tgid: i,
+                comm: format!("t{i}"),
+                count: 1,
+                total_ns: u64::from(i),
+                max_ns: 1,
+            })
             .collect();
-        let s = parse(&render(&p, MetricsOptions { top_locks: 16, per_task: true }));
-        let tasks = s.iter().filter(|x| x.metric == "vmap_trace_task_lock_waits").count();
+        let s = parse(&render(
+            &p,
+            MetricsOptions {
+                top_locks: 16,
+                per_task: true,
+            },
+        ));
+        let tasks = s
+            .iter()
+            .filter(|x| x.metric == "vmap_trace_task_lock_waits")
+            .count();
         assert_eq!(tasks, TOP_TASKS);
-        assert!(value(&s, "vmap_trace_task_lock_waits", &[("tid", "99")]).is_some(), "the heaviest is kept");
+        assert!(
+            value(&s, "vmap_trace_task_lock_waits", &[("tid", "99")]).is_some(),
+            "the heaviest is kept"
+        );
     }
 
     #[test]
     fn successive_builds_never_decrease() {
-        let mut builder = MetricsBuilder::new(MetricsOptions { top_locks: 1, per_task: false });
+        let mut builder = MetricsBuilder::new(MetricsOptions {
+            top_locks: 1,
+            per_task: false,
+        });
         let mut p = sample_profile();
         let first = parse(&builder.build(&p, &DaemonStats::default()).render());
         // The spinlock overtakes the mutex by far: it takes the only slot.
@@ -588,9 +969,19 @@ mod tests {
         };
         p.stacks[0].total_ns = 5_000_000;
         let second = parse(&builder.build(&p, &DaemonStats::default()).render());
-        let count = |s: &[prometheus_parse::Sample], lock| value(s, "vmap_trace_lock_wait_seconds_count", &[("lock", lock)]);
+        let count = |s: &[prometheus_parse::Sample], lock| {
+            value(s, "vmap_trace_lock_wait_seconds_count", &[("lock", lock)])
+        };
         assert_eq!(count(&first, "(other)"), Some(10.0));
-        assert_eq!(count(&second, "vmap_area_lock"), Some(990.0), "the 10 (other) showed stay there");
-        assert_eq!(count(&second, "(other)"), Some(14.0), "10 frozen + the demoted mutex's 4");
+        assert_eq!(
+            count(&second, "vmap_area_lock"),
+            Some(990.0),
+            "the 10 (other) showed stay there"
+        );
+        assert_eq!(
+            count(&second, "(other)"),
+            Some(14.0),
+            "10 frozen + the demoted mutex's 4"
+        );
     }
 }

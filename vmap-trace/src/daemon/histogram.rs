@@ -37,7 +37,12 @@ pub struct PromHistogram {
 impl PromHistogram {
     /// Counts per exposed edge 2^k: kernel buckets below the first edge collapse into the first
     /// bucket, kernel buckets at or above the last edge into `+Inf`.
-    fn from_log2(hist: &Log2Histogram, exponents: std::ops::RangeInclusive<u32>, bound: impl Fn(u32) -> f64, sum: f64) -> Self {
+    fn from_log2(
+        hist: &Log2Histogram,
+        exponents: std::ops::RangeInclusive<u32>,
+        bound: impl Fn(u32) -> f64,
+        sum: f64,
+    ) -> Self {
         let count_below = |k: u32| -> u64 { hist.buckets.iter().take(k as usize).sum() };
         let mut buckets = Vec::with_capacity(exponents.clone().count() + 1);
         let mut previous = 0u64;
@@ -48,7 +53,11 @@ impl PromHistogram {
         }
         let count = hist.total();
         buckets.push((f64::INFINITY, count - previous));
-        PromHistogram { sum, count, buckets }
+        PromHistogram {
+            sum,
+            count,
+            buckets,
+        }
     }
 
     /// A wait (or hold, or latency) histogram in seconds.
@@ -57,12 +66,22 @@ impl PromHistogram {
     /// updates the two with separate atomic adds, so a snapshot taken mid-update may see them
     /// differ by a few, and `_count` must equal the `+Inf` bucket.
     pub fn seconds(wait: &WaitHistogram) -> Self {
-        Self::from_log2(&wait.hist, WAIT_EDGE_EXPONENTS, |k| (1u64 << k) as f64 / 1e9, wait.total_ns as f64 / 1e9)
+        Self::from_log2(
+            &wait.hist,
+            WAIT_EDGE_EXPONENTS,
+            |k| (1u64 << k) as f64 / 1e9,
+            wait.total_ns as f64 / 1e9,
+        )
     }
 
     /// An allocation-size histogram in pages; `sum_pages` is the exact total of the sizes.
     pub fn pages(sizes: &Log2Histogram, sum_pages: u64) -> Self {
-        Self::from_log2(sizes, SIZE_EDGE_EXPONENTS, |k| ((1u64 << k) - 1) as f64, sum_pages as f64)
+        Self::from_log2(
+            sizes,
+            SIZE_EDGE_EXPONENTS,
+            |k| ((1u64 << k) - 1) as f64,
+            sum_pages as f64,
+        )
     }
 }
 
@@ -99,26 +118,48 @@ mod tests {
         raw[20] = 2;
         raw[47] = 1;
         raw[2] = 4; // below the first exposed edge (256 ns)
-        let w = WaitHistogram { count: 10, total_ns: 5_000_000_000, max_ns: 0, hist: Log2Histogram::from_buckets(&raw) };
+        let w = WaitHistogram {
+            count: 10,
+            total_ns: 5_000_000_000,
+            max_ns: 0,
+            hist: Log2Histogram::from_buckets(&raw),
+        };
         let h = PromHistogram::seconds(&w);
         assert_eq!(h.count, 10);
         assert_eq!(h.sum, 5.0);
         let cum = cumulative(&h);
-        let at = |ns: u64| cum.iter().find(|(le, _)| *le == ns as f64 / 1e9).map(|(_, c)| *c).unwrap();
-        assert_eq!(at(256), 4, "values below the first edge are in the first bucket");
+        let at = |ns: u64| {
+            cum.iter()
+                .find(|(le, _)| *le == ns as f64 / 1e9)
+                .map(|(_, c)| *c)
+                .unwrap()
+        };
+        assert_eq!(
+            at(256),
+            4,
+            "values below the first edge are in the first bucket"
+        );
         assert_eq!(at(1024), 4, "bucket [1024, 2048) is not below 1024");
         assert_eq!(at(2048), 7);
         assert_eq!(at(1 << 20), 7);
         assert_eq!(at(1 << 21), 9);
         assert_eq!(at(1 << 35), 9);
-        assert_eq!(cum.last().unwrap(), &(f64::INFINITY, 10), "the catch-all bucket is only in +Inf");
+        assert_eq!(
+            cum.last().unwrap(),
+            &(f64::INFINITY, 10),
+            "the catch-all bucket is only in +Inf"
+        );
         assert_eq!(h.buckets.len(), WAIT_EDGE_EXPONENTS.count() + 1);
     }
 
     #[test]
     fn count_is_the_histogram_total_not_the_racy_counter() {
-        let w =
-            WaitHistogram { count: 12, total_ns: 100, max_ns: 0, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]) };
+        let w = WaitHistogram {
+            count: 12,
+            total_ns: 100,
+            max_ns: 0,
+            hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]),
+        };
         let h = PromHistogram::seconds(&w);
         assert_eq!(h.count, 11);
         assert_eq!(cumulative(&h).last().unwrap().1, 11);
@@ -142,6 +183,9 @@ mod tests {
         let h = PromHistogram::seconds(&WaitHistogram::default());
         assert_eq!(h.count, 0);
         assert!(h.buckets.iter().all(|&(_, c)| c == 0));
-        assert!(h.buckets.windows(2).all(|w| w[0].0 < w[1].0), "bounds increase");
+        assert!(
+            h.buckets.windows(2).all(|w| w[0].0 < w[1].0),
+            "bounds increase"
+        );
     }
 }

@@ -51,7 +51,9 @@ pub struct Logger {
 impl Logger {
     pub fn new(format: LogFormat) -> Self {
         let journald = match format {
-            LogFormat::Auto => journal_stream_is_stderr(std::env::var("JOURNAL_STREAM").ok().as_deref()),
+            LogFormat::Auto => {
+                journal_stream_is_stderr(std::env::var("JOURNAL_STREAM").ok().as_deref())
+            }
             LogFormat::Journald => true,
             LogFormat::Plain => false,
         };
@@ -91,8 +93,12 @@ impl Logger {
 
 /// True when the value of `JOURNAL_STREAM` ("<device>:<inode>") matches file descriptor 2.
 fn journal_stream_is_stderr(journal_stream: Option<&str>) -> bool {
-    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else { return false };
-    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
     // SAFETY: fstat only writes into the zeroed struct we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(2, &mut st) } != 0 {
@@ -116,7 +122,10 @@ mod tests {
     #[test]
     fn plain_lines_name_the_program_and_level() {
         let log = Logger::new(LogFormat::Plain);
-        assert_eq!(log.format(Level::Warning, "slow"), "vmap-trace: warning: slow");
+        assert_eq!(
+            log.format(Level::Warning, "slow"),
+            "vmap-trace: warning: slow"
+        );
     }
 
     #[test]
@@ -128,6 +137,9 @@ mod tests {
         // Our actual stderr, whatever it is, matches.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         assert_eq!(unsafe { libc::fstat(2, &mut st) }, 0);
-        assert!(journal_stream_is_stderr(Some(&format!("{}:{}", st.st_dev, st.st_ino))));
+        assert!(journal_stream_is_stderr(Some(&format!(
+            "{}:{}",
+            st.st_dev, st.st_ino
+        ))));
     }
 }

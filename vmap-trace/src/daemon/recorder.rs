@@ -30,9 +30,18 @@ impl RecordingRotation {
         if dir.exists() && !dir.is_dir() {
             bail!("--record-dir {}: not a directory", dir.display());
         }
-        std::fs::create_dir_all(dir).with_context(|| format!("--record-dir {}: cannot create the directory", dir.display()))?;
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("--record-dir {}: cannot write there", dir.display()))?;
-        Ok(RecordingRotation { dir: dir.to_path_buf(), keep })
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "--record-dir {}: cannot create the directory",
+                dir.display()
+            )
+        })?;
+        tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("--record-dir {}: cannot write there", dir.display()))?;
+        Ok(RecordingRotation {
+            dir: dir.to_path_buf(),
+            keep,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -48,8 +57,10 @@ impl RecordingRotation {
     /// (it is cumulative, so it holds everything the older one did).
     pub fn write(&self, profile: &Profile, at: SystemTime) -> Result<PathBuf> {
         let path = self.dir.join(file_name(at));
-        recording::save(profile, &path).with_context(|| format!("cannot write {}", path.display()))?;
-        self.prune().with_context(|| format!("cannot rotate recordings in {}", self.dir.display()))?;
+        recording::save(profile, &path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        self.prune()
+            .with_context(|| format!("cannot rotate recordings in {}", self.dir.display()))?;
         Ok(path)
     }
 
@@ -72,7 +83,9 @@ impl RecordingRotation {
                 Ok(()) => {}
                 // Someone else removed it first: the goal is reached.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot delete {}", old.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot delete {}", old.display()))
+                }
             }
         }
         Ok(())
@@ -81,17 +94,33 @@ impl RecordingRotation {
 
 /// `vmap-trace-YYYYMMDDTHHMMSSZ.rec` for `at` in UTC.
 pub fn file_name(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{PREFIX}{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z{SUFFIX}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{PREFIX}{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z{SUFFIX}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// True for names `file_name` produces, and only those.
 fn is_rotated_name(name: &str) -> bool {
-    let Some(stamp) = name.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(SUFFIX)) else { return false };
+    let Some(stamp) = name
+        .strip_prefix(PREFIX)
+        .and_then(|n| n.strip_suffix(SUFFIX))
+    else {
+        return false;
+    };
     let b = stamp.as_bytes();
-    b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -120,11 +149,22 @@ mod tests {
     #[test]
     fn names_are_utc_and_sort_in_time_order() {
         assert_eq!(file_name(at(0)), "vmap-trace-19700101T000000Z.rec");
-        assert_eq!(file_name(at(951_782_400)), "vmap-trace-20000229T000000Z.rec"); // leap day
-        assert_eq!(file_name(at(1_700_000_000)), "vmap-trace-20231114T221320Z.rec");
+        assert_eq!(
+            file_name(at(951_782_400)),
+            "vmap-trace-20000229T000000Z.rec"
+        ); // leap day
+        assert_eq!(
+            file_name(at(1_700_000_000)),
+            "vmap-trace-20231114T221320Z.rec"
+        );
         assert!(file_name(at(1_700_000_000)) < file_name(at(1_700_000_001)));
         assert!(is_rotated_name(&file_name(at(1_234_567_890))));
-        for other in ["vmap-trace.rec", "vmap-trace-20231114T221320Z.rec.tmp", "vmap-trace-2023111xT221320Z.rec", "notes.txt"] {
+        for other in [
+            "vmap-trace.rec",
+            "vmap-trace-20231114T221320Z.rec.tmp",
+            "vmap-trace-2023111xT221320Z.rec",
+            "notes.txt",
+        ] {
             assert!(!is_rotated_name(other), "{other}");
         }
     }
@@ -135,7 +175,9 @@ mod tests {
         std::fs::write(dir.path().join("keep-me.rec"), b"x").unwrap();
         let rotation = RecordingRotation::open(dir.path(), 2).unwrap();
         let p = sample_profile();
-        let written: Vec<PathBuf> = (0..5).map(|i| rotation.write(&p, at(1_700_000_000 + i)).unwrap()).collect();
+        let written: Vec<PathBuf> = (0..5)
+            .map(|i| rotation.write(&p, at(1_700_000_000 + i)).unwrap())
+            .collect();
         assert_eq!(rotation.list().unwrap(), written[3..].to_vec());
         assert!(dir.path().join("keep-me.rec").exists());
         assert_eq!(recording::load(&written[4]).unwrap(), p);
@@ -160,7 +202,10 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let err = RecordingRotation::open(&file, 3).unwrap_err().to_string();
         assert!(err.contains("not a directory"), "{err}");
-        let err = format!("{:#}", RecordingRotation::open(&file.join("sub"), 3).unwrap_err());
+        let err = format!(
+            "{:#}",
+            RecordingRotation::open(&file.join("sub"), 3).unwrap_err()
+        );
         assert!(err.contains("cannot create"), "{err}");
         assert!(RecordingRotation::open(dir.path(), 0).is_err());
         let created = dir.path().join("a/b");

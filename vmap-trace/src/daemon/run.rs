@@ -60,9 +60,15 @@ fn hook_lines(hooks: &[HookStatus]) -> Vec<(Level, String)> {
     let mut unavailable: Vec<(&str, Vec<&str>)> = Vec::new();
     for h in hooks {
         match h.mechanism {
-            Some(m) => lines.push((Level::Info, format!("{} attached via {}", h.hook, m.label()))),
+            Some(m) => lines.push((
+                Level::Info,
+                format!("{} attached via {}", h.hook, m.label()),
+            )),
             None => {
-                let why = h.rejected.last().map_or("unknown reason", |r| r.reason.as_str());
+                let why = h
+                    .rejected
+                    .last()
+                    .map_or("unknown reason", |r| r.reason.as_str());
                 match unavailable.iter_mut().find(|(w, _)| *w == why) {
                     Some((_, names)) => names.push(&h.hook),
                     None => unavailable.push((why, vec![&h.hook])),
@@ -71,7 +77,10 @@ fn hook_lines(hooks: &[HookStatus]) -> Vec<(Level, String)> {
         }
     }
     for (why, names) in unavailable {
-        lines.push((Level::Warning, format!("unavailable: {}: {why}", names.join(", "))));
+        lines.push((
+            Level::Warning,
+            format!("unavailable: {}: {why}", names.join(", ")),
+        ));
     }
     lines
 }
@@ -85,13 +94,21 @@ where
     let log = config.log;
     // Every check that can fail on bad input happens before the probes are attached.
     let recording = match &config.record {
-        Some(r) => Some(RecordingSchedule { rotation: RecordingRotation::open(&r.dir, r.keep)?, every: r.every }),
+        Some(r) => Some(RecordingSchedule {
+            rotation: RecordingRotation::open(&r.dir, r.keep)?,
+            every: r.every,
+        }),
         None => None,
     };
     let listener = server::bind(config.listen)?;
-    let bound = listener.local_addr().context("cannot read the listening address")?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     // Install the handlers before the (slow) attach, so a SIGTERM during start-up is not fatal
     // but a prompt, clean stop.
     let stop = {
@@ -99,7 +116,14 @@ where
         StopSignals::install()?
     };
 
-    let sampler = Sampler::spawn(make_source, SamplerOptions { metrics: config.metrics, recording: recording.clone() }, log)?;
+    let sampler = Sampler::spawn(
+        make_source,
+        SamplerOptions {
+            metrics: config.metrics,
+            recording: recording.clone(),
+        },
+        log,
+    )?;
     log.info(format!("serving metrics on http://{bound}/metrics"));
     match &recording {
         Some(r) => log.info(format!(
@@ -121,7 +145,9 @@ where
         (result, stopped_rx.await.ok())
     });
     match &served {
-        (_, Some(signal)) => log.info(format!("received {signal}: writing the last data and detaching")),
+        (_, Some(signal)) => log.info(format!(
+            "received {signal}: writing the last data and detaching"
+        )),
         (Err(e), None) => log.error(format!("{e:#}: writing the last data and detaching")),
         (Ok(()), None) => {}
     }
@@ -186,7 +212,10 @@ mod tests {
         let hook = |name: &str, mechanism, reason: &str| HookStatus {
             hook: name.into(),
             mechanism,
-            rejected: vec![Rejection { mechanism: Mechanism::Kprobe, reason: reason.into() }],
+            rejected: vec![Rejection {
+                mechanism: Mechanism::Kprobe,
+                reason: reason.into(),
+            }],
         };
         let lines = hook_lines(&[
             hook("lock:contention_begin", Some(Mechanism::TpBtf), "-"),
@@ -197,9 +226,18 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                (Level::Info, "lock:contention_begin attached via tp_btf".to_string()),
-                (Level::Warning, "unavailable: fn:a, fn:b: no kprobe PMU".to_string()),
-                (Level::Warning, "unavailable: fn:c: other reason".to_string()),
+                (
+                    Level::Info,
+                    "lock:contention_begin attached via tp_btf".to_string()
+                ),
+                (
+                    Level::Warning,
+                    "unavailable: fn:a, fn:b: no kprobe PMU".to_string()
+                ),
+                (
+                    Level::Warning,
+                    "unavailable: fn:c: other reason".to_string()
+                ),
             ]
         );
     }
@@ -209,10 +247,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"").unwrap();
-        let record = RecordConfig { dir: file.join("sub"), every: Duration::from_secs(1), keep: 1 };
-        let err = run_with(config("127.0.0.1:0", Some(record)), || -> Result<crate::daemon::sampler::tests::FakeSource> {
-            panic!("must not attach")
-        })
+        let record = RecordConfig {
+            dir: file.join("sub"),
+            every: Duration::from_secs(1),
+            keep: 1,
+        };
+        let err = run_with(
+            config("127.0.0.1:0", Some(record)),
+            || -> Result<crate::daemon::sampler::tests::FakeSource> { panic!("must not attach") },
+        )
         .unwrap_err();
         assert!(format!("{err:#}").contains("--record-dir"), "{err:#}");
     }
@@ -221,7 +264,11 @@ mod tests {
     fn taken_port_fails_before_attaching() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (source, snapshots, _) = fake();
-        let err = run_with(config(&taken.local_addr().unwrap().to_string(), None), move || Ok(source)).unwrap_err();
+        let err = run_with(
+            config(&taken.local_addr().unwrap().to_string(), None),
+            move || Ok(source),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("cannot listen"), "{err}");
         assert_eq!(snapshots.load(std::sync::atomic::Ordering::SeqCst), 0);
     }

@@ -71,8 +71,12 @@ impl MetricsClient {
     /// The current exposition text, refreshed if older than [`MIN_REFRESH_INTERVAL`].
     pub async fn metrics(&self) -> Result<Arc<String>> {
         let (tx, rx) = oneshot::channel();
-        self.requests.send(Request::Metrics(tx)).map_err(|_| anyhow!("the sampler has stopped"))?;
-        rx.await.map_err(|_| anyhow!("the sampler has stopped"))?.map_err(|e| anyhow!(e))
+        self.requests
+            .send(Request::Metrics(tx))
+            .map_err(|_| anyhow!("the sampler has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the sampler has stopped"))?
+            .map_err(|e| anyhow!(e))
     }
 }
 
@@ -109,7 +113,10 @@ impl Sampler {
             })
             .context("cannot start the sampler thread")?;
         match started_rx.recv() {
-            Ok(Ok(())) => Ok(Sampler { client: MetricsClient { requests }, thread }),
+            Ok(Ok(())) => Ok(Sampler {
+                client: MetricsClient { requests },
+                thread,
+            }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -128,9 +135,16 @@ impl Sampler {
     /// Final snapshot and recording, then detach (the source is dropped on the thread).
     pub fn shutdown(self) -> Result<ShutdownReport> {
         let (tx, rx) = mpsc::channel();
-        self.client.requests.send(Request::Shutdown(tx)).map_err(|_| anyhow!("the sampler thread has died"))?;
-        let report = rx.recv().map_err(|_| anyhow!("the sampler thread died during shutdown"))?;
-        self.thread.join().map_err(|_| anyhow!("the sampler thread panicked"))?;
+        self.client
+            .requests
+            .send(Request::Shutdown(tx))
+            .map_err(|_| anyhow!("the sampler thread has died"))?;
+        let report = rx
+            .recv()
+            .map_err(|_| anyhow!("the sampler thread died during shutdown"))?;
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("the sampler thread panicked"))?;
         Ok(report)
     }
 }
@@ -176,22 +190,37 @@ impl<S: ProfileSource> SamplerLoop<S> {
         loop {
             let request = match next_recording {
                 Some(at) => inbox.recv_timeout(at.saturating_duration_since(Instant::now())),
-                None => inbox.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                None => inbox
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
             };
             match request {
                 Ok(Request::Metrics(reply)) => {
-                    let fresh = self.rendered.as_ref().is_some_and(|(at, _)| at.elapsed() < MIN_REFRESH_INTERVAL);
-                    let result =
-                        if fresh { Ok(()) } else { self.refresh().map(drop).map_err(|e| format!("cannot read the kernel maps: {e:#}")) };
-                    let text = result
-                        .and_then(|()| self.rendered.as_ref().map(|(_, text)| text.clone()).ok_or_else(|| "no metrics yet".to_string()));
+                    let fresh = self
+                        .rendered
+                        .as_ref()
+                        .is_some_and(|(at, _)| at.elapsed() < MIN_REFRESH_INTERVAL);
+                    let result = if fresh {
+                        Ok(())
+                    } else {
+                        self.refresh()
+                            .map(drop)
+                            .map_err(|e| format!("cannot read the kernel maps: {e:#}"))
+                    };
+                    let text = result.and_then(|()| {
+                        self.rendered
+                            .as_ref()
+                            .map(|(_, text)| text.clone())
+                            .ok_or_else(|| "no metrics yet".to_string())
+                    });
                     let _ = reply.send(text);
                     if !fresh {
                         return_freed_memory();
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let (Ok(profile), Some(schedule)) = (self.refresh(), self.recording.clone()) {
+                    if let (Ok(profile), Some(schedule)) = (self.refresh(), self.recording.clone())
+                    {
                         // A failure is logged and counted in the metrics; the daemon keeps going.
                         let _ = self.record(&profile, &schedule.rotation);
                     }
@@ -219,7 +248,8 @@ impl<S: ProfileSource> SamplerLoop<S> {
             Ok(p) => p,
             Err(e) => {
                 self.stats.snapshot_failures += 1;
-                self.log.warning(format!("cannot read the kernel maps: {e:#}"));
+                self.log
+                    .warning(format!("cannot read the kernel maps: {e:#}"));
                 return Err(e);
             }
         };
@@ -231,7 +261,11 @@ impl<S: ProfileSource> SamplerLoop<S> {
         Ok(profile)
     }
 
-    fn record(&mut self, profile: &Profile, rotation: &RecordingRotation) -> Result<std::path::PathBuf, String> {
+    fn record(
+        &mut self,
+        profile: &Profile,
+        rotation: &RecordingRotation,
+    ) -> Result<std::path::PathBuf, String> {
         match rotation.write(profile, SystemTime::now()) {
             Ok(path) => {
                 self.stats.recordings_written += 1;
@@ -256,7 +290,10 @@ impl<S: ProfileSource> SamplerLoop<S> {
         };
         // Dropping the source detaches the programs; do it before reporting success.
         drop(self.source);
-        ShutdownReport { final_recording, summary }
+        ShutdownReport {
+            final_recording,
+            summary,
+        }
     }
 }
 
@@ -310,21 +347,40 @@ pub(crate) mod tests {
     pub(crate) fn fake() -> (FakeSource, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let snapshots = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicUsize::new(0));
-        (FakeSource { snapshots: snapshots.clone(), dropped: dropped.clone(), fail: false }, snapshots, dropped)
+        (
+            FakeSource {
+                snapshots: snapshots.clone(),
+                dropped: dropped.clone(),
+                fail: false,
+            },
+            snapshots,
+            dropped,
+        )
     }
 
     fn options(recording: Option<RecordingSchedule>) -> SamplerOptions {
-        SamplerOptions { metrics: MetricsOptions::default(), recording }
+        SamplerOptions {
+            metrics: MetricsOptions::default(),
+            recording,
+        }
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
     fn scrapes_within_the_interval_share_one_map_read() {
         let (source, snapshots, dropped) = fake();
-        let sampler = Sampler::spawn(move || Ok(source), options(None), Logger::new(LogFormat::Plain)).unwrap();
+        let sampler = Sampler::spawn(
+            move || Ok(source),
+            options(None),
+            Logger::new(LogFormat::Plain),
+        )
+        .unwrap();
         let client = sampler.client();
         let a = block_on(client.metrics()).unwrap();
         let b = block_on(client.metrics()).unwrap();
@@ -333,39 +389,71 @@ pub(crate) mod tests {
         assert!(a.contains("vmap_trace_vmalloc_allocs_total 1000"));
         std::thread::sleep(MIN_REFRESH_INTERVAL);
         let c = block_on(client.metrics()).unwrap();
-        assert!(c.contains("vmap_trace_vmalloc_allocs_total 2000"), "refreshed after the interval");
+        assert!(
+            c.contains("vmap_trace_vmalloc_allocs_total 2000"),
+            "refreshed after the interval"
+        );
         assert_eq!(snapshots.load(Ordering::SeqCst), 2);
         let report = sampler.shutdown().unwrap();
         assert!(report.final_recording.is_none());
-        assert!(report.summary.unwrap().contains("3000 allocs"), "final snapshot taken");
-        assert_eq!(dropped.load(Ordering::SeqCst), 1, "source dropped (programs detached)");
+        assert!(
+            report.summary.unwrap().contains("3000 allocs"),
+            "final snapshot taken"
+        );
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            1,
+            "source dropped (programs detached)"
+        );
     }
 
     #[test]
     fn periodic_and_final_recordings_are_written_and_rotated() {
         let dir = tempfile::tempdir().unwrap();
         let rotation = RecordingRotation::open(dir.path(), 2).unwrap();
-        let schedule = RecordingSchedule { rotation: rotation.clone(), every: Duration::from_millis(300) };
+        let schedule = RecordingSchedule {
+            rotation: rotation.clone(),
+            every: Duration::from_millis(300),
+        };
         let (source, snapshots, _) = fake();
-        let sampler = Sampler::spawn(move || Ok(source), options(Some(schedule)), Logger::new(LogFormat::Plain)).unwrap();
+        let sampler = Sampler::spawn(
+            move || Ok(source),
+            options(Some(schedule)),
+            Logger::new(LogFormat::Plain),
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(1000));
         let periodic = snapshots.load(Ordering::SeqCst) - 1; // the first read at start
-        assert!((2..=4).contains(&periodic), "about 3 periodic snapshots, got {periodic}");
+        assert!(
+            (2..=4).contains(&periodic),
+            "about 3 periodic snapshots, got {periodic}"
+        );
         let report = sampler.shutdown().unwrap();
         let last = report.final_recording.unwrap().unwrap();
         let files = rotation.list().unwrap();
         assert!(!files.is_empty() && files.len() <= 2, "{files:?}");
         assert_eq!(files.last().unwrap(), &last);
         let loaded = crate::profile::recording::load(&last).unwrap();
-        assert_eq!(loaded.ops.allocs, 1000 * snapshots.load(Ordering::SeqCst) as u64, "the final snapshot");
+        assert_eq!(
+            loaded.ops.allocs,
+            1000 * snapshots.load(Ordering::SeqCst) as u64,
+            "the final snapshot"
+        );
     }
 
     #[test]
     fn a_failing_source_gives_errors_not_panics() {
         let (mut source, _, dropped) = fake();
         source.fail = true;
-        let sampler = Sampler::spawn(move || Ok(source), options(None), Logger::new(LogFormat::Plain)).unwrap();
-        let err = block_on(sampler.client().metrics()).unwrap_err().to_string();
+        let sampler = Sampler::spawn(
+            move || Ok(source),
+            options(None),
+            Logger::new(LogFormat::Plain),
+        )
+        .unwrap();
+        let err = block_on(sampler.client().metrics())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("map read failed"), "{err}");
         let report = sampler.shutdown().unwrap();
         assert!(report.summary.is_none());
@@ -374,7 +462,11 @@ pub(crate) mod tests {
 
     #[test]
     fn a_source_that_cannot_start_is_an_error() {
-        let result = Sampler::spawn(|| -> Result<FakeSource> { anyhow::bail!("needs root") }, options(None), Logger::new(LogFormat::Plain));
+        let result = Sampler::spawn(
+            || -> Result<FakeSource> { anyhow::bail!("needs root") },
+            options(None),
+            Logger::new(LogFormat::Plain),
+        );
         assert_eq!(result.err().unwrap().to_string(), "needs root");
     }
 }

@@ -28,19 +28,36 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
         };
         anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
     })?;
-    listener.set_nonblocking(true).context("cannot make the listening socket non-blocking")?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the listening socket non-blocking")?;
     Ok(listener)
 }
 
 pub fn router(client: MetricsClient) -> Router {
-    Router::new().route("/metrics", get(metrics)).route("/", get(index)).with_state(client)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .with_state(client)
 }
 
 async fn metrics(State(client): State<MetricsClient>) -> Response {
     match tokio::time::timeout(SCRAPE_TIMEOUT, client.metrics()).await {
-        Ok(Ok(text)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text.as_str().to_owned()).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("vmap-trace: {e:#}\n")).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "vmap-trace: timed out reading the kernel maps\n").into_response(),
+        Ok(Ok(text)) => (
+            [(header::CONTENT_TYPE, CONTENT_TYPE)],
+            text.as_str().to_owned(),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("vmap-trace: {e:#}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vmap-trace: timed out reading the kernel maps\n",
+        )
+            .into_response(),
     }
 }
 
@@ -54,9 +71,17 @@ async fn index() -> impl IntoResponse {
 }
 
 /// Serve until `shutdown` resolves; in-flight requests finish first.
-pub async fn serve(listener: std::net::TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener).context("cannot hand the socket to tokio")?;
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("HTTP server failed")
+pub async fn serve(
+    listener: std::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("cannot hand the socket to tokio")?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")
 }
 
 #[cfg(test)]
@@ -70,34 +95,62 @@ mod tests {
     fn bind_errors_are_clear() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let err = bind(taken.local_addr().unwrap()).unwrap_err().to_string();
-        assert!(err.contains("cannot listen on 127.0.0.1:") && err.contains("--listen"), "{err}");
+        assert!(
+            err.contains("cannot listen on 127.0.0.1:") && err.contains("--listen"),
+            "{err}"
+        );
         // TEST-NET-1: not a local address.
-        let err = bind("192.0.2.1:9464".parse().unwrap()).unwrap_err().to_string();
+        let err = bind("192.0.2.1:9464".parse().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot listen on 192.0.2.1:9464"), "{err}");
     }
 
     #[test]
     fn serves_metrics_over_http() {
         let (source, _, _) = fake();
-        let options = SamplerOptions { metrics: MetricsOptions::default(), recording: None };
-        let sampler = Sampler::spawn(move || Ok(source), options, Logger::new(LogFormat::Plain)).unwrap();
+        let options = SamplerOptions {
+            metrics: MetricsOptions::default(),
+            recording: None,
+        };
+        let sampler =
+            Sampler::spawn(move || Ok(source), options, Logger::new(LogFormat::Plain)).unwrap();
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(sampler.client());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(serve(listener, app, async {
-                let _ = stop_rx.await;
-            }))
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(serve(listener, app, async {
+                    let _ = stop_rx.await;
+                }))
         });
         let http = reqwest::blocking::Client::new();
         let response = http.get(format!("http://{addr}/metrics")).send().unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
         let body = response.text().unwrap();
-        assert!(body.contains("vmap_trace_vmalloc_allocs_total 1000"), "{body}");
-        assert_eq!(http.get(format!("http://{addr}/nope")).send().unwrap().status(), 404);
-        assert!(http.get(format!("http://{addr}/")).send().unwrap().text().unwrap().contains("/metrics"));
+        assert!(
+            body.contains("vmap_trace_vmalloc_allocs_total 1000"),
+            "{body}"
+        );
+        assert_eq!(
+            http.get(format!("http://{addr}/nope"))
+                .send()
+                .unwrap()
+                .status(),
+            404
+        );
+        assert!(http
+            .get(format!("http://{addr}/"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+            .contains("/metrics"));
         stop_tx.send(()).unwrap();
         server.join().unwrap().unwrap();
         sampler.shutdown().unwrap();

@@ -31,7 +31,11 @@ pub struct DiffOptions {
 
 impl Default for DiffOptions {
     fn default() -> Self {
-        DiffOptions { fold: FoldOptions::default(), normalize: true, negate: false }
+        DiffOptions {
+            fold: FoldOptions::default(),
+            normalize: true,
+            negate: false,
+        }
     }
 }
 
@@ -75,21 +79,35 @@ impl DiffFolded {
 
     pub fn to_text(&self) -> String {
         let mut out = Vec::new();
-        self.write_to(&mut out).expect("writing to a Vec cannot fail");
+        self.write_to(&mut out)
+            .expect("writing to a Vec cannot fail");
         String::from_utf8(out).expect("stacks are strings")
     }
 }
 
 /// Pair two folded profiles with `inferno::differential` (addresses stripped, optionally
 /// normalized so `first` sums to `second`'s total).
-pub fn diff_folded(first: &Folded, second: &Folded, normalize: bool) -> Result<DiffFolded, FlamegraphError> {
+pub fn diff_folded(
+    first: &Folded,
+    second: &Folded,
+    normalize: bool,
+) -> Result<DiffFolded, FlamegraphError> {
     if first.is_empty() || second.is_empty() {
         return Err(FlamegraphError::Diff("one side has no stacks".into()));
     }
-    let opts = inferno::differential::Options { normalize, strip_hex: true };
+    let opts = inferno::differential::Options {
+        normalize,
+        strip_hex: true,
+    };
     let mut out = Vec::new();
-    inferno::differential::from_readers(opts, first.to_text().as_bytes(), second.to_text().as_bytes(), &mut out)?;
-    let text = String::from_utf8(out).map_err(|e| FlamegraphError::Diff(format!("inferno produced non-UTF-8 output: {e}")))?;
+    inferno::differential::from_readers(
+        opts,
+        first.to_text().as_bytes(),
+        second.to_text().as_bytes(),
+        &mut out,
+    )?;
+    let text = String::from_utf8(out)
+        .map_err(|e| FlamegraphError::Diff(format!("inferno produced non-UTF-8 output: {e}")))?;
     let mut lines = Vec::new();
     for line in text.lines() {
         let mut fields = line.rsplitn(3, ' ');
@@ -97,9 +115,15 @@ pub fn diff_folded(first: &Folded, second: &Folded, normalize: bool) -> Result<D
             let second = fields.next()?.parse().ok()?;
             let first = fields.next()?.parse().ok()?;
             let stack = fields.next()?.to_string();
-            Some(DiffLine { stack, first, second })
+            Some(DiffLine {
+                stack,
+                first,
+                second,
+            })
         })();
-        lines.push(parsed.ok_or_else(|| FlamegraphError::Diff(format!("unexpected differential line `{line}`")))?);
+        lines.push(parsed.ok_or_else(|| {
+            FlamegraphError::Diff(format!("unexpected differential line `{line}`"))
+        })?);
     }
     // inferno emits its hash map's order; sort for stable output.
     lines.sort_by(|a, b| a.stack.cmp(&b.stack));
@@ -125,9 +149,22 @@ impl DiffFlamegraph {
             .folded
             .lines
             .iter()
-            .map(|l| format!("{} {} {}", l.stack, to_display_units(l.first, factor), to_display_units(l.second, factor)))
+            .map(|l| {
+                format!(
+                    "{} {} {}",
+                    l.stack,
+                    to_display_units(l.first, factor),
+                    to_display_units(l.second, factor)
+                )
+            })
             .collect();
-        let render = RenderOptions { scale: DisplayScale { factor: 1.0, ..self.render.scale }, ..self.render.clone() };
+        let render = RenderOptions {
+            scale: DisplayScale {
+                factor: 1.0,
+                ..self.render.scale
+            },
+            ..self.render.clone()
+        };
         svg::render(lines.iter().map(String::as_str), &render, writer)
     }
 
@@ -151,19 +188,41 @@ fn to_display_units(value: u64, factor: f64) -> u64 {
 }
 
 /// Diff two recordings.
-pub fn diff(before: Side<'_>, after: Side<'_>, opts: &DiffOptions) -> Result<DiffFlamegraph, FlamegraphError> {
-    let fold_opts = FoldOptions { canonical_names: true, ..opts.fold.clone() };
+pub fn diff(
+    before: Side<'_>,
+    after: Side<'_>,
+    opts: &DiffOptions,
+) -> Result<DiffFlamegraph, FlamegraphError> {
+    let fold_opts = FoldOptions {
+        canonical_names: true,
+        ..opts.fold.clone()
+    };
     let fold_side = |side: Side<'_>| {
-        fold(side.profile, &fold_opts).map_err(|e| FlamegraphError::InRecording { name: side.name.to_string(), source: Box::new(e) })
+        fold(side.profile, &fold_opts).map_err(|e| FlamegraphError::InRecording {
+            name: side.name.to_string(),
+            source: Box::new(e),
+        })
     };
     let (b, a) = (fold_side(before)?, fold_side(after)?);
     // Gregg's recipe for the "negated" view: swap the inputs, draw the first one's widths and
     // flip the colours back.
-    let folded = if opts.negate { diff_folded(&a, &b, opts.normalize)? } else { diff_folded(&b, &a, opts.normalize)? };
+    let folded = if opts.negate {
+        diff_folded(&a, &b, opts.normalize)?
+    } else {
+        diff_folded(&b, &a, opts.normalize)?
+    };
     let scale = display_scale(opts.fold.weight.quantity(), folded.total_second());
 
-    let widths = if opts.negate { "widths: before" } else { "widths: after" };
-    let normalized = if opts.normalize { "normalized" } else { "not normalized" };
+    let widths = if opts.negate {
+        "widths: before"
+    } else {
+        "widths: after"
+    };
+    let normalized = if opts.normalize {
+        "normalized"
+    } else {
+        "not normalized"
+    };
     let mut subtitle = format!(
         "{} → {} · {}, {normalized}, {widths}",
         svg::recording_summary(&before.profile.meta),
@@ -179,7 +238,12 @@ pub fn diff(before: Side<'_>, after: Side<'_>, opts: &DiffOptions) -> Result<Dif
         subtitle.push_str(&format!(" · {lost} events lost"));
     }
     let labels = Labels {
-        title: format!("vmap-trace diff: {}, {} → {} (red: more after, blue: less)", opts.fold.weight.describe(), before.name, after.name),
+        title: format!(
+            "vmap-trace diff: {}, {} → {} (red: more after, blue: less)",
+            opts.fold.weight.describe(),
+            before.name,
+            after.name
+        ),
         subtitle: Some(subtitle),
         notes: format!(
             "before: {}; after: {}; weight {}; folded values in {}",
@@ -189,8 +253,16 @@ pub fn diff(before: Side<'_>, after: Side<'_>, opts: &DiffOptions) -> Result<Dif
             raw_unit(opts.fold.weight)
         ),
     };
-    let render = RenderOptions { labels, scale, negate_differentials: opts.negate };
-    Ok(DiffFlamegraph { folded, weight: opts.fold.weight, render })
+    let render = RenderOptions {
+        labels,
+        scale,
+        negate_differentials: opts.negate,
+    };
+    Ok(DiffFlamegraph {
+        folded,
+        weight: opts.fold.weight,
+        render,
+    })
 }
 
 #[cfg(test)]
@@ -211,9 +283,21 @@ mod tests {
         assert_eq!(
             d.lines,
             vec![
-                DiffLine { stack: "a;b".into(), first: 125, second: 100 },
-                DiffLine { stack: "a;c".into(), first: 375, second: 300 },
-                DiffLine { stack: "a;d".into(), first: 0, second: 100 },
+                DiffLine {
+                    stack: "a;b".into(),
+                    first: 125,
+                    second: 100
+                },
+                DiffLine {
+                    stack: "a;c".into(),
+                    first: 375,
+                    second: 300
+                },
+                DiffLine {
+                    stack: "a;d".into(),
+                    first: 0,
+                    second: 100
+                },
             ]
         );
         assert_eq!(d.total_first(), d.total_second());
@@ -227,7 +311,14 @@ mod tests {
         let before = folded("f;[spinlock 0xffff888100055820] 10\n");
         let after = folded("f;[spinlock 0xffff88810a0b0c00] 30\n");
         let d = diff_folded(&before, &after, true).unwrap();
-        assert_eq!(d.lines, vec![DiffLine { stack: "f;[spinlock 0x...]".into(), first: 30, second: 30 }]);
+        assert_eq!(
+            d.lines,
+            vec![DiffLine {
+                stack: "f;[spinlock 0x...]".into(),
+                first: 30,
+                second: 30
+            }]
+        );
     }
 
     #[test]
@@ -238,15 +329,42 @@ mod tests {
         // The after kernel spends 4x as long on the vmap lock, same on the mutex.
         after.stacks[0].total_ns *= 4;
         let opts = DiffOptions::default();
-        let g = diff(Side { name: "a.rec", profile: &before }, Side { name: "b.rec", profile: &after }, &opts).unwrap();
+        let g = diff(
+            Side {
+                name: "a.rec",
+                profile: &before,
+            },
+            Side {
+                name: "b.rec",
+                profile: &after,
+            },
+            &opts,
+        )
+        .unwrap();
         let text = g.folded.to_text();
-        assert!(text.contains("__vmalloc_node_range;alloc_vmap_area;_raw_spin_lock;[spinlock vmap_area_lock] "), "{text}");
-        assert!(text.contains("tty_open;tty_lock;__mutex_lock;[mutex 0x...] "), "{text}");
+        assert!(
+            text.contains(
+                "__vmalloc_node_range;alloc_vmap_area;_raw_spin_lock;[spinlock vmap_area_lock] "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tty_open;tty_lock;__mutex_lock;[mutex 0x...] "),
+            "{text}"
+        );
         assert_eq!(g.folded.total_second(), 600_000);
-        let vmap = g.folded.lines.iter().find(|l| l.stack.ends_with("[spinlock vmap_area_lock]")).unwrap();
+        let vmap = g
+            .folded
+            .lines
+            .iter()
+            .find(|l| l.stack.ends_with("[spinlock vmap_area_lock]"))
+            .unwrap();
         // before normalized: 50,000 * 600,000 / 450,000 = 66,666
         assert_eq!((vmap.first, vmap.second), (66_666, 200_000));
-        assert_eq!(g.render.labels.title, "vmap-trace diff: lock wait time, a.rec → b.rec (red: more after, blue: less)");
+        assert_eq!(
+            g.render.labels.title,
+            "vmap-trace diff: lock wait time, a.rec → b.rec (red: more after, blue: less)"
+        );
         assert_eq!(
             g.render.labels.subtitle.as_deref(),
             Some("6.1.0-test · legacy vmap locks · 2.00 s → 6.18.0-test · legacy vmap locks · 2.00 s · us, normalized, widths: after")
@@ -258,10 +376,23 @@ mod tests {
         // As in Gregg's differential flamegraphs the change is the leaf's (here the lock
         // frame's): in whole us, before 67 -> after 200 is +133 of 600 us, and the mutex's
         // share shrank by as much.
-        assert!(svg.contains("<title>[spinlock vmap_area_lock] (200 us, 33.33%; +22.17%)</title>"), "{svg}");
-        assert!(svg.contains("<title>[mutex 0x...] (400 us, 66.67%; -22.17%)</title>"), "{svg}");
-        assert!(svg.contains("<title>alloc_vmap_area (200 us, 33.33%; 0.00%)</title>"), "{svg}");
-        assert_eq!(to_display_units(400, 1e-3), 1, "a non-zero stack keeps a width");
+        assert!(
+            svg.contains("<title>[spinlock vmap_area_lock] (200 us, 33.33%; +22.17%)</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>[mutex 0x...] (400 us, 66.67%; -22.17%)</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>alloc_vmap_area (200 us, 33.33%; 0.00%)</title>"),
+            "{svg}"
+        );
+        assert_eq!(
+            to_display_units(400, 1e-3),
+            1,
+            "a non-zero stack keeps a width"
+        );
         assert_eq!(to_display_units(0, 1e-3), 0);
     }
 
@@ -270,16 +401,51 @@ mod tests {
         let before = sample_profile();
         let mut after = sample_profile();
         after.stacks.remove(0);
-        let opts = DiffOptions { negate: true, normalize: false, ..Default::default() };
-        let g = diff(Side { name: "a.rec", profile: &before }, Side { name: "b.rec", profile: &after }, &opts).unwrap();
+        let opts = DiffOptions {
+            negate: true,
+            normalize: false,
+            ..Default::default()
+        };
+        let g = diff(
+            Side {
+                name: "a.rec",
+                profile: &before,
+            },
+            Side {
+                name: "b.rec",
+                profile: &after,
+            },
+            &opts,
+        )
+        .unwrap();
         // Columns swapped: first = after, second = before; the vanished vmap stack has width.
-        let vmap = g.folded.lines.iter().find(|l| l.stack.contains("alloc_vmap_area")).unwrap();
+        let vmap = g
+            .folded
+            .lines
+            .iter()
+            .find(|l| l.stack.contains("alloc_vmap_area"))
+            .unwrap();
         assert_eq!((vmap.first, vmap.second), (0, 50_000));
         assert!(g.render.negate_differentials);
 
         let mut empty = sample_profile();
         empty.stacks.clear();
-        let err = diff(Side { name: "a.rec", profile: &before }, Side { name: "empty.rec", profile: &empty }, &opts).unwrap_err();
-        assert!(err.to_string().starts_with("empty.rec: this recording has no contended kernel stacks"), "{err}");
+        let err = diff(
+            Side {
+                name: "a.rec",
+                profile: &before,
+            },
+            Side {
+                name: "empty.rec",
+                profile: &empty,
+            },
+            &opts,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("empty.rec: this recording has no contended kernel stacks"),
+            "{err}"
+        );
     }
 }

@@ -6,7 +6,10 @@ use std::io;
 pub enum FlamegraphError {
     /// `--lock` named a lock this recording never saw.
     #[error("no lock in this recording matches `{requested}`; {available}")]
-    UnknownLock { requested: String, available: String },
+    UnknownLock {
+        requested: String,
+        available: String,
+    },
 
     /// `--lock` was neither a lock name nor an address.
     #[error("`{0}` is not a lock: give a lock name (as `vmap-trace report` shows it) or its address (0x...)")]
@@ -45,7 +48,10 @@ pub enum FlamegraphError {
 
     /// An error about one recording of several (a diff's before or after side).
     #[error("{name}: {source}")]
-    InRecording { name: String, source: Box<FlamegraphError> },
+    InRecording {
+        name: String,
+        source: Box<FlamegraphError>,
+    },
 
     /// The two sides of a diff cannot be compared.
     #[error("cannot diff: {0}")]

@@ -49,7 +49,9 @@ impl FromStr for LockSelector {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-            return u64::from_str_radix(hex, 16).map(LockSelector::Address).map_err(|_| FlamegraphError::BadLockSelector(s.to_string()));
+            return u64::from_str_radix(hex, 16)
+                .map(LockSelector::Address)
+                .map_err(|_| FlamegraphError::BadLockSelector(s.to_string()));
         }
         if s.is_empty() || s.contains(char::is_whitespace) {
             return Err(FlamegraphError::BadLockSelector(s.to_string()));
@@ -105,12 +107,18 @@ impl StackFilter {
         let task = match &self.task {
             None => None,
             Some(task) if !profile.meta.stack_keys.per_task => {
-                return Err(FlamegraphError::NoPerTaskStacks { task: task.clone(), detail: describe_task(profile, task) });
+                return Err(FlamegraphError::NoPerTaskStacks {
+                    task: task.clone(),
+                    detail: describe_task(profile, task),
+                });
             }
             Some(task) => {
                 let selector = TaskSelector::parse(task);
                 if !profile.stacks.iter().any(|s| selector.matches(s)) {
-                    return Err(FlamegraphError::UnknownTask { task: task.clone(), known: busiest_processes(profile) });
+                    return Err(FlamegraphError::UnknownTask {
+                        task: task.clone(),
+                        known: busiest_processes(profile),
+                    });
                 }
                 Some(selector)
             }
@@ -122,13 +130,20 @@ impl StackFilter {
             for selector in &self.locks {
                 let found = lock_addresses(profile, selector);
                 if found.is_empty() {
-                    return Err(FlamegraphError::UnknownLock { requested: selector.to_string(), available: list_locks(profile) });
+                    return Err(FlamegraphError::UnknownLock {
+                        requested: selector.to_string(),
+                        available: list_locks(profile),
+                    });
                 }
                 addrs.extend(found);
             }
             Some(addrs)
         };
-        Ok(ResolvedFilter { lock_addrs, class: self.class.map(ClassFilter::class), task })
+        Ok(ResolvedFilter {
+            lock_addrs,
+            class: self.class.map(ClassFilter::class),
+            task,
+        })
     }
 }
 
@@ -169,7 +184,11 @@ fn busiest_processes(profile: &Profile) -> String {
     if v.is_empty() {
         return "none (no contended stacks)".into();
     }
-    v.iter().take(10).map(|((pid, comm), ns)| format!("{comm} ({pid}): {}", format_ns(*ns as f64))).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .take(10)
+        .map(|((pid, comm), ns)| format!("{comm} ({pid}): {}", format_ns(*ns as f64)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Filters checked against one recording.
@@ -182,7 +201,9 @@ pub struct ResolvedFilter {
 
 impl ResolvedFilter {
     pub fn matches(&self, stack: &StackWait) -> bool {
-        self.lock_addrs.as_ref().is_none_or(|a| a.contains(&stack.lock_addr))
+        self.lock_addrs
+            .as_ref()
+            .is_none_or(|a| a.contains(&stack.lock_addr))
             && self.class.is_none_or(|c| c == stack.attribution.class)
             && self.task.as_ref().is_none_or(|t| t.matches(stack))
     }
@@ -192,11 +213,15 @@ impl ResolvedFilter {
 /// lock kind or, once names are derived, per vmap node); an address must have been seen.
 fn lock_addresses(profile: &Profile, selector: &LockSelector) -> BTreeSet<u64> {
     match selector {
-        LockSelector::Name(name) => {
-            profile.locks.iter().filter(|l| l.name.as_deref() == Some(name.as_str())).map(|l| l.lock_addr).collect()
-        }
+        LockSelector::Name(name) => profile
+            .locks
+            .iter()
+            .filter(|l| l.name.as_deref() == Some(name.as_str()))
+            .map(|l| l.lock_addr)
+            .collect(),
         LockSelector::Address(addr) => {
-            let seen = profile.locks.iter().any(|l| l.lock_addr == *addr) || profile.stacks.iter().any(|s| s.lock_addr == *addr);
+            let seen = profile.locks.iter().any(|l| l.lock_addr == *addr)
+                || profile.stacks.iter().any(|s| s.lock_addr == *addr);
             if seen {
                 BTreeSet::from([*addr])
             } else {
@@ -213,7 +238,8 @@ fn list_locks(profile: &Profile) -> String {
     }
     let mut locks: Vec<_> = profile.locks.iter().collect();
     locks.sort_by_key(|l| std::cmp::Reverse(l.wait.total_ns));
-    let mut out = String::from("locks in this recording, most wait first (give a name or an address):");
+    let mut out =
+        String::from("locks in this recording, most wait first (give a name or an address):");
     for l in locks.iter().take(LOCKS_LISTED) {
         let _ = write!(
             out,
@@ -226,7 +252,11 @@ fn list_locks(profile: &Profile) -> String {
         );
     }
     if locks.len() > LOCKS_LISTED {
-        let _ = write!(out, "\n  ... and {} more (`vmap-trace report --format csv --table locks` lists all)", locks.len() - LOCKS_LISTED);
+        let _ = write!(
+            out,
+            "\n  ... and {} more (`vmap-trace report --format csv --table locks` lists all)",
+            locks.len() - LOCKS_LISTED
+        );
     }
     if !profile.meta.lock_names_available {
         out.push_str("\n  (this kernel lists no lock variable names, so most locks go by address)");
@@ -235,19 +265,48 @@ fn list_locks(profile: &Profile) -> String {
 }
 
 fn describe_task(profile: &Profile, task: &str) -> String {
-    let matches: Vec<_> =
-        profile.tasks.iter().filter(|t| t.comm == task || task.parse::<u32>().is_ok_and(|id| id == t.tid || id == t.tgid)).collect();
+    let matches: Vec<_> = profile
+        .tasks
+        .iter()
+        .filter(|t| {
+            t.comm == task
+                || task
+                    .parse::<u32>()
+                    .is_ok_and(|id| id == t.tid || id == t.tgid)
+        })
+        .collect();
     if matches.is_empty() {
-        let known: Vec<String> = profile.tasks.iter().take(10).map(|t| format!("{} ({})", t.comm, t.tid)).collect();
+        let known: Vec<String> = profile
+            .tasks
+            .iter()
+            .take(10)
+            .map(|t| format!("{} ({})", t.comm, t.tid))
+            .collect();
         return if known.is_empty() {
             "no task totals were recorded either".into()
         } else {
-            format!("no recorded task matches it either; tasks with the most wait: {}", known.join(", "))
+            format!(
+                "no recorded task matches it either; tasks with the most wait: {}",
+                known.join(", ")
+            )
         };
     }
-    let totals: Vec<String> =
-        matches.iter().map(|t| format!("{} (tid {}): {} waits, {}", t.comm, t.tid, t.count, format_ns(t.total_ns as f64))).collect();
-    format!("its totals: {} (see `vmap-trace report`)", totals.join("; "))
+    let totals: Vec<String> = matches
+        .iter()
+        .map(|t| {
+            format!(
+                "{} (tid {}): {} waits, {}",
+                t.comm,
+                t.tid,
+                t.count,
+                format_ns(t.total_ns as f64)
+            )
+        })
+        .collect();
+    format!(
+        "its totals: {} (see `vmap-trace report`)",
+        totals.join("; ")
+    )
 }
 
 /// A lock's display label in stack frames and messages.
@@ -265,31 +324,63 @@ mod tests {
 
     #[test]
     fn selectors_parse_names_and_addresses() {
-        assert_eq!("vmap_area_lock".parse::<LockSelector>().unwrap(), LockSelector::Name("vmap_area_lock".into()));
-        assert_eq!("0x2000".parse::<LockSelector>().unwrap(), LockSelector::Address(0x2000));
-        assert!(matches!("0xzz".parse::<LockSelector>(), Err(FlamegraphError::BadLockSelector(_))));
-        assert!(matches!("two words".parse::<LockSelector>(), Err(FlamegraphError::BadLockSelector(_))));
+        assert_eq!(
+            "vmap_area_lock".parse::<LockSelector>().unwrap(),
+            LockSelector::Name("vmap_area_lock".into())
+        );
+        assert_eq!(
+            "0x2000".parse::<LockSelector>().unwrap(),
+            LockSelector::Address(0x2000)
+        );
+        assert!(matches!(
+            "0xzz".parse::<LockSelector>(),
+            Err(FlamegraphError::BadLockSelector(_))
+        ));
+        assert!(matches!(
+            "two words".parse::<LockSelector>(),
+            Err(FlamegraphError::BadLockSelector(_))
+        ));
     }
 
     #[test]
     fn lock_and_class_filters_select_stacks() {
         let p = sample_profile();
-        let by_name = StackFilter { locks: vec![LockSelector::Name("vmap_area_lock".into())], ..Default::default() };
+        let by_name = StackFilter {
+            locks: vec![LockSelector::Name("vmap_area_lock".into())],
+            ..Default::default()
+        };
         let r = by_name.resolve(&p).unwrap();
         assert!(r.matches(&p.stacks[0]));
         assert!(!r.matches(&p.stacks[1]));
 
-        let by_addr = StackFilter { locks: vec![LockSelector::Address(0x2000)], ..Default::default() };
+        let by_addr = StackFilter {
+            locks: vec![LockSelector::Address(0x2000)],
+            ..Default::default()
+        };
         let r = by_addr.resolve(&p).unwrap();
         assert!(!r.matches(&p.stacks[0]) && r.matches(&p.stacks[1]));
 
-        let other = StackFilter { class: Some(ClassFilter::Other), ..Default::default() }.resolve(&p).unwrap();
+        let other = StackFilter {
+            class: Some(ClassFilter::Other),
+            ..Default::default()
+        }
+        .resolve(&p)
+        .unwrap();
         assert!(!other.matches(&p.stacks[0]) && other.matches(&p.stacks[1]));
-        let vmap = StackFilter { class: Some(ClassFilter::Vmap), ..Default::default() }.resolve(&p).unwrap();
+        let vmap = StackFilter {
+            class: Some(ClassFilter::Vmap),
+            ..Default::default()
+        }
+        .resolve(&p)
+        .unwrap();
         assert!(vmap.matches(&p.stacks[0]) && !vmap.matches(&p.stacks[1]));
 
         // Both filters: the vmap lock is not in class "other".
-        let both = StackFilter { locks: vec![LockSelector::Address(0x1000)], class: Some(ClassFilter::Other), task: None };
+        let both = StackFilter {
+            locks: vec![LockSelector::Address(0x1000)],
+            class: Some(ClassFilter::Other),
+            task: None,
+        };
         let r = both.resolve(&p).unwrap();
         assert!(!r.matches(&p.stacks[0]) && !r.matches(&p.stacks[1]));
         assert_eq!(both.describe(), "lock=0x1000, class=other");
@@ -298,26 +389,49 @@ mod tests {
     #[test]
     fn unknown_lock_lists_the_locks_that_exist() {
         let p = sample_profile();
-        let f = StackFilter { locks: vec![LockSelector::Name("purge_vmap_area_lock".into())], ..Default::default() };
+        let f = StackFilter {
+            locks: vec![LockSelector::Name("purge_vmap_area_lock".into())],
+            ..Default::default()
+        };
         let msg = f.resolve(&p).unwrap_err().to_string();
         assert!(msg.contains("`purge_vmap_area_lock`"), "{msg}");
         // Most wait first: the unnamed mutex (400 us) before vmap_area_lock (50 us).
         let mutex = msg.find("0x2000  mutex, 4 waits, 400.00 us").expect(&msg);
-        let spin = msg.find("vmap_area_lock                           0x1000  spinlock").expect(&msg);
+        let spin = msg
+            .find("vmap_area_lock                           0x1000  spinlock")
+            .expect(&msg);
         assert!(mutex < spin, "{msg}");
-        let f = StackFilter { locks: vec![LockSelector::Address(0xdead)], ..Default::default() };
-        assert!(matches!(f.resolve(&p), Err(FlamegraphError::UnknownLock { .. })));
+        let f = StackFilter {
+            locks: vec![LockSelector::Address(0xdead)],
+            ..Default::default()
+        };
+        assert!(matches!(
+            f.resolve(&p),
+            Err(FlamegraphError::UnknownLock { .. })
+        ));
     }
 
     #[test]
     fn task_filter_is_refused_with_the_tasks_totals() {
         let p = sample_profile();
-        let f = StackFilter { task: Some("sshd".into()), ..Default::default() };
+        let f = StackFilter {
+            task: Some("sshd".into()),
+            ..Default::default()
+        };
         let msg = f.resolve(&p).unwrap_err().to_string();
-        assert!(msg.contains("per-task totals, not per-task stacks"), "{msg}");
+        assert!(
+            msg.contains("per-task totals, not per-task stacks"),
+            "{msg}"
+        );
         assert!(msg.contains("sshd (tid 42): 14 waits, 450.00 us"), "{msg}");
-        let f = StackFilter { task: Some("nginx".into()), ..Default::default() };
+        let f = StackFilter {
+            task: Some("nginx".into()),
+            ..Default::default()
+        };
         let msg = f.resolve(&p).unwrap_err().to_string();
-        assert!(msg.contains("no recorded task matches") && msg.contains("sshd (42)"), "{msg}");
+        assert!(
+            msg.contains("no recorded task matches") && msg.contains("sshd (42)"),
+            "{msg}"
+        );
     }
 }

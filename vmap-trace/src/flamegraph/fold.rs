@@ -79,13 +79,17 @@ impl Folded {
 
     pub fn to_text(&self) -> String {
         let mut out = Vec::new();
-        self.write_to(&mut out).expect("writing to a Vec cannot fail");
+        self.write_to(&mut out)
+            .expect("writing to a Vec cannot fail");
         String::from_utf8(out).expect("stacks are strings")
     }
 
     /// Lines as inferno's renderer takes them.
     pub fn lines(&self) -> Vec<String> {
-        self.stacks.iter().map(|(s, w)| format!("{s} {w}")).collect()
+        self.stacks
+            .iter()
+            .map(|(s, w)| format!("{s} {w}"))
+            .collect()
     }
 
     /// Read folded text (ours, or any tool's): `stack COUNT` per line, the count after the last
@@ -97,7 +101,10 @@ impl Folded {
             if line.is_empty() || line.starts_with("# ") {
                 continue;
             }
-            let bad = || FlamegraphError::BadFoldedLine { line_no: i + 1, line: raw.chars().take(200).collect() };
+            let bad = || FlamegraphError::BadFoldedLine {
+                line_no: i + 1,
+                line: raw.chars().take(200).collect(),
+            };
             let (stack, count) = line.rsplit_once(' ').ok_or_else(bad)?;
             let count: u64 = count.parse().map_err(|_| bad())?;
             let stack = stack.trim_end();
@@ -120,7 +127,9 @@ pub fn fold(profile: &Profile, opts: &FoldOptions) -> Result<Folded, FlamegraphE
     }
     let filter = opts.filter.resolve(profile)?;
     if profile.stacks.is_empty() {
-        return Err(FlamegraphError::NoStacks { reason: why_no_stacks(profile) });
+        return Err(FlamegraphError::NoStacks {
+            reason: why_no_stacks(profile),
+        });
     }
     // One label per lock, not one lookup through the lock table per stack.
     let lock_labels: HashMap<(u64, u32), String> = profile
@@ -161,7 +170,11 @@ pub fn fold(profile: &Profile, opts: &FoldOptions) -> Result<Folded, FlamegraphE
     }
     if folded.is_empty() {
         if opts.filter.is_empty() {
-            let reason = format!("all {} of its stacks have zero {}", profile.stacks.len(), opts.weight.describe());
+            let reason = format!(
+                "all {} of its stacks have zero {}",
+                profile.stacks.len(),
+                opts.weight.describe()
+            );
             return Err(FlamegraphError::NoStacks { reason });
         }
         let hint = format!(
@@ -169,7 +182,10 @@ pub fn fold(profile: &Profile, opts: &FoldOptions) -> Result<Folded, FlamegraphE
             profile.stacks.len(),
             profile.stacks.iter().filter(|s| s.attribution.class == LockClass::Vmap).count()
         );
-        return Err(FlamegraphError::NothingMatches { filters: opts.filter.describe(), hint });
+        return Err(FlamegraphError::NothingMatches {
+            filters: opts.filter.describe(),
+            hint,
+        });
     }
     Ok(folded)
 }
@@ -198,7 +214,12 @@ fn push_frame(line: &mut String, name: &str) {
 
 /// Why a hold-weighted graph cannot be drawn: no hold times at all, or only per lock.
 fn no_hold_times(profile: &Profile) -> FlamegraphError {
-    let timed: Vec<&str> = profile.lock_timing.iter().filter(|t| t.hold.count > 0).map(|t| t.name.as_str()).collect();
+    let timed: Vec<&str> = profile
+        .lock_timing
+        .iter()
+        .filter(|t| t.hold.count > 0)
+        .map(|t| t.name.as_str())
+        .collect();
     if timed.is_empty() {
         return FlamegraphError::NoHoldTimes;
     }
@@ -214,7 +235,10 @@ fn why_no_stacks(profile: &Profile) -> String {
     let mut reason = if total.count == 0 {
         "no lock contention was recorded".to_string()
     } else {
-        format!("{} contended waits were counted but none with a stack", total.count)
+        format!(
+            "{} contended waits were counted but none with a stack",
+            total.count
+        )
     };
     let lost = profile.losses.stack_capture_failed + profile.losses.stack_keys_full;
     if lost > 0 {
@@ -247,17 +271,36 @@ mod tests {
 
     #[test]
     fn count_weight_and_canonical_names() {
-        let opts = FoldOptions { weight: Weight::Count, canonical_names: true, ..Default::default() };
+        let opts = FoldOptions {
+            weight: Weight::Count,
+            canonical_names: true,
+            ..Default::default()
+        };
         let folded = fold(&sample_profile(), &opts).unwrap();
-        assert_eq!(folded.get("__vmalloc_node_range;alloc_vmap_area;_raw_spin_lock;[spinlock vmap_area_lock]"), Some(10));
-        assert_eq!(folded.get("tty_open;tty_lock;__mutex_lock;[mutex 0x2000]"), Some(4));
+        assert_eq!(
+            folded.get(
+                "__vmalloc_node_range;alloc_vmap_area;_raw_spin_lock;[spinlock vmap_area_lock]"
+            ),
+            Some(10)
+        );
+        assert_eq!(
+            folded.get("tty_open;tty_lock;__mutex_lock;[mutex 0x2000]"),
+            Some(4)
+        );
         assert_eq!(folded.total(), 14);
     }
 
     #[test]
     fn hold_weight_and_user_stacks_are_refused_clearly() {
         let p = sample_profile();
-        let err = fold(&p, &FoldOptions { weight: Weight::Hold, ..Default::default() }).unwrap_err();
+        let err = fold(
+            &p,
+            &FoldOptions {
+                weight: Weight::Hold,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "this recording has no hold times (needs kprobe/fentry mode); use --weight wait or --weight count");
         // `record --lock-timing` holds are per lock: still no per-stack weight, said precisely.
         let mut timed = p.clone();
@@ -265,11 +308,31 @@ mod tests {
             name: "vmap_node[0].busy.lock".into(),
             lock_addr: 0x3000,
             wait: Default::default(),
-            hold: crate::profile::WaitHistogram { count: 5, total_ns: 500, max_ns: 200, hist: Default::default() },
+            hold: crate::profile::WaitHistogram {
+                count: 5,
+                total_ns: 500,
+                max_ns: 200,
+                hist: Default::default(),
+            },
         });
-        let msg = fold(&timed, &FoldOptions { weight: Weight::Hold, ..Default::default() }).unwrap_err().to_string();
+        let msg = fold(
+            &timed,
+            &FoldOptions {
+                weight: Weight::Hold,
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(msg.starts_with("this recording has hold times per vmap lock (vmap_node[0].busy.lock), not per stack"), "{msg}");
-        let err = fold(&p, &FoldOptions { user_stacks: true, ..Default::default() }).unwrap_err();
+        let err = fold(
+            &p,
+            &FoldOptions {
+                user_stacks: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(matches!(err, FlamegraphError::NoUserStacks));
     }
 
@@ -277,24 +340,71 @@ mod tests {
     fn per_task_recordings_filter_by_task_and_fold_user_frames_first() {
         use crate::profile::{Frame, StackTask};
         let mut p = sample_profile();
-        p.meta.stack_keys = crate::profile::StackKeying { per_task: true, user_stacks: true, ..Default::default() };
-        let user = |name: &str| Frame { addr: 0x7f00_0000_1000, function: Some(name.into()), offset: 0 };
-        p.stacks[0].task = Some(StackTask { tgid: 42, comm: "sshd".into() });
+        p.meta.stack_keys = crate::profile::StackKeying {
+            per_task: true,
+            user_stacks: true,
+            ..Default::default()
+        };
+        let user = |name: &str| Frame {
+            addr: 0x7f00_0000_1000,
+            function: Some(name.into()),
+            offset: 0,
+        };
+        p.stacks[0].task = Some(StackTask {
+            tgid: 42,
+            comm: "sshd".into(),
+        });
         p.stacks[0].user_frames = vec![user("__clone3"), user("main")];
-        p.stacks[1].task = Some(StackTask { tgid: 7, comm: "kworker/0:1".into() });
+        p.stacks[1].task = Some(StackTask {
+            tgid: 7,
+            comm: "kworker/0:1".into(),
+        });
 
-        let by_pid = FoldOptions { filter: StackFilter { task: Some("42".into()), ..Default::default() }, ..Default::default() };
+        let by_pid = FoldOptions {
+            filter: StackFilter {
+                task: Some("42".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let folded = fold(&p, &by_pid).unwrap();
         assert_eq!(folded.total(), p.stacks[0].total_ns);
-        let by_comm = FoldOptions { filter: StackFilter { task: Some("kworker/0:1".into()), ..Default::default() }, ..Default::default() };
+        let by_comm = FoldOptions {
+            filter: StackFilter {
+                task: Some("kworker/0:1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         assert_eq!(fold(&p, &by_comm).unwrap().total(), p.stacks[1].total_ns);
-        let unknown = FoldOptions { filter: StackFilter { task: Some("nginx".into()), ..Default::default() }, ..Default::default() };
+        let unknown = FoldOptions {
+            filter: StackFilter {
+                task: Some("nginx".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let msg = fold(&p, &unknown).unwrap_err().to_string();
-        assert!(msg.contains("no contended stack") && msg.contains("kworker/0:1 (7)") && msg.contains("sshd (42)"), "{msg}");
+        assert!(
+            msg.contains("no contended stack")
+                && msg.contains("kworker/0:1 (7)")
+                && msg.contains("sshd (42)"),
+            "{msg}"
+        );
 
-        let folded = fold(&p, &FoldOptions { user_stacks: true, ..by_pid }).unwrap();
+        let folded = fold(
+            &p,
+            &FoldOptions {
+                user_stacks: true,
+                ..by_pid
+            },
+        )
+        .unwrap();
         let (line, _) = folded.iter().next().unwrap();
-        assert!(line.starts_with("sshd (42);main;__clone3;[kernel];"), "{line}");
+        assert!(
+            line.starts_with("sshd (42);main;__clone3;[kernel];"),
+            "{line}"
+        );
         // Kernel-only and per-task-less recordings refuse precisely.
         p.meta.stack_keys = Default::default();
         let msg = fold(&p, &by_comm).unwrap_err().to_string();
@@ -304,28 +414,56 @@ mod tests {
     #[test]
     fn filters_apply_and_empty_results_explain_themselves() {
         let p = sample_profile();
-        let vmap = FoldOptions { filter: StackFilter { class: Some(ClassFilter::Vmap), ..Default::default() }, ..Default::default() };
+        let vmap = FoldOptions {
+            filter: StackFilter {
+                class: Some(ClassFilter::Vmap),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let folded = fold(&p, &vmap).unwrap();
         assert_eq!(folded.len(), 1);
         assert_eq!(folded.total(), 50_000);
 
         let none = FoldOptions {
-            filter: StackFilter { locks: vec![LockSelector::Address(0x2000)], class: Some(ClassFilter::Vmap), task: None },
+            filter: StackFilter {
+                locks: vec![LockSelector::Address(0x2000)],
+                class: Some(ClassFilter::Vmap),
+                task: None,
+            },
             ..Default::default()
         };
         let msg = fold(&p, &none).unwrap_err().to_string();
-        assert!(msg.starts_with("no contended stacks match lock=0x2000, class=vmap;"), "{msg}");
-        assert!(msg.contains("2 contended stacks in all (1 through vmap functions)"), "{msg}");
+        assert!(
+            msg.starts_with("no contended stacks match lock=0x2000, class=vmap;"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("2 contended stacks in all (1 through vmap functions)"),
+            "{msg}"
+        );
 
         let mut zero = p.clone();
         zero.stacks.iter_mut().for_each(|s| s.total_ns = 0);
-        let msg = fold(&zero, &FoldOptions::default()).unwrap_err().to_string();
-        assert!(msg.ends_with("no contended kernel stacks to draw: all 2 of its stacks have zero lock wait time"), "{msg}");
+        let msg = fold(&zero, &FoldOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.ends_with(
+                "no contended kernel stacks to draw: all 2 of its stacks have zero lock wait time"
+            ),
+            "{msg}"
+        );
 
         let mut empty = p.clone();
         empty.stacks.clear();
-        let msg = fold(&empty, &FoldOptions::default()).unwrap_err().to_string();
-        assert!(msg.contains("14 contended waits were counted but none with a stack"), "{msg}");
+        let msg = fold(&empty, &FoldOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("14 contended waits were counted but none with a stack"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -333,11 +471,20 @@ mod tests {
         let mut p = sample_profile();
         // Same functions at other offsets, same lock: one folded line.
         let mut twin = p.stacks[0].clone();
-        twin.frames = twin.frames.iter().map(|f| crate::profile::Frame { offset: f.offset + 4, ..f.clone() }).collect();
+        twin.frames = twin
+            .frames
+            .iter()
+            .map(|f| crate::profile::Frame {
+                offset: f.offset + 4,
+                ..f.clone()
+            })
+            .collect();
         twin.total_ns = 7;
         p.stacks.push(twin);
         let frames = vec![frame("_raw_spin_lock"), frame("vfree")];
-        p.stacks.push(StackWait { task: None, user_frames: Vec::new(),
+        p.stacks.push(StackWait {
+            task: None,
+            user_frames: Vec::new(),
             lock_addr: 0x1000,
             flags: 1,
             attribution: attribution::attribute(&frames),
@@ -361,7 +508,10 @@ mod tests {
         p.stacks[0].frames = frames.into();
         let folded = fold(&p, &FoldOptions::default()).unwrap();
         let text = folded.to_text();
-        assert!(text.contains("0xffffffff81234567;odd:name here;_raw_spin_lock;"), "{text}");
+        assert!(
+            text.contains("0xffffffff81234567;odd:name here;_raw_spin_lock;"),
+            "{text}"
+        );
         assert_eq!(text.lines().count(), 2);
         assert_eq!(Folded::parse(&text).unwrap(), folded);
     }

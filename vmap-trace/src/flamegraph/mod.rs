@@ -41,18 +41,35 @@ pub struct Flamegraph {
 pub fn flamegraph(profile: &Profile, opts: &FoldOptions) -> Result<Flamegraph, FlamegraphError> {
     let folded = fold(profile, opts)?;
     let scale = display_scale(opts.weight.quantity(), folded.total());
-    let mut subtitle = format!("{} · weight: {} ({})", svg::recording_summary(&profile.meta), opts.weight.describe(), scale.unit);
+    let mut subtitle = format!(
+        "{} · weight: {} ({})",
+        svg::recording_summary(&profile.meta),
+        opts.weight.describe(),
+        scale.unit
+    );
     if !opts.filter.is_empty() {
         subtitle.push_str(" · ");
         subtitle.push_str(&opts.filter.describe());
     }
     subtitle.push_str(&svg::loss_suffix(profile));
     let labels = Labels {
-        title: format!("vmap-trace: {} by contended kernel stack", opts.weight.describe()),
+        title: format!(
+            "vmap-trace: {} by contended kernel stack",
+            opts.weight.describe()
+        ),
         subtitle: Some(subtitle),
-        notes: format!("{}; weight {}; folded values in {}", svg::recording_notes(profile), opts.weight.label(), raw_unit(opts.weight)),
+        notes: format!(
+            "{}; weight {}; folded values in {}",
+            svg::recording_notes(profile),
+            opts.weight.label(),
+            raw_unit(opts.weight)
+        ),
     };
-    Ok(Flamegraph { folded, weight: opts.weight, render: RenderOptions::new(labels, scale) })
+    Ok(Flamegraph {
+        folded,
+        weight: opts.weight,
+        render: RenderOptions::new(labels, scale),
+    })
 }
 
 /// A rendered graph that can be written either way: what `flamegraph` and `diff` share.
@@ -123,9 +140,18 @@ mod tests {
     fn title_and_subtitle_say_kernel_design_duration_weight_and_unit() {
         let mut p = sample_profile();
         p.losses.stack_keys_full = 3;
-        let opts = FoldOptions { filter: StackFilter { class: Some(ClassFilter::Vmap), ..Default::default() }, ..Default::default() };
+        let opts = FoldOptions {
+            filter: StackFilter {
+                class: Some(ClassFilter::Vmap),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let g = flamegraph(&p, &opts).unwrap();
-        assert_eq!(g.render.labels.title, "vmap-trace: lock wait time by contended kernel stack");
+        assert_eq!(
+            g.render.labels.title,
+            "vmap-trace: lock wait time by contended kernel stack"
+        );
         assert_eq!(
             g.render.labels.subtitle.as_deref(),
             Some("6.1.0-test · legacy vmap locks · 2.00 s · weight: lock wait time (us) · class=vmap · 3 events lost")
@@ -133,16 +159,37 @@ mod tests {
         let svg = svg_of(&g);
         assert!(svg.contains("6.1.0-test · legacy vmap locks"), "{svg}");
         // 50,000 ns of vmap wait reads as 50 us in the tooltips.
-        assert!(svg.contains("<title>alloc_vmap_area (50 us, 100.00%)</title>"), "{svg}");
-        assert!(svg.contains("<title>[spinlock vmap_area_lock] (50 us, 100.00%)</title>"), "{svg}");
+        assert!(
+            svg.contains("<title>alloc_vmap_area (50 us, 100.00%)</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>[spinlock vmap_area_lock] (50 us, 100.00%)</title>"),
+            "{svg}"
+        );
     }
 
     #[test]
     fn count_weight_reads_in_waits() {
-        let g = flamegraph(&sample_profile(), &FoldOptions { weight: Weight::Count, ..Default::default() }).unwrap();
+        let g = flamegraph(
+            &sample_profile(),
+            &FoldOptions {
+                weight: Weight::Count,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let svg = svg_of(&g);
         assert!(svg.contains("<title>all (14 waits, 100%)</title>"), "{svg}");
-        assert!(svg.contains("<title>tty_lock (4 waits, 28.57%)</title>"), "{svg}");
-        assert!(g.render.labels.subtitle.unwrap().contains("weight: contended waits (waits)"));
+        assert!(
+            svg.contains("<title>tty_lock (4 waits, 28.57%)</title>"),
+            "{svg}"
+        );
+        assert!(g
+            .render
+            .labels
+            .subtitle
+            .unwrap()
+            .contains("weight: contended waits (waits)"));
     }
 }

@@ -29,7 +29,11 @@ pub struct RenderOptions {
 
 impl RenderOptions {
     pub fn new(labels: Labels, scale: DisplayScale) -> Self {
-        RenderOptions { labels, scale, negate_differentials: false }
+        RenderOptions {
+            labels,
+            scale,
+            negate_differentials: false,
+        }
     }
 }
 
@@ -77,7 +81,12 @@ pub fn design_short(design: AllocatorDesign) -> &'static str {
 
 /// `6.18.4 · node-sharded vmap · 2.04 s`: which recording a graph comes from.
 pub fn recording_summary(meta: &RecordingMeta) -> String {
-    format!("{} · {} · {:.2} s", meta.kernel_release, design_short(meta.design), meta.duration_s())
+    format!(
+        "{} · {} · {:.2} s",
+        meta.kernel_release,
+        design_short(meta.design),
+        meta.duration_s()
+    )
 }
 
 /// Provenance for the SVG's notes comment.
@@ -109,7 +118,10 @@ pub fn loss_suffix(profile: &Profile) -> String {
     };
     // Short waits' split between stacks is sampled: say so where the graph is read.
     if profile.stack_sampling.is_sampled() {
-        s.push_str(&format!(" · stacks sampled: 1 in {:.0} contentions", profile.stack_sampling.one_in()));
+        s.push_str(&format!(
+            " · stacks sampled: 1 in {:.0} contentions",
+            profile.stack_sampling.one_in()
+        ));
     }
     s
 }
@@ -121,34 +133,62 @@ mod tests {
 
     #[test]
     fn renders_titles_units_and_escapes() {
-        let labels = Labels { title: "T <1>".into(), subtitle: Some("sub & more".into()), notes: "a -- b".into() };
+        let labels = Labels {
+            title: "T <1>".into(),
+            subtitle: Some("sub & more".into()),
+            notes: "a -- b".into(),
+        };
         let mut svg = Vec::new();
         let lines = ["a;b 1500000", "a;c 500000"];
-        render(lines, &RenderOptions::new(labels, display_scale(Quantity::Nanoseconds, 2_000_000)), &mut svg).unwrap();
+        render(
+            lines,
+            &RenderOptions::new(labels, display_scale(Quantity::Nanoseconds, 2_000_000)),
+            &mut svg,
+        )
+        .unwrap();
         let svg = String::from_utf8(svg).unwrap();
         assert!(svg.contains("T &lt;1&gt;"), "title is escaped");
         assert!(svg.contains("sub &amp; more"));
         assert!(svg.contains("NOTES: a - - b"));
         assert!(svg.contains("<title>all (2,000 us, 100%)</title>"), "{svg}");
         assert!(svg.contains("<title>b (1,500 us, 75.00%)</title>"), "{svg}");
-        assert!(!svg.contains("samples,"), "no raw sample counts in tooltips");
+        assert!(
+            !svg.contains("samples,"),
+            "no raw sample counts in tooltips"
+        );
     }
 
     #[test]
     fn unsorted_and_sorted_input_render_the_same() {
-        let labels = Labels { title: "t".into(), subtitle: None, notes: String::new() };
+        let labels = Labels {
+            title: "t".into(),
+            subtitle: None,
+            notes: String::new(),
+        };
         let opts = RenderOptions::new(labels, display_scale(Quantity::Events, 10));
         let (mut sorted, mut unsorted) = (Vec::new(), Vec::new());
         // "a;b c" sorts before "a;b" as a line ("a;b 4" > "a;b c 2") but after it as a stack.
         render(["a;b 4", "a;b c 2", "x 1"], &opts, &mut unsorted).unwrap();
         render(["a;b c 2", "a;b 4", "x 1"], &opts, &mut sorted).unwrap();
-        assert_eq!(String::from_utf8(sorted).unwrap(), String::from_utf8(unsorted).unwrap());
+        assert_eq!(
+            String::from_utf8(sorted).unwrap(),
+            String::from_utf8(unsorted).unwrap()
+        );
     }
 
     #[test]
     fn empty_input_is_an_error_not_a_blank_svg() {
-        let labels = Labels { title: "t".into(), subtitle: None, notes: String::new() };
-        let err = render(std::iter::empty(), &RenderOptions::new(labels, display_scale(Quantity::Events, 0)), Vec::new()).unwrap_err();
+        let labels = Labels {
+            title: "t".into(),
+            subtitle: None,
+            notes: String::new(),
+        };
+        let err = render(
+            std::iter::empty(),
+            &RenderOptions::new(labels, display_scale(Quantity::Events, 0)),
+            Vec::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, FlamegraphError::Render(_)));
     }
 }

@@ -29,9 +29,18 @@ pub struct DisplayScale {
 pub fn display_scale(quantity: Quantity, total: u64) -> DisplayScale {
     const TEN_SECONDS_NS: u64 = 10_000_000_000;
     match quantity {
-        Quantity::Events => DisplayScale { unit: "waits", factor: 1.0 },
-        Quantity::Nanoseconds if total >= TEN_SECONDS_NS => DisplayScale { unit: "ms", factor: 1e-6 },
-        Quantity::Nanoseconds => DisplayScale { unit: "us", factor: 1e-3 },
+        Quantity::Events => DisplayScale {
+            unit: "waits",
+            factor: 1.0,
+        },
+        Quantity::Nanoseconds if total >= TEN_SECONDS_NS => DisplayScale {
+            unit: "ms",
+            factor: 1e-6,
+        },
+        Quantity::Nanoseconds => DisplayScale {
+            unit: "us",
+            factor: 1e-3,
+        },
     }
 }
 
@@ -41,9 +50,30 @@ mod tests {
 
     #[test]
     fn time_reads_in_us_then_ms_and_counts_in_waits() {
-        assert_eq!(display_scale(Quantity::Nanoseconds, 450_000), DisplayScale { unit: "us", factor: 1e-3 });
-        assert_eq!(display_scale(Quantity::Nanoseconds, 9_999_999_999).unit, "us");
-        assert_eq!(display_scale(Quantity::Nanoseconds, 10_000_000_000), DisplayScale { unit: "ms", factor: 1e-6 });
-        assert_eq!(display_scale(Quantity::Events, 10_000_000_000), DisplayScale { unit: "waits", factor: 1.0 });
+        assert_eq!(
+            display_scale(Quantity::Nanoseconds, 450_000),
+            DisplayScale {
+                unit: "us",
+                factor: 1e-3
+            }
+        );
+        assert_eq!(
+            display_scale(Quantity::Nanoseconds, 9_999_999_999).unit,
+            "us"
+        );
+        assert_eq!(
+            display_scale(Quantity::Nanoseconds, 10_000_000_000),
+            DisplayScale {
+                unit: "ms",
+                factor: 1e-6
+            }
+        );
+        assert_eq!(
+            display_scale(Quantity::Events, 10_000_000_000),
+            DisplayScale {
+                unit: "waits",
+                factor: 1.0
+            }
+        );
     }
 }

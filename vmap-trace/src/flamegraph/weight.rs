@@ -69,7 +69,11 @@ mod tests {
         let s = &p.stacks[0];
         assert_eq!(Weight::Wait.of(s), Some(50_000));
         assert_eq!(Weight::Count.of(s), Some(10));
-        assert_eq!(Weight::Hold.of(s), None, "format-1 recordings carry no hold times");
+        assert_eq!(
+            Weight::Hold.of(s),
+            None,
+            "format-1 recordings carry no hold times"
+        );
         assert_eq!(Weight::Wait.quantity(), Quantity::Nanoseconds);
         assert_eq!(Weight::Count.quantity(), Quantity::Events);
     }

@@ -16,7 +16,8 @@ impl KernelBtf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let btf = Btf::from_file(path).with_context(|| format!("cannot parse BTF from {}", path.display()))?;
+        let btf = Btf::from_file(path)
+            .with_context(|| format!("cannot parse BTF from {}", path.display()))?;
         Ok(KernelBtf { btf })
     }
 
@@ -31,13 +32,20 @@ impl KernelBtf {
             .skip(1)
             .position(|p| p == arg)
             .map(|i| i as u32)
-            .ok_or_else(|| anyhow!("BTF prototype of tracepoint {event} has no argument `{arg}` (has {params:?})"))
+            .ok_or_else(|| {
+                anyhow!(
+                    "BTF prototype of tracepoint {event} has no argument `{arg}` (has {params:?})"
+                )
+            })
     }
 
     /// Parameter names of `__bpf_trace_<event>`, including the leading `__data`.
     pub fn tracepoint_params(&self, event: &str) -> Result<Vec<String>> {
         let name = format!("__bpf_trace_{event}");
-        let types = self.btf.resolve_types_by_name(&name).with_context(|| format!("no {name} in kernel BTF"))?;
+        let types = self
+            .btf
+            .resolve_types_by_name(&name)
+            .with_context(|| format!("no {name} in kernel BTF"))?;
         let func = types
             .into_iter()
             .find_map(|t| if let Type::Func(f) = t { Some(f) } else { None })
@@ -46,7 +54,11 @@ impl KernelBtf {
             Type::FuncProto(p) => p,
             other => return Err(anyhow!("{name} has no prototype ({})", other.name())),
         };
-        proto.parameters.iter().map(|p| Ok(self.btf.resolve_name(p)?)).collect()
+        proto
+            .parameters
+            .iter()
+            .map(|p| Ok(self.btf.resolve_name(p)?))
+            .collect()
     }
 
     /// Whether the kernel defines `struct name`.
@@ -70,14 +82,22 @@ impl KernelBtf {
         let types = self.btf.resolve_types_by_name(name)?;
         let s = types
             .iter()
-            .find_map(|t| if let Type::Struct(s) = t { Some(s) } else { None })
+            .find_map(|t| {
+                if let Type::Struct(s) = t {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
             .ok_or_else(|| anyhow!("no struct {name} in kernel BTF"))?;
         for m in &s.members {
             if self.btf.resolve_name(m).ok().as_deref() == Some(member) {
                 return Ok(m.bit_offset() / 8);
             }
         }
-        Err(anyhow!("struct {name} has no member {member} in kernel BTF"))
+        Err(anyhow!(
+            "struct {name} has no member {member} in kernel BTF"
+        ))
     }
 
     /// Size of `struct name` in bytes.
@@ -85,7 +105,13 @@ impl KernelBtf {
         let types = self.btf.resolve_types_by_name(name)?;
         types
             .iter()
-            .find_map(|t| if let Type::Struct(s) = t { Some(s.size()) } else { None })
+            .find_map(|t| {
+                if let Type::Struct(s) = t {
+                    Some(s.size())
+                } else {
+                    None
+                }
+            })
             .ok_or_else(|| anyhow!("no struct {name} in kernel BTF"))
     }
 }
@@ -96,7 +122,9 @@ mod tests {
 
     /// Runs against this machine's kernel BTF when it has one (every supported kernel does).
     fn kernel_btf() -> Option<KernelBtf> {
-        Path::new(VMLINUX_BTF).exists().then(|| KernelBtf::load().expect("parse vmlinux BTF"))
+        Path::new(VMLINUX_BTF)
+            .exists()
+            .then(|| KernelBtf::load().expect("parse vmlinux BTF"))
     }
 
     #[test]
@@ -105,10 +133,23 @@ mod tests {
             eprintln!("skipped: no {VMLINUX_BTF}");
             return;
         };
-        assert_eq!(btf.tracepoint_params("contention_begin").unwrap(), ["__data", "lock", "flags"]);
-        assert_eq!(btf.tracepoint_arg_index("contention_begin", "lock").unwrap(), 0);
-        assert_eq!(btf.tracepoint_arg_index("contention_begin", "flags").unwrap(), 1);
-        assert!(btf.tracepoint_arg_index("contention_begin", "nope").is_err());
+        assert_eq!(
+            btf.tracepoint_params("contention_begin").unwrap(),
+            ["__data", "lock", "flags"]
+        );
+        assert_eq!(
+            btf.tracepoint_arg_index("contention_begin", "lock")
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            btf.tracepoint_arg_index("contention_begin", "flags")
+                .unwrap(),
+            1
+        );
+        assert!(btf
+            .tracepoint_arg_index("contention_begin", "nope")
+            .is_err());
         assert!(btf.has_struct("task_struct"));
         assert!(!btf.has_struct("no_such_struct_vmap_trace"));
         assert_eq!(btf.member_offset("list_head", "next").unwrap(), 0);

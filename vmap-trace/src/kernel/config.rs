@@ -6,12 +6,17 @@ use std::io::Read;
 pub fn load(release: &str) -> Option<(String, HashMap<String, String>)> {
     if let Ok(gz) = std::fs::read("/proc/config.gz") {
         let mut text = String::new();
-        if flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).is_ok() {
+        if flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .is_ok()
+        {
             return Some(("/proc/config.gz".into(), parse(&text)));
         }
     }
     let path = format!("/boot/config-{release}");
-    std::fs::read_to_string(&path).ok().map(|t| (path, parse(&t)))
+    std::fs::read_to_string(&path)
+        .ok()
+        .map(|t| (path, parse(&t)))
 }
 
 pub fn parse(text: &str) -> HashMap<String, String> {

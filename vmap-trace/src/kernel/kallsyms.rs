@@ -71,8 +71,12 @@ pub fn parse(text: &str) -> (KallsymsVisibility, DataSymbols) {
     let mut data = DataSymbols::default();
     for line in text.lines() {
         let mut f = line.split_whitespace();
-        let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else { continue };
-        let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+        let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
         if addr != 0 {
             vis.addresses_visible = true;
         }
@@ -92,17 +96,24 @@ pub fn parse(text: &str) -> (KallsymsVisibility, DataSymbols) {
 }
 
 pub fn load() -> Result<(KallsymsVisibility, DataSymbols)> {
-    let text = std::fs::read_to_string(KALLSYMS).with_context(|| format!("cannot read {KALLSYMS}"))?;
+    let text =
+        std::fs::read_to_string(KALLSYMS).with_context(|| format!("cannot read {KALLSYMS}"))?;
     Ok(parse(&text))
 }
 
 pub fn kptr_restrict() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/kernel/kptr_restrict").ok()?.trim().parse().ok()
+    std::fs::read_to_string("/proc/sys/kernel/kptr_restrict")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// What to tell a user whose kallsyms shows only zeros.
 pub fn hidden_addresses_hint() -> String {
-    let current = kptr_restrict().map(|v| format!(" (kptr_restrict is {v})")).unwrap_or_default();
+    let current = kptr_restrict()
+        .map(|v| format!(" (kptr_restrict is {v})"))
+        .unwrap_or_default();
     format!(
         "/proc/kallsyms shows zero addresses{current}: kernel stacks cannot be symbolized. \
          Run as root with `sysctl kernel.kptr_restrict=0` (or 1, which root can read)"
@@ -130,10 +141,19 @@ mod tests {
                     ffffffff81000380 T vfree\n\
                     ffffffff81000400 T __vmalloc_node_range_noprof\n";
         let (_, syms) = parse(text);
-        assert_eq!(syms.resolve_function("alloc_vmap_area").as_deref(), Some("alloc_vmap_area"));
-        assert_eq!(syms.resolve_function("purge_vmap_node").as_deref(), Some("purge_vmap_node.isra.0"));
+        assert_eq!(
+            syms.resolve_function("alloc_vmap_area").as_deref(),
+            Some("alloc_vmap_area")
+        );
+        assert_eq!(
+            syms.resolve_function("purge_vmap_node").as_deref(),
+            Some("purge_vmap_node.isra.0")
+        );
         assert_eq!(syms.resolve_function("vfree").as_deref(), Some("vfree"));
-        assert_eq!(syms.resolve_function("__vmalloc_node_range").as_deref(), Some("__vmalloc_node_range_noprof"));
+        assert_eq!(
+            syms.resolve_function("__vmalloc_node_range").as_deref(),
+            Some("__vmalloc_node_range_noprof")
+        );
         assert_eq!(syms.resolve_function("decay_va_pool_node"), None);
     }
 
@@ -147,7 +167,14 @@ mod tests {
         assert!(vis.addresses_visible);
         assert!(!vis.kallsyms_all);
         assert_eq!(data.name_at(0xffffffff82a1b2c0), Some("vmap_area_lock"));
-        assert_eq!(data.addr_of("free_vmap_area_lock"), Some(0xffffffff82a1b300));
-        assert_eq!(data.name_at(0xffffffffc0001000), None, "module symbols are not kernel locks");
+        assert_eq!(
+            data.addr_of("free_vmap_area_lock"),
+            Some(0xffffffff82a1b300)
+        );
+        assert_eq!(
+            data.name_at(0xffffffffc0001000),
+            None,
+            "module symbols are not kernel locks"
+        );
     }
 }

@@ -22,9 +22,12 @@ pub struct KernelMemory {
 
 impl KernelMemory {
     pub fn open() -> Result<Self> {
-        let file = File::open("/proc/kcore").context("cannot open /proc/kcore (needs root; refused under lockdown=confidentiality)")?;
+        let file = File::open("/proc/kcore").context(
+            "cannot open /proc/kcore (needs root; refused under lockdown=confidentiality)",
+        )?;
         let mut ehdr = [0u8; 64];
-        file.read_exact_at(&mut ehdr, 0).context("cannot read /proc/kcore's ELF header")?;
+        file.read_exact_at(&mut ehdr, 0)
+            .context("cannot read /proc/kcore's ELF header")?;
         if &ehdr[..4] != b"\x7fELF" || ehdr[4] != 2 {
             bail!("/proc/kcore is not a 64-bit ELF file");
         }
@@ -39,7 +42,11 @@ impl KernelMemory {
             let mut ph = vec![0u8; phentsize as usize];
             file.read_exact_at(&mut ph, phoff + i * phentsize)?;
             if u32_at(&ph, 0) == PT_LOAD {
-                segments.push(Segment { offset: u64_at(&ph, 8), vaddr: u64_at(&ph, 16), size: u64_at(&ph, 32) });
+                segments.push(Segment {
+                    offset: u64_at(&ph, 8),
+                    vaddr: u64_at(&ph, 16),
+                    size: u64_at(&ph, 32),
+                });
             }
         }
         Ok(KernelMemory { file, segments })

@@ -22,7 +22,8 @@ fn has(caps: u64, cap: u32) -> bool {
 
 /// True with CAP_SYS_ADMIN, or with both CAP_BPF and CAP_PERFMON (5.8+).
 pub fn can_trace() -> bool {
-    effective_caps().is_some_and(|c| has(c, CAP_SYS_ADMIN) || (has(c, CAP_BPF) && has(c, CAP_PERFMON)))
+    effective_caps()
+        .is_some_and(|c| has(c, CAP_SYS_ADMIN) || (has(c, CAP_BPF) && has(c, CAP_PERFMON)))
 }
 
 pub fn require_bpf() -> Result<()> {
@@ -43,7 +44,13 @@ pub fn lockdown_mode() -> Option<String> {
         let c = |s: &str| std::ffi::CString::new(s).unwrap();
         // SAFETY: mount(2) with valid NUL-terminated strings.
         unsafe {
-            libc::mount(c("securityfs").as_ptr(), c("/sys/kernel/security").as_ptr(), c("securityfs").as_ptr(), 0, std::ptr::null())
+            libc::mount(
+                c("securityfs").as_ptr(),
+                c("/sys/kernel/security").as_ptr(),
+                c("securityfs").as_ptr(),
+                0,
+                std::ptr::null(),
+            )
         };
         std::fs::read_to_string(path).ok()
     })?;
@@ -65,7 +72,10 @@ mod tests {
         let caps = parse_cap_eff("Name:\tx\nCapEff:\t000001ffffffffff\n").unwrap();
         assert!(has(caps, CAP_SYS_ADMIN) && has(caps, CAP_BPF));
         assert_eq!(parse_cap_eff("CapEff:\t0000000000000000\n"), Some(0));
-        assert_eq!(parse_lockdown("none [integrity] confidentiality\n").as_deref(), Some("integrity"));
+        assert_eq!(
+            parse_lockdown("none [integrity] confidentiality\n").as_deref(),
+            Some("integrity")
+        );
         assert_eq!(parse_lockdown("garbage"), None);
     }
 }

@@ -23,12 +23,18 @@ impl KernelSymbolizer {
             vmlinux: blazesym::MaybeDefault::None,
             ..Default::default()
         };
-        KernelSymbolizer { symbolizer: Symbolizer::new(), source: source::Source::Kernel(kernel) }
+        KernelSymbolizer {
+            symbolizer: Symbolizer::new(),
+            source: source::Source::Kernel(kernel),
+        }
     }
 
     /// Symbolize kernel addresses; an address blazesym cannot place keeps `function: None`.
     pub fn symbolize(&self, addrs: &[u64]) -> Vec<Frame> {
-        let syms = self.symbolizer.symbolize(&self.source, Input::AbsAddr(addrs)).unwrap_or_default();
+        let syms = self
+            .symbolizer
+            .symbolize(&self.source, Input::AbsAddr(addrs))
+            .unwrap_or_default();
         to_frames(addrs, &syms)
     }
 }
@@ -39,8 +45,16 @@ fn to_frames(addrs: &[u64], syms: &[Symbolized]) -> Vec<Frame> {
         .iter()
         .enumerate()
         .map(|(i, &addr)| match syms.get(i) {
-            Some(Symbolized::Sym(s)) => Frame { addr, function: Some(s.name.to_string()), offset: s.offset as u64 },
-            _ => Frame { addr, function: None, offset: 0 },
+            Some(Symbolized::Sym(s)) => Frame {
+                addr,
+                function: Some(s.name.to_string()),
+                offset: s.offset as u64,
+            },
+            _ => Frame {
+                addr,
+                function: None,
+                offset: 0,
+            },
         })
         .collect()
 }
@@ -53,7 +67,9 @@ pub struct UserSymbolizer {
 
 impl Default for UserSymbolizer {
     fn default() -> Self {
-        UserSymbolizer { symbolizer: Symbolizer::new() }
+        UserSymbolizer {
+            symbolizer: Symbolizer::new(),
+        }
     }
 }
 
@@ -68,7 +84,10 @@ impl UserSymbolizer {
         // Symbol tables name the frames; DWARF would add inlined callers at the cost of
         // parsing every binary's debug info (hundreds of ms for a large program).
         process.debug_syms = false;
-        let syms = self.symbolizer.symbolize(&source::Source::Process(process), Input::AbsAddr(addrs)).ok()?;
+        let syms = self
+            .symbolizer
+            .symbolize(&source::Source::Process(process), Input::AbsAddr(addrs))
+            .ok()?;
         let mut frames = to_frames(addrs, &syms);
         // Unnamed addresses (a stripped library's internal functions) still say which binary
         // they are in, as perf does: `libc.so.6+0x8f226`.
@@ -87,7 +106,10 @@ fn module_offset(maps: &str, addr: u64) -> Option<String> {
     maps.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
         let (start, end) = fields.next()?.split_once('-')?;
-        let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+        let (start, end) = (
+            u64::from_str_radix(start, 16).ok()?,
+            u64::from_str_radix(end, 16).ok()?,
+        );
         if !(start..end).contains(&addr) {
             return None;
         }
@@ -106,9 +128,19 @@ mod tests {
                     7f1200028000-7f120017d000 r-xp 00026000 fe:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6\n\
                     7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]\n\
                     7f1300000000-7f1300001000 rw-p 00000000 00:00 0\n";
-        assert_eq!(super::module_offset(maps, 0x7f1200029000).as_deref(), Some("libc.so.6+0x27000"));
-        assert_eq!(super::module_offset(maps, 0x7ffd00000010).as_deref(), Some("[stack]+0x10"));
-        assert_eq!(super::module_offset(maps, 0x7f1300000010), None, "anonymous memory");
+        assert_eq!(
+            super::module_offset(maps, 0x7f1200029000).as_deref(),
+            Some("libc.so.6+0x27000")
+        );
+        assert_eq!(
+            super::module_offset(maps, 0x7ffd00000010).as_deref(),
+            Some("[stack]+0x10")
+        );
+        assert_eq!(
+            super::module_offset(maps, 0x7f1300000010),
+            None,
+            "anonymous memory"
+        );
         assert_eq!(super::module_offset(maps, 0x1000), None, "not mapped");
     }
 
@@ -116,9 +148,20 @@ mod tests {
     fn symbolizes_a_live_process_user_address() {
         let user = super::UserSymbolizer::default();
         let addr = super::to_frames as *const () as u64;
-        let frames = user.symbolize(std::process::id(), &[addr, 8]).expect("own process is alive");
-        assert!(frames[0].function.as_deref().is_some_and(|f| f.contains("to_frames")), "{frames:?}");
+        let frames = user
+            .symbolize(std::process::id(), &[addr, 8])
+            .expect("own process is alive");
+        assert!(
+            frames[0]
+                .function
+                .as_deref()
+                .is_some_and(|f| f.contains("to_frames")),
+            "{frames:?}"
+        );
         assert_eq!(frames[1].function, None);
-        assert!(user.symbolize(u32::MAX - 1, &[addr]).is_none(), "no such process");
+        assert!(
+            user.symbolize(u32::MAX - 1, &[addr]).is_none(),
+            "no such process"
+        );
     }
 }

@@ -26,7 +26,10 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
-        bail!("tracefs is not mounted and mounting it at {} failed: {err}", target.display());
+        bail!(
+            "tracefs is not mounted and mounting it at {} failed: {err}",
+            target.display()
+        );
     }
     Ok(target.to_path_buf())
 }
@@ -46,7 +49,11 @@ fn mount_point_from(mounts: &str) -> Option<PathBuf> {
 }
 
 pub fn event_exists(root: &Path, category: &str, name: &str) -> bool {
-    root.join("events").join(category).join(name).join("format").exists()
+    root.join("events")
+        .join(category)
+        .join(name)
+        .join("format")
+        .exists()
 }
 
 /// One field of a tracepoint record.
@@ -61,7 +68,9 @@ pub fn parse_format(text: &str) -> HashMap<String, FieldLayout> {
     let mut fields = HashMap::new();
     for line in text.lines() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix("field:") else { continue };
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
         let mut decl = "";
         let (mut offset, mut size) = (None, None);
         for part in rest.split(';') {
@@ -91,11 +100,14 @@ pub fn parse_format(text: &str) -> HashMap<String, FieldLayout> {
 /// The layout of `field` in event `category:name`, read from tracefs.
 pub fn field(root: &Path, category: &str, name: &str, field: &str) -> Result<FieldLayout> {
     let path = root.join("events").join(category).join(name).join("format");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_format(&text)
-        .get(field)
-        .copied()
-        .ok_or_else(|| anyhow!("tracepoint {category}:{name} has no field `{field}` in {}", path.display()))
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    parse_format(&text).get(field).copied().ok_or_else(|| {
+        anyhow!(
+            "tracepoint {category}:{name} has no field `{field}` in {}",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -121,17 +133,44 @@ print fmt: \"va_start: %lu\", REC->addr
     fn parses_field_offsets() {
         let f = parse_format(ALLOC_FORMAT);
         assert_eq!(f["addr"], FieldLayout { offset: 8, size: 8 });
-        assert_eq!(f["size"], FieldLayout { offset: 16, size: 8 });
-        assert_eq!(f["lock_addr"], FieldLayout { offset: 24, size: 8 });
-        assert_eq!(f["comm"], FieldLayout { offset: 32, size: 16 });
-        assert_eq!(f["failed"], FieldLayout { offset: 48, size: 4 });
+        assert_eq!(
+            f["size"],
+            FieldLayout {
+                offset: 16,
+                size: 8
+            }
+        );
+        assert_eq!(
+            f["lock_addr"],
+            FieldLayout {
+                offset: 24,
+                size: 8
+            }
+        );
+        assert_eq!(
+            f["comm"],
+            FieldLayout {
+                offset: 32,
+                size: 16
+            }
+        );
+        assert_eq!(
+            f["failed"],
+            FieldLayout {
+                offset: 48,
+                size: 4
+            }
+        );
         assert_eq!(f["common_pid"].offset, 4);
     }
 
     #[test]
     fn finds_mount_point() {
         let mounts = "proc /proc proc rw 0 0\nnodev /sys/kernel/tracing tracefs rw 0 0\n";
-        assert_eq!(mount_point_from(mounts), Some(PathBuf::from("/sys/kernel/tracing")));
+        assert_eq!(
+            mount_point_from(mounts),
+            Some(PathBuf::from("/sys/kernel/tracing"))
+        );
         assert_eq!(mount_point_from("proc /proc proc rw 0 0\n"), None);
     }
 }

@@ -35,7 +35,10 @@ pub struct VmapLockTable {
 
 impl VmapLockTable {
     pub fn name_at(&self, addr: u64) -> Option<&str> {
-        self.locks.iter().find(|l| l.addr == addr).map(|l| l.name.as_str())
+        self.locks
+            .iter()
+            .find(|l| l.addr == addr)
+            .map(|l| l.name.as_str())
     }
 }
 
@@ -45,8 +48,10 @@ const LEGACY_LOCKS: &[(&str, VmapLockKind)] = &[
     ("purge_vmap_area_lock", VmapLockKind::Spinlock),
     ("vmap_purge_lock", VmapLockKind::Mutex),
 ];
-const NODE_GLOBAL_LOCKS: &[(&str, VmapLockKind)] =
-    &[("free_vmap_area_lock", VmapLockKind::Spinlock), ("vmap_purge_lock", VmapLockKind::Mutex)];
+const NODE_GLOBAL_LOCKS: &[(&str, VmapLockKind)] = &[
+    ("free_vmap_area_lock", VmapLockKind::Spinlock),
+    ("vmap_purge_lock", VmapLockKind::Mutex),
+];
 
 /// Byte offsets of the three locks inside `struct vmap_node`, and its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,44 +81,71 @@ impl NodeLayout {
             addr: node + off,
             kind: VmapLockKind::Spinlock,
         };
-        [lock("pool_lock", self.pool_lock), lock("busy", self.busy_lock), lock("lazy", self.lazy_lock)]
+        [
+            lock("pool_lock", self.pool_lock),
+            lock("busy", self.busy_lock),
+            lock("lazy", self.lazy_lock),
+        ]
     }
 }
 
 fn statics(table: &mut VmapLockTable, data: &DataSymbols, names: &[(&str, VmapLockKind)]) {
     for &(name, kind) in names {
         match data.addr_of(name) {
-            Some(addr) => table.locks.push(VmapLock { name: name.into(), addr, kind }),
-            None => table.problems.push(format!("{name}: not in kallsyms (data symbols hidden: CONFIG_KALLSYMS_ALL unset?)")),
+            Some(addr) => table.locks.push(VmapLock {
+                name: name.into(),
+                addr,
+                kind,
+            }),
+            None => table.problems.push(format!(
+                "{name}: not in kallsyms (data symbols hidden: CONFIG_KALLSYMS_ALL unset?)"
+            )),
         }
     }
 }
 
 fn node_locks(data: &DataSymbols, btf: &KernelBtf) -> Result<Vec<VmapLock>> {
     let layout = NodeLayout::from_btf(btf)?;
-    let nodes_sym = data.addr_of("vmap_nodes").ok_or_else(|| anyhow!("vmap_nodes is not in kallsyms"))?;
-    let count_sym = data.addr_of("nr_vmap_nodes").ok_or_else(|| anyhow!("nr_vmap_nodes is not in kallsyms"))?;
+    let nodes_sym = data
+        .addr_of("vmap_nodes")
+        .ok_or_else(|| anyhow!("vmap_nodes is not in kallsyms"))?;
+    let count_sym = data
+        .addr_of("nr_vmap_nodes")
+        .ok_or_else(|| anyhow!("nr_vmap_nodes is not in kallsyms"))?;
     let mem = KernelMemory::open()?;
     let base = mem.read_u64(nodes_sym)?;
     let count = mem.read_u32(count_sym)? as u64;
     if base == 0 || !(1..=128).contains(&count) {
-        return Err(anyhow!("implausible vmap_nodes={base:#x} nr_vmap_nodes={count}"));
+        return Err(anyhow!(
+            "implausible vmap_nodes={base:#x} nr_vmap_nodes={count}"
+        ));
     }
-    Ok((0..count).flat_map(|i| layout.node_locks(base, i)).collect())
+    Ok((0..count)
+        .flat_map(|i| layout.node_locks(base, i))
+        .collect())
 }
 
-pub fn discover(design: AllocatorDesign, data: &DataSymbols, btf: Option<&KernelBtf>) -> VmapLockTable {
+pub fn discover(
+    design: AllocatorDesign,
+    data: &DataSymbols,
+    btf: Option<&KernelBtf>,
+) -> VmapLockTable {
     let mut table = VmapLockTable::default();
     match design {
         AllocatorDesign::Legacy => statics(&mut table, data, LEGACY_LOCKS),
         AllocatorDesign::NodeSharded => {
             statics(&mut table, data, NODE_GLOBAL_LOCKS);
-            match btf.ok_or_else(|| anyhow!("no kernel BTF")).and_then(|b| node_locks(data, b)) {
+            match btf
+                .ok_or_else(|| anyhow!("no kernel BTF"))
+                .and_then(|b| node_locks(data, b))
+            {
                 Ok(locks) => table.locks.extend(locks),
                 Err(e) => table.problems.push(format!("per-node vmap locks: {e:#}")),
             }
         }
-        AllocatorDesign::Unknown => table.problems.push("allocator design unknown (no BTF): vmap locks not located".into()),
+        AllocatorDesign::Unknown => table
+            .problems
+            .push("allocator design unknown (no BTF): vmap locks not located".into()),
     }
     table
 }
@@ -124,7 +156,12 @@ mod tests {
 
     #[test]
     fn node_lock_addresses_and_names() {
-        let layout = NodeLayout { size: 0x1100, pool_lock: 0x1000, busy_lock: 0x1010 + 0x10, lazy_lock: 0x1038 + 0x10 };
+        let layout = NodeLayout {
+            size: 0x1100,
+            pool_lock: 0x1000,
+            busy_lock: 0x1010 + 0x10,
+            lazy_lock: 0x1038 + 0x10,
+        };
         let locks = layout.node_locks(0xffff_8880_0000_0000, 7);
         assert_eq!(locks[0].name, "vmap_node[7].pool_lock");
         assert_eq!(locks[0].addr, 0xffff_8880_0000_0000 + 7 * 0x1100 + 0x1000);
@@ -142,7 +179,9 @@ mod tests {
 
     #[test]
     fn this_kernels_node_layout_when_node_sharded() {
-        let Ok(btf) = KernelBtf::load() else { return eprintln!("skipped: no BTF") };
+        let Ok(btf) = KernelBtf::load() else {
+            return eprintln!("skipped: no BTF");
+        };
         if !btf.has_struct("vmap_node") {
             return eprintln!("skipped: legacy kernel");
         }

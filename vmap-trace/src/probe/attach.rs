@@ -20,21 +20,38 @@ pub fn reason(err: &dyn std::error::Error) -> String {
     }
     // Verifier logs can be thousands of lines: keep the part that says what went wrong.
     let first = s.lines().next().unwrap_or("");
-    let first = first.split(". Verifier output").next().unwrap_or(first).trim_end_matches([':', ' ', '.']).to_string();
-    if first.len() > 300 { format!("{}...", &first[..300]) } else { first }
+    let first = first
+        .split(". Verifier output")
+        .next()
+        .unwrap_or(first)
+        .trim_end_matches([':', ' ', '.'])
+        .to_string();
+    if first.len() > 300 {
+        format!("{}...", &first[..300])
+    } else {
+        first
+    }
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
-    let p = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
     p.try_into().map_err(|e: ProgramError| reason(&e))
 }
 
 /// fentry on `target` with `entry`, fexit with `exit` (either may be None). Both or neither:
 /// a lone entry program would fill the in-flight table with calls that never end.
-pub fn fentry_pair(ebpf: &mut Ebpf, btf: &Btf, target: &str, entry: Option<&str>, exit: Option<&str>) -> Result<(), String> {
+pub fn fentry_pair(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    target: &str,
+    entry: Option<&str>,
+    exit: Option<&str>,
+) -> Result<(), String> {
     if let Some(entry) = entry {
         let p: &mut FEntry = program(ebpf, entry)?;
         if p.fd().is_err() {
@@ -62,7 +79,12 @@ pub fn fentry_pair(ebpf: &mut Ebpf, btf: &Btf, target: &str, entry: Option<&str>
 }
 
 /// kprobe on `symbol` with `entry`, kretprobe with `exit`; programs may be shared by targets.
-pub fn kprobe_pair(ebpf: &mut Ebpf, symbol: &str, entry: Option<&str>, exit: Option<&str>) -> Result<(), String> {
+pub fn kprobe_pair(
+    ebpf: &mut Ebpf,
+    symbol: &str,
+    entry: Option<&str>,
+    exit: Option<&str>,
+) -> Result<(), String> {
     if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err("no kprobe PMU: this kernel is built without CONFIG_KPROBES".into());
     }
@@ -114,16 +136,24 @@ pub fn attach_best(
 ) -> (Option<Mechanism>, Vec<Rejection>) {
     let mut rejected = Vec::new();
     if let Some(why) = choice.skip_fentry {
-        rejected.push(Rejection { mechanism: Mechanism::Fentry, reason: format!("skipped ({why})") });
+        rejected.push(Rejection {
+            mechanism: Mechanism::Fentry,
+            reason: format!("skipped ({why})"),
+        });
     } else {
         let tried = match (btf, fentry_target) {
             (None, _) => Err("no kernel BTF".to_string()),
-            (_, None) => Err("function not in kernel BTF (inlined, static clone or absent)".to_string()),
+            (_, None) => {
+                Err("function not in kernel BTF (inlined, static clone or absent)".to_string())
+            }
             (Some(btf), Some(t)) => fentry_pair(ebpf, btf, t, fentry_programs.0, fentry_programs.1),
         };
         match tried {
             Ok(()) => return (Some(Mechanism::Fentry), rejected),
-            Err(reason) => rejected.push(Rejection { mechanism: Mechanism::Fentry, reason }),
+            Err(reason) => rejected.push(Rejection {
+                mechanism: Mechanism::Fentry,
+                reason,
+            }),
         }
     }
     let tried = match kprobe_symbol {
@@ -133,7 +163,10 @@ pub fn attach_best(
     match tried {
         Ok(()) => (Some(Mechanism::Kprobe), rejected),
         Err(reason) => {
-            rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason });
+            rejected.push(Rejection {
+                mechanism: Mechanism::Kprobe,
+                reason,
+            });
             (None, rejected)
         }
     }

@@ -49,7 +49,12 @@ pub fn attach(
         let symbol = symbols.resolve_function(function);
         // fentry needs the function in BTF under its own name (clones are not in BTF).
         let in_btf = kernel_btf.is_some_and(|b| b.has_function(function));
-        let names = [format!("fentry_fn{slot}"), format!("fexit_fn{slot}"), format!("kprobe_fn{slot}"), format!("kretprobe_fn{slot}")];
+        let names = [
+            format!("fentry_fn{slot}"),
+            format!("fexit_fn{slot}"),
+            format!("kprobe_fn{slot}"),
+            format!("kretprobe_fn{slot}"),
+        ];
         let (mechanism, rejected) = attach_best(
             ebpf,
             btf,
@@ -59,15 +64,28 @@ pub fn attach(
             (Some(&names[0]), Some(&names[1])),
             (Some(&names[2]), Some(&names[3])),
         );
-        probes.push(FunctionProbe { function, symbol, slot: slot as u32, attached: mechanism.is_some() });
-        hooks.push(HookStatus { hook: hook_label(function), mechanism, rejected });
+        probes.push(FunctionProbe {
+            function,
+            symbol,
+            slot: slot as u32,
+            attached: mechanism.is_some(),
+        });
+        hooks.push(HookStatus {
+            hook: hook_label(function),
+            mechanism,
+            rejected,
+        });
     }
     (probes, hooks)
 }
 
 /// Read the latency map: per slot, each possible CPU's kernel-side stats (index = CPU).
-pub fn read(ebpf: &Ebpf) -> anyhow::Result<std::collections::HashMap<u32, Vec<vmap_trace_common::WaitStats>>> {
-    let map = ebpf.map("FUNC_LATENCY").ok_or_else(|| anyhow::anyhow!("map FUNC_LATENCY missing"))?;
+pub fn read(
+    ebpf: &Ebpf,
+) -> anyhow::Result<std::collections::HashMap<u32, Vec<vmap_trace_common::WaitStats>>> {
+    let map = ebpf
+        .map("FUNC_LATENCY")
+        .ok_or_else(|| anyhow::anyhow!("map FUNC_LATENCY missing"))?;
     let map: PerCpuArray<_, vmap_trace_common::WaitStats> = PerCpuArray::try_from(map)?;
     let mut out = std::collections::HashMap::new();
     for slot in 0..FUNC_SLOTS {

@@ -25,52 +25,105 @@ struct LockFamily {
 }
 
 const FAMILIES: [LockFamily; 2] = [
-    LockFamily { label: "lock-timing:spinlock", acquire: "_raw_spin_lock", release: "_raw_spin_unlock" },
-    LockFamily { label: "lock-timing:mutex", acquire: "mutex_lock", release: "mutex_unlock" },
+    LockFamily {
+        label: "lock-timing:spinlock",
+        acquire: "_raw_spin_lock",
+        release: "_raw_spin_unlock",
+    },
+    LockFamily {
+        label: "lock-timing:mutex",
+        acquire: "mutex_lock",
+        release: "mutex_unlock",
+    },
 ];
 
-const FENTRY_REFUSED: &str = "not used for lock primitives: fexit/kretprobe on _raw_spin_lock crashed test kernels";
+const FENTRY_REFUSED: &str =
+    "not used for lock primitives: fexit/kretprobe on _raw_spin_lock crashed test kernels";
 
 /// Fill the address filter and attach. Returns one hook status per lock family.
 pub fn attach(ebpf: &mut Ebpf, symbols: &DataSymbols, table: &VmapLockTable) -> Vec<HookStatus> {
     if table.locks.is_empty() {
-        let reason = format!("no vmap lock could be located: {}", table.problems.join("; "));
+        let reason = format!(
+            "no vmap lock could be located: {}",
+            table.problems.join("; ")
+        );
         return FAMILIES
             .iter()
             .map(|f| HookStatus {
                 hook: f.label.into(),
                 mechanism: None,
-                rejected: vec![Rejection { mechanism: Mechanism::Kprobe, reason: reason.clone() }],
+                rejected: vec![Rejection {
+                    mechanism: Mechanism::Kprobe,
+                    reason: reason.clone(),
+                }],
             })
             .collect();
     }
     if let Err(e) = fill_filter(ebpf, table) {
         return FAMILIES
             .iter()
-            .map(|f| HookStatus { hook: f.label.into(), mechanism: None, rejected: vec![Rejection { mechanism: Mechanism::Kprobe, reason: e.clone() }] })
+            .map(|f| HookStatus {
+                hook: f.label.into(),
+                mechanism: None,
+                rejected: vec![Rejection {
+                    mechanism: Mechanism::Kprobe,
+                    reason: e.clone(),
+                }],
+            })
             .collect();
     }
     FAMILIES
         .iter()
         .map(|f| {
-            let mut rejected = vec![Rejection { mechanism: Mechanism::Fentry, reason: FENTRY_REFUSED.into() }];
+            let mut rejected = vec![Rejection {
+                mechanism: Mechanism::Fentry,
+                reason: FENTRY_REFUSED.into(),
+            }];
             let Some(acquire) = symbols.resolve_function(f.acquire) else {
-                rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason: format!("{} is not in kallsyms", f.acquire) });
-                return HookStatus { hook: f.label.into(), mechanism: None, rejected };
+                rejected.push(Rejection {
+                    mechanism: Mechanism::Kprobe,
+                    reason: format!("{} is not in kallsyms", f.acquire),
+                });
+                return HookStatus {
+                    hook: f.label.into(),
+                    mechanism: None,
+                    rejected,
+                };
             };
             // Both the lock and the release call are needed: timings are computed at release.
             let Some(release) = symbols.resolve_function(f.release) else {
-                let reason = format!("{} is not an out-of-line function here (inlined)", f.release);
-                rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason });
-                return HookStatus { hook: f.label.into(), mechanism: None, rejected };
+                let reason = format!(
+                    "{} is not an out-of-line function here (inlined)",
+                    f.release
+                );
+                rejected.push(Rejection {
+                    mechanism: Mechanism::Kprobe,
+                    reason,
+                });
+                return HookStatus {
+                    hook: f.label.into(),
+                    mechanism: None,
+                    rejected,
+                };
             };
             let attached = kprobe_pair(ebpf, &release, Some("kprobe_lock_release"), None)
                 .and_then(|()| kprobe_pair(ebpf, &acquire, Some("kprobe_lock_acquire"), None));
             if let Err(reason) = attached {
-                rejected.push(Rejection { mechanism: Mechanism::Kprobe, reason });
-                return HookStatus { hook: f.label.into(), mechanism: None, rejected };
+                rejected.push(Rejection {
+                    mechanism: Mechanism::Kprobe,
+                    reason,
+                });
+                return HookStatus {
+                    hook: f.label.into(),
+                    mechanism: None,
+                    rejected,
+                };
             }
-            HookStatus { hook: f.label.into(), mechanism: Some(Mechanism::Kprobe), rejected }
+            HookStatus {
+                hook: f.label.into(),
+                mechanism: Some(Mechanism::Kprobe),
+                rejected,
+            }
         })
         .collect()
 }
@@ -79,14 +132,19 @@ fn fill_filter(ebpf: &mut Ebpf, table: &VmapLockTable) -> Result<(), String> {
     let map = ebpf.map_mut("VMAP_LOCKS").ok_or("map VMAP_LOCKS missing")?;
     let mut map: HashMap<_, u64, u32> = HashMap::try_from(map).map_err(|e| e.to_string())?;
     for (id, lock) in table.locks.iter().enumerate() {
-        map.insert(lock.addr, id as u32, 0).map_err(|e| format!("filling the vmap lock filter: {e}"))?;
+        map.insert(lock.addr, id as u32, 0)
+            .map_err(|e| format!("filling the vmap lock filter: {e}"))?;
     }
     Ok(())
 }
 
 /// Read wait and hold stats per lock id.
-pub fn read(ebpf: &Ebpf) -> anyhow::Result<std::collections::HashMap<u32, vmap_trace_common::LockTiming>> {
-    let map = ebpf.map("LOCK_TIMING").ok_or_else(|| anyhow::anyhow!("map LOCK_TIMING missing"))?;
+pub fn read(
+    ebpf: &Ebpf,
+) -> anyhow::Result<std::collections::HashMap<u32, vmap_trace_common::LockTiming>> {
+    let map = ebpf
+        .map("LOCK_TIMING")
+        .ok_or_else(|| anyhow::anyhow!("map LOCK_TIMING missing"))?;
     let map: HashMap<_, u32, vmap_trace_common::LockTiming> = HashMap::try_from(map)?;
     let mut out = std::collections::HashMap::new();
     for entry in map.iter() {

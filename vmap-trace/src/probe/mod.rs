@@ -14,9 +14,9 @@ use aya::{
 use vmap_trace_common::{EventArgs, ProbeConfig};
 
 use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, tracefs, vmap_locks::VmapLockTable};
+use crate::profile::{HookStatus, Mechanism, Rejection, StackKeying};
 use attach::{reason, MechanismChoice};
 pub use functions::FunctionProbe;
-use crate::profile::{HookStatus, Mechanism, Rejection, StackKeying};
 
 /// The committed object built by `cargo xtask build-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/vmap-trace.bpf.o");
@@ -32,15 +32,25 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub const ALL: [Hook; 5] =
-        [Hook::AllocVmapArea, Hook::FreeVmapAreaNoflush, Hook::PurgeVmapAreaLazy, Hook::ContentionBegin, Hook::ContentionEnd];
+    pub const ALL: [Hook; 5] = [
+        Hook::AllocVmapArea,
+        Hook::FreeVmapAreaNoflush,
+        Hook::PurgeVmapAreaLazy,
+        Hook::ContentionBegin,
+        Hook::ContentionEnd,
+    ];
 
     /// `ALL` in the order they are attached: contention_end before contention_begin, so every
     /// begin the programs record has its end handler attached. The other way round, a spin wait
     /// that began between the two attaches held its CPU's slot until the slot went stale (1 s),
     /// and that CPU's spin waits went uncounted meanwhile (seen: 13% of a 3 s run missing).
-    pub const ATTACH_ORDER: [Hook; 5] =
-        [Hook::AllocVmapArea, Hook::FreeVmapAreaNoflush, Hook::PurgeVmapAreaLazy, Hook::ContentionEnd, Hook::ContentionBegin];
+    pub const ATTACH_ORDER: [Hook; 5] = [
+        Hook::AllocVmapArea,
+        Hook::FreeVmapAreaNoflush,
+        Hook::PurgeVmapAreaLazy,
+        Hook::ContentionEnd,
+        Hook::ContentionBegin,
+    ];
 
     /// (tracepoint category, event name)
     pub fn event(self) -> (&'static str, &'static str) {
@@ -61,34 +71,62 @@ impl Hook {
     /// Program names in the object, per mechanism, best first.
     fn programs(self) -> [(Mechanism, &'static str); 2] {
         match self {
-            Hook::AllocVmapArea => [(Mechanism::TpBtf, "tpbtf_alloc_vmap_area"), (Mechanism::Tracepoint, "tp_alloc_vmap_area")],
-            Hook::FreeVmapAreaNoflush => {
-                [(Mechanism::TpBtf, "tpbtf_free_vmap_area_noflush"), (Mechanism::Tracepoint, "tp_free_vmap_area_noflush")]
-            }
-            Hook::PurgeVmapAreaLazy => {
-                [(Mechanism::TpBtf, "tpbtf_purge_vmap_area_lazy"), (Mechanism::Tracepoint, "tp_purge_vmap_area_lazy")]
-            }
-            Hook::ContentionBegin => [(Mechanism::TpBtf, "tpbtf_contention_begin"), (Mechanism::Tracepoint, "tp_contention_begin")],
-            Hook::ContentionEnd => [(Mechanism::TpBtf, "tpbtf_contention_end"), (Mechanism::Tracepoint, "tp_contention_end")],
+            Hook::AllocVmapArea => [
+                (Mechanism::TpBtf, "tpbtf_alloc_vmap_area"),
+                (Mechanism::Tracepoint, "tp_alloc_vmap_area"),
+            ],
+            Hook::FreeVmapAreaNoflush => [
+                (Mechanism::TpBtf, "tpbtf_free_vmap_area_noflush"),
+                (Mechanism::Tracepoint, "tp_free_vmap_area_noflush"),
+            ],
+            Hook::PurgeVmapAreaLazy => [
+                (Mechanism::TpBtf, "tpbtf_purge_vmap_area_lazy"),
+                (Mechanism::Tracepoint, "tp_purge_vmap_area_lazy"),
+            ],
+            Hook::ContentionBegin => [
+                (Mechanism::TpBtf, "tpbtf_contention_begin"),
+                (Mechanism::Tracepoint, "tp_contention_begin"),
+            ],
+            Hook::ContentionEnd => [
+                (Mechanism::TpBtf, "tpbtf_contention_end"),
+                (Mechanism::Tracepoint, "tp_contention_end"),
+            ],
         }
     }
 
     /// What a user loses when this hook is unavailable.
     pub fn cost_if_missing(self) -> &'static str {
         match self {
-            Hook::AllocVmapArea => "no vmap allocation counts or sizes (vmalloc tracepoints exist since 6.2)",
-            Hook::FreeVmapAreaNoflush => "no free counts or lazy backlog (vmalloc tracepoints exist since 6.2)",
+            Hook::AllocVmapArea => {
+                "no vmap allocation counts or sizes (vmalloc tracepoints exist since 6.2)"
+            }
+            Hook::FreeVmapAreaNoflush => {
+                "no free counts or lazy backlog (vmalloc tracepoints exist since 6.2)"
+            }
             Hook::PurgeVmapAreaLazy => "no purge counts (vmalloc tracepoints exist since 6.2)",
-            Hook::ContentionBegin | Hook::ContentionEnd => "no lock contention timing (lock tracepoints exist since 5.19)",
+            Hook::ContentionBegin | Hook::ContentionEnd => {
+                "no lock contention timing (lock tracepoints exist since 5.19)"
+            }
         }
     }
 }
 
 /// Field offsets and argument positions for this kernel. An event that does not exist keeps
 /// zeros: its hook is reported unavailable and never attached.
-pub fn probe_config(tracefs_root: &Path, btf: Option<&KernelBtf>, options: &ProbeOptions) -> ProbeConfig {
-    let off = |cat: &str, ev: &str, field: &str| tracefs::field(tracefs_root, cat, ev, field).map(|f| f.offset).unwrap_or(0);
-    let arg = |ev: &str, name: &str| btf.and_then(|b| b.tracepoint_arg_index(ev, name).ok()).unwrap_or(0);
+pub fn probe_config(
+    tracefs_root: &Path,
+    btf: Option<&KernelBtf>,
+    options: &ProbeOptions,
+) -> ProbeConfig {
+    let off = |cat: &str, ev: &str, field: &str| {
+        tracefs::field(tracefs_root, cat, ev, field)
+            .map(|f| f.offset)
+            .unwrap_or(0)
+    };
+    let arg = |ev: &str, name: &str| {
+        btf.and_then(|b| b.tracepoint_arg_index(ev, name).ok())
+            .unwrap_or(0)
+    };
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     ProbeConfig {
         tp: EventArgs {
@@ -147,8 +185,12 @@ impl ProbeOptions {
         StackKeying {
             per_task: self.per_task || self.user_stacks,
             user_stacks: self.user_stacks,
-            depth: self.stack_depth.unwrap_or(vmap_trace_common::DEFAULT_STACK_DEPTH),
-            samples_per_cpu_s: self.stack_samples.unwrap_or(vmap_trace_common::DEFAULT_STACK_SAMPLES),
+            depth: self
+                .stack_depth
+                .unwrap_or(vmap_trace_common::DEFAULT_STACK_DEPTH),
+            samples_per_cpu_s: self
+                .stack_samples
+                .unwrap_or(vmap_trace_common::DEFAULT_STACK_SAMPLES),
         }
     }
 
@@ -156,7 +198,8 @@ impl ProbeOptions {
     pub fn stack_options(&self) -> u32 {
         use vmap_trace_common::stack_options::{PER_TASK, USER_STACKS};
         let keying = self.stack_keying();
-        (if keying.per_task { PER_TASK } else { 0 }) | (if keying.user_stacks { USER_STACKS } else { 0 })
+        (if keying.per_task { PER_TASK } else { 0 })
+            | (if keying.user_stacks { USER_STACKS } else { 0 })
     }
 }
 
@@ -189,15 +232,28 @@ pub fn attach_all(
     let mut hooks = Vec::new();
     for hook in Hook::ATTACH_ORDER {
         let (category, event) = hook.event();
-        let mut status = HookStatus { hook: hook.label(), mechanism: None, rejected: Vec::new() };
+        let mut status = HookStatus {
+            hook: hook.label(),
+            mechanism: None,
+            rejected: Vec::new(),
+        };
         let event_exists = tracefs::event_exists(&tracefs_root, category, event);
         for (mechanism, prog_name) in hook.programs() {
             let result = if mechanism == Mechanism::TpBtf && options.classic_tracepoints {
                 Err("skipped (--classic-tracepoints)".into())
             } else if mechanism == Mechanism::Tracepoint && !event_exists {
-                Err(format!("tracepoint {category}:{event} does not exist in this kernel"))
+                Err(format!(
+                    "tracepoint {category}:{event} does not exist in this kernel"
+                ))
             } else {
-                try_attach(&mut ebpf, mechanism, prog_name, category, event, aya_btf.as_ref())
+                try_attach(
+                    &mut ebpf,
+                    mechanism,
+                    prog_name,
+                    category,
+                    event,
+                    aya_btf.as_ref(),
+                )
             };
             match result {
                 Ok(()) => {
@@ -221,21 +277,28 @@ pub fn attach_all(
     let skip_fentry = if options.prefer_kprobe {
         Some("--prefer-kprobe")
     } else if options.lock_timing {
-        Some("--lock-timing uses kprobes: BPF trampoline updates vunmap under the probed vmap locks")
+        Some(
+            "--lock-timing uses kprobes: BPF trampoline updates vunmap under the probed vmap locks",
+        )
     } else {
         None
     };
     let choice = MechanismChoice { skip_fentry };
     let mut functions = Vec::new();
     if !options.no_function_latency {
-        let (probes, fn_hooks) = functions::attach(&mut ebpf, aya_btf.as_ref(), kernel_btf, symbols, choice);
+        let (probes, fn_hooks) =
+            functions::attach(&mut ebpf, aya_btf.as_ref(), kernel_btf, symbols, choice);
         functions = probes;
         hooks.extend(fn_hooks);
     }
     if options.lock_timing {
         hooks.extend(lock_timing::attach(&mut ebpf, symbols, vmap_locks));
     }
-    Ok(Probes { ebpf, hooks, functions })
+    Ok(Probes {
+        ebpf,
+        hooks,
+        functions,
+    })
 }
 
 /// Load and attach one program; the error is the kernel's reason, on one line.
@@ -247,7 +310,9 @@ fn try_attach(
     event: &str,
     btf: Option<&Btf>,
 ) -> Result<(), String> {
-    let program = ebpf.program_mut(prog_name).ok_or_else(|| format!("program {prog_name} missing from the object"))?;
+    let program = ebpf
+        .program_mut(prog_name)
+        .ok_or_else(|| format!("program {prog_name} missing from the object"))?;
     match mechanism {
         Mechanism::TpBtf => {
             let btf = btf.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux)")?;
@@ -267,7 +332,10 @@ fn try_attach(
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 fn raise_memlock_limit() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit with a valid struct; failure only matters on old kernels and then
     // surfaces as a map creation error.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
@@ -281,6 +349,9 @@ mod tests {
     fn contention_end_is_attached_before_contention_begin() {
         let pos = |h| Hook::ATTACH_ORDER.iter().position(|x| *x == h).unwrap();
         assert!(pos(Hook::ContentionEnd) < pos(Hook::ContentionBegin));
-        assert!(Hook::ALL.iter().all(|h| Hook::ATTACH_ORDER.contains(h)), "every hook is attached");
+        assert!(
+            Hook::ALL.iter().all(|h| Hook::ATTACH_ORDER.contains(h)),
+            "every hook is attached"
+        );
     }
 }

@@ -133,11 +133,24 @@ impl Attribution {
 
 /// Classify a stack given innermost frame first.
 pub fn attribute(frames: &[Frame]) -> Attribution {
-    let names: Vec<&str> = frames.iter().filter_map(|f| f.function.as_deref()).collect();
-    let call_site = names.iter().find(|n| !is_lock_machinery(n)).map(|n| canonical_function(n).to_string());
-    let vmap_function = names.iter().find(|n| is_vmap_function(n)).map(|n| canonical_function(n).to_string());
+    let names: Vec<&str> = frames
+        .iter()
+        .filter_map(|f| f.function.as_deref())
+        .collect();
+    let call_site = names
+        .iter()
+        .find(|n| !is_lock_machinery(n))
+        .map(|n| canonical_function(n).to_string());
+    let vmap_function = names
+        .iter()
+        .find(|n| is_vmap_function(n))
+        .map(|n| canonical_function(n).to_string());
     Attribution {
-        class: if vmap_function.is_some() { LockClass::Vmap } else { LockClass::Other },
+        class: if vmap_function.is_some() {
+            LockClass::Vmap
+        } else {
+            LockClass::Other
+        },
         vmap_function,
         call_site,
     }
@@ -151,15 +164,25 @@ mod tests {
         names
             .iter()
             .enumerate()
-            .map(|(i, n)| Frame { addr: 0xffffffff81000000 + i as u64, function: Some(n.to_string()), offset: 0x10 })
+            .map(|(i, n)| Frame {
+                addr: 0xffffffff81000000 + i as u64,
+                function: Some(n.to_string()),
+                offset: 0x10,
+            })
             .collect()
     }
 
     #[test]
     fn canonical_names() {
-        assert_eq!(canonical_function("alloc_vmap_area.cold"), "alloc_vmap_area");
+        assert_eq!(
+            canonical_function("alloc_vmap_area.cold"),
+            "alloc_vmap_area"
+        );
         assert_eq!(canonical_function("vfree.part.0"), "vfree");
-        assert_eq!(canonical_function("__vmalloc_node_range_noprof"), "__vmalloc_node_range");
+        assert_eq!(
+            canonical_function("__vmalloc_node_range_noprof"),
+            "__vmalloc_node_range"
+        );
         assert!(is_vmap_function("__vmalloc_node_range_noprof"));
         assert!(!is_vmap_function("vmalloc_fault"));
     }
@@ -183,7 +206,12 @@ mod tests {
 
     #[test]
     fn lock_under_vmalloc_but_not_vmap() {
-        let a = attribute(&frames(&["__mutex_lock.constprop.0", "some_driver_fn", "vfree", "do_syscall_64"]));
+        let a = attribute(&frames(&[
+            "__mutex_lock.constprop.0",
+            "some_driver_fn",
+            "vfree",
+            "do_syscall_64",
+        ]));
         assert_eq!(a.class, LockClass::Vmap);
         assert_eq!(a.call_site.as_deref(), Some("some_driver_fn"));
         assert!(!a.is_direct());

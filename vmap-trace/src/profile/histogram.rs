@@ -14,7 +14,9 @@ pub struct Log2Histogram {
 impl Log2Histogram {
     pub fn from_buckets(raw: &[u64]) -> Self {
         let len = raw.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
-        Log2Histogram { buckets: raw[..len].to_vec() }
+        Log2Histogram {
+            buckets: raw[..len].to_vec(),
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -23,7 +25,11 @@ impl Log2Histogram {
 
     /// Lower bound of bucket `i`.
     pub fn bucket_low(i: usize) -> u64 {
-        if i == 0 { 0 } else { 1u64 << i }
+        if i == 0 {
+            0
+        } else {
+            1u64 << i
+        }
     }
 
     /// Upper bound (exclusive) of bucket `i`.
@@ -124,14 +130,29 @@ mod tests {
 
     #[test]
     fn p99_capped_by_max() {
-        let w = WaitHistogram { count: 1, total_ns: 1500, max_ns: 1500, hist: Log2Histogram::from_buckets(&[0; 10]) };
+        let w = WaitHistogram {
+            count: 1,
+            total_ns: 1500,
+            max_ns: 1500,
+            hist: Log2Histogram::from_buckets(&[0; 10]),
+        };
         assert_eq!(w.p99_ns(), None);
         let mut raw = [0u64; 11];
         raw[10] = 1;
-        let w = WaitHistogram { count: 1, total_ns: 1500, max_ns: 1500, hist: Log2Histogram::from_buckets(&raw) };
+        let w = WaitHistogram {
+            count: 1,
+            total_ns: 1500,
+            max_ns: 1500,
+            hist: Log2Histogram::from_buckets(&raw),
+        };
         assert_eq!(w.p99_ns(), Some(1500));
         assert_eq!(w.mean_ns(), Some(1500.0));
-        let zeros = WaitHistogram { count: 5, total_ns: 0, max_ns: 0, hist: Log2Histogram::from_buckets(&[5]) };
+        let zeros = WaitHistogram {
+            count: 5,
+            total_ns: 0,
+            max_ns: 0,
+            hist: Log2Histogram::from_buckets(&[5]),
+        };
         assert_eq!(zeros.p99_ns(), Some(0), "all-zero waits have a zero p99");
     }
 }

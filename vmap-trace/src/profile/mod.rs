@@ -123,7 +123,12 @@ fn default_stack_depth() -> u32 {
 
 impl Default for StackKeying {
     fn default() -> Self {
-        StackKeying { per_task: false, user_stacks: false, depth: default_stack_depth(), samples_per_cpu_s: 0 }
+        StackKeying {
+            per_task: false,
+            user_stacks: false,
+            depth: default_stack_depth(),
+            samples_per_cpu_s: 0,
+        }
     }
 }
 
@@ -327,7 +332,11 @@ pub struct Losses {
 impl Losses {
     /// Contention events lost from some table (not counting task evictions).
     pub fn total(&self) -> u64 {
-        self.inflight_full + self.lock_map_full + self.stack_capture_failed + self.stack_keys_full + self.calls_inflight_full
+        self.inflight_full
+            + self.lock_map_full
+            + self.stack_capture_failed
+            + self.stack_keys_full
+            + self.calls_inflight_full
     }
 
     /// Human-readable lines for every non-zero counter.
@@ -338,12 +347,30 @@ impl Losses {
                 out.push(format!("{n} {what}"));
             }
         };
-        push(self.inflight_full, "contentions not timed: in-flight table full");
-        push(self.lock_map_full, "contentions not counted per lock: lock map full");
-        push(self.stack_capture_failed, "stacks not captured: stack map full or hash collision");
-        push(self.stack_keys_full, "contentions without stack: per-stack map full");
-        push(self.calls_inflight_full, "function calls or lock acquisitions not timed: in-flight table full");
-        push(self.tasks_evicted, "tasks evicted from the per-task table (their waits still count per lock and CPU)");
+        push(
+            self.inflight_full,
+            "contentions not timed: in-flight table full",
+        );
+        push(
+            self.lock_map_full,
+            "contentions not counted per lock: lock map full",
+        );
+        push(
+            self.stack_capture_failed,
+            "stacks not captured: stack map full or hash collision",
+        );
+        push(
+            self.stack_keys_full,
+            "contentions without stack: per-stack map full",
+        );
+        push(
+            self.calls_inflight_full,
+            "function calls or lock acquisitions not timed: in-flight table full",
+        );
+        push(
+            self.tasks_evicted,
+            "tasks evicted from the per-task table (their waits still count per lock and CPU)",
+        );
         out
     }
 }
@@ -386,7 +413,10 @@ pub struct VmapCallSite {
 
 impl Profile {
     pub fn lock_name(&self, addr: u64) -> Option<&str> {
-        self.locks.iter().find(|l| l.lock_addr == addr).and_then(|l| l.name.as_deref())
+        self.locks
+            .iter()
+            .find(|l| l.lock_addr == addr)
+            .and_then(|l| l.name.as_deref())
     }
 
     /// Why a probed function shows fewer calls than its callers imply, when the recording can
@@ -394,7 +424,12 @@ impl Profile {
     /// copy), or simply not be reached by the workload.
     pub fn explain_function(&self, function: &str) -> Option<String> {
         let f = self.functions.iter().find(|f| f.function == function)?;
-        let calls = |name: &str| self.functions.iter().find(|f| f.function == name).map_or(0, |f| f.latency.count);
+        let calls = |name: &str| {
+            self.functions
+                .iter()
+                .find(|f| f.function == name)
+                .map_or(0, |f| f.latency.count)
+        };
         match function {
             // Every find_vm_area() is a find_vmap_area() lookup in the source; fewer probe hits
             // mean the compiler inlined find_vmap_area into find_vm_area (Debian's 6.1 build
@@ -418,10 +453,17 @@ impl Profile {
     /// vmap contention grouped by the vmap function that took the lock, most wait first.
     pub fn vmap_call_sites(&self) -> Vec<VmapCallSite> {
         let mut sites: Vec<VmapCallSite> = Vec::new();
-        for s in self.stacks.iter().filter(|s| s.attribution.class == LockClass::Vmap) {
+        for s in self
+            .stacks
+            .iter()
+            .filter(|s| s.attribution.class == LockClass::Vmap)
+        {
             let func = s.attribution.vmap_function.clone().unwrap_or_default();
             let existing = sites.iter_mut().find(|c| {
-                c.vmap_function == func && c.lock_addr == s.lock_addr && c.flags == s.flags && c.call_site == s.attribution.call_site
+                c.vmap_function == func
+                    && c.lock_addr == s.lock_addr
+                    && c.flags == s.flags
+                    && c.call_site == s.attribution.call_site
             });
             let site = match existing {
                 Some(c) => c,
@@ -458,7 +500,11 @@ impl Profile {
                 let vmap_ns: u64 = self
                     .stacks
                     .iter()
-                    .filter(|s| s.lock_addr == l.lock_addr && s.flags == l.flags && s.attribution.class == LockClass::Vmap)
+                    .filter(|s| {
+                        s.lock_addr == l.lock_addr
+                            && s.flags == l.flags
+                            && s.attribution.class == LockClass::Vmap
+                    })
                     .map(|s| s.total_ns)
                     .sum();
                 (l.clone(), l.wait.total_ns.saturating_sub(vmap_ns))
@@ -479,7 +525,11 @@ impl Profile {
 
     /// Total wait through vmap stacks.
     pub fn vmap_wait_ns(&self) -> u64 {
-        self.stacks.iter().filter(|s| s.attribution.class == LockClass::Vmap).map(|s| s.total_ns).sum()
+        self.stacks
+            .iter()
+            .filter(|s| s.attribution.class == LockClass::Vmap)
+            .map(|s| s.total_ns)
+            .sum()
     }
 }
 
@@ -487,7 +537,11 @@ impl Profile {
 pub fn lock_kind(flags: u32) -> &'static str {
     use vmap_trace_common::lock_flags::*;
     if flags & MUTEX != 0 {
-        if flags & SPIN != 0 { "mutex(spin)" } else { "mutex" }
+        if flags & SPIN != 0 {
+            "mutex(spin)"
+        } else {
+            "mutex"
+        }
     } else if flags & PERCPU != 0 {
         "percpu-rwsem"
     } else if flags & RT != 0 {
@@ -514,14 +568,28 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn frame(name: &str) -> Frame {
-        Frame { addr: 0xffffffff81000000, function: Some(name.into()), offset: 0 }
+        Frame {
+            addr: 0xffffffff81000000,
+            function: Some(name.into()),
+            offset: 0,
+        }
     }
 
     /// A small profile with one vmap and one other contention path on two locks.
     pub fn sample_profile() -> Profile {
-        let vmap_frames = vec![frame("_raw_spin_lock"), frame("alloc_vmap_area"), frame("__vmalloc_node_range_noprof")];
-        let other_frames = vec![frame("__mutex_lock.constprop.0"), frame("tty_lock"), frame("tty_open")];
-        let stack = |frames: Vec<Frame>, addr, flags, count, total| StackWait { task: None, user_frames: Vec::new(),
+        let vmap_frames = vec![
+            frame("_raw_spin_lock"),
+            frame("alloc_vmap_area"),
+            frame("__vmalloc_node_range_noprof"),
+        ];
+        let other_frames = vec![
+            frame("__mutex_lock.constprop.0"),
+            frame("tty_lock"),
+            frame("tty_open"),
+        ];
+        let stack = |frames: Vec<Frame>, addr, flags, count, total| StackWait {
+            task: None,
+            user_frames: Vec::new(),
             lock_addr: addr,
             flags,
             attribution: attribution::attribute(&frames),
@@ -531,7 +599,8 @@ pub(crate) mod tests {
             max_ns: total / count,
         };
         Profile {
-            meta: RecordingMeta { stack_keys: Default::default(),
+            meta: RecordingMeta {
+                stack_keys: Default::default(),
                 tool_version: "0.1.0".into(),
                 kernel_release: "6.1.0-test".into(),
                 hostname: "test".into(),
@@ -539,38 +608,110 @@ pub(crate) mod tests {
                 cpus: 4,
                 started_unix_s: 1_700_000_000,
                 duration_ns: 2_000_000_000,
-                hooks: vec![HookStatus { hook: "lock:contention_begin".into(), mechanism: Some(Mechanism::TpBtf), rejected: vec![] }],
+                hooks: vec![HookStatus {
+                    hook: "lock:contention_begin".into(),
+                    mechanism: Some(Mechanism::TpBtf),
+                    rejected: vec![],
+                }],
                 lock_names_available: true,
                 stacks_symbolized: true,
                 notes: vec![],
                 vmap_locks: vec![],
             },
-            ops: VmallocOps { allocs: 2000, frees: 1990, purges: 3, purged_areas: 1500, ..Default::default() },
+            ops: VmallocOps {
+                allocs: 2000,
+                frees: 1990,
+                purges: 3,
+                purged_areas: 1500,
+                ..Default::default()
+            },
             locks: vec![
                 LockWait {
                     lock_addr: 0x1000,
                     flags: 1,
                     name: Some("vmap_area_lock".into()),
-                    wait: WaitHistogram { count: 10, total_ns: 50_000, max_ns: 9_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10]) },
+                    wait: WaitHistogram {
+                        count: 10,
+                        total_ns: 50_000,
+                        max_ns: 9_000,
+                        hist: Log2Histogram::from_buckets(&[
+                            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10,
+                        ]),
+                    },
                 },
                 LockWait {
                     lock_addr: 0x2000,
                     flags: 32,
                     name: None,
-                    wait: WaitHistogram { count: 4, total_ns: 400_000, max_ns: 200_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]) },
+                    wait: WaitHistogram {
+                        count: 4,
+                        total_ns: 400_000,
+                        max_ns: 200_000,
+                        hist: Log2Histogram::from_buckets(&[
+                            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4,
+                        ]),
+                    },
                 },
             ],
-            stacks: vec![stack(vmap_frames, 0x1000, 1, 10, 50_000), stack(other_frames, 0x2000, 32, 4, 400_000)],
-            cpus: vec![CpuWait { cpu: 0, count: 7, total_ns: 250_000, max_ns: 200_000 }, CpuWait { cpu: 1, count: 7, total_ns: 200_000, max_ns: 9_000 }],
-            tasks: vec![TaskWaitSummary { tid: 42, tgid: 42, comm: "sshd".into(), count: 14, total_ns: 450_000, max_ns: 200_000 }],
+            stacks: vec![
+                stack(vmap_frames, 0x1000, 1, 10, 50_000),
+                stack(other_frames, 0x2000, 32, 4, 400_000),
+            ],
+            cpus: vec![
+                CpuWait {
+                    cpu: 0,
+                    count: 7,
+                    total_ns: 250_000,
+                    max_ns: 200_000,
+                },
+                CpuWait {
+                    cpu: 1,
+                    count: 7,
+                    total_ns: 200_000,
+                    max_ns: 9_000,
+                },
+            ],
+            tasks: vec![TaskWaitSummary {
+                tid: 42,
+                tgid: 42,
+                comm: "sshd".into(),
+                count: 14,
+                total_ns: 450_000,
+                max_ns: 200_000,
+            }],
             losses: Losses::default(),
             functions: vec![FunctionLatency {
                 function: "alloc_vmap_area".into(),
                 symbol: Some("alloc_vmap_area".into()),
-                latency: WaitHistogram { count: 2000, total_ns: 4_000_000, max_ns: 30_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2000]) },
+                latency: WaitHistogram {
+                    count: 2000,
+                    total_ns: 4_000_000,
+                    max_ns: 30_000,
+                    hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2000]),
+                },
                 per_cpu: vec![
-                    CpuLatency { cpu: 0, latency: WaitHistogram { count: 1500, total_ns: 3_000_000, max_ns: 30_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1500]) } },
-                    CpuLatency { cpu: 1, latency: WaitHistogram { count: 500, total_ns: 1_000_000, max_ns: 20_000, hist: Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 500]) } },
+                    CpuLatency {
+                        cpu: 0,
+                        latency: WaitHistogram {
+                            count: 1500,
+                            total_ns: 3_000_000,
+                            max_ns: 30_000,
+                            hist: Log2Histogram::from_buckets(&[
+                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1500,
+                            ]),
+                        },
+                    },
+                    CpuLatency {
+                        cpu: 1,
+                        latency: WaitHistogram {
+                            count: 500,
+                            total_ns: 1_000_000,
+                            max_ns: 20_000,
+                            hist: Log2Histogram::from_buckets(&[
+                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 500,
+                            ]),
+                        },
+                    },
                 ],
             }],
             lock_timing: vec![],
@@ -601,13 +742,24 @@ pub(crate) mod tests {
         let f = |name: &str, count| FunctionLatency {
             function: name.into(),
             symbol: Some(name.into()),
-            latency: WaitHistogram { count, ..Default::default() },
+            latency: WaitHistogram {
+                count,
+                ..Default::default()
+            },
             per_cpu: vec![],
         };
-        p.functions = vec![f("find_vmap_area", 16), f("find_vm_area", 842), f("vm_map_ram", 0), f("alloc_vmap_area", 5)];
+        p.functions = vec![
+            f("find_vmap_area", 16),
+            f("find_vm_area", 842),
+            f("vm_map_ram", 0),
+            f("alloc_vmap_area", 5),
+        ];
         let why = p.explain_function("find_vmap_area").unwrap();
         assert!(why.contains("inlined") && why.contains("842"), "{why}");
-        assert!(p.explain_function("vm_map_ram").unwrap().contains("no calls"));
+        assert!(p
+            .explain_function("vm_map_ram")
+            .unwrap()
+            .contains("no calls"));
         assert_eq!(p.explain_function("alloc_vmap_area"), None);
         p.functions[1].latency.count = 3;
         assert_eq!(p.explain_function("find_vmap_area"), None);
@@ -615,16 +767,43 @@ pub(crate) mod tests {
 
     #[test]
     fn stack_sampling_is_stated_only_when_stacks_were_passed_over() {
-        assert_eq!(StackSampling { captured: 500, skipped: 0 }.describe(), None);
-        let line = StackSampling { captured: 100, skipped: 900 }.describe().unwrap();
-        assert!(line.contains("100 of 1000 contentions captured (1 in 10.0"), "{line}");
-        assert!(line.contains("per-lock figures are exact") && line.contains("--stack-samples 0"), "{line}");
+        assert_eq!(
+            StackSampling {
+                captured: 500,
+                skipped: 0
+            }
+            .describe(),
+            None
+        );
+        let line = StackSampling {
+            captured: 100,
+            skipped: 900,
+        }
+        .describe()
+        .unwrap();
+        assert!(
+            line.contains("100 of 1000 contentions captured (1 in 10.0"),
+            "{line}"
+        );
+        assert!(
+            line.contains("per-lock figures are exact") && line.contains("--stack-samples 0"),
+            "{line}"
+        );
     }
 
     #[test]
     fn recordings_from_before_stack_sampling_read_as_every_stack_at_full_depth() {
-        let old: StackKeying = serde_json::from_str(r#"{"per_task": true, "user_stacks": false}"#).unwrap();
-        assert_eq!(old, StackKeying { per_task: true, user_stacks: false, depth: 48, samples_per_cpu_s: 0 });
+        let old: StackKeying =
+            serde_json::from_str(r#"{"per_task": true, "user_stacks": false}"#).unwrap();
+        assert_eq!(
+            old,
+            StackKeying {
+                per_task: true,
+                user_stacks: false,
+                depth: 48,
+                samples_per_cpu_s: 0
+            }
+        );
         let p: Profile = {
             let mut v = serde_json::to_value(sample_profile()).unwrap();
             v.as_object_mut().unwrap().remove("stack_sampling");

@@ -24,7 +24,10 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a vmap-trace recording (it does not start with the vmap-trace header)")]
     Foreign { path: String },
     #[error("{path}: recording header is damaged: {detail}")]
@@ -32,9 +35,17 @@ pub enum RecordingError {
     #[error("{path}: recording format {found} is newer than this vmap-trace reads (up to {FORMAT_VERSION}); upgrade vmap-trace")]
     TooNew { path: String, found: u32 },
     #[error("{path}: recording is truncated: header promises {expected} bytes of data, file has {actual}")]
-    Truncated { path: String, expected: u64, actual: u64 },
+    Truncated {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{path}: recording is corrupt: checksum mismatch (expected {expected:#010x}, computed {actual:#010x})")]
-    Checksum { path: String, expected: u32, actual: u32 },
+    Checksum {
+        path: String,
+        expected: u32,
+        actual: u32,
+    },
     #[error("{path}: recording is corrupt: {detail}")]
     Body { path: String, detail: String },
 }
@@ -48,7 +59,11 @@ struct Header {
 
 pub fn encode(profile: &Profile) -> Vec<u8> {
     let body = serde_json::to_vec(profile).expect("a Profile always serializes");
-    let header = Header { format: FORMAT_VERSION, length: body.len() as u64, crc32: crc32fast::hash(&body) };
+    let header = Header {
+        format: FORMAT_VERSION,
+        length: body.len() as u64,
+        crc32: crc32fast::hash(&body),
+    };
     let mut out = MAGIC.to_vec();
     out.extend(serde_json::to_vec(&header).expect("header serializes"));
     out.push(b'\n');
@@ -58,37 +73,65 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
 
 pub fn decode(bytes: &[u8], path: &str) -> Result<Profile, RecordingError> {
     let p = || path.to_string();
-    let rest = bytes.strip_prefix(MAGIC).ok_or_else(|| RecordingError::Foreign { path: p() })?;
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| RecordingError::Foreign { path: p() })?;
     let nl = rest
         .iter()
         .position(|&b| b == b'\n')
-        .ok_or_else(|| RecordingError::BadHeader { path: p(), detail: "no end of header line".into() })?;
-    let header: Header = serde_json::from_slice(&rest[..nl])
-        .map_err(|e| RecordingError::BadHeader { path: p(), detail: e.to_string() })?;
+        .ok_or_else(|| RecordingError::BadHeader {
+            path: p(),
+            detail: "no end of header line".into(),
+        })?;
+    let header: Header =
+        serde_json::from_slice(&rest[..nl]).map_err(|e| RecordingError::BadHeader {
+            path: p(),
+            detail: e.to_string(),
+        })?;
     if header.format > FORMAT_VERSION {
-        return Err(RecordingError::TooNew { path: p(), found: header.format });
+        return Err(RecordingError::TooNew {
+            path: p(),
+            found: header.format,
+        });
     }
     let body = &rest[nl + 1..];
     if (body.len() as u64) < header.length {
-        return Err(RecordingError::Truncated { path: p(), expected: header.length, actual: body.len() as u64 });
+        return Err(RecordingError::Truncated {
+            path: p(),
+            expected: header.length,
+            actual: body.len() as u64,
+        });
     }
     let body = &body[..header.length as usize];
     let actual = crc32fast::hash(body);
     if actual != header.crc32 {
-        return Err(RecordingError::Checksum { path: p(), expected: header.crc32, actual });
+        return Err(RecordingError::Checksum {
+            path: p(),
+            expected: header.crc32,
+            actual,
+        });
     }
-    serde_json::from_slice(body).map_err(|e| RecordingError::Body { path: p(), detail: e.to_string() })
+    serde_json::from_slice(body).map_err(|e| RecordingError::Body {
+        path: p(),
+        detail: e.to_string(),
+    })
 }
 
 pub fn load(path: &Path) -> Result<Profile, RecordingError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| RecordingError::Io { path: name.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| RecordingError::Io {
+        path: name.clone(),
+        source,
+    })?;
     decode(&bytes, &name)
 }
 
 /// Write atomically: temporary file in the same directory, fsync, rename.
 pub fn save(profile: &Profile, path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&encode(profile))?;
     tmp.as_file().sync_all()?;
@@ -113,16 +156,31 @@ mod tests {
     #[test]
     fn rejects_foreign_truncated_corrupt_and_newer() {
         let bytes = encode(&sample_profile());
-        assert!(matches!(decode(b"\x7fELF....", "f"), Err(RecordingError::Foreign { .. })));
-        assert!(matches!(decode(&bytes[..bytes.len() - 10], "f"), Err(RecordingError::Truncated { .. })));
+        assert!(matches!(
+            decode(b"\x7fELF....", "f"),
+            Err(RecordingError::Foreign { .. })
+        ));
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 10], "f"),
+            Err(RecordingError::Truncated { .. })
+        ));
         let mut flipped = bytes.clone();
         let last = flipped.len() - 5;
         flipped[last] ^= 0x20;
-        assert!(matches!(decode(&flipped, "f"), Err(RecordingError::Checksum { .. })));
-        let newer = String::from_utf8(bytes.clone()).unwrap().replacen("\"format\":1", "\"format\":99", 1);
+        assert!(matches!(
+            decode(&flipped, "f"),
+            Err(RecordingError::Checksum { .. })
+        ));
+        let newer =
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .replacen("\"format\":1", "\"format\":99", 1);
         let err = decode(newer.as_bytes(), "f").unwrap_err();
         assert!(matches!(err, RecordingError::TooNew { found: 99, .. }));
         assert!(err.to_string().contains("upgrade vmap-trace"));
-        assert!(matches!(decode(&bytes[..MAGIC.len() + 3], "f"), Err(RecordingError::BadHeader { .. })));
+        assert!(matches!(
+            decode(&bytes[..MAGIC.len() + 3], "f"),
+            Err(RecordingError::BadHeader { .. })
+        ));
     }
 }

@@ -43,7 +43,12 @@ pub struct Amount {
 
 impl Amount {
     fn new(count: u64, total_ns: Option<u64>, secs: f64) -> Amount {
-        Amount { count, total_ns, count_per_s: per_second(count, secs), ns_per_s: total_ns.map(|ns| per_second(ns, secs)) }
+        Amount {
+            count,
+            total_ns,
+            count_per_s: per_second(count, secs),
+            ns_per_s: total_ns.map(|ns| per_second(ns, secs)),
+        }
     }
 
     /// The rate a change is computed on: time when measured, else events.
@@ -66,12 +71,25 @@ pub struct Delta {
 }
 
 impl Delta {
-    fn new(key: String, kind: Option<String>, before: Option<Amount>, after: Option<Amount>) -> Delta {
+    fn new(
+        key: String,
+        kind: Option<String>,
+        before: Option<Amount>,
+        after: Option<Amount>,
+    ) -> Delta {
         let change_pct = match (before, after) {
-            (Some(b), Some(a)) if b.primary_rate() > 0.0 => Some(100.0 * (a.primary_rate() - b.primary_rate()) / b.primary_rate()),
+            (Some(b), Some(a)) if b.primary_rate() > 0.0 => {
+                Some(100.0 * (a.primary_rate() - b.primary_rate()) / b.primary_rate())
+            }
             _ => None,
         };
-        Delta { key, kind, before, after, change_pct }
+        Delta {
+            key,
+            kind,
+            before,
+            after,
+            change_pct,
+        }
     }
 
     /// Sort weight: the larger of the two rates.
@@ -83,7 +101,11 @@ impl Delta {
     /// `+12.5%`, `new`, `gone`, or `-` when there is nothing on either side.
     pub fn change_label(&self) -> String {
         let rate = |a: &Option<Amount>| a.map_or(0.0, |a| a.primary_rate());
-        match (self.change_pct, rate(&self.before) > 0.0, rate(&self.after) > 0.0) {
+        match (
+            self.change_pct,
+            rate(&self.before) > 0.0,
+            rate(&self.after) > 0.0,
+        ) {
             (Some(p), _, _) => format!("{p:+.1}%"),
             (None, false, false) => "-".into(),
             (None, false, true) => "new".into(),
@@ -136,7 +158,11 @@ fn pair(
             Delta::new(k.0, k.1, b, a)
         })
         .collect();
-    rows.sort_by(|x, y| y.weight().total_cmp(&x.weight()).then_with(|| x.key.cmp(&y.key)));
+    rows.sort_by(|x, y| {
+        y.weight()
+            .total_cmp(&x.weight())
+            .then_with(|| x.key.cmp(&y.key))
+    });
     rows
 }
 
@@ -145,8 +171,13 @@ type Keyed = BTreeMap<(String, Option<String>), (u64, Option<u64>)>;
 fn lock_rows(p: &Profile) -> Keyed {
     let mut m = Keyed::new();
     for l in &p.locks {
-        let key = l.name.clone().unwrap_or_else(|| format!("{:#x}", l.lock_addr));
-        let e = m.entry((key, Some(lock_kind(l.flags).to_string()))).or_insert((0, Some(0)));
+        let key = l
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{:#x}", l.lock_addr));
+        let e = m
+            .entry((key, Some(lock_kind(l.flags).to_string())))
+            .or_insert((0, Some(0)));
         e.0 += l.wait.count;
         e.1 = Some(e.1.unwrap_or(0) + l.wait.total_ns);
     }
@@ -155,8 +186,18 @@ fn lock_rows(p: &Profile) -> Keyed {
 
 fn vmap_function_rows(p: &Profile) -> Keyed {
     let mut m = Keyed::new();
-    for s in p.stacks.iter().filter(|s| s.attribution.class == LockClass::Vmap) {
-        let f = s.attribution.vmap_function.as_deref().map(canonical_function).unwrap_or("?").to_string();
+    for s in p
+        .stacks
+        .iter()
+        .filter(|s| s.attribution.class == LockClass::Vmap)
+    {
+        let f = s
+            .attribution
+            .vmap_function
+            .as_deref()
+            .map(canonical_function)
+            .unwrap_or("?")
+            .to_string();
         let e = m.entry((f, None)).or_insert((0, Some(0)));
         e.0 += s.count;
         e.1 = Some(e.1.unwrap_or(0) + s.total_ns);
@@ -166,7 +207,10 @@ fn vmap_function_rows(p: &Profile) -> Keyed {
 
 fn total_rows(p: &Profile) -> Vec<(&'static str, u64, Option<u64>)> {
     let total = p.total_wait();
-    let vmap = p.stacks.iter().filter(|s| s.attribution.class == LockClass::Vmap);
+    let vmap = p
+        .stacks
+        .iter()
+        .filter(|s| s.attribution.class == LockClass::Vmap);
     let (vmap_count, vmap_ns) = vmap.fold((0, 0), |(c, ns), s| (c + s.count, ns + s.total_ns));
     vec![
         ("all contended lock wait", total.count, Some(total.total_ns)),
@@ -176,19 +220,36 @@ fn total_rows(p: &Profile) -> Vec<(&'static str, u64, Option<u64>)> {
 }
 
 /// Compare two recordings.
-pub fn compare(before_name: &str, before: &Profile, after_name: &str, after: &Profile) -> Comparison {
+pub fn compare(
+    before_name: &str,
+    before: &Profile,
+    after_name: &str,
+    after: &Profile,
+) -> Comparison {
     let secs = (before.meta.duration_s(), after.meta.duration_s());
     let totals = total_rows(before)
         .into_iter()
         .zip(total_rows(after))
         .map(|((key, bc, bns), (_, ac, ans))| {
-            Delta::new(key.to_string(), None, Some(Amount::new(bc, bns, secs.0)), Some(Amount::new(ac, ans, secs.1)))
+            Delta::new(
+                key.to_string(),
+                None,
+                Some(Amount::new(bc, bns, secs.0)),
+                Some(Amount::new(ac, ans, secs.1)),
+            )
         })
         .collect();
     let ops = op_counts(before)
         .into_iter()
         .zip(op_counts(after))
-        .map(|((op, b), (_, a))| Delta::new(op.to_string(), None, Some(Amount::new(b, None, secs.0)), Some(Amount::new(a, None, secs.1))))
+        .map(|((op, b), (_, a))| {
+            Delta::new(
+                op.to_string(),
+                None,
+                Some(Amount::new(b, None, secs.0)),
+                Some(Amount::new(a, None, secs.1)),
+            )
+        })
         .collect();
     Comparison {
         schema: SCHEMA,
@@ -212,7 +273,11 @@ pub fn render_text(c: &Comparison, top: usize) -> String {
             s.design,
             s.duration_ns as f64 / 1e9,
             s.cpus,
-            if s.lost_events > 0 { format!(" · {} events LOST", s.lost_events) } else { String::new() }
+            if s.lost_events > 0 {
+                format!(" · {} events LOST", s.lost_events)
+            } else {
+                String::new()
+            }
         )
     };
     let _ = writeln!(o, "vmap-trace compare");
@@ -226,11 +291,19 @@ pub fn render_text(c: &Comparison, top: usize) -> String {
             "{:<34} {:<13} {:>10} {:>10} {:>12} {:>12} {:>9}",
             first, "kind", "waits/s", "waits/s", "wait/s", "wait/s", "change"
         );
-        let _ = writeln!(o, "{:<34} {:<13} {:>10} {:>10} {:>12} {:>12} {:>9}", "", "", "before", "after", "before", "after", "");
+        let _ = writeln!(
+            o,
+            "{:<34} {:<13} {:>10} {:>10} {:>12} {:>12} {:>9}",
+            "", "", "before", "after", "before", "after", ""
+        );
     };
     let wait_row = |o: &mut String, d: &Delta| {
-        let count = |a: &Option<Amount>| a.map_or("-".to_string(), |a| format!("{:.1}", a.count_per_s));
-        let ns = |a: &Option<Amount>| a.and_then(|a| a.ns_per_s).map_or("-".to_string(), format_ns);
+        let count =
+            |a: &Option<Amount>| a.map_or("-".to_string(), |a| format!("{:.1}", a.count_per_s));
+        let ns = |a: &Option<Amount>| {
+            a.and_then(|a| a.ns_per_s)
+                .map_or("-".to_string(), format_ns)
+        };
         let _ = writeln!(
             o,
             "{:<34} {:<13} {:>10} {:>10} {:>12} {:>12} {:>9}",
@@ -251,7 +324,11 @@ pub fn render_text(c: &Comparison, top: usize) -> String {
     }
 
     for (title, rows, first) in [
-        ("vmap contention by vmap function (summed over its locks)", &c.vmap_functions, "vmap function"),
+        (
+            "vmap contention by vmap function (summed over its locks)",
+            &c.vmap_functions,
+            "vmap function",
+        ),
         ("contended locks", &c.locks, "lock"),
     ] {
         let _ = writeln!(o, "\n== {title} ==");
@@ -264,18 +341,37 @@ pub fn render_text(c: &Comparison, top: usize) -> String {
             wait_row(&mut o, d);
         }
         if rows.len() > top {
-            let _ = writeln!(o, "... {} more (--top N shows more; --format csv lists all)", rows.len() - top);
+            let _ = writeln!(
+                o,
+                "... {} more (--top N shows more; --format csv lists all)",
+                rows.len() - top
+            );
         }
     }
     if c.locks.iter().any(|d| d.key.starts_with("0x")) {
-        let _ = writeln!(o, "(locks without a name go by address, which only matches within one boot)");
+        let _ = writeln!(
+            o,
+            "(locks without a name go by address, which only matches within one boot)"
+        );
     }
 
     let _ = writeln!(o, "\n== vmalloc operations ==");
-    let _ = writeln!(o, "{:<34} {:>12} {:>12} {:>9}", "op", "per s before", "per s after", "change");
+    let _ = writeln!(
+        o,
+        "{:<34} {:>12} {:>12} {:>9}",
+        "op", "per s before", "per s after", "change"
+    );
     for d in &c.ops {
-        let rate = |a: &Option<Amount>| a.map_or("-".to_string(), |a| format!("{:.1}", a.count_per_s));
-        let _ = writeln!(o, "{:<34} {:>12} {:>12} {:>9}", d.key, rate(&d.before), rate(&d.after), d.change_label());
+        let rate =
+            |a: &Option<Amount>| a.map_or("-".to_string(), |a| format!("{:.1}", a.count_per_s));
+        let _ = writeln!(
+            o,
+            "{:<34} {:>12} {:>12} {:>9}",
+            d.key,
+            rate(&d.before),
+            rate(&d.after),
+            d.change_label()
+        );
     }
     o
 }
@@ -303,7 +399,12 @@ pub fn render_csv(c: &Comparison) -> String {
             "change_pct",
         ],
     );
-    for (section, rows) in [("total", &c.totals), ("vmap_function", &c.vmap_functions), ("lock", &c.locks), ("op", &c.ops)] {
+    for (section, rows) in [
+        ("total", &c.totals),
+        ("vmap_function", &c.vmap_functions),
+        ("lock", &c.locks),
+        ("op", &c.ops),
+    ] {
         for d in rows {
             let count = |a: &Option<Amount>| Cell::opt_int(a.map(|a| a.count));
             let total = |a: &Option<Amount>| Cell::opt_int(a.and_then(|a| a.total_ns));
@@ -351,7 +452,12 @@ mod tests {
             lock_addr: 0x4000,
             flags: 1,
             name: Some("vmap_node[0].busy.lock".into()),
-            wait: WaitHistogram { count: 2, total_ns: 1_000, max_ns: 600, hist: Default::default() },
+            wait: WaitHistogram {
+                count: 2,
+                total_ns: 1_000,
+                max_ns: 600,
+                hist: Default::default(),
+            },
         });
         (before, after)
     }
@@ -370,12 +476,20 @@ mod tests {
         let gone = c.locks.iter().find(|d| d.key == "0x2000").unwrap();
         assert!(gone.after.is_none());
         assert_eq!(gone.change_label(), "gone");
-        let new = c.locks.iter().find(|d| d.key == "vmap_node[0].busy.lock").unwrap();
+        let new = c
+            .locks
+            .iter()
+            .find(|d| d.key == "vmap_node[0].busy.lock")
+            .unwrap();
         assert!(new.before.is_none());
         assert_eq!(new.change_label(), "new");
 
         let allocs = c.ops.iter().find(|d| d.key == "allocs").unwrap();
-        assert_eq!(allocs.change_pct, Some(0.0), "twice the allocs in twice the time");
+        assert_eq!(
+            allocs.change_pct,
+            Some(0.0),
+            "twice the allocs in twice the time"
+        );
         let purges = c.ops.iter().find(|d| d.key == "purges").unwrap();
         assert_eq!(purges.change_pct, Some(-50.0));
 
@@ -384,7 +498,10 @@ mod tests {
         assert_eq!(vmap.change_pct, Some(300.0));
         let all = &c.totals[0];
         // 450 us / 2 s = 225 us/s -> 401 us / 4 s = 100.25 us/s.
-        assert_eq!(all.change_pct, Some(100.0 * (100_250.0 - 225_000.0) / 225_000.0));
+        assert_eq!(
+            all.change_pct,
+            Some(100.0 * (100_250.0 - 225_000.0) / 225_000.0)
+        );
         // Heaviest first: the gone mutex (200 us/s) before vmap_area_lock (100 us/s).
         assert_eq!(c.locks[0].key, "0x2000");
     }
@@ -394,16 +511,32 @@ mod tests {
         let (before, after) = before_after();
         let c = compare("a.rec", &before, "b.rec", &after);
         let text = render_text(&c, 10);
-        let row = text.lines().find(|l| l.starts_with("vmap_area_lock")).expect(&text);
-        assert!(row.contains("25.00 us") && row.contains("100.00 us") && row.ends_with("+300.0%"), "{row}");
-        assert!(text.contains("before: a.rec  6.1.0-test · legacy · 2.00 s · 4 CPUs"), "{text}");
-        assert!(text.lines().any(|l| l.starts_with("0x2000") && l.ends_with("gone")), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("vmap_area_lock"))
+            .expect(&text);
+        assert!(
+            row.contains("25.00 us") && row.contains("100.00 us") && row.ends_with("+300.0%"),
+            "{row}"
+        );
+        assert!(
+            text.contains("before: a.rec  6.1.0-test · legacy · 2.00 s · 4 CPUs"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("0x2000") && l.ends_with("gone")),
+            "{text}"
+        );
         assert!(text.contains("only matches within one boot"));
         let truncated = render_text(&c, 1);
         assert!(truncated.contains("... 2 more"), "{truncated}");
 
         let csv = render_csv(&c);
-        let line = csv.lines().find(|l| l.contains(",lock,vmap_area_lock,")).expect(&csv);
+        let line = csv
+            .lines()
+            .find(|l| l.contains(",lock,vmap_area_lock,"))
+            .expect(&csv);
         assert_eq!(line, "vmap-trace-csv/1,compare,lock,vmap_area_lock,spinlock,10,80,50000,400000,5.0,20.0,25000.0,100000.0,300.0");
         let gone = csv.lines().find(|l| l.contains(",lock,0x2000,")).unwrap();
         assert!(gone.ends_with(",4,,400000,,2.0,,200000.0,,"), "{gone}");
@@ -411,9 +544,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&render_json(&c)).unwrap();
         assert_eq!(v["schema"], SCHEMA);
         assert_eq!(v["after"]["duration_ns"], 4_000_000_000u64);
-        let lock = v["locks"].as_array().unwrap().iter().find(|d| d["key"] == "vmap_area_lock").unwrap();
+        let lock = v["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["key"] == "vmap_area_lock")
+            .unwrap();
         assert_eq!(lock["change_pct"], 300.0);
-        assert!(v["locks"].as_array().unwrap().iter().any(|d| d["after"].is_null()));
+        assert!(v["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["after"].is_null()));
     }
 
     #[test]

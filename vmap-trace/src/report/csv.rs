@@ -136,11 +136,20 @@ impl CsvWriter {
             out.push_str(c);
         }
         out.push('\n');
-        CsvWriter { out, table, columns: columns.len() }
+        CsvWriter {
+            out,
+            table,
+            columns: columns.len(),
+        }
     }
 
     pub fn row(&mut self, cells: &[Cell]) {
-        debug_assert_eq!(cells.len(), self.columns, "row width of table {}", self.table);
+        debug_assert_eq!(
+            cells.len(),
+            self.columns,
+            "row width of table {}",
+            self.table
+        );
         self.out.push_str(SCHEMA);
         self.out.push(',');
         self.out.push_str(self.table);
@@ -235,7 +244,11 @@ fn locks(p: &Profile, name: &'static str) -> String {
         let vmap_ns: u64 = p
             .stacks
             .iter()
-            .filter(|s| s.lock_addr == l.lock_addr && s.flags == l.flags && s.attribution.class == LockClass::Vmap)
+            .filter(|s| {
+                s.lock_addr == l.lock_addr
+                    && s.flags == l.flags
+                    && s.attribution.class == LockClass::Vmap
+            })
             .map(|s| s.total_ns)
             .sum();
         w.row(&[
@@ -258,7 +271,18 @@ fn locks(p: &Profile, name: &'static str) -> String {
 fn vmap_sites(p: &Profile, name: &'static str) -> String {
     let mut w = CsvWriter::new(
         name,
-        &["vmap_function", "direct", "call_site", "lock_name", "lock_addr", "lock_kind", "count", "total_ns", "mean_ns", "max_ns"],
+        &[
+            "vmap_function",
+            "direct",
+            "call_site",
+            "lock_name",
+            "lock_addr",
+            "lock_kind",
+            "count",
+            "total_ns",
+            "mean_ns",
+            "max_ns",
+        ],
     );
     for s in p.vmap_call_sites() {
         w.row(&[
@@ -280,7 +304,18 @@ fn vmap_sites(p: &Profile, name: &'static str) -> String {
 fn stacks(p: &Profile, name: &'static str) -> String {
     let mut w = CsvWriter::new(
         name,
-        &["lock_name", "lock_addr", "lock_kind", "class", "vmap_function", "call_site", "count", "total_ns", "max_ns", "stack"],
+        &[
+            "lock_name",
+            "lock_addr",
+            "lock_kind",
+            "class",
+            "vmap_function",
+            "call_site",
+            "count",
+            "total_ns",
+            "max_ns",
+            "stack",
+        ],
     );
     let mut stacks: Vec<_> = p.stacks.iter().collect();
     stacks.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
@@ -322,7 +357,11 @@ fn ops(p: &Profile, name: &'static str) -> String {
     let secs = p.meta.duration_s();
     let mut w = CsvWriter::new(name, &["op", "count", "per_second"]);
     for (op, n) in op_counts(p) {
-        w.row(&[Cell::text(op), Cell::Int(n), Cell::Float(per_second(n, secs))]);
+        w.row(&[
+            Cell::text(op),
+            Cell::Int(n),
+            Cell::Float(per_second(n, secs)),
+        ]);
     }
     w.finish()
 }
@@ -330,14 +369,28 @@ fn ops(p: &Profile, name: &'static str) -> String {
 fn cpus(p: &Profile, name: &'static str) -> String {
     let mut w = CsvWriter::new(name, &["cpu", "count", "total_ns", "max_ns", "allocs"]);
     for c in &p.cpus {
-        let allocs = p.ops.allocs_per_cpu.get(c.cpu as usize).copied().unwrap_or(0);
-        w.row(&[Cell::Int(c.cpu as u64), Cell::Int(c.count), Cell::Int(c.total_ns), Cell::Int(c.max_ns), Cell::Int(allocs)]);
+        let allocs = p
+            .ops
+            .allocs_per_cpu
+            .get(c.cpu as usize)
+            .copied()
+            .unwrap_or(0);
+        w.row(&[
+            Cell::Int(c.cpu as u64),
+            Cell::Int(c.count),
+            Cell::Int(c.total_ns),
+            Cell::Int(c.max_ns),
+            Cell::Int(allocs),
+        ]);
     }
     w.finish()
 }
 
 fn tasks(p: &Profile, name: &'static str) -> String {
-    let mut w = CsvWriter::new(name, &["tid", "tgid", "comm", "count", "total_ns", "max_ns"]);
+    let mut w = CsvWriter::new(
+        name,
+        &["tid", "tgid", "comm", "count", "total_ns", "max_ns"],
+    );
     for t in &p.tasks {
         w.row(&[
             Cell::Int(t.tid as u64),
@@ -352,7 +405,18 @@ fn tasks(p: &Profile, name: &'static str) -> String {
 }
 
 fn functions(p: &Profile, name: &'static str) -> String {
-    let mut w = CsvWriter::new(name, &["function", "symbol", "calls", "total_ns", "mean_ns", "p99_le_ns", "max_ns"]);
+    let mut w = CsvWriter::new(
+        name,
+        &[
+            "function",
+            "symbol",
+            "calls",
+            "total_ns",
+            "mean_ns",
+            "p99_le_ns",
+            "max_ns",
+        ],
+    );
     for f in &p.functions {
         let mut row = vec![Cell::text(&f.function), Cell::opt_text(f.symbol.as_deref())];
         row.extend(latency_cells(&f.latency));
@@ -362,7 +426,18 @@ fn functions(p: &Profile, name: &'static str) -> String {
 }
 
 fn function_cpus(p: &Profile, name: &'static str) -> String {
-    let mut w = CsvWriter::new(name, &["function", "cpu", "calls", "total_ns", "mean_ns", "p99_le_ns", "max_ns"]);
+    let mut w = CsvWriter::new(
+        name,
+        &[
+            "function",
+            "cpu",
+            "calls",
+            "total_ns",
+            "mean_ns",
+            "p99_le_ns",
+            "max_ns",
+        ],
+    );
     for f in &p.functions {
         for c in &f.per_cpu {
             let mut row = vec![Cell::text(&f.function), Cell::Int(c.cpu as u64)];
@@ -375,7 +450,13 @@ fn function_cpus(p: &Profile, name: &'static str) -> String {
 
 /// `calls,total_ns,mean_ns,p99_le_ns,max_ns` of one latency histogram.
 fn latency_cells(l: &crate::profile::WaitHistogram) -> [Cell; 5] {
-    [Cell::Int(l.count), Cell::Int(l.total_ns), Cell::opt_float(l.mean_ns()), Cell::opt_int(l.p99_ns()), Cell::Int(l.max_ns)]
+    [
+        Cell::Int(l.count),
+        Cell::Int(l.total_ns),
+        Cell::opt_float(l.mean_ns()),
+        Cell::opt_int(l.p99_ns()),
+        Cell::Int(l.max_ns),
+    ]
 }
 
 fn lock_timing(p: &Profile, name: &'static str) -> String {
@@ -451,7 +532,10 @@ mod tests {
         assert_eq!(escape("a,b"), "\"a,b\"");
         assert_eq!(escape("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(escape("two\nlines"), "\"two\nlines\"");
-        assert_eq!(Cell::UserText("=HYPERLINK(\"x\")".into()).render(), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(
+            Cell::UserText("=HYPERLINK(\"x\")".into()).render(),
+            "\"'=HYPERLINK(\"\"x\"\")\""
+        );
         assert_eq!(Cell::UserText("-rf".into()).render(), "'-rf");
         assert_eq!(Cell::UserText("sshd".into()).render(), "sshd");
         assert_eq!(Cell::Float(1.25).render(), "1.2");
@@ -463,8 +547,23 @@ mod tests {
         let mut p = sample_profile();
         p.tasks[0].comm = "a,\"b\"\nc".into();
         let rows = parse_csv(&render(&p, CsvTable::Tasks));
-        assert_eq!(rows[0], ["schema", "table", "tid", "tgid", "comm", "count", "total_ns", "max_ns"]);
-        assert_eq!(rows[1], ["vmap-trace-csv/1", "tasks", "42", "42", "a,\"b\"\nc", "14", "450000", "200000"]);
+        assert_eq!(
+            rows[0],
+            ["schema", "table", "tid", "tgid", "comm", "count", "total_ns", "max_ns"]
+        );
+        assert_eq!(
+            rows[1],
+            [
+                "vmap-trace-csv/1",
+                "tasks",
+                "42",
+                "42",
+                "a,\"b\"\nc",
+                "14",
+                "450000",
+                "200000"
+            ]
+        );
         assert_eq!(rows.len(), 2);
     }
 
@@ -498,7 +597,13 @@ mod tests {
         let p = sample_profile();
         let rows = parse_csv(&render(&p, CsvTable::Locks));
         // Most wait first: the mutex (400 us) then vmap_area_lock (50 us, all of it vmap).
-        assert_eq!(rows[1][2..], ["", "0x2000", "mutex", "32", "4", "400000", "100000.0", "131072", "200000", "0", "400000"]);
+        assert_eq!(
+            rows[1][2..],
+            [
+                "", "0x2000", "mutex", "32", "4", "400000", "100000.0", "131072", "200000", "0",
+                "400000"
+            ]
+        );
         assert_eq!(rows[2][2..6], ["vmap_area_lock", "0x1000", "spinlock", "1"]);
         assert_eq!(rows[2][11..], ["50000", "0"]);
 
@@ -521,13 +626,21 @@ mod tests {
         let rows = parse_csv(&render(&p, CsvTable::Ops));
         assert_eq!(rows[1][2..], ["allocs", "2000", "1000.0"]);
         let rows = parse_csv(&render(&p, CsvTable::Summary));
-        let get = |k: &str| rows.iter().find(|r| r[2] == k).map(|r| r[3].clone()).unwrap();
+        let get = |k: &str| {
+            rows.iter()
+                .find(|r| r[2] == k)
+                .map(|r| r[3].clone())
+                .unwrap()
+        };
         assert_eq!(get("design"), "legacy");
         assert_eq!(get("vmap_wait_ns"), "50000");
         assert_eq!(get("total_wait_ns"), "450000");
         let rows = parse_csv(&render(&p, CsvTable::FunctionCpus));
         assert_eq!(rows.len(), 3, "one row per CPU with calls");
-        assert_eq!(rows[1][2..7], ["alloc_vmap_area", "0", "1500", "3000000", "2000.0"]);
+        assert_eq!(
+            rows[1][2..7],
+            ["alloc_vmap_area", "0", "1500", "3000000", "2000.0"]
+        );
         assert_eq!(rows[2][2..5], ["alloc_vmap_area", "1", "500"]);
     }
 }

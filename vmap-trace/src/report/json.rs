@@ -52,8 +52,12 @@ mod tests {
         assert_eq!(v["vmap_wait_ns"], 50_000);
         assert_eq!(v["vmap_call_sites"][0]["vmap_function"], "alloc_vmap_area");
         assert_eq!(v["profile"]["ops"]["allocs"], 2000);
-        let v: serde_json::Value = serde_json::from_str(&render(&sample_profile(), Some(1))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&sample_profile(), Some(1))).unwrap();
         assert_eq!(v["profile"]["stacks"].as_array().unwrap().len(), 1);
-        assert_eq!(v["vmap_wait_ns"], 50_000, "derived tables come from the whole profile");
+        assert_eq!(
+            v["vmap_wait_ns"], 50_000,
+            "derived tables come from the whole profile"
+        );
     }
 }

@@ -28,12 +28,20 @@ pub fn format_ns(ns: f64) -> String {
     } else {
         (ns, "ns")
     };
-    if unit == "ns" { format!("{v:.0} ns") } else { format!("{v:.2} {unit}") }
+    if unit == "ns" {
+        format!("{v:.0} ns")
+    } else {
+        format!("{v:.2} {unit}")
+    }
 }
 
 /// Rate per second over `secs`, guarding against zero-length recordings.
 pub fn per_second(n: u64, secs: f64) -> f64 {
-    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
 }
 
 /// A lock's display name: its symbol, or its address and kind.

@@ -8,12 +8,22 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     let mut o = String::new();
     let secs = p.meta.duration_s();
     let m = &p.meta;
-    let _ = writeln!(o, "vmap-trace report: {} on {}, {} CPUs, {:.2} s", m.kernel_release, m.hostname, m.cpus, secs);
+    let _ = writeln!(
+        o,
+        "vmap-trace report: {} on {}, {} CPUs, {:.2} s",
+        m.kernel_release, m.hostname, m.cpus, secs
+    );
     let _ = writeln!(o, "allocator design: {}", m.design.label());
     let hooks: Vec<String> = m
         .hooks
         .iter()
-        .map(|h| format!("{}={}", h.hook, h.mechanism.map(|m| m.label()).unwrap_or("unavailable")))
+        .map(|h| {
+            format!(
+                "{}={}",
+                h.hook,
+                h.mechanism.map(|m| m.label()).unwrap_or("unavailable")
+            )
+        })
         .collect();
     let _ = writeln!(o, "probes: {}", hooks.join(", "));
     if p.losses.total() > 0 {
@@ -34,25 +44,43 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     // 1. vmap contention
     let total = p.total_wait();
     let vmap_ns = p.vmap_wait_ns();
-    let _ = writeln!(o, "\n== vmap lock contention (by the vmap function that took the lock) ==");
+    let _ = writeln!(
+        o,
+        "\n== vmap lock contention (by the vmap function that took the lock) =="
+    );
     let _ = writeln!(
         o,
         "vmap share of all lock wait: {:.1}% ({} of {} over {} contentions)",
-        if total.total_ns > 0 { 100.0 * vmap_ns as f64 / total.total_ns as f64 } else { 0.0 },
+        if total.total_ns > 0 {
+            100.0 * vmap_ns as f64 / total.total_ns as f64
+        } else {
+            0.0
+        },
         format_ns(vmap_ns as f64),
         format_ns(total.total_ns as f64),
         total.count
     );
     let sites = p.vmap_call_sites();
     if sites.is_empty() {
-        let _ = writeln!(o, "no contended lock waits went through vmap functions in this recording");
+        let _ = writeln!(
+            o,
+            "no contended lock waits went through vmap functions in this recording"
+        );
     } else {
-        let _ = writeln!(o, "{:<28} {:<34} {:>10} {:>12} {:>10} {:>10}", "vmap function", "lock", "count", "total wait", "avg", "max");
+        let _ = writeln!(
+            o,
+            "{:<28} {:<34} {:>10} {:>12} {:>10} {:>10}",
+            "vmap function", "lock", "count", "total wait", "avg", "max"
+        );
         for s in &sites {
             let func = if s.direct {
                 s.vmap_function.clone()
             } else {
-                format!("{} (via {})", s.vmap_function, s.call_site.as_deref().unwrap_or("?"))
+                format!(
+                    "{} (via {})",
+                    s.vmap_function,
+                    s.call_site.as_deref().unwrap_or("?")
+                )
             };
             let _ = writeln!(
                 o,
@@ -73,10 +101,21 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         let _ = writeln!(
             o,
             "{:<26} {:>10} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10}",
-            "lock", "acquired", "wait total", "wait avg", "wait p99<=", "hold total", "hold avg", "hold p99<="
+            "lock",
+            "acquired",
+            "wait total",
+            "wait avg",
+            "wait p99<=",
+            "hold total",
+            "hold avg",
+            "hold p99<="
         );
         for t in &p.lock_timing {
-            let p99 = |w: &crate::profile::WaitHistogram| w.p99_ns().map(|v| format_ns(v as f64)).unwrap_or_else(|| "-".into());
+            let p99 = |w: &crate::profile::WaitHistogram| {
+                w.p99_ns()
+                    .map(|v| format_ns(v as f64))
+                    .unwrap_or_else(|| "-".into())
+            };
             let _ = writeln!(
                 o,
                 "{:<26} {:>10} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10}",
@@ -95,7 +134,11 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     // 1c. vmap function latency
     if !p.functions.is_empty() {
         let _ = writeln!(o, "\n== vmap function latency ==");
-        let _ = writeln!(o, "{:<26} {:>10} {:>10} {:>10} {:>10} {:>10}", "function", "calls", "calls/s", "avg", "p99<=", "max");
+        let _ = writeln!(
+            o,
+            "{:<26} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "function", "calls", "calls/s", "avg", "p99<=", "max"
+        );
         for f in &p.functions {
             if f.latency.count == 0 {
                 let why = p.explain_function(&f.function).unwrap_or_default();
@@ -109,7 +152,10 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                 f.latency.count,
                 per_second(f.latency.count, secs),
                 format_ns(f.latency.mean_ns().unwrap_or(0.0)),
-                f.latency.p99_ns().map(|v| format_ns(v as f64)).unwrap_or_default(),
+                f.latency
+                    .p99_ns()
+                    .map(|v| format_ns(v as f64))
+                    .unwrap_or_default(),
                 format_ns(f.latency.max_ns as f64)
             );
             if f.per_cpu.len() > 1 {
@@ -127,7 +173,11 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         .map(|h| h.hook.trim_start_matches("fn:"))
         .collect();
     if !missing.is_empty() {
-        let _ = writeln!(o, "not timed (no kprobe/fentry or absent in this kernel): {}", missing.join(", "));
+        let _ = writeln!(
+            o,
+            "not timed (no kprobe/fentry or absent in this kernel): {}",
+            missing.join(", ")
+        );
     }
 
     // 2. vmalloc operations
@@ -175,7 +225,11 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     if others.is_empty() {
         let _ = writeln!(o, "none");
     } else {
-        let _ = writeln!(o, "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10}  top caller", "lock", "count", "total wait", "avg", "p99<=", "max");
+        let _ = writeln!(
+            o,
+            "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10}  top caller",
+            "lock", "count", "total wait", "avg", "p99<=", "max"
+        );
         for (l, other_ns) in others.iter().take(opts.top) {
             let caller = p
                 .stacks
@@ -191,7 +245,10 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                 l.wait.count,
                 format_ns(*other_ns as f64),
                 format_ns(l.wait.mean_ns().unwrap_or(0.0)),
-                l.wait.p99_ns().map(|v| format_ns(v as f64)).unwrap_or_default(),
+                l.wait
+                    .p99_ns()
+                    .map(|v| format_ns(v as f64))
+                    .unwrap_or_default(),
                 format_ns(l.wait.max_ns as f64)
             );
         }
@@ -202,13 +259,24 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
 
     // 4. per CPU
     let _ = writeln!(o, "\n== per CPU ==");
-    let _ = writeln!(o, "{:>4} {:>10} {:>12} {:>10}", "cpu", "contended", "wait", "allocs");
+    let _ = writeln!(
+        o,
+        "{:>4} {:>10} {:>12} {:>10}",
+        "cpu", "contended", "wait", "allocs"
+    );
     for c in &p.cpus {
         let allocs = ops.allocs_per_cpu.get(c.cpu as usize).copied().unwrap_or(0);
         if c.count == 0 && allocs == 0 {
             continue;
         }
-        let _ = writeln!(o, "{:>4} {:>10} {:>12} {:>10}", c.cpu, c.count, format_ns(c.total_ns as f64), allocs);
+        let _ = writeln!(
+            o,
+            "{:>4} {:>10} {:>12} {:>10}",
+            c.cpu,
+            c.count,
+            format_ns(c.total_ns as f64),
+            allocs
+        );
     }
 
     // 5. tasks
@@ -217,7 +285,15 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         let _ = writeln!(o, "none");
     }
     for t in p.tasks.iter().take(opts.top) {
-        let _ = writeln!(o, "{:>8} {:<16} {:>8} waits {:>12}  max {}", t.tid, t.comm, t.count, format_ns(t.total_ns as f64), format_ns(t.max_ns as f64));
+        let _ = writeln!(
+            o,
+            "{:>8} {:<16} {:>8} waits {:>12}  max {}",
+            t.tid,
+            t.comm,
+            t.count,
+            format_ns(t.total_ns as f64),
+            format_ns(t.max_ns as f64)
+        );
     }
     o
 }
@@ -226,14 +302,29 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
 fn per_cpu_line(cpus: &[crate::profile::CpuLatency]) -> String {
     const SHOWN: usize = 8;
     let mut sorted: Vec<_> = cpus.iter().collect();
-    sorted.sort_by(|a, b| b.latency.count.cmp(&a.latency.count).then(a.cpu.cmp(&b.cpu)));
+    sorted.sort_by(|a, b| {
+        b.latency
+            .count
+            .cmp(&a.latency.count)
+            .then(a.cpu.cmp(&b.cpu))
+    });
     let mut parts: Vec<String> = sorted
         .iter()
         .take(SHOWN)
-        .map(|c| format!("cpu{} {} x {}", c.cpu, c.latency.count, format_ns(c.latency.mean_ns().unwrap_or(0.0))))
+        .map(|c| {
+            format!(
+                "cpu{} {} x {}",
+                c.cpu,
+                c.latency.count,
+                format_ns(c.latency.mean_ns().unwrap_or(0.0))
+            )
+        })
         .collect();
     if sorted.len() > SHOWN {
-        parts.push(format!("+{} more CPUs (--format csv --table function-cpus)", sorted.len() - SHOWN));
+        parts.push(format!(
+            "+{} more CPUs (--format csv --table function-cpus)",
+            sorted.len() - SHOWN
+        ));
     }
     parts.join(", ")
 }
@@ -248,15 +339,35 @@ mod tests {
         let text = render(&sample_profile(), &ReportOptions::default());
         assert!(text.contains("6.1.0-test"), "{text}");
         assert!(text.contains("lost events: none"));
-        assert!(text.contains("vmap share of all lock wait: 11.1% (50.00 us of 450.00 us over 14 contentions)"), "{text}");
-        let row = text.lines().find(|l| l.starts_with("alloc_vmap_area")).expect("vmap row");
-        assert!(row.contains("vmap_area_lock") && row.contains("50.00 us") && row.contains(" 10 "), "{row}");
+        assert!(
+            text.contains(
+                "vmap share of all lock wait: 11.1% (50.00 us of 450.00 us over 14 contentions)"
+            ),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("alloc_vmap_area"))
+            .expect("vmap row");
+        assert!(
+            row.contains("vmap_area_lock") && row.contains("50.00 us") && row.contains(" 10 "),
+            "{row}"
+        );
         assert!(text.contains("allocs 2000 (1000.0/s, 0 failed)"), "{text}");
-        let other = text.lines().find(|l| l.starts_with("0x2000 (mutex)")).expect("other lock row");
+        let other = text
+            .lines()
+            .find(|l| l.starts_with("0x2000 (mutex)"))
+            .expect("other lock row");
         assert!(other.ends_with("tty_lock"), "{other}");
         assert!(text.contains("sshd"));
-        let f = text.lines().find(|l| l.starts_with("alloc_vmap_area") && l.contains("2000")).expect("latency row");
+        let f = text
+            .lines()
+            .find(|l| l.starts_with("alloc_vmap_area") && l.contains("2000"))
+            .expect("latency row");
         assert!(f.contains("2.00 us"), "{f}");
-        assert!(text.contains("  per CPU: cpu0 1500 x 2.00 us, cpu1 500 x 2.00 us"), "{text}");
+        assert!(
+            text.contains("  per CPU: cpu0 1500 x 2.00 us, cpu1 500 x 2.00 us"),
+            "{text}"
+        );
     }
 }

@@ -53,7 +53,14 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    pub const ALL: [SortKey; 6] = [SortKey::Wait, SortKey::Count, SortKey::Avg, SortKey::P99, SortKey::Max, SortKey::Name];
+    pub const ALL: [SortKey; 6] = [
+        SortKey::Wait,
+        SortKey::Count,
+        SortKey::Avg,
+        SortKey::P99,
+        SortKey::Max,
+        SortKey::Name,
+    ];
 
     /// The column header this key sorts by.
     pub fn label(self) -> &'static str {
@@ -125,7 +132,12 @@ pub struct TopOptions {
 
 impl Default for TopOptions {
     fn default() -> Self {
-        TopOptions { interval: Duration::from_secs(1), sort: SortKey::Wait, color: true, lock_timing: false }
+        TopOptions {
+            interval: Duration::from_secs(1),
+            sort: SortKey::Wait,
+            color: true,
+            lock_timing: false,
+        }
     }
 }
 
@@ -176,7 +188,8 @@ impl App {
     pub fn new(options: TopOptions, first: Profile) -> App {
         let baseline = zero_like(&first);
         let since_reset = Window::between(&baseline, &first);
-        let capacity = (HISTORY_SPAN.as_secs_f64() / options.interval.as_secs_f64().max(0.01)).ceil() as usize;
+        let capacity =
+            (HISTORY_SPAN.as_secs_f64() / options.interval.as_secs_f64().max(0.01)).ceil() as usize;
         App {
             view: View::Locks,
             sort: options.sort,
@@ -218,8 +231,12 @@ impl App {
             }
             Action::CloseHelp => self.help = false,
             // While help is up, scroll keys scroll it; other keys only close it (like htop).
-            Action::ScrollUp | Action::PageUp if self.help => self.help_scroll = self.help_scroll.saturating_sub(1),
-            Action::ScrollDown | Action::PageDown if self.help => self.help_scroll = self.help_scroll.saturating_add(1),
+            Action::ScrollUp | Action::PageUp if self.help => {
+                self.help_scroll = self.help_scroll.saturating_sub(1)
+            }
+            Action::ScrollDown | Action::PageDown if self.help => {
+                self.help_scroll = self.help_scroll.saturating_add(1)
+            }
             _ if self.help => self.help = false,
             Action::CycleSort => {
                 self.sort = self.sort.next();
@@ -234,7 +251,9 @@ impl App {
             }
             Action::Flamegraph => return Effect::WriteFlamegraph,
             Action::NextView | Action::PreviousView => {
-                self.view = self.view.step(if action == Action::NextView { 1 } else { -1 });
+                self.view = self
+                    .view
+                    .step(if action == Action::NextView { 1 } else { -1 });
                 self.scroll = 0;
             }
             Action::ToggleWindow => {
@@ -281,7 +300,11 @@ impl App {
 
     /// `since start 45.0 s` or `since reset 2m13s`: what `since_reset` covers.
     pub fn since_reset_label(&self) -> String {
-        let what = if self.never_reset() { "since start" } else { "since reset" };
+        let what = if self.never_reset() {
+            "since start"
+        } else {
+            "since reset"
+        };
         format!("{what} {}", super::format::span(self.since_reset.secs()))
     }
 
@@ -312,7 +335,11 @@ impl App {
     }
 
     pub fn set_status(&mut self, text: impl Into<String>, error: bool) {
-        self.status = Some(Status { text: text.into(), error, until: Instant::now() + STATUS_TTL });
+        self.status = Some(Status {
+            text: text.into(),
+            error,
+            until: Instant::now() + STATUS_TTL,
+        });
     }
 
     pub fn status(&self) -> Option<&Status> {

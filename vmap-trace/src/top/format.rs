@@ -60,7 +60,11 @@ pub fn rate(r: f64) -> String {
 
 /// `0:02:13` (h:mm:ss), the way top shows uptime-like durations.
 pub fn clock(secs: f64) -> String {
-    let s = if secs.is_finite() && secs > 0.0 { secs as u64 } else { 0 };
+    let s = if secs.is_finite() && secs > 0.0 {
+        secs as u64
+    } else {
+        0
+    };
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
@@ -104,7 +108,11 @@ pub fn bar(fraction: f64, width: usize) -> String {
     if width == 0 {
         return String::new();
     }
-    let f = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+    let f = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let mut eighths = (f * width as f64 * 8.0).round() as usize;
     if f > 0.0 && eighths == 0 {
         eighths = 1;
@@ -152,9 +160,27 @@ mod tests {
         for v in [1.0, 999.0, 1e3, 9.99e3, 99.9e3, 999e3, 9.99e6, 999e6, 99e9] {
             assert!(ns(v).chars().count() <= 6, "{v}: {}", ns(v));
         }
-        assert_eq!(max(WindowMax { ns: 9_000, exact: false }), "≤9.00us");
-        assert_eq!(max(WindowMax { ns: 9_000, exact: true }), "9.00us");
-        assert_eq!(max(WindowMax { ns: 0, exact: false }), "-");
+        assert_eq!(
+            max(WindowMax {
+                ns: 9_000,
+                exact: false
+            }),
+            "≤9.00us"
+        );
+        assert_eq!(
+            max(WindowMax {
+                ns: 9_000,
+                exact: true
+            }),
+            "9.00us"
+        );
+        assert_eq!(
+            max(WindowMax {
+                ns: 0,
+                exact: false
+            }),
+            "-"
+        );
         assert_eq!(opt_ns(None), "-");
     }
 

@@ -23,7 +23,10 @@ pub struct History {
 
 impl History {
     pub fn new(capacity: usize) -> History {
-        History { points: VecDeque::with_capacity(capacity), capacity: capacity.max(1) }
+        History {
+            points: VecDeque::with_capacity(capacity),
+            capacity: capacity.max(1),
+        }
     }
 
     pub fn push(&mut self, interval: &Window) {
@@ -69,7 +72,11 @@ mod tests {
     use super::*;
 
     fn point(v: f64) -> Point {
-        Point { vmap_wait_per_s: v, all_wait_per_s: v * 2.0, secs: 1.0 }
+        Point {
+            vmap_wait_per_s: v,
+            all_wait_per_s: v * 2.0,
+            secs: 1.0,
+        }
     }
 
     #[test]

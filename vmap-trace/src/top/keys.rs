@@ -48,16 +48,37 @@ mod tests {
     #[test]
     fn documented_keys() {
         assert_eq!(action_for(press(KeyCode::Char('q'))), Some(Action::Quit));
-        assert_eq!(action_for(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Some(Action::Quit));
-        assert_eq!(action_for(press(KeyCode::Char('s'))), Some(Action::CycleSort));
-        assert_eq!(action_for(press(KeyCode::Char(' '))), Some(Action::TogglePause));
-        assert_eq!(action_for(press(KeyCode::Char('p'))), Some(Action::TogglePause));
+        assert_eq!(
+            action_for(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            action_for(press(KeyCode::Char('s'))),
+            Some(Action::CycleSort)
+        );
+        assert_eq!(
+            action_for(press(KeyCode::Char(' '))),
+            Some(Action::TogglePause)
+        );
+        assert_eq!(
+            action_for(press(KeyCode::Char('p'))),
+            Some(Action::TogglePause)
+        );
         assert_eq!(action_for(press(KeyCode::Char('r'))), Some(Action::Reset));
-        assert_eq!(action_for(press(KeyCode::Char('f'))), Some(Action::Flamegraph));
+        assert_eq!(
+            action_for(press(KeyCode::Char('f'))),
+            Some(Action::Flamegraph)
+        );
         assert_eq!(action_for(press(KeyCode::Tab)), Some(Action::NextView));
-        assert_eq!(action_for(press(KeyCode::Char('?'))), Some(Action::ToggleHelp));
+        assert_eq!(
+            action_for(press(KeyCode::Char('?'))),
+            Some(Action::ToggleHelp)
+        );
         assert_eq!(action_for(press(KeyCode::Char('x'))), None);
-        assert_eq!(action_for(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL)), None);
+        assert_eq!(
+            action_for(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL)),
+            None
+        );
         let mut release = press(KeyCode::Char('q'));
         release.kind = KeyEventKind::Release;
         assert_eq!(action_for(release), None);

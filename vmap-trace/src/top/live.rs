@@ -24,19 +24,32 @@ pub fn run(options: TopOptions) -> Result<()> {
     let stop = terminal::stop_on_signals()?;
 
     eprintln!("vmap-trace: attaching probes...");
-    let probes = crate::probe::ProbeOptions { lock_timing: options.lock_timing, ..Default::default() };
+    let probes = crate::probe::ProbeOptions {
+        lock_timing: options.lock_timing,
+        ..Default::default()
+    };
     let mut session = TraceSession::start_with(probes)?;
     if session.hooks().iter().all(|h| h.mechanism.is_none()) {
         bail!("no hook could be attached; run `vmap-trace doctor` to see why");
     }
-    let first = session.snapshot().context("cannot read the first snapshot")?;
+    let first = session
+        .snapshot()
+        .context("cannot read the first snapshot")?;
     let mut app = App::new(options, first);
 
     let mut model = VerdictWorker::spawn().context("cannot start the model's thread")?;
     let input = TerminalInput::open()?;
     let mut screen = TerminalGuard::enter()?;
     let mut flamegraphs = FlamegraphWriter::default();
-    let result = event_loop(&mut screen, &input, &mut session, &mut app, &mut model, &mut flamegraphs, &stop);
+    let result = event_loop(
+        &mut screen,
+        &input,
+        &mut session,
+        &mut app,
+        &mut model,
+        &mut flamegraphs,
+        &stop,
+    );
     // Give the terminal back before detaching (which takes a moment) and before main prints
     // any error.
     drop(screen);
@@ -63,13 +76,19 @@ fn event_loop(
         redraw(screen, app, &mut dirty)?;
         // Input is handled on every turn, before any refresh: when refreshing takes longer than
         // the interval (a loaded machine), keys must still get through.
-        input.wait(next_sample.saturating_duration_since(Instant::now()).min(POLL_SLICE))?;
+        input.wait(
+            next_sample
+                .saturating_duration_since(Instant::now())
+                .min(POLL_SLICE),
+        )?;
         // Everything crossterm has: keys typed together arrive in one read, and a resize comes
         // through its SIGWINCH handler, not through the terminal's input.
         while event::poll(Duration::ZERO).context("cannot read the terminal")? {
             match event::read().context("cannot read the terminal")? {
                 Event::Key(key) => {
-                    let Some(action) = keys::action_for(key) else { continue };
+                    let Some(action) = keys::action_for(key) else {
+                        continue;
+                    };
                     let was_paused = app.paused;
                     match app.apply(action) {
                         Effect::Quit => return Ok(()),
@@ -133,7 +152,10 @@ fn event_loop(
 /// Draw if anything changed since the last frame.
 fn redraw(screen: &mut TerminalGuard, app: &mut App, dirty: &mut bool) -> Result<()> {
     if std::mem::take(dirty) {
-        screen.terminal.draw(|frame| render::draw(frame, app)).context("cannot draw")?;
+        screen
+            .terminal
+            .draw(|frame| render::draw(frame, app))
+            .context("cannot draw")?;
     }
     Ok(())
 }
@@ -142,8 +164,17 @@ fn start_flamegraph(app: &mut App, writer: &mut FlamegraphWriter) {
     let span = app.since_reset_label();
     // Relative, so the status line shows a short path the user can paste.
     let window = app.flamegraph_window().clone();
-    if writer.start(window, app.vmap_only, ".".into(), export::timestamp_now(), span.clone()) {
-        app.set_status(format!("drawing a flamegraph of the stacks {span}..."), false);
+    if writer.start(
+        window,
+        app.vmap_only,
+        ".".into(),
+        export::timestamp_now(),
+        span.clone(),
+    ) {
+        app.set_status(
+            format!("drawing a flamegraph of the stacks {span}..."),
+            false,
+        );
     } else {
         app.set_status("still drawing the previous flamegraph", true);
     }

@@ -73,7 +73,12 @@ pub enum HoldTimes {
 }
 
 pub fn hold_times(p: &crate::profile::Profile) -> HoldTimes {
-    let mut hooks = p.meta.hooks.iter().filter(|h| h.hook.starts_with("lock-timing:")).peekable();
+    let mut hooks = p
+        .meta
+        .hooks
+        .iter()
+        .filter(|h| h.hook.starts_with("lock-timing:"))
+        .peekable();
     if !p.lock_timing.is_empty() {
         return HoldTimes::Measured;
     }
@@ -90,8 +95,15 @@ pub fn hold_times(p: &crate::profile::Profile) -> HoldTimes {
 /// Hold times of a lock in a window, from the lock-timing probes (`--lock-timing`: around
 /// the lock and unlock calls, which needs kprobes or fentry). None where the lock is not timed.
 pub fn lock_hold(window: &Window, key: LockKey) -> Option<HoldStats> {
-    let t = window.profile.lock_timing.iter().find(|t| t.lock_addr == key.0)?;
-    Some(HoldStats { avg_ns: t.hold.mean_ns()?, p99_ns: t.hold.p99_ns() })
+    let t = window
+        .profile
+        .lock_timing
+        .iter()
+        .find(|t| t.lock_addr == key.0)?;
+    Some(HoldStats {
+        avg_ns: t.hold.mean_ns()?,
+        p99_ns: t.hold.p99_ns(),
+    })
 }
 
 /// One row per lock that waited since the last reset, figures from `shown`, in `sort` order.
@@ -116,9 +128,18 @@ pub fn lock_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Loc
     }
     let (shown_stacks, period_stacks) = (by_lock(shown), by_lock(since_reset));
     // Indexed: a busy machine can have thousands of contended locks.
-    let shown_locks: HashMap<LockKey, &LockWait> = shown.profile.locks.iter().map(|l| ((l.lock_addr, l.flags), l)).collect();
-    let period_locks: HashMap<LockKey, &LockWait> =
-        since_reset.profile.locks.iter().map(|l| ((l.lock_addr, l.flags), l)).collect();
+    let shown_locks: HashMap<LockKey, &LockWait> = shown
+        .profile
+        .locks
+        .iter()
+        .map(|l| ((l.lock_addr, l.flags), l))
+        .collect();
+    let period_locks: HashMap<LockKey, &LockWait> = since_reset
+        .profile
+        .locks
+        .iter()
+        .map(|l| ((l.lock_addr, l.flags), l))
+        .collect();
     let mut rows: Vec<LockRow> = keys
         .into_iter()
         .map(|key| {
@@ -131,12 +152,17 @@ pub fn lock_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Loc
             let stacks = shown_stacks.get(&key).or_else(|| period_stacks.get(&key));
             let top_caller = heaviest(stacks).and_then(caller_label);
             let stack_ns: u64 = stacks.map_or(0, |v| v.iter().map(|s| s.total_ns).sum());
-            let vmap_ns: u64 =
-                stacks.map_or(0, |v| v.iter().filter(|s| s.attribution.class == LockClass::Vmap).map(|s| s.total_ns).sum());
+            let vmap_ns: u64 = stacks.map_or(0, |v| {
+                v.iter()
+                    .filter(|s| s.attribution.class == LockClass::Vmap)
+                    .map(|s| s.total_ns)
+                    .sum()
+            });
             let kind = crate::profile::lock_kind(key.1);
             // An unnamed lock is labelled from the whole period, so its label does not change
             // from one refresh to the next.
-            let site = heaviest(period_stacks.get(&key).or(stacks)).and_then(|s| s.attribution.call_site.as_deref());
+            let site = heaviest(period_stacks.get(&key).or(stacks))
+                .and_then(|s| s.attribution.call_site.as_deref());
             let label = match (&name, site) {
                 (Some(n), _) => n.clone(),
                 (None, Some(site)) => format!("{kind} in {site}"),
@@ -168,7 +194,9 @@ pub fn lock_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Loc
             SortKey::Max => b.max.ns.cmp(&a.max.ns),
             SortKey::Name => a.label.cmp(&b.label),
         };
-        primary.then(b.since_reset_ns.cmp(&a.since_reset_ns)).then_with(|| a.label.cmp(&b.label))
+        primary
+            .then(b.since_reset_ns.cmp(&a.since_reset_ns))
+            .then_with(|| a.label.cmp(&b.label))
     });
     rows
 }
@@ -178,8 +206,16 @@ pub fn lock_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Loc
 /// (`n_tty_open ← tty_open via vfree`): the call site alone often only repeats the label.
 fn caller_label(s: &StackWait) -> Option<String> {
     let site = s.attribution.call_site.as_deref()?;
-    let names: Vec<&str> = s.frames.iter().filter_map(|f| f.function.as_deref()).map(canonical_function).collect();
-    let parent = names.iter().position(|n| *n == site).and_then(|i| names.get(i + 1));
+    let names: Vec<&str> = s
+        .frames
+        .iter()
+        .filter_map(|f| f.function.as_deref())
+        .map(canonical_function)
+        .collect();
+    let parent = names
+        .iter()
+        .position(|n| *n == site)
+        .and_then(|i| names.get(i + 1));
     let mut label = match parent {
         Some(p) => format!("{site} ← {p}"),
         None => site.to_string(),
@@ -204,7 +240,13 @@ fn disambiguate(rows: &mut [LockRow]) {
         let addrs: Vec<u64> = members.iter().map(|&i| rows[i].key.0).collect();
         let digits = (4..=16)
             .find(|&d| {
-                let tail = |a: u64| if d == 16 { a } else { a & ((1u64 << (4 * d)) - 1) };
+                let tail = |a: u64| {
+                    if d == 16 {
+                        a
+                    } else {
+                        a & ((1u64 << (4 * d)) - 1)
+                    }
+                };
                 let distinct: HashSet<u64> = addrs.iter().map(|&a| tail(a)).collect();
                 let unique_addrs: HashSet<u64> = addrs.iter().copied().collect();
                 distinct.len() == unique_addrs.len()
@@ -227,7 +269,12 @@ fn disambiguate(rows: &mut [LockRow]) {
 pub fn task_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<TaskRow> {
     type TaskKey<'a> = (u32, u32, &'a str);
     fn index(w: &Window) -> HashMap<TaskKey<'_>, usize> {
-        w.profile.tasks.iter().enumerate().map(|(i, t)| ((t.tid, t.tgid, t.comm.as_str()), i)).collect()
+        w.profile
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((t.tid, t.tgid, t.comm.as_str()), i))
+            .collect()
     }
     let now: HashMap<TaskKey<'_>, usize> = index(shown);
     let period: HashMap<TaskKey<'_>, usize> = index(since_reset);
@@ -248,7 +295,9 @@ pub fn task_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Tas
             wait_per_s: shown.rate(total),
             avg_ns: (count > 0).then(|| total as f64 / count as f64),
             max: in_window.map_or(WindowMax { ns: 0, exact: true }, |s| shown.max_of_task(s)),
-            since_reset_ns: period.get(&k).map_or(0, |&i| since_reset.profile.tasks[i].total_ns),
+            since_reset_ns: period
+                .get(&k)
+                .map_or(0, |&i| since_reset.profile.tasks[i].total_ns),
         });
     }
     rows.sort_by(|a, b| {
@@ -260,7 +309,9 @@ pub fn task_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Tas
             SortKey::P99 | SortKey::Max => b.max.ns.cmp(&a.max.ns),
             SortKey::Name => a.comm.cmp(&b.comm),
         };
-        primary.then(b.since_reset_ns.cmp(&a.since_reset_ns)).then(a.tid.cmp(&b.tid))
+        primary
+            .then(b.since_reset_ns.cmp(&a.since_reset_ns))
+            .then(a.tid.cmp(&b.tid))
     });
     rows
 }
@@ -268,7 +319,11 @@ pub fn task_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Tas
 /// One row per CPU, in CPU order.
 pub fn cpu_rows(shown: &Window) -> Vec<CpuRow> {
     let p = &shown.profile;
-    let cpus = p.cpus.len().max(p.ops.allocs_per_cpu.len()).max(p.meta.cpus as usize);
+    let cpus = p
+        .cpus
+        .len()
+        .max(p.ops.allocs_per_cpu.len())
+        .max(p.meta.cpus as usize);
     (0..cpus as u32)
         .map(|cpu| {
             let c = p.cpus.iter().find(|c| c.cpu == cpu);
@@ -277,7 +332,8 @@ pub fn cpu_rows(shown: &Window) -> Vec<CpuRow> {
                 contentions_per_s: shown.rate(c.map_or(0, |c| c.count)),
                 wait_per_s: shown.rate(c.map_or(0, |c| c.total_ns)),
                 max: shown.cpu_max(cpu),
-                allocs_per_s: shown.rate(p.ops.allocs_per_cpu.get(cpu as usize).copied().unwrap_or(0)),
+                allocs_per_s: shown
+                    .rate(p.ops.allocs_per_cpu.get(cpu as usize).copied().unwrap_or(0)),
             }
         })
         .collect()
@@ -310,11 +366,20 @@ mod tests {
         assert_eq!(rows[0].contentions_per_s, 2.0);
         assert_eq!(rows[0].vmap_share, Some(0.0));
         assert_eq!(rows[1].label, "vmap_area_lock");
-        assert_eq!(rows[1].top_caller.as_deref(), Some("alloc_vmap_area ← __vmalloc_node_range"));
+        assert_eq!(
+            rows[1].top_caller.as_deref(),
+            Some("alloc_vmap_area ← __vmalloc_node_range")
+        );
         assert_eq!(rows[0].top_caller.as_deref(), Some("tty_lock ← tty_open"));
         assert_eq!(rows[1].vmap_share, Some(1.0));
         assert_eq!(rows[1].avg_ns, Some(5_000.0));
-        assert_eq!(rows[1].max, WindowMax { ns: 9_000, exact: true });
+        assert_eq!(
+            rows[1].max,
+            WindowMax {
+                ns: 9_000,
+                exact: true
+            }
+        );
         assert!(rows.iter().all(|r| r.hold.is_none()));
     }
 
@@ -335,18 +400,47 @@ mod tests {
         let w = Window::between(&zero_like(&p), &p);
         let rows = lock_rows(&w, &w, SortKey::Name);
         let spin = rows.iter().find(|r| r.label == "vmap_area_lock").unwrap();
-        assert_eq!(spin.hold, Some(HoldStats { avg_ns: 500.0, p99_ns: Some(900) }));
-        assert_eq!(rows.iter().find(|r| r.label != "vmap_area_lock").unwrap().hold, None);
+        assert_eq!(
+            spin.hold,
+            Some(HoldStats {
+                avg_ns: 500.0,
+                p99_ns: Some(900)
+            })
+        );
+        assert_eq!(
+            rows.iter()
+                .find(|r| r.label != "vmap_area_lock")
+                .unwrap()
+                .hold,
+            None
+        );
     }
 
     #[test]
     fn sort_keys_reorder_rows() {
         let w = since_start();
-        let labels = |k| lock_rows(&w, &w, k).into_iter().map(|r| r.label).collect::<Vec<_>>();
-        assert_eq!(labels(SortKey::Wait), vec!["mutex in tty_lock", "vmap_area_lock"]);
-        assert_eq!(labels(SortKey::Count), vec!["vmap_area_lock", "mutex in tty_lock"]);
-        assert_eq!(labels(SortKey::Name), vec!["mutex in tty_lock", "vmap_area_lock"]);
-        assert_eq!(labels(SortKey::Max), vec!["mutex in tty_lock", "vmap_area_lock"]);
+        let labels = |k| {
+            lock_rows(&w, &w, k)
+                .into_iter()
+                .map(|r| r.label)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            labels(SortKey::Wait),
+            vec!["mutex in tty_lock", "vmap_area_lock"]
+        );
+        assert_eq!(
+            labels(SortKey::Count),
+            vec!["vmap_area_lock", "mutex in tty_lock"]
+        );
+        assert_eq!(
+            labels(SortKey::Name),
+            vec!["mutex in tty_lock", "vmap_area_lock"]
+        );
+        assert_eq!(
+            labels(SortKey::Max),
+            vec!["mutex in tty_lock", "vmap_area_lock"]
+        );
     }
 
     #[test]
@@ -359,13 +453,26 @@ mod tests {
         stack.lock_addr = 0xffff_8880_0abc_2340;
         p.stacks.push(stack);
         let w = Window::between(&zero_like(&p), &p);
-        let mut labels: Vec<String> = lock_rows(&w, &w, SortKey::Name).into_iter().map(|r| r.label).collect();
+        let mut labels: Vec<String> = lock_rows(&w, &w, SortKey::Name)
+            .into_iter()
+            .map(|r| r.label)
+            .collect();
         labels.sort();
-        assert_eq!(labels, vec!["mutex in tty_lock @2000", "mutex in tty_lock @2340", "vmap_area_lock"]);
+        assert_eq!(
+            labels,
+            vec![
+                "mutex in tty_lock @2000",
+                "mutex in tty_lock @2340",
+                "vmap_area_lock"
+            ]
+        );
 
         // per-CPU locks: the same low 16 bits, told apart by more digits
         let mut rows = lock_rows(&w, &w, SortKey::Name);
-        for (r, addr) in rows.iter_mut().zip([0xffff_8880_7dc2_ba40u64, 0xffff_8880_7dd2_ba40, 0x3000]) {
+        for (r, addr) in
+            rows.iter_mut()
+                .zip([0xffff_8880_7dc2_ba40u64, 0xffff_8880_7dd2_ba40, 0x3000])
+        {
             r.label = "spinlock in __schedule".into();
             r.key.0 = addr;
         }
@@ -374,17 +481,27 @@ mod tests {
         disambiguate(&mut rows);
         let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(labels[0], "spinlock in __schedule @c2ba40");
-        assert!(labels[1].starts_with("spinlock in __schedule @d2ba40/"), "{labels:?}");
+        assert!(
+            labels[1].starts_with("spinlock in __schedule @d2ba40/"),
+            "{labels:?}"
+        );
         assert_eq!(labels[2], "spinlock in __schedule @d2ba40/0x101");
     }
 
     #[test]
     fn caller_names_the_vmap_function_it_ran_under() {
-        let frames: Vec<crate::profile::Frame> = ["__mutex_lock.constprop.0", "n_tty_open", "tty_ldisc_open", "vfree"]
-            .iter()
-            .map(|n| crate::profile::tests::frame(n))
-            .collect();
-        let s = StackWait { task: None, user_frames: Vec::new(),
+        let frames: Vec<crate::profile::Frame> = [
+            "__mutex_lock.constprop.0",
+            "n_tty_open",
+            "tty_ldisc_open",
+            "vfree",
+        ]
+        .iter()
+        .map(|n| crate::profile::tests::frame(n))
+        .collect();
+        let s = StackWait {
+            task: None,
+            user_frames: Vec::new(),
             lock_addr: 1,
             flags: 32,
             attribution: crate::profile::attribution::attribute(&frames),
@@ -393,7 +510,10 @@ mod tests {
             total_ns: 1,
             max_ns: 1,
         };
-        assert_eq!(caller_label(&s).as_deref(), Some("n_tty_open ← tty_ldisc_open via vfree"));
+        assert_eq!(
+            caller_label(&s).as_deref(),
+            Some("n_tty_open ← tty_ldisc_open via vfree")
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use crossterm::cursor::{Hide, Show};
 use crossterm::execute;
-use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
@@ -54,7 +56,9 @@ fn install_panic_hook() {
     PANIC_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let background = UI_THREAD.get().is_some_and(|ui| *ui != std::thread::current().id());
+            let background = UI_THREAD
+                .get()
+                .is_some_and(|ui| *ui != std::thread::current().id());
             if background && ACTIVE.load(Ordering::SeqCst) {
                 return;
             }
@@ -76,8 +80,10 @@ impl TerminalGuard {
         enable_raw_mode().context("cannot put the terminal into raw mode")?;
         ACTIVE.store(true, Ordering::SeqCst);
         let setup = || -> Result<Terminal<CrosstermBackend<Stdout>>> {
-            execute!(std::io::stdout(), EnterAlternateScreen, Hide).context("cannot switch to the alternate screen")?;
-            Terminal::new(CrosstermBackend::new(std::io::stdout())).context("cannot size the terminal")
+            execute!(std::io::stdout(), EnterAlternateScreen, Hide)
+                .context("cannot switch to the alternate screen")?;
+            Terminal::new(CrosstermBackend::new(std::io::stdout()))
+                .context("cannot size the terminal")
         };
         match setup() {
             Ok(terminal) => Ok(TerminalGuard { terminal }),
@@ -101,7 +107,8 @@ impl Drop for TerminalGuard {
 pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handler")?;
     }
     Ok(stop)
 }
@@ -120,14 +127,22 @@ impl TerminalInput {
         if std::io::stdin().is_terminal() {
             return Ok(TerminalInput { fd: 0, _tty: None });
         }
-        let tty = File::open("/dev/tty").context("cannot open the terminal (/dev/tty) for keyboard input")?;
-        Ok(TerminalInput { fd: tty.as_raw_fd(), _tty: Some(tty) })
+        let tty = File::open("/dev/tty")
+            .context("cannot open the terminal (/dev/tty) for keyboard input")?;
+        Ok(TerminalInput {
+            fd: tty.as_raw_fd(),
+            _tty: Some(tty),
+        })
     }
 
     /// Wait up to `timeout` for input; an error once the terminal has hung up. A signal
     /// (SIGWINCH on resize) ends the wait early.
     pub fn wait(&self, timeout: Duration) -> Result<bool> {
-        let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd, for the duration of the call.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };

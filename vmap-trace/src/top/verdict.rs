@@ -35,7 +35,9 @@ impl Verdict {
     pub fn line(&self) -> String {
         match self {
             Verdict::Comparison(text) => format!("model verdict: {text}"),
-            Verdict::Pending => "model verdict: running the reference model on the measured load...".into(),
+            Verdict::Pending => {
+                "model verdict: running the reference model on the measured load...".into()
+            }
             Verdict::Unavailable(why) => format!("model verdict: unavailable ({why})"),
         }
     }
@@ -43,8 +45,11 @@ impl Verdict {
 
 /// The window as the model takes it, or why it cannot.
 pub fn measured_workload(window: &Profile) -> Result<MeasuredWorkload, String> {
-    if window.meta.design != AllocatorDesign::Unknown && window.meta.duration_s() < MIN_WINDOW_SECS {
-        return Err(format!("needs {MIN_WINDOW_SECS:.0} s of data since the last reset"));
+    if window.meta.design != AllocatorDesign::Unknown && window.meta.duration_s() < MIN_WINDOW_SECS
+    {
+        return Err(format!(
+            "needs {MIN_WINDOW_SECS:.0} s of data since the last reset"
+        ));
     }
     model::recording::measured_from_profile(window)
 }
@@ -52,7 +57,9 @@ pub fn measured_workload(window: &Profile) -> Result<MeasuredWorkload, String> {
 /// The node-sharded variant a kernel release stands for: 6.9 takes `busy.lock` twice per
 /// vmalloc, 6.10 to 6.12 once, later kernels are mainline.
 fn variant_of(release: &str) -> KernelVariant {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     match (parts.next(), parts.next()) {
         (Some(6), Some(9)) => KernelVariant::V6_9,
         (Some(6), Some(10..=12)) => KernelVariant::V6_10,
@@ -62,16 +69,26 @@ fn variant_of(release: &str) -> KernelVariant {
 
 /// Run the model on `measured` and say it in one sentence.
 pub fn assess(measured: &MeasuredWorkload) -> Verdict {
-    let cfg = RunConfig { design: measured.design, variant: variant_of(&measured.kernel_release), ..RunConfig::default() };
+    let cfg = RunConfig {
+        design: measured.design,
+        variant: variant_of(&measured.kernel_release),
+        ..RunConfig::default()
+    };
     let report = match model::compare_measured(measured, &ModelParams::default(), &[], &cfg) {
         Ok(r) => r,
         Err(e) => return Verdict::Unavailable(format!("the model failed: {e:#}")),
     };
-    let wait_per_s =
-        |r: &model::RunResult| r.locks.iter().map(|l| l.wait_total_ns).sum::<f64>() / (r.simulated_ms / 1e3).max(1e-9);
+    let wait_per_s = |r: &model::RunResult| {
+        r.locks.iter().map(|l| l.wait_total_ns).sum::<f64>() / (r.simulated_ms / 1e3).max(1e-9)
+    };
     let legacy = wait_per_s(&report.recorded.legacy);
     let node = wait_per_s(&report.recorded.node_sharded);
-    Verdict::Comparison(sentence(measured.design, legacy, node, &super::format::span(measured.duration_s)))
+    Verdict::Comparison(sentence(
+        measured.design,
+        legacy,
+        node,
+        &super::format::span(measured.duration_s),
+    ))
 }
 
 /// The verdict from the modelled vmap lock wait per second of each design at the measured load
@@ -83,19 +100,34 @@ fn sentence(current: Design, legacy_wait: f64, node_wait: f64, span: &str) -> St
         Design::Legacy => (legacy_wait, node_wait),
         Design::NodeSharded => (node_wait, legacy_wait),
     };
-    let figures = format!("(model: {}/s here vs {}/s, on {span})", ns(ours), ns(theirs));
+    let figures = format!(
+        "(model: {}/s here vs {}/s, on {span})",
+        ns(ours),
+        ns(theirs)
+    );
     if legacy_wait <= 0.0 && node_wait <= 0.0 {
         return format!("neither design waits on vmap locks at this load (model, on {span})");
     }
     let other = current.other().name();
-    let ratio = if theirs > 0.0 { ours / theirs } else { f64::INFINITY };
+    let ratio = if theirs > 0.0 {
+        ours / theirs
+    } else {
+        f64::INFINITY
+    };
     if (1.0 / 1.15..=1.15).contains(&ratio) {
         format!("{other} would wait about as long on vmap locks at this load {figures}")
     } else if ratio > 1.0 {
-        let by = if ratio.is_finite() { format!("~{ratio:.1}x") } else { "to nothing".into() };
+        let by = if ratio.is_finite() {
+            format!("~{ratio:.1}x")
+        } else {
+            "to nothing".into()
+        };
         format!("{other} would cut vmap lock wait {by} at this load {figures}")
     } else {
-        format!("{other} would wait ~{:.1}x longer on vmap locks at this load {figures}", 1.0 / ratio)
+        format!(
+            "{other} would wait ~{:.1}x longer on vmap locks at this load {figures}",
+            1.0 / ratio
+        )
     }
 }
 
@@ -113,18 +145,29 @@ impl VerdictWorker {
     pub fn spawn() -> std::io::Result<VerdictWorker> {
         let (requests, inbox) = mpsc::channel::<(u64, MeasuredWorkload)>();
         let (outbox, results) = mpsc::channel();
-        std::thread::Builder::new().name(WORKER_THREAD.into()).spawn(move || {
-            for (generation, measured) in inbox {
-                let verdict = match std::panic::catch_unwind(|| assess(&measured)) {
-                    Ok(v) => v,
-                    Err(panic) => Verdict::Unavailable(format!("the model panicked: {}", super::export::panic_message(&panic))),
-                };
-                if outbox.send((generation, verdict)).is_err() {
-                    break;
+        std::thread::Builder::new()
+            .name(WORKER_THREAD.into())
+            .spawn(move || {
+                for (generation, measured) in inbox {
+                    let verdict = match std::panic::catch_unwind(|| assess(&measured)) {
+                        Ok(v) => v,
+                        Err(panic) => Verdict::Unavailable(format!(
+                            "the model panicked: {}",
+                            super::export::panic_message(&panic)
+                        )),
+                    };
+                    if outbox.send((generation, verdict)).is_err() {
+                        break;
+                    }
                 }
-            }
-        })?;
-        Ok(VerdictWorker { requests, results, busy: false, last_request: None, generation: 0 })
+            })?;
+        Ok(VerdictWorker {
+            requests,
+            results,
+            busy: false,
+            last_request: None,
+            generation: 0,
+        })
     }
 
     /// The counters were reset: ask again as soon as the new window allows, and drop any
@@ -137,7 +180,11 @@ impl VerdictWorker {
     /// Ask for a verdict on `window` if the last one is `VERDICT_PERIOD` old and none is
     /// being computed. Returns a verdict to show at once when the window cannot be modelled.
     pub fn request(&mut self, window: &Profile, now: Instant) -> Option<Verdict> {
-        if self.busy || self.last_request.is_some_and(|t| now.duration_since(t) < VERDICT_PERIOD) {
+        if self.busy
+            || self
+                .last_request
+                .is_some_and(|t| now.duration_since(t) < VERDICT_PERIOD)
+        {
             return None;
         }
         match measured_workload(window) {
@@ -173,9 +220,9 @@ impl VerdictWorker {
 
 #[cfg(test)]
 mod tests {
-    use crate::profile::Log2Histogram;
     use super::*;
     use crate::profile::tests::sample_profile;
+    use crate::profile::Log2Histogram;
     use crate::profile::{VmapLockTiming, WaitHistogram};
 
     #[test]
@@ -183,11 +230,30 @@ mod tests {
         let mut p = sample_profile();
         p.ops.size_pages = Log2Histogram::from_buckets(&[10, 0, 1990]);
         p.ops.allocs_per_cpu = vec![1500, 500];
-        let hold = |count, total_ns| WaitHistogram { count, total_ns, ..Default::default() };
+        let hold = |count, total_ns| WaitHistogram {
+            count,
+            total_ns,
+            ..Default::default()
+        };
         p.lock_timing = vec![
-            VmapLockTiming { name: "vmap_node[0].busy.lock".into(), lock_addr: 1, wait: hold(10, 1_000), hold: hold(10, 3_000) },
-            VmapLockTiming { name: "vmap_node[1].busy.lock".into(), lock_addr: 2, wait: hold(30, 1_000), hold: hold(30, 5_000) },
-            VmapLockTiming { name: "free_vmap_area_lock".into(), lock_addr: 3, wait: hold(0, 0), hold: hold(0, 0) },
+            VmapLockTiming {
+                name: "vmap_node[0].busy.lock".into(),
+                lock_addr: 1,
+                wait: hold(10, 1_000),
+                hold: hold(10, 3_000),
+            },
+            VmapLockTiming {
+                name: "vmap_node[1].busy.lock".into(),
+                lock_addr: 2,
+                wait: hold(30, 1_000),
+                hold: hold(30, 5_000),
+            },
+            VmapLockTiming {
+                name: "free_vmap_area_lock".into(),
+                lock_addr: 3,
+                wait: hold(0, 0),
+                hold: hold(0, 0),
+            },
         ];
         p.meta.duration_ns = 5_000_000_000;
         let m = measured_workload(&p).unwrap();
@@ -198,8 +264,14 @@ mod tests {
         assert_eq!(m.lookups_per_s, None);
         // both nodes' busy locks in one class: 8 us of hold over 40 acquisitions
         assert_eq!(m.lock_holds.len(), 1);
-        assert_eq!((m.lock_holds[0].lock.as_str(), m.lock_holds[0].mean_ns), ("vmap_node.busy.lock", 200.0));
-        assert_eq!((m.lock_waits[0].count, m.lock_waits[0].total_ns), (40, 2_000.0));
+        assert_eq!(
+            (m.lock_holds[0].lock.as_str(), m.lock_holds[0].mean_ns),
+            ("vmap_node.busy.lock", 200.0)
+        );
+        assert_eq!(
+            (m.lock_waits[0].count, m.lock_waits[0].total_ns),
+            (40, 2_000.0)
+        );
         m.validate().unwrap();
     }
 
@@ -207,12 +279,20 @@ mod tests {
     fn windows_the_model_cannot_take() {
         let mut p = sample_profile();
         p.meta.duration_ns = 4_000_000_000;
-        assert_eq!(measured_workload(&p).unwrap_err(), "needs 5 s of data since the last reset");
+        assert_eq!(
+            measured_workload(&p).unwrap_err(),
+            "needs 5 s of data since the last reset"
+        );
         p.meta.duration_ns = 5_000_000_000;
         p.ops.allocs = 0;
-        assert_eq!(measured_workload(&p).unwrap_err(), "no vmalloc activity since the last reset");
+        assert_eq!(
+            measured_workload(&p).unwrap_err(),
+            "no vmalloc activity since the last reset"
+        );
         p.meta.design = AllocatorDesign::Unknown;
-        assert!(measured_workload(&p).unwrap_err().contains("design unknown"));
+        assert!(measured_workload(&p)
+            .unwrap_err()
+            .contains("design unknown"));
     }
 
     #[test]
@@ -225,11 +305,21 @@ mod tests {
             sentence(Design::NodeSharded, 3_000_000.0, 1_000_000.0, "2m"),
             "legacy would wait ~3.0x longer on vmap locks at this load (model: 1.00ms/s here vs 3.00ms/s, on 2m)"
         );
-        assert!(sentence(Design::NodeSharded, 1_000.0, 1_100.0, "x").starts_with("legacy would wait about as long"));
-        assert!(sentence(Design::Legacy, 0.0, 0.0, "x").starts_with("neither design waits on vmap locks"));
-        assert!(sentence(Design::Legacy, 5.0, 0.0, "x").contains("would cut vmap lock wait to nothing"));
-        assert_eq!(model::recording::model_lock_name("vmap_node[12].lazy.lock"), "vmap_node.lazy.lock");
-        assert_eq!(model::recording::model_lock_name("vmap_purge_lock"), "vmap_purge_lock");
+        assert!(sentence(Design::NodeSharded, 1_000.0, 1_100.0, "x")
+            .starts_with("legacy would wait about as long"));
+        assert!(sentence(Design::Legacy, 0.0, 0.0, "x")
+            .starts_with("neither design waits on vmap locks"));
+        assert!(
+            sentence(Design::Legacy, 5.0, 0.0, "x").contains("would cut vmap lock wait to nothing")
+        );
+        assert_eq!(
+            model::recording::model_lock_name("vmap_node[12].lazy.lock"),
+            "vmap_node.lazy.lock"
+        );
+        assert_eq!(
+            model::recording::model_lock_name("vmap_purge_lock"),
+            "vmap_purge_lock"
+        );
         assert_eq!(variant_of("6.9.0-1-amd64"), KernelVariant::V6_9);
         assert_eq!(variant_of("6.12.8"), KernelVariant::V6_10);
         assert_eq!(variant_of("6.18.44-fc-v595"), KernelVariant::Mainline);
@@ -243,7 +333,9 @@ mod tests {
         p.meta.duration_ns = 5_000_000_000;
         p.ops.size_pages = Log2Histogram::from_buckets(&[0, 0, 2000]);
         let v = assess(&measured_workload(&p).unwrap());
-        let Verdict::Comparison(text) = &v else { panic!("{v:?}") };
+        let Verdict::Comparison(text) = &v else {
+            panic!("{v:?}")
+        };
         assert!(text.starts_with("legacy would"), "{text}");
         assert!(v.line().starts_with("model verdict: legacy would"));
     }
@@ -266,7 +358,9 @@ mod tests {
             assert!(Instant::now() < deadline, "no verdict");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let Verdict::Comparison(text) = &verdict else { panic!("{verdict:?}") };
+        let Verdict::Comparison(text) = &verdict else {
+            panic!("{verdict:?}")
+        };
         assert!(text.ends_with(", on 5.0 s)"), "{text}");
         // answered, but the period has not passed
         assert_eq!(worker.request(&p, t0 + Duration::from_secs(1)), None);
@@ -275,7 +369,12 @@ mod tests {
         let mut short = p.clone();
         short.meta.duration_ns = 100_000_000;
         let v = worker.request(&short, t0 + VERDICT_PERIOD * 3);
-        assert_eq!(v, Some(Verdict::Unavailable("needs 5 s of data since the last reset".into())));
+        assert_eq!(
+            v,
+            Some(Verdict::Unavailable(
+                "needs 5 s of data since the last reset".into()
+            ))
+        );
         // an answer about a window from before a reset is dropped
         assert_eq!(worker.request(&p, t0 + VERDICT_PERIOD * 4), None);
         worker.reset();

@@ -18,8 +18,8 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
 use crate::profile::{
-    CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Losses, Profile, StackSampling, StackWait, TaskWaitSummary, VmallocOps, VmapLockTiming,
-    WaitHistogram,
+    CpuLatency, CpuWait, Frame, FunctionLatency, LockWait, Losses, Profile, StackSampling,
+    StackWait, TaskWaitSummary, VmallocOps, VmapLockTiming, WaitHistogram,
 };
 
 /// A lock as the kernel side keys it: address and `lock:contention_begin` flags.
@@ -60,8 +60,14 @@ impl Window {
                 functions: functions_since(&earlier.functions, &later.functions),
                 lock_timing: lock_timing_since(&earlier.lock_timing, &later.lock_timing),
                 stack_sampling: StackSampling {
-                    captured: later.stack_sampling.captured.saturating_sub(earlier.stack_sampling.captured),
-                    skipped: later.stack_sampling.skipped.saturating_sub(earlier.stack_sampling.skipped),
+                    captured: later
+                        .stack_sampling
+                        .captured
+                        .saturating_sub(earlier.stack_sampling.captured),
+                    skipped: later
+                        .stack_sampling
+                        .skipped
+                        .saturating_sub(earlier.stack_sampling.skipped),
                 },
             },
             inexact_lock_max: HashSet::new(),
@@ -69,7 +75,11 @@ impl Window {
             inexact_task_max: HashSet::new(),
         };
 
-        let before: HashMap<LockKey, &LockWait> = earlier.locks.iter().map(|l| ((l.lock_addr, l.flags), l)).collect();
+        let before: HashMap<LockKey, &LockWait> = earlier
+            .locks
+            .iter()
+            .map(|l| ((l.lock_addr, l.flags), l))
+            .collect();
         for l in &later.locks {
             let key = (l.lock_addr, l.flags);
             let (wait, exact) = wait_since(before.get(&key).map(|e| &e.wait), &l.wait);
@@ -79,7 +89,12 @@ impl Window {
             if !exact {
                 w.inexact_lock_max.insert(key);
             }
-            w.profile.locks.push(LockWait { lock_addr: l.lock_addr, flags: l.flags, name: l.name.clone(), wait });
+            w.profile.locks.push(LockWait {
+                lock_addr: l.lock_addr,
+                flags: l.flags,
+                name: l.name.clone(),
+                wait,
+            });
         }
         w.profile.locks.sort_by_key(|l| Reverse(l.wait.total_ns));
 
@@ -91,13 +106,22 @@ impl Window {
             if !max.exact {
                 w.inexact_cpu_max.insert(c.cpu);
             }
-            w.profile.cpus.push(CpuWait { cpu: c.cpu, count, total_ns, max_ns: max.ns });
+            w.profile.cpus.push(CpuWait {
+                cpu: c.cpu,
+                count,
+                total_ns,
+                max_ns: max.ns,
+            });
         }
 
-        let before: HashMap<u32, &TaskWaitSummary> = earlier.tasks.iter().map(|t| (t.tid, t)).collect();
+        let before: HashMap<u32, &TaskWaitSummary> =
+            earlier.tasks.iter().map(|t| (t.tid, t)).collect();
         for t in &later.tasks {
             // A different process under the same tid is a different task.
-            let e = before.get(&t.tid).filter(|e| e.tgid == t.tgid && e.comm == t.comm).map(|e| (e.count, e.total_ns, e.max_ns));
+            let e = before
+                .get(&t.tid)
+                .filter(|e| e.tgid == t.tgid && e.comm == t.comm)
+                .map(|e| (e.count, e.total_ns, e.max_ns));
             let (count, total_ns, max) = totals_since(e, (t.count, t.total_ns, t.max_ns), None);
             if count == 0 {
                 continue;
@@ -134,26 +158,47 @@ impl Window {
     }
 
     pub fn lock(&self, key: LockKey) -> Option<&LockWait> {
-        self.profile.locks.iter().find(|l| (l.lock_addr, l.flags) == key)
+        self.profile
+            .locks
+            .iter()
+            .find(|l| (l.lock_addr, l.flags) == key)
     }
 
     pub fn lock_max(&self, key: LockKey) -> WindowMax {
         let ns = self.lock(key).map_or(0, |l| l.wait.max_ns);
-        WindowMax { ns, exact: !self.inexact_lock_max.contains(&key) }
+        WindowMax {
+            ns,
+            exact: !self.inexact_lock_max.contains(&key),
+        }
     }
 
     pub fn cpu_max(&self, cpu: u32) -> WindowMax {
-        let ns = self.profile.cpus.iter().find(|c| c.cpu == cpu).map_or(0, |c| c.max_ns);
-        WindowMax { ns, exact: !self.inexact_cpu_max.contains(&cpu) }
+        let ns = self
+            .profile
+            .cpus
+            .iter()
+            .find(|c| c.cpu == cpu)
+            .map_or(0, |c| c.max_ns);
+        WindowMax {
+            ns,
+            exact: !self.inexact_cpu_max.contains(&cpu),
+        }
     }
 
     pub fn task_max(&self, tid: u32) -> WindowMax {
-        self.profile.tasks.iter().find(|t| t.tid == tid).map_or(WindowMax { ns: 0, exact: true }, |t| self.max_of_task(t))
+        self.profile
+            .tasks
+            .iter()
+            .find(|t| t.tid == tid)
+            .map_or(WindowMax { ns: 0, exact: true }, |t| self.max_of_task(t))
     }
 
     /// The max of one of this window's tasks, without searching for it (thousands of tasks).
     pub fn max_of_task(&self, task: &TaskWaitSummary) -> WindowMax {
-        WindowMax { ns: task.max_ns, exact: !self.inexact_task_max.contains(&task.tid) }
+        WindowMax {
+            ns: task.max_ns,
+            exact: !self.inexact_task_max.contains(&task.tid),
+        }
     }
 }
 
@@ -171,7 +216,14 @@ pub fn zero_like(p: &Profile) -> Profile {
         },
         locks: Vec::new(),
         stacks: Vec::new(),
-        cpus: p.cpus.iter().map(|c| CpuWait { cpu: c.cpu, ..Default::default() }).collect(),
+        cpus: p
+            .cpus
+            .iter()
+            .map(|c| CpuWait {
+                cpu: c.cpu,
+                ..Default::default()
+            })
+            .collect(),
         tasks: Vec::new(),
         losses: Losses::default(),
         functions: Vec::new(),
@@ -198,26 +250,47 @@ fn counter_since(earlier: u64, later: u64) -> u64 {
 }
 
 /// The window's largest value from cumulative maxima and the window's own count and total.
-fn max_since(earlier_max: u64, later_max: u64, count: u64, total_ns: u64, hist_bound: Option<u64>) -> WindowMax {
+fn max_since(
+    earlier_max: u64,
+    later_max: u64,
+    count: u64,
+    total_ns: u64,
+    hist_bound: Option<u64>,
+) -> WindowMax {
     if count == 0 {
         WindowMax { ns: 0, exact: true }
     } else if later_max > earlier_max {
         // The maximum rose, so the new one happened in this window.
-        WindowMax { ns: later_max, exact: true }
+        WindowMax {
+            ns: later_max,
+            exact: true,
+        }
     } else if count == 1 {
-        WindowMax { ns: total_ns, exact: true }
+        WindowMax {
+            ns: total_ns,
+            exact: true,
+        }
     } else {
         let bound = later_max.min(total_ns).min(hist_bound.unwrap_or(u64::MAX));
-        WindowMax { ns: bound, exact: false }
+        WindowMax {
+            ns: bound,
+            exact: false,
+        }
     }
 }
 
 /// (count, total, max) since `earlier` (None: the entry is new).
-fn totals_since(earlier: Option<(u64, u64, u64)>, later: (u64, u64, u64), hist_bound: Option<u64>) -> (u64, u64, WindowMax) {
+fn totals_since(
+    earlier: Option<(u64, u64, u64)>,
+    later: (u64, u64, u64),
+    hist_bound: Option<u64>,
+) -> (u64, u64, WindowMax) {
     let (count, total, max) = later;
     match earlier {
         // Re-created entry (count went down) or a new one: all of `later` is in the window.
-        Some((ec, _, _)) if ec > count => (count, total, max_since(0, max, count, total, hist_bound)),
+        Some((ec, _, _)) if ec > count => {
+            (count, total, max_since(0, max, count, total, hist_bound))
+        }
         None => (count, total, max_since(0, max, count, total, hist_bound)),
         Some((ec, et, em)) => {
             let c = count - ec;
@@ -235,10 +308,25 @@ fn wait_since(earlier: Option<&WaitHistogram>, later: &WaitHistogram) -> (WaitHi
         None => later.hist.clone(),
     };
     // Upper bound (exclusive) of the highest bucket with samples in the window.
-    let hist_bound = hist.buckets.len().checked_sub(1).map(crate::profile::Log2Histogram::bucket_high);
-    let (count, total_ns, max) =
-        totals_since(earlier.map(|e| (e.count, e.total_ns, e.max_ns)), (later.count, later.total_ns, later.max_ns), hist_bound);
-    (WaitHistogram { count, total_ns, max_ns: max.ns, hist }, max.exact)
+    let hist_bound = hist
+        .buckets
+        .len()
+        .checked_sub(1)
+        .map(crate::profile::Log2Histogram::bucket_high);
+    let (count, total_ns, max) = totals_since(
+        earlier.map(|e| (e.count, e.total_ns, e.max_ns)),
+        (later.count, later.total_ns, later.max_ns),
+        hist_bound,
+    );
+    (
+        WaitHistogram {
+            count,
+            total_ns,
+            max_ns: max.ns,
+            hist,
+        },
+        max.exact,
+    )
 }
 
 fn ops_since(e: &VmallocOps, l: &VmallocOps) -> VmallocOps {
@@ -320,8 +408,13 @@ fn functions_since(earlier: &[FunctionLatency], later: &[FunctionLatency]) -> Ve
                 .per_cpu
                 .iter()
                 .map(|c| {
-                    let ec = e.and_then(|e| e.per_cpu.iter().find(|x| x.cpu == c.cpu)).map(|x| &x.latency);
-                    CpuLatency { cpu: c.cpu, latency: wait_since(ec, &c.latency).0 }
+                    let ec = e
+                        .and_then(|e| e.per_cpu.iter().find(|x| x.cpu == c.cpu))
+                        .map(|x| &x.latency);
+                    CpuLatency {
+                        cpu: c.cpu,
+                        latency: wait_since(ec, &c.latency).0,
+                    }
                 })
                 .filter(|c| c.latency.count > 0)
                 .collect();
@@ -385,12 +478,15 @@ mod tests {
         // vmap_area_lock: 6 more waits totalling 30 us, max unchanged (9 us).
         l.locks[0].wait.count += 6;
         l.locks[0].wait.total_ns += 30_000;
-        l.locks[0].wait.hist = Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16]);
+        l.locks[0].wait.hist =
+            Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16]);
         // the mutex: one more wait of 500 us, a new max.
         l.locks[1].wait.count += 1;
         l.locks[1].wait.total_ns += 500_000;
         l.locks[1].wait.max_ns = 500_000;
-        l.locks[1].wait.hist = Log2Histogram::from_buckets(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 1]);
+        l.locks[1].wait.hist = Log2Histogram::from_buckets(&[
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 1,
+        ]);
         l.stacks[0].count += 6;
         l.stacks[0].total_ns += 30_000;
         l.cpus[0].count += 7;
@@ -431,10 +527,22 @@ mod tests {
         assert_eq!(spin.wait.hist.total(), 6);
         assert_eq!(spin.name.as_deref(), Some("vmap_area_lock"));
         // max did not rise: only bounded, here by the window's highest bucket (4096..8192 ns)
-        assert_eq!(w.lock_max((0x1000, 1)), WindowMax { ns: 8_192, exact: false });
+        assert_eq!(
+            w.lock_max((0x1000, 1)),
+            WindowMax {
+                ns: 8_192,
+                exact: false
+            }
+        );
         let mutex = w.lock((0x2000, 32)).unwrap();
         assert_eq!((mutex.wait.count, mutex.wait.total_ns), (1, 500_000));
-        assert_eq!(w.lock_max((0x2000, 32)), WindowMax { ns: 500_000, exact: true });
+        assert_eq!(
+            w.lock_max((0x2000, 32)),
+            WindowMax {
+                ns: 500_000,
+                exact: true
+            }
+        );
         // the window's p99 comes from the window's histogram only: bucket 19 (<= 1.05 ms) capped by max
         assert_eq!(mutex.wait.p99_ns(), Some(500_000));
         // busiest first
@@ -454,7 +562,13 @@ mod tests {
         raw[9] += 3;
         b.locks[0].wait.hist = Log2Histogram::from_buckets(&raw);
         let w = Window::between(&a, &b);
-        assert_eq!(w.lock_max((0x1000, 1)), WindowMax { ns: 1024, exact: false });
+        assert_eq!(
+            w.lock_max((0x1000, 1)),
+            WindowMax {
+                ns: 1024,
+                exact: false
+            }
+        );
     }
 
     #[test]
@@ -467,7 +581,11 @@ mod tests {
         assert!(w.profile.stacks.is_empty());
         assert!(w.profile.tasks.is_empty());
         assert_eq!(w.profile.cpus.len(), 2);
-        assert!(w.profile.cpus.iter().all(|c| c.count == 0 && c.total_ns == 0));
+        assert!(w
+            .profile
+            .cpus
+            .iter()
+            .all(|c| c.count == 0 && c.total_ns == 0));
         assert_eq!(w.secs(), 0.5);
         assert_eq!(Window::empty(&b).secs(), 0.0);
         assert_eq!(Window::empty(&b).rate(10), 0.0);
@@ -483,16 +601,32 @@ mod tests {
         b.tasks[0].total_ns = 3_000;
         b.tasks[0].max_ns = 1_500;
         // tid 42 reused by another process would also be new; add one
-        b.tasks.push(TaskWaitSummary { tid: 7, tgid: 7, comm: "kworker/0:1".into(), count: 2, total_ns: 100, max_ns: 60 });
+        b.tasks.push(TaskWaitSummary {
+            tid: 7,
+            tgid: 7,
+            comm: "kworker/0:1".into(),
+            count: 2,
+            total_ns: 100,
+            max_ns: 60,
+        });
         let w = Window::between(&a, &b);
         let t = w.profile.tasks.iter().find(|t| t.tid == 42).unwrap();
         assert_eq!((t.count, t.total_ns), (3, 3_000));
-        assert_eq!(w.task_max(42), WindowMax { ns: 1_500, exact: true });
+        assert_eq!(
+            w.task_max(42),
+            WindowMax {
+                ns: 1_500,
+                exact: true
+            }
+        );
         let mut c = b.clone();
         c.tasks[0].comm = "bash".into();
         c.tasks[0].count += 1;
         let w = Window::between(&a, &c);
-        assert_eq!(w.profile.tasks.iter().find(|t| t.tid == 42).unwrap().count, 4);
+        assert_eq!(
+            w.profile.tasks.iter().find(|t| t.tid == 42).unwrap().count,
+            4
+        );
     }
 
     #[test]
@@ -508,7 +642,10 @@ mod tests {
         b.stacks.push(dup);
         let w = Window::between(&a, &b);
         assert_eq!(w.profile.stacks.len(), 1);
-        assert_eq!((w.profile.stacks[0].count, w.profile.stacks[0].total_ns), (2, 4_000));
+        assert_eq!(
+            (w.profile.stacks[0].count, w.profile.stacks[0].total_ns),
+            (2, 4_000)
+        );
         assert_eq!(w.profile.vmap_wait_ns(), 4_000);
     }
 
@@ -519,7 +656,12 @@ mod tests {
         let timing = |count, total, hold_count, hold_total| VmapLockTiming {
             name: "free_vmap_area_lock".into(),
             lock_addr: 0xffff_8000_0000_1000,
-            wait: WaitHistogram { count, total_ns: total, max_ns: total, hist: hist(&[0, 0, 0, 0, 0, 0, count]) },
+            wait: WaitHistogram {
+                count,
+                total_ns: total,
+                max_ns: total,
+                hist: hist(&[0, 0, 0, 0, 0, 0, count]),
+            },
             hold: WaitHistogram {
                 count: hold_count,
                 total_ns: hold_total,
@@ -537,11 +679,17 @@ mod tests {
         let w = Window::between(&a, &b);
         assert_eq!(w.profile.lock_timing.len(), 1);
         let t = &w.profile.lock_timing[0];
-        assert_eq!((t.wait.count, t.wait.total_ns, t.hold.count, t.hold.total_ns), (15, 900, 15, 4_500));
+        assert_eq!(
+            (t.wait.count, t.wait.total_ns, t.hold.count, t.hold.total_ns),
+            (15, 900, 15, 4_500)
+        );
         assert_eq!(t.hold.mean_ns(), Some(300.0));
         assert_eq!(t.hold.hist.total(), 15);
         let f = &w.profile.functions[0];
-        assert_eq!((f.function.as_str(), f.latency.count, f.latency.total_ns), ("alloc_vmap_area", 100, 250_000));
+        assert_eq!(
+            (f.function.as_str(), f.latency.count, f.latency.total_ns),
+            ("alloc_vmap_area", 100, 250_000)
+        );
         // idle: the function keeps its (empty) entry, the timed lock drops out
         let idle = Window::between(&b, &b);
         assert_eq!(idle.profile.functions[0].latency.count, 0);
@@ -560,7 +708,13 @@ mod tests {
         assert_eq!(w.secs(), b.meta.duration_s());
         assert!(w.lock_max((0x1000, 1)).exact);
         assert_eq!(w.lock_max((0x1000, 1)).ns, 9_000);
-        assert_eq!(w.cpu_max(0), WindowMax { ns: 200_000, exact: true });
+        assert_eq!(
+            w.cpu_max(0),
+            WindowMax {
+                ns: 200_000,
+                exact: true
+            }
+        );
     }
 
     #[test]

@@ -13,7 +13,11 @@ pub struct CheckResult {
 }
 
 fn result(name: &str, ok: bool, detail: impl Into<String>) -> CheckResult {
-    CheckResult { name: name.into(), ok, detail: detail.into() }
+    CheckResult {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+    }
 }
 
 /// Sections printed by the guest's /init between `@@VT-BEGIN name@@` and `@@VT-END name rc=N@@`.
@@ -22,14 +26,22 @@ pub fn sections(serial: &str) -> HashMap<String, (String, i32)> {
     let mut rest = serial;
     while let Some(b) = rest.find("@@VT-BEGIN ") {
         let after = &rest[b + 11..];
-        let Some(name_end) = after.find("@@") else { break };
+        let Some(name_end) = after.find("@@") else {
+            break;
+        };
         let name = after[..name_end].to_string();
         let body_start = &after[name_end + 2..];
         let end_marker = format!("@@VT-END {name} rc=");
-        let Some(e) = body_start.find(&end_marker) else { break };
+        let Some(e) = body_start.find(&end_marker) else {
+            break;
+        };
         let body = body_start[..e].trim_matches('\n').to_string();
         let rc_text = &body_start[e + end_marker.len()..];
-        let rc = rc_text.split("@@").next().and_then(|r| r.trim().parse().ok()).unwrap_or(-1);
+        let rc = rc_text
+            .split("@@")
+            .next()
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or(-1);
         out.insert(name, (body, rc));
         rest = &body_start[e..];
     }
@@ -39,14 +51,20 @@ pub fn sections(serial: &str) -> HashMap<String, (String, i32)> {
 pub fn json(sections: &HashMap<String, (String, i32)>, name: &str) -> Option<Value> {
     let (body, _) = sections.get(name)?;
     // The JSON document starts at the first '{'; stderr chatter may come before and after.
-    serde_json::Deserializer::from_str(&body[body.find('{')?..]).into_iter::<Value>().next()?.ok()
+    serde_json::Deserializer::from_str(&body[body.find('{')?..])
+        .into_iter::<Value>()
+        .next()?
+        .ok()
 }
 
 /// Median ops/s of `stress --json` runs per mode: (plain, record, record --lock-timing).
 pub fn overhead(sections: &HashMap<String, (String, i32)>) -> Option<(f64, f64, f64)> {
     let median = |mode: &str| -> Option<f64> {
-        let mut v: Vec<f64> =
-            (1..=3).filter_map(|r| json(sections, &format!("overhead_{mode}_{r}"))?["ops_per_sec"].as_f64()).collect();
+        let mut v: Vec<f64> = (1..=3)
+            .filter_map(|r| {
+                json(sections, &format!("overhead_{mode}_{r}"))?["ops_per_sec"].as_f64()
+            })
+            .collect();
         if v.is_empty() {
             return None;
         }
@@ -57,22 +75,35 @@ pub fn overhead(sections: &HashMap<String, (String, i32)>) -> Option<(f64, f64, 
 }
 
 fn function_count(report: &Value, function: &str) -> Option<u64> {
-    report["profile"]["functions"].as_array()?.iter().find(|f| f["function"] == function)?["latency"]["count"].as_u64()
+    report["profile"]["functions"]
+        .as_array()?
+        .iter()
+        .find(|f| f["function"] == function)?["latency"]["count"]
+        .as_u64()
 }
 
 fn hook_mechanism<'a>(report: &'a Value, hook: &str) -> Option<&'a str> {
-    report["profile"]["meta"]["hooks"].as_array()?.iter().find(|h| h["hook"] == hook)?["mechanism"].as_str()
+    report["profile"]["meta"]["hooks"]
+        .as_array()?
+        .iter()
+        .find(|h| h["hook"] == hook)?["mechanism"]
+        .as_str()
 }
 
 fn timing<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
-    report["profile"]["lock_timing"].as_array()?.iter().find(|t| t["name"] == name)
+    report["profile"]["lock_timing"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == name)
 }
 
 /// kprobe_profile lines: `  alloc_vmap_area   <hits>   <misses>` (event name without group).
 fn kprobe_hits(text: &str, event: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut f = l.split_whitespace();
-        (f.next()? == event).then(|| f.next()?.parse().ok()).flatten()
+        (f.next()? == event)
+            .then(|| f.next()?.parse().ok())
+            .flatten()
     })
 }
 
@@ -83,11 +114,28 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         let _ = std::fs::write(out_dir.join(format!("{name}.txt")), body);
     }
     let mut r = Vec::new();
-    for name in ["doctor", "record", "report", "record_kprobe", "report_kprobe", "record_toggle", "record_crosscheck", "report_crosscheck"] {
+    for name in [
+        "doctor",
+        "record",
+        "report",
+        "record_kprobe",
+        "report_kprobe",
+        "record_toggle",
+        "record_crosscheck",
+        "report_crosscheck",
+    ] {
         match s.get(name) {
             Some((_, 0)) => {}
-            Some((body, rc)) => r.push(result(&format!("{name} exit"), false, format!("rc={rc}: {}", body.lines().last().unwrap_or("")))),
-            None => r.push(result(&format!("{name} ran"), false, "section missing from serial output")),
+            Some((body, rc)) => r.push(result(
+                &format!("{name} exit"),
+                false,
+                format!("rc={rc}: {}", body.lines().last().unwrap_or("")),
+            )),
+            None => r.push(result(
+                &format!("{name} ran"),
+                false,
+                "section missing from serial output",
+            )),
         }
     }
     let (Some(doctor), Some(report), Some(kreport), Some(creport), Some(treport)) = (
@@ -97,14 +145,38 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         json(&s, "report_crosscheck"),
         json(&s, "report_toggle"),
     ) else {
-        r.push(result("results parse", false, "doctor/report JSON missing or unparsable"));
+        r.push(result(
+            "results parse",
+            false,
+            "doctor/report JSON missing or unparsable",
+        ));
         return r;
     };
-    let cpus = s.get("nproc").map(|(b, _)| b.trim().to_string()).unwrap_or_default();
-    r.push(result("guest", true, format!("kernel {}, {cpus} CPUs", s.get("uname").map(|(b, _)| b.trim()).unwrap_or("?"))));
+    let cpus = s
+        .get("nproc")
+        .map(|(b, _)| b.trim().to_string())
+        .unwrap_or_default();
+    r.push(result(
+        "guest",
+        true,
+        format!(
+            "kernel {}, {cpus} CPUs",
+            s.get("uname").map(|(b, _)| b.trim()).unwrap_or("?")
+        ),
+    ));
 
-    let finding = |item: &str| doctor["findings"].as_array().and_then(|f| f.iter().find(|x| x["item"] == item)).cloned().unwrap_or(Value::Null);
-    r.push(result("doctor shows kprobes", finding("kprobes")["status"] == "ok", finding("kprobes")["detail"].to_string()));
+    let finding = |item: &str| {
+        doctor["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|x| x["item"] == item))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    r.push(result(
+        "doctor shows kprobes",
+        finding("kprobes")["status"] == "ok",
+        finding("kprobes")["detail"].to_string(),
+    ));
     let fentry_ok = finding("fentry")["status"] == "ok";
     // Default mode (the cross-check recording) picks fentry where it works; --lock-timing
     // (the main recording) keeps BPF trampolines out and uses kprobes.
@@ -112,40 +184,78 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     r.push(result(
         "fentry used where it works",
         (fentry_ok && fn_mech == "fentry") || (!fentry_ok && fn_mech == "kprobe"),
-        format!("doctor fentry: {}; fn:alloc_vmap_area via {fn_mech}", finding("fentry")["detail"]),
+        format!(
+            "doctor fentry: {}; fn:alloc_vmap_area via {fn_mech}",
+            finding("fentry")["detail"]
+        ),
     ));
     let timed_mech = hook_mechanism(&report, "fn:alloc_vmap_area").unwrap_or("none");
-    r.push(result("--lock-timing times functions with kprobes", timed_mech == "kprobe", format!("fn:alloc_vmap_area via {timed_mech}")));
+    r.push(result(
+        "--lock-timing times functions with kprobes",
+        timed_mech == "kprobe",
+        format!("fn:alloc_vmap_area via {timed_mech}"),
+    ));
 
-    let design = report["profile"]["meta"]["design"].as_str().unwrap_or("?").to_string();
-    let want_design = if series == KernelSeries::V6_1 { "legacy" } else { "node_sharded" };
+    let design = report["profile"]["meta"]["design"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let want_design = if series == KernelSeries::V6_1 {
+        "legacy"
+    } else {
+        "node_sharded"
+    };
     r.push(result("design detected", design == want_design, design));
 
     // Function latency: the always-exercised ones must have calls; every probed function with
     // none must be explained in the text report.
-    for f in ["alloc_vmap_area", "free_vmap_area_noflush", "__purge_vmap_area_lazy"] {
+    for f in [
+        "alloc_vmap_area",
+        "free_vmap_area_noflush",
+        "__purge_vmap_area_lazy",
+    ] {
         let n = function_count(&report, f);
-        r.push(result(&format!("latency {f}"), n.unwrap_or(0) > 0, format!("{n:?} calls")));
+        r.push(result(
+            &format!("latency {f}"),
+            n.unwrap_or(0) > 0,
+            format!("{n:?} calls"),
+        ));
     }
     // Contended kernel stacks are captured (bpf_get_stack into the hashed stack table) and
     // symbolized on this kernel too, with none lost.
-    let stacks = report["profile"]["stacks"].as_array().map(Vec::len).unwrap_or(0);
-    let named = report["profile"]["stacks"][0]["frames"].as_array().map(|f| f.iter().filter(|x| x["function"].is_string()).count()).unwrap_or(0);
+    let stacks = report["profile"]["stacks"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let named = report["profile"]["stacks"][0]["frames"]
+        .as_array()
+        .map(|f| f.iter().filter(|x| x["function"].is_string()).count())
+        .unwrap_or(0);
     let failed = report["profile"]["losses"]["stack_capture_failed"].as_u64();
     r.push(result(
         "contended stacks captured",
         stacks > 0 && named > 0 && failed == Some(0),
-        format!("{stacks} stacks (top one with {named} named frames), stack_capture_failed {failed:?}"),
+        format!(
+            "{stacks} stacks (top one with {named} named frames), stack_capture_failed {failed:?}"
+        ),
     ));
     // Per CPU: the CPUs' histograms add up to the total, and the threads of `stress mix`
     // spread over more than one of the 4 vCPUs.
-    if let Some(f) = report["profile"]["functions"].as_array().and_then(|a| a.iter().find(|f| f["function"] == "alloc_vmap_area")) {
+    if let Some(f) = report["profile"]["functions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["function"] == "alloc_vmap_area"))
+    {
         let total = f["latency"]["count"].as_u64().unwrap_or(0);
         let cpus: Vec<(u64, u64)> = f["per_cpu"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|c| (c["cpu"].as_u64().unwrap_or(u64::MAX), c["latency"]["count"].as_u64().unwrap_or(0)))
+            .map(|c| {
+                (
+                    c["cpu"].as_u64().unwrap_or(u64::MAX),
+                    c["latency"]["count"].as_u64().unwrap_or(0),
+                )
+            })
             .collect();
         let sum: u64 = cpus.iter().map(|c| c.1).sum();
         r.push(result(
@@ -157,26 +267,51 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     if series == KernelSeries::V6_12 {
         for f in ["purge_vmap_node", "decay_va_pool_node"] {
             let n = function_count(&report, f);
-            r.push(result(&format!("latency {f} (node design only)"), n.unwrap_or(0) > 0, format!("{n:?} calls")));
+            r.push(result(
+                &format!("latency {f} (node design only)"),
+                n.unwrap_or(0) > 0,
+                format!("{n:?} calls"),
+            ));
         }
     }
     let text = s.get("report_text").map(|(b, _)| b.as_str()).unwrap_or("");
-    for f in report["profile"]["functions"].as_array().into_iter().flatten() {
+    for f in report["profile"]["functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if f["latency"]["count"] == 0 {
             let name = f["function"].as_str().unwrap_or("?");
-            let line = text.lines().find(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("0")).unwrap_or("");
-            r.push(result(&format!("zero-call {name} explained"), line.len() > name.len() + 20, line.trim().to_string()));
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("0"))
+                .unwrap_or("");
+            r.push(result(
+                &format!("zero-call {name} explained"),
+                line.len() > name.len() + 20,
+                line.trim().to_string(),
+            ));
         }
     }
 
     // Cross-check with the kernel's own kprobe hit counts: both minus the footprint of arming
     // and disarming the kprobe events (measured in a run of its own).
-    let kp = s.get("kprobe_profile").map(|(b, _)| b.as_str()).unwrap_or("");
-    let kp_toggle = s.get("kprobe_profile_toggle").map(|(b, _)| b.as_str()).unwrap_or("");
+    let kp = s
+        .get("kprobe_profile")
+        .map(|(b, _)| b.as_str())
+        .unwrap_or("");
+    let kp_toggle = s
+        .get("kprobe_profile_toggle")
+        .map(|(b, _)| b.as_str())
+        .unwrap_or("");
     for f in ["alloc_vmap_area", "free_vmap_area_noflush"] {
         let toggle = function_count(&treport, f).unwrap_or(0);
-        let ours = function_count(&creport, f).unwrap_or(0).saturating_sub(toggle);
-        let theirs = kprobe_hits(kp, f).unwrap_or(0).saturating_sub(kprobe_hits(kp_toggle, f).unwrap_or(0));
+        let ours = function_count(&creport, f)
+            .unwrap_or(0)
+            .saturating_sub(toggle);
+        let theirs = kprobe_hits(kp, f)
+            .unwrap_or(0)
+            .saturating_sub(kprobe_hits(kp_toggle, f).unwrap_or(0));
         let slack = (theirs as f64 * 0.02) as u64 + 10;
         let ok = theirs > 0 && ours.abs_diff(theirs) <= slack;
         r.push(result(
@@ -187,12 +322,29 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     }
 
     // Lock names, wait and hold.
-    let active = |t: &Value| t["wait"]["count"].as_u64().unwrap_or(0) > 0 && t["hold"]["count"].as_u64().unwrap_or(0) > 0;
-    let describe = |t: Option<&Value>| t.map_or("absent".to_string(), |t| format!("{} acquisitions, {} holds", t["wait"]["count"], t["hold"]["count"]));
-    let globals: &[&str] = if series == KernelSeries::V6_1 { &["vmap_area_lock", "free_vmap_area_lock"] } else { &["free_vmap_area_lock"] };
+    let active = |t: &Value| {
+        t["wait"]["count"].as_u64().unwrap_or(0) > 0 && t["hold"]["count"].as_u64().unwrap_or(0) > 0
+    };
+    let describe = |t: Option<&Value>| {
+        t.map_or("absent".to_string(), |t| {
+            format!(
+                "{} acquisitions, {} holds",
+                t["wait"]["count"], t["hold"]["count"]
+            )
+        })
+    };
+    let globals: &[&str] = if series == KernelSeries::V6_1 {
+        &["vmap_area_lock", "free_vmap_area_lock"]
+    } else {
+        &["free_vmap_area_lock"]
+    };
     for name in globals {
         let t = timing(&report, name);
-        r.push(result(&format!("lock {name} wait+hold"), t.is_some_and(active), describe(t)));
+        r.push(result(
+            &format!("lock {name} wait+hold"),
+            t.is_some_and(active),
+            describe(t),
+        ));
     }
     if series == KernelSeries::V6_12 {
         let nodes: std::collections::BTreeSet<String> = report["profile"]["lock_timing"]
@@ -200,13 +352,30 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
             .into_iter()
             .flatten()
             .filter(|t| active(t))
-            .filter_map(|t| t["name"].as_str()?.strip_prefix("vmap_node[").and_then(|n| n.split(']').next()).map(str::to_string))
+            .filter_map(|t| {
+                t["name"]
+                    .as_str()?
+                    .strip_prefix("vmap_node[")
+                    .and_then(|n| n.split(']').next())
+                    .map(str::to_string)
+            })
             .collect();
-        r.push(result("per-node locks active on >1 node", nodes.len() > 1, format!("nodes with activity: {nodes:?}")));
-        let names: Vec<&str> = report["profile"]["meta"]["vmap_locks"].as_array().into_iter().flatten().filter_map(|l| l["name"].as_str()).collect();
+        r.push(result(
+            "per-node locks active on >1 node",
+            nodes.len() > 1,
+            format!("nodes with activity: {nodes:?}"),
+        ));
+        let names: Vec<&str> = report["profile"]["meta"]["vmap_locks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["name"].as_str())
+            .collect();
         r.push(result(
             "per-node locks named",
-            names.iter().any(|n| n.ends_with("].busy")) && names.iter().any(|n| n.ends_with("].lazy")) && names.iter().any(|n| n.ends_with("].pool_lock")),
+            names.iter().any(|n| n.ends_with("].busy"))
+                && names.iter().any(|n| n.ends_with("].lazy"))
+                && names.iter().any(|n| n.ends_with("].pool_lock")),
             format!("{} locks located", names.len()),
         ));
     }
@@ -214,12 +383,23 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     // The forced kprobe path works too.
     let kmech = hook_mechanism(&kreport, "fn:alloc_vmap_area");
     let kcount = function_count(&kreport, "alloc_vmap_area");
-    r.push(result("kprobe fallback: function latency", kmech == Some("kprobe") && kcount.unwrap_or(0) > 0, format!("{kmech:?}, {kcount:?} calls")));
+    r.push(result(
+        "kprobe fallback: function latency",
+        kmech == Some("kprobe") && kcount.unwrap_or(0) > 0,
+        format!("{kmech:?}, {kcount:?} calls"),
+    ));
     // Lock timing always uses kprobes: the main run covers it.
     let lmech = hook_mechanism(&report, "lock-timing:spinlock");
-    r.push(result("lock timing via kprobes", lmech == Some("kprobe"), format!("{lmech:?}")));
+    r.push(result(
+        "lock timing via kprobes",
+        lmech == Some("kprobe"),
+        format!("{lmech:?}"),
+    ));
 
-    let cycles = s.get("locktiming_cycles").map(|(b, _)| b.as_str()).unwrap_or("");
+    let cycles = s
+        .get("locktiming_cycles")
+        .map(|(b, _)| b.as_str())
+        .unwrap_or("");
     let (ok_cycles, all_cycles) = lock_timing_cycles(cycles);
     r.push(result(
         "--lock-timing attach/detach cycles",
@@ -231,9 +411,17 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         Some((plain, rec, lt)) => r.push(result(
             "overhead measured (stress threads ops/s, median of 3; --lock-timing: one run)",
             plain > 0.0 && rec > 0.0 && lt > 0.0,
-            format!("plain {plain:.0}, record {rec:.0} ({:.3}x), --lock-timing {lt:.0} ({:.3}x)", rec / plain, lt / plain),
+            format!(
+                "plain {plain:.0}, record {rec:.0} ({:.3}x), --lock-timing {lt:.0} ({:.3}x)",
+                rec / plain,
+                lt / plain
+            ),
         )),
-        None => r.push(result("overhead measured", false, "overhead sections missing or unparsable")),
+        None => r.push(result(
+            "overhead measured",
+            false,
+            "overhead sections missing or unparsable",
+        )),
     }
     r
 }
@@ -243,7 +431,15 @@ const LOCK_TIMING_CYCLES: usize = 10;
 
 /// (succeeded, reported) from the loop's `cycle N rc=X` lines.
 fn lock_timing_cycles(text: &str) -> (usize, usize) {
-    let rcs: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("cycle ")?.split_once(" rc=").map(|(_, rc)| rc)).collect();
+    let rcs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("cycle ")?
+                .split_once(" rc=")
+                .map(|(_, rc)| rc)
+        })
+        .collect();
     (rcs.iter().filter(|rc| **rc == "0").count(), rcs.len())
 }
 
@@ -260,12 +456,18 @@ mod tests {
         assert_eq!(json(&s, "b").unwrap()["x"], 1);
         let s = sections("@@VT-BEGIN c@@\nattached\n{\"y\":2}\nwrote x\n@@VT-END c rc=0@@\n");
         assert_eq!(json(&s, "c").unwrap()["y"], 2);
-        assert_eq!(kprobe_hits("  alloc_vmap_area    1234    0\n", "alloc_vmap_area"), Some(1234));
+        assert_eq!(
+            kprobe_hits("  alloc_vmap_area    1234    0\n", "alloc_vmap_area"),
+            Some(1234)
+        );
     }
 
     #[test]
     fn counts_lock_timing_cycles() {
-        assert_eq!(lock_timing_cycles("cycle 1 rc=0\ncycle 2 rc=1\n[ 3.2] noise\ncycle 3 rc=0\n"), (2, 3));
+        assert_eq!(
+            lock_timing_cycles("cycle 1 rc=0\ncycle 2 rc=1\n[ 3.2] noise\ncycle 3 rc=0\n"),
+            (2, 3)
+        );
         assert_eq!(lock_timing_cycles(""), (0, 0));
     }
 }

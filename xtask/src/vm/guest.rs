@@ -22,7 +22,16 @@ pub fn build_static_binary() -> Result<PathBuf> {
         Command::new(cargo)
             .current_dir(&root)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .args(["build", "--release", "--locked", "-p", "vmap-trace", "--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "vmap-trace",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--target-dir",
+            ])
             .arg(&target_dir),
     )?;
     Ok(target_dir.join("x86_64-unknown-linux-gnu/release/vmap-trace"))
@@ -45,13 +54,19 @@ pub fn build_initramfs(binary: &Path) -> Result<PathBuf> {
     fs::write(&init, GUEST_INIT)?;
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
-    fs::set_permissions(stage.join("bin/vmap-trace"), fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(
+        stage.join("bin/vmap-trace"),
+        fs::Permissions::from_mode(0o755),
+    )?;
     let out = vm_dir().join("initrd.gz");
     run_checked(
         Command::new("sh")
             .current_dir(&stage)
             .arg("-c")
-            .arg(format!("find . | cpio -o -H newc --quiet | gzip -1 > {}", out.display())),
+            .arg(format!(
+                "find . | cpio -o -H newc --quiet | gzip -1 > {}",
+                out.display()
+            )),
     )?;
     Ok(out)
 }
@@ -59,8 +74,14 @@ pub fn build_initramfs(binary: &Path) -> Result<PathBuf> {
 /// The newest image package of the series, from apt's lists (refreshed when empty).
 fn newest_package(series: KernelSeries) -> Result<String> {
     let search = || -> Result<Vec<String>> {
-        let out = Command::new("apt-cache").args(["search", "--names-only", series.package_regex()]).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
+        let out = Command::new("apt-cache")
+            .args(["search", "--names-only", series.package_regex()])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect())
     };
     let mut names = search()?;
     if names.is_empty() {
@@ -68,12 +89,20 @@ fn newest_package(series: KernelSeries) -> Result<String> {
         names = search()?;
     }
     names.sort_by_key(|n| version_key(n));
-    names.pop().ok_or_else(|| anyhow!("no Debian kernel package matches {}", series.package_regex()))
+    names.pop().ok_or_else(|| {
+        anyhow!(
+            "no Debian kernel package matches {}",
+            series.package_regex()
+        )
+    })
 }
 
 /// Numeric parts of a package name, for version ordering (6.1.0-9 < 6.1.0-56).
 fn version_key(name: &str) -> Vec<u64> {
-    name.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap_or(0)).collect()
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0))
+        .collect()
 }
 
 /// Download (cached) and extract the kernel image.
@@ -86,7 +115,11 @@ pub fn fetch_kernel(series: KernelSeries) -> Result<PathBuf> {
     }
     fs::create_dir_all(&dir)?;
     eprintln!("vm-test: downloading {pkg}");
-    run_checked(Command::new("apt-get").current_dir(&dir).args(["download", "-q", &pkg]))?;
+    run_checked(
+        Command::new("apt-get")
+            .current_dir(&dir)
+            .args(["download", "-q", &pkg]),
+    )?;
     let deb = fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
@@ -126,7 +159,13 @@ impl std::fmt::Display for BootFailure {
 }
 
 /// Boot and return the serial console output.
-pub fn boot(series: KernelSeries, kernel: &Path, initrd: &Path, cpus: u32, timeout_s: u32) -> Result<Result<String, BootFailure>> {
+pub fn boot(
+    series: KernelSeries,
+    kernel: &Path,
+    initrd: &Path,
+    cpus: u32,
+    timeout_s: u32,
+) -> Result<Result<String, BootFailure>> {
     let log = vm_dir().join(format!("serial-{}.log", series.label()));
     let kernel_log = vm_dir().join(format!("kernel-{}.log", series.label()));
     eprintln!(
@@ -139,9 +178,20 @@ pub fn boot(series: KernelSeries, kernel: &Path, initrd: &Path, cpus: u32, timeo
     let file = fs::File::create(&log)?;
     let _ = fs::remove_file(&kernel_log);
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", ACCEL, "-cpu", "max", "-m", "2G", "-smp", &cpus.to_string()])
+        .args([
+            "-accel",
+            ACCEL,
+            "-cpu",
+            "max",
+            "-m",
+            "2G",
+            "-smp",
+            &cpus.to_string(),
+        ])
         // ttyS0 (stdout): the test script's results; ttyS1: the kernel console and heartbeat.
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-serial"])
+        .args([
+            "-display", "none", "-monitor", "none", "-serial", "stdio", "-serial",
+        ])
         .arg(format!("file:{}", kernel_log.display()))
         .args(["-no-reboot", "-kernel"])
         .arg(kernel)
@@ -176,16 +226,25 @@ pub fn boot(series: KernelSeries, kernel: &Path, initrd: &Path, cpus: u32, timeo
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
     let serial = fs::read_to_string(&log).map(|s| s.replace('\r', ""))?;
-    eprintln!("vm-test: {} finished in {:.0} s ({outcome})", series.label(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "vm-test: {} finished in {:.0} s ({outcome})",
+        series.label(),
+        started.elapsed().as_secs_f64()
+    );
     if !serial.contains("@@VT-DONE@@") {
-        let kernel_text = fs::read_to_string(&kernel_log).unwrap_or_default().replace('\r', "");
+        let kernel_text = fs::read_to_string(&kernel_log)
+            .unwrap_or_default()
+            .replace('\r', "");
         let during = match running_section(&serial) {
             Some(s) => format!("during section `{s}`"),
             None if serial.contains("@@VT-BEGIN") => "between sections".to_string(),
             None => "before the first section (boot or /init)".to_string(),
         };
         return Ok(Err(BootFailure {
-            summary: format!("guest {} did not finish {during} ({outcome})", series.label()),
+            summary: format!(
+                "guest {} did not finish {during} ({outcome})",
+                series.label()
+            ),
             details: format!(
                 "last results:\n{}\nlast kernel messages:\n{}",
                 tail(&serial, 30),
@@ -204,7 +263,11 @@ fn running_section(serial: &str) -> Option<String> {
 }
 
 fn without_heartbeats(kernel_log: &str) -> String {
-    kernel_log.lines().filter(|l| !l.starts_with("@@VT-ALIVE")).collect::<Vec<_>>().join("\n")
+    kernel_log
+        .lines()
+        .filter(|l| !l.starts_with("@@VT-ALIVE"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Keep a failed boot's logs beside the next attempt's (`serial-6.1.failed-1.log`, ...).
@@ -237,20 +300,30 @@ mod tests {
     #[test]
     fn reads_section_times() {
         let t = super::section_times("x\n@@VT-TIME doctor 12.50@@\n@@VT-TIME record 40.01@@\n");
-        assert_eq!(t, vec![("doctor".to_string(), 12.5), ("record".to_string(), 40.01)]);
+        assert_eq!(
+            t,
+            vec![("doctor".to_string(), 12.5), ("record".to_string(), 40.01)]
+        );
     }
 
     #[test]
     fn names_the_section_a_guest_froze_in() {
         let done = "@@VT-BEGIN a@@\nx\n@@VT-END a rc=0@@\n";
         assert_eq!(super::running_section(done), None);
-        assert_eq!(super::running_section(&format!("{done}@@VT-BEGIN record@@\npartial")), Some("record".to_string()));
+        assert_eq!(
+            super::running_section(&format!("{done}@@VT-BEGIN record@@\npartial")),
+            Some("record".to_string())
+        );
         assert_eq!(super::running_section(""), None);
     }
 
     #[test]
     fn orders_debian_kernel_versions() {
-        let mut v = vec!["linux-image-6.1.0-9-amd64-unsigned", "linux-image-6.1.0-56-amd64-unsigned", "linux-image-6.1.0-10-amd64-unsigned"];
+        let mut v = vec![
+            "linux-image-6.1.0-9-amd64-unsigned",
+            "linux-image-6.1.0-56-amd64-unsigned",
+            "linux-image-6.1.0-10-amd64-unsigned",
+        ];
         v.sort_by_key(|n| super::version_key(n));
         assert_eq!(v.last().unwrap(), &"linux-image-6.1.0-56-amd64-unsigned");
     }

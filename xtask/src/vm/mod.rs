@@ -65,9 +65,17 @@ pub struct VmTestArgs {
 
 /// This machine's own column: `doctor` only (no stress run here would show vmap locks).
 fn local_run(binary: &std::path::Path) -> Result<matrix::KernelRun> {
-    let out = std::process::Command::new(binary).args(["doctor", "--format", "json"]).output()?;
-    let doctor = serde_json::from_slice(&out.stdout).map_err(|e| anyhow::anyhow!("doctor JSON: {e}"))?;
-    Ok(matrix::KernelRun { label: "this machine".into(), doctor, report: None, overhead: None })
+    let out = std::process::Command::new(binary)
+        .args(["doctor", "--format", "json"])
+        .output()?;
+    let doctor =
+        serde_json::from_slice(&out.stdout).map_err(|e| anyhow::anyhow!("doctor JSON: {e}"))?;
+    Ok(matrix::KernelRun {
+        label: "this machine".into(),
+        doctor,
+        report: None,
+        overhead: None,
+    })
 }
 
 /// Boots per kernel before its series fails. A guest that freezes or crashes is booted again,
@@ -77,7 +85,12 @@ fn local_run(binary: &std::path::Path) -> Result<matrix::KernelRun> {
 /// without hiding the other series' results.
 const MAX_BOOTS: u32 = 3;
 
-fn boot_with_retries(series: KernelSeries, kernel: &std::path::Path, initrd: &std::path::Path, args: &VmTestArgs) -> Result<Option<String>> {
+fn boot_with_retries(
+    series: KernelSeries,
+    kernel: &std::path::Path,
+    initrd: &std::path::Path,
+    args: &VmTestArgs,
+) -> Result<Option<String>> {
     for attempt in 1..=MAX_BOOTS {
         match guest::boot(series, kernel, initrd, args.cpus, args.timeout)? {
             Ok(serial) => {
@@ -88,7 +101,11 @@ fn boot_with_retries(series: KernelSeries, kernel: &std::path::Path, initrd: &st
             }
             Err(failure) => {
                 eprintln!("vm-test: BOOT {attempt} OF {MAX_BOOTS} FAILED: {failure}");
-                println!("NOTE {}: boot {attempt} failed: {}", series.label(), failure.summary);
+                println!(
+                    "NOTE {}: boot {attempt} failed: {}",
+                    series.label(),
+                    failure.summary
+                );
                 guest::keep_failed_logs(series, attempt);
             }
         }
@@ -112,7 +129,10 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     for series in args.kernel.expand() {
         let kernel = guest::fetch_kernel(series)?;
         let Some(serial) = boot_with_retries(series, &kernel, &initrd, &args)? else {
-            failures.push(format!("{}: guest did not finish ({MAX_BOOTS} boots)", series.label()));
+            failures.push(format!(
+                "{}: guest did not finish ({MAX_BOOTS} boots)",
+                series.label()
+            ));
             continue;
         };
         let times = guest::section_times(&serial);
@@ -125,7 +145,11 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                 s
             })
             .collect();
-        eprintln!("vm-test: {} section times (guest clock): {}", series.label(), timing.join(", "));
+        eprintln!(
+            "vm-test: {} section times (guest clock): {}",
+            series.label(),
+            timing.join(", ")
+        );
         let sections = checks::sections(&serial);
         if let Some(doctor) = checks::json(&sections, "doctor") {
             runs.push(matrix::KernelRun {
@@ -137,13 +161,27 @@ pub fn run(args: VmTestArgs) -> Result<()> {
         }
         let results = checks::check(series, &serial, &vm_dir().join(series.label()));
         for r in &results {
-            println!("{} {} {}: {}", if r.ok { "PASS" } else { "FAIL" }, series.label(), r.name, r.detail);
+            println!(
+                "{} {} {}: {}",
+                if r.ok { "PASS" } else { "FAIL" },
+                series.label(),
+                r.name,
+                r.detail
+            );
         }
-        failures.extend(results.into_iter().filter(|r| !r.ok).map(|r| format!("{}: {}", series.label(), r.name)));
+        failures.extend(
+            results
+                .into_iter()
+                .filter(|r| !r.ok)
+                .map(|r| format!("{}: {}", series.label(), r.name)),
+        );
     }
     if args.write_docs {
         let path = workspace_root().join("docs/kernels.md");
-        std::fs::write(&path, matrix::render(&runs, "cargo xtask vm-test --write-docs"))?;
+        std::fs::write(
+            &path,
+            matrix::render(&runs, "cargo xtask vm-test --write-docs"),
+        )?;
         eprintln!("vm-test: wrote {}", path.display());
     }
     if !failures.is_empty() {

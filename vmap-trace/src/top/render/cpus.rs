@@ -18,7 +18,10 @@ fn share(row: &CpuRow) -> f64 {
 }
 
 fn block(title: String, theme: Theme) -> Block<'static> {
-    Block::default().borders(Borders::TOP).border_style(theme.frame()).title(Span::styled(title, theme.title()))
+    Block::default()
+        .borders(Borders::TOP)
+        .border_style(theme.frame())
+        .title(Span::styled(title, theme.title()))
 }
 
 /// The CPUs view: one row per CPU, scrollable.
@@ -54,7 +57,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             TableRow::new(cells, Default::default()).with_cell_style(1, theme.bar())
         })
         .collect();
-    table::render(frame, inner, &cols, &body, theme.table_header(), theme.sorted_header());
+    table::render(
+        frame,
+        inner,
+        &cols,
+        &body,
+        theme.table_header(),
+        theme.sorted_header(),
+    );
 }
 
 /// A few CPUs under the lock table: all of them if they fit, else the busiest.
@@ -62,9 +72,16 @@ pub fn render_compact(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let mut rows = cpu_rows(app.shown());
     let fit = area.height.saturating_sub(1) as usize;
     let title = if rows.len() > fit {
-        rows.sort_by(|a, b| b.wait_per_s.total_cmp(&a.wait_per_s).then(a.cpu.cmp(&b.cpu)));
+        rows.sort_by(|a, b| {
+            b.wait_per_s
+                .total_cmp(&a.wait_per_s)
+                .then(a.cpu.cmp(&b.cpu))
+        });
         rows.truncate(fit);
-        format!(" CPUs: lock wait (busiest {fit} of {}) ", app.latest().meta.cpus.max(rows.len() as u32))
+        format!(
+            " CPUs: lock wait (busiest {fit} of {}) ",
+            app.latest().meta.cpus.max(rows.len() as u32)
+        )
     } else {
         " CPUs: lock wait ".to_string()
     };
@@ -80,7 +97,11 @@ pub fn render_compact(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             Line::from(vec![
                 Span::raw(format!("{:<label_w$}", format!("cpu{}", r.cpu))),
                 Span::styled(format::bar(share(r), bar_w), theme.bar()),
-                Span::raw(format!(" {:>6} {:>6}", format::percent(share(r)), format::ns(r.wait_per_s))),
+                Span::raw(format!(
+                    " {:>6} {:>6}",
+                    format::percent(share(r)),
+                    format::ns(r.wait_per_s)
+                )),
             ])
         })
         .collect();

@@ -33,14 +33,28 @@ const HINTS: [(&str, &str); 9] = [
 pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let line = if let Some(status) = app.status() {
         let text = crate::top::format::truncate(&status.text, area.width as usize);
-        Line::from(Span::styled(text, if status.error { theme.alert() } else { theme.value() }))
+        Line::from(Span::styled(
+            text,
+            if status.error {
+                theme.alert()
+            } else {
+                theme.value()
+            },
+        ))
     } else if app.warming_up() && !app.paused {
-        Line::from(Span::styled("collecting the first interval...", theme.dim()))
+        Line::from(Span::styled(
+            "collecting the first interval...",
+            theme.dim(),
+        ))
     } else {
         let mut spans = Vec::new();
         let mut used = 0;
         for (key, what) in HINTS {
-            let what = if key == "p" && app.paused { "resume" } else { what };
+            let what = if key == "p" && app.paused {
+                "resume"
+            } else {
+                what
+            };
             let text = format!(" {what}  ");
             // Whole hints only: a cut-off one reads as a different key.
             used += key.len() + text.trim_end().len();

@@ -16,8 +16,14 @@ pub const KEYS: [(&str, &str); 11] = [
     ("r", "reset: counters and maxima start again from now"),
     ("f", "write a flamegraph of everything since the last reset"),
     ("a", "window: last interval / since reset"),
-    ("v", "lock table: all locks / only locks waited for on vmap paths"),
-    ("tab, S-tab", "next / previous view: locks, ops, CPUs, tasks"),
+    (
+        "v",
+        "lock table: all locks / only locks waited for on vmap paths",
+    ),
+    (
+        "tab, S-tab",
+        "next / previous view: locks, ops, CPUs, tasks",
+    ),
     ("up, down", "scroll (also j, k)"),
     ("PgUp, PgDn", "scroll a page (Home, End: top, bottom)"),
     ("?, h", "this help (any other key closes it)"),
@@ -28,9 +34,18 @@ const COLUMNS: [(&str, &str); 8] = [
     ("vmap", "share of the lock's wait on vmap paths"),
     ("cont/s", "contended acquisitions per second"),
     ("wait/s", "time spent waiting per second (all CPUs)"),
-    ("avg, p99", "mean and 99th percentile wait (p99: log2 bucket bound)"),
-    ("max", "longest wait; ≤: a bound (the max did not rise in the window)"),
-    ("top caller", "function taking the lock on its most-waited stack"),
+    (
+        "avg, p99",
+        "mean and 99th percentile wait (p99: log2 bucket bound)",
+    ),
+    (
+        "max",
+        "longest wait; ≤: a bound (the max did not rise in the window)",
+    ),
+    (
+        "top caller",
+        "function taking the lock on its most-waited stack",
+    ),
     ("dim rows", "no contention in the shown window"),
     ("highlight", "locks mostly waited for on vmap paths"),
 ];
@@ -38,7 +53,10 @@ const COLUMNS: [(&str, &str); 8] = [
 pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
     let mut lines: Vec<Line> = Vec::new();
     let key_line = |k: &str, what: &str, theme: Theme| {
-        Line::from(vec![Span::styled(format!("  {k:<14}"), theme.key()), Span::raw(what.to_string())])
+        Line::from(vec![
+            Span::styled(format!("  {k:<14}"), theme.key()),
+            Span::raw(what.to_string()),
+        ])
     };
     lines.push(Line::from(Span::styled("Keys", theme.title())));
     for (k, what) in KEYS {
@@ -61,11 +79,20 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
     let notes = session_notes(p);
     if !notes.is_empty() {
         lines.push(Line::default());
-        lines.push(Line::from(Span::styled("About this session", theme.title())));
+        lines.push(Line::from(Span::styled(
+            "About this session",
+            theme.title(),
+        )));
         // Wrapped here rather than by the widget, so the box's height is known exactly.
         for n in notes {
-            for (i, part) in wrap(&n, (width as usize).saturating_sub(6)).into_iter().enumerate() {
-                lines.push(Line::from(format!("  {} {part}", if i == 0 { "-" } else { " " })));
+            for (i, part) in wrap(&n, (width as usize).saturating_sub(6))
+                .into_iter()
+                .enumerate()
+            {
+                lines.push(Line::from(format!(
+                    "  {} {part}",
+                    if i == 0 { "-" } else { " " }
+                )));
             }
         }
     }
@@ -75,14 +102,20 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
     // Taller than the screen: scrollable with the arrow keys.
     let overflow = (lines.len() + 2).saturating_sub(height as usize);
     app.help_scroll = app.help_scroll.min(overflow);
-    let hint = if overflow > 0 { " up/down scroll, any other key closes " } else { " any key closes, q quits " };
+    let hint = if overflow > 0 {
+        " up/down scroll, any other key closes "
+    } else {
+        " any key closes, q quits "
+    };
     frame.render_widget(Clear, popup);
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.frame())
         .title(Span::styled(" vmap-trace top: help ", theme.title()))
         .title_bottom(Line::from(hint).right_aligned());
-    let text = Paragraph::new(lines).block(block).scroll((app.help_scroll.min(u16::MAX as usize) as u16, 0));
+    let text = Paragraph::new(lines)
+        .block(block)
+        .scroll((app.help_scroll.min(u16::MAX as usize) as u16, 0));
     frame.render_widget(text, popup);
 }
 
@@ -105,7 +138,13 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 
 /// What the user should know about this session: listed here, counted in the header.
 pub(super) fn session_notes(p: &Profile) -> Vec<String> {
-    p.meta.notes.iter().cloned().chain(p.losses.describe()).chain(p.stack_sampling.describe()).collect()
+    p.meta
+        .notes
+        .iter()
+        .cloned()
+        .chain(p.losses.describe())
+        .chain(p.stack_sampling.describe())
+        .collect()
 }
 
 #[cfg(test)]
@@ -119,6 +158,9 @@ mod tests {
             vec!["lock:contention_*", "only report spinlock", "waits"]
         );
         assert_eq!(wrap("", 10), vec![""]);
-        assert_eq!(wrap("averyveryverylongword x", 5), vec!["averyveryverylongword", "x"]);
+        assert_eq!(
+            wrap("averyveryverylongword x", 5),
+            vec!["averyveryverylongword", "x"]
+        );
     }
 }

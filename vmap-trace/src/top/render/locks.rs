@@ -15,7 +15,9 @@ pub fn hold_note(times: HoldTimes) -> Option<&'static str> {
     match times {
         HoldTimes::Measured => None,
         HoldTimes::NotRequested => Some("hold: n/a (needs --lock-timing and kprobe/fentry)"),
-        HoldTimes::Unavailable => Some("hold: n/a (lock timing unavailable: needs kprobe/fentry, see ?)"),
+        HoldTimes::Unavailable => {
+            Some("hold: n/a (lock timing unavailable: needs kprobe/fentry, see ?)")
+        }
     }
 }
 
@@ -28,7 +30,9 @@ fn is_vmap(row: &LockRow) -> bool {
 }
 
 fn columns(rows: &[LockRow], show_hold: bool, sort: SortKey, width: u16) -> Vec<Column> {
-    let mut cols = vec![Column::text("lock", 14).sorted_if(sort == SortKey::Name).keep_suffix(" @")];
+    let mut cols = vec![Column::text("lock", 14)
+        .sorted_if(sort == SortKey::Name)
+        .keep_suffix(" @")];
     // Unnamed locks carry their kind in the label ("spinlock in ..."); named ones need the
     // column, when the terminal is wide enough to spare it.
     let named = rows.iter().any(|r| !r.label.starts_with(r.kind));
@@ -88,7 +92,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         (true, false) => format!("vmap only: {} of {all}", rows.len()),
         (false, true) => {
             let vmap = rows.iter().filter(|r| is_vmap(r)).count();
-            format!("{all} lock{}, {vmap} mostly vmap (v: vmap only)", if all == 1 { "" } else { "s" })
+            format!(
+                "{all} lock{}, {vmap} mostly vmap (v: vmap only)",
+                if all == 1 { "" } else { "s" }
+            )
         }
         (false, false) => format!("{all} lock{}", if all == 1 { "" } else { "s" }),
     };
@@ -96,10 +103,13 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
     let block = Block::default()
         .borders(Borders::TOP)
         .border_style(theme.frame())
-        .title(Line::from(vec![Span::styled(" Contended locks ", theme.title()), Span::raw(format!("{count} "))]))
-        .title(
-            hold.map_or_else(Line::default, |note| Line::from(Span::styled(format!(" {note} "), theme.dim())).right_aligned()),
-        );
+        .title(Line::from(vec![
+            Span::styled(" Contended locks ", theme.title()),
+            Span::raw(format!("{count} ")),
+        ]))
+        .title(hold.map_or_else(Line::default, |note| {
+            Line::from(Span::styled(format!(" {note} "), theme.dim())).right_aligned()
+        }));
     let inner = block.inner(area);
     frame.render_widget(block, area);
 
@@ -109,7 +119,13 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         } else {
             "no lock contention recorded yet"
         })];
-        if app.latest().meta.notes.iter().any(|n| n.contains("3+ contenders")) {
+        if app
+            .latest()
+            .meta
+            .notes
+            .iter()
+            .any(|n| n.contains("3+ contenders"))
+        {
             msg.push(Span::styled(
                 " (lock:contention_* only see waits with 3+ contenders: two-way waits are invisible; see ?)",
                 theme.dim(),
@@ -134,5 +150,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             TableRow::new(cells(r, &cols), style)
         })
         .collect();
-    table::render(frame, inner, &cols, &body, theme.table_header(), theme.sorted_header());
+    table::render(
+        frame,
+        inner,
+        &cols,
+        &body,
+        theme.table_header(),
+        theme.sorted_header(),
+    );
 }

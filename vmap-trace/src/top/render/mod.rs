@@ -41,7 +41,10 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
             "terminal too small ({}x{}): vmap-trace top needs {MIN_WIDTH}x{MIN_HEIGHT}; q quits",
             area.width, area.height
         );
-        frame.render_widget(Paragraph::new(Line::from(msg)).wrap(ratatui::widgets::Wrap { trim: true }), area);
+        frame.render_widget(
+            Paragraph::new(Line::from(msg)).wrap(ratatui::widgets::Wrap { trim: true }),
+            area,
+        );
         return;
     }
     let show_strip = app.view != View::Ops;
@@ -86,9 +89,13 @@ fn render_locks_view(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme)
         locks::render(frame, area, app, theme);
         return;
     }
-    let [table, panels] = Layout::vertical([Constraint::Min(8), Constraint::Length(PANEL)]).areas(area);
+    let [table, panels] =
+        Layout::vertical([Constraint::Min(8), Constraint::Length(PANEL)]).areas(area);
     locks::render(frame, table, app, theme);
-    let [left, right] = Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).spacing(1).areas(panels);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
+            .spacing(1)
+            .areas(panels);
     cpus::render_compact(frame, left, app, theme);
     tasks::render_compact(frame, right, app, theme);
 }

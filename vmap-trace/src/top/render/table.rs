@@ -38,11 +38,23 @@ pub struct Column {
 
 impl Column {
     pub fn fixed(header: &'static str, width: u16) -> Column {
-        Column { header, width: Width::Fixed(width), align: Align::Right, sorted: false, keep_suffix: None }
+        Column {
+            header,
+            width: Width::Fixed(width),
+            align: Align::Right,
+            sorted: false,
+            keep_suffix: None,
+        }
     }
 
     pub fn text(header: &'static str, min: u16) -> Column {
-        Column { header, width: Width::Flex { min }, align: Align::Left, sorted: false, keep_suffix: None }
+        Column {
+            header,
+            width: Width::Flex { min },
+            align: Align::Left,
+            sorted: false,
+            keep_suffix: None,
+        }
     }
 
     pub fn left(mut self) -> Column {
@@ -70,7 +82,11 @@ pub struct TableRow {
 
 impl TableRow {
     pub fn new(cells: Vec<String>, style: Style) -> TableRow {
-        TableRow { cells, style, cell_styles: Vec::new() }
+        TableRow {
+            cells,
+            style,
+            cell_styles: Vec::new(),
+        }
     }
 
     pub fn with_cell_style(mut self, column: usize, style: Style) -> TableRow {
@@ -86,13 +102,24 @@ const SPACING: u16 = 1;
 /// name: it is cut last); whatever is left widens the last flexible column.
 pub fn widths(columns: &[Column], rows: &[TableRow], total: u16) -> Vec<u16> {
     let gaps = SPACING * columns.len().saturating_sub(1) as u16;
-    let fixed: u16 = columns.iter().map(|c| if let Width::Fixed(w) = c.width { w } else { 0 }).sum();
+    let fixed: u16 = columns
+        .iter()
+        .map(|c| if let Width::Fixed(w) = c.width { w } else { 0 })
+        .sum();
     let mut left = total.saturating_sub(gaps).saturating_sub(fixed);
     let need = |i: usize, c: &Column| -> u16 {
-        let widest = rows.iter().filter_map(|r| r.cells.get(i)).map(|s| s.chars().count()).max().unwrap_or(0);
+        let widest = rows
+            .iter()
+            .filter_map(|r| r.cells.get(i))
+            .map(|s| s.chars().count())
+            .max()
+            .unwrap_or(0);
         widest.max(c.header.len()).min(u16::MAX as usize) as u16
     };
-    let mut out: Vec<u16> = columns.iter().map(|c| if let Width::Fixed(w) = c.width { w } else { 0 }).collect();
+    let mut out: Vec<u16> = columns
+        .iter()
+        .map(|c| if let Width::Fixed(w) = c.width { w } else { 0 })
+        .collect();
     let flex: Vec<(usize, u16, u16)> = columns
         .iter()
         .enumerate()
@@ -119,7 +146,14 @@ pub fn widths(columns: &[Column], rows: &[TableRow], total: u16) -> Vec<u16> {
 
 /// Draw `rows` (the visible page, see `page`) under a header row. Column widths fit the rows
 /// shown, so only what is on screen is ever formatted.
-pub fn render(frame: &mut Frame, area: Rect, columns: &[Column], rows: &[TableRow], header: Style, sorted: Style) {
+pub fn render(
+    frame: &mut Frame,
+    area: Rect,
+    columns: &[Column],
+    rows: &[TableRow],
+    header: Style,
+    sorted: Style,
+) {
     let w = widths(columns, rows, area.width);
     let cell = |text: &str, i: usize| -> Line<'static> {
         let text = cut(text, w[i] as usize, columns[i].keep_suffix);
@@ -145,7 +179,9 @@ pub fn render(frame: &mut Frame, area: Rect, columns: &[Column], rows: &[TableRo
             .style(r.style)
         })
         .collect();
-    let table = Table::new(body, w.iter().map(|&w| Constraint::Length(w))).header(header_row).column_spacing(SPACING);
+    let table = Table::new(body, w.iter().map(|&w| Constraint::Length(w)))
+        .header(header_row)
+        .column_spacing(SPACING);
     frame.render_widget(table, area);
 }
 
@@ -178,7 +214,11 @@ pub fn clamp_scroll(scroll: usize, rows: usize, visible: usize) -> usize {
 
 /// A one-line message where a table has no rows.
 pub fn empty(frame: &mut Frame, area: Rect, message: Vec<Span<'static>>) {
-    frame.render_widget(ratatui::widgets::Paragraph::new(Line::from(message)).wrap(ratatui::widgets::Wrap { trim: true }), area);
+    frame.render_widget(
+        ratatui::widgets::Paragraph::new(Line::from(message))
+            .wrap(ratatui::widgets::Wrap { trim: true }),
+        area,
+    );
 }
 
 #[cfg(test)]
@@ -186,12 +226,19 @@ mod tests {
     use super::*;
 
     fn row(cells: &[&str]) -> TableRow {
-        TableRow::new(cells.iter().map(|s| s.to_string()).collect(), Style::default())
+        TableRow::new(
+            cells.iter().map(|s| s.to_string()).collect(),
+            Style::default(),
+        )
     }
 
     #[test]
     fn fixed_columns_keep_their_width_and_flex_share_the_rest() {
-        let cols = [Column::text("lock", 8), Column::fixed("n", 5), Column::text("caller", 6)];
+        let cols = [
+            Column::text("lock", 8),
+            Column::fixed("n", 5),
+            Column::text("caller", 6),
+        ];
         let rows = [row(&["vmap_area_lock", "1", "alloc_vmap_area"])];
         // 40 - 2 gaps - 5 fixed = 33 for two flex columns needing 14 and 15: the rest to the last
         assert_eq!(widths(&cols, &rows, 40), vec![14, 5, 19]);
@@ -205,8 +252,14 @@ mod tests {
 
     #[test]
     fn cutting_keeps_the_distinguishing_suffix() {
-        assert_eq!(cut("rwsem(write) in dup_mmap @2658", 20, Some(" @")), "rwsem(write) … @2658");
-        assert_eq!(cut("rwsem(write) in dup_mmap @2658", 40, Some(" @")), "rwsem(write) in dup_mmap @2658");
+        assert_eq!(
+            cut("rwsem(write) in dup_mmap @2658", 20, Some(" @")),
+            "rwsem(write) … @2658"
+        );
+        assert_eq!(
+            cut("rwsem(write) in dup_mmap @2658", 40, Some(" @")),
+            "rwsem(write) in dup_mmap @2658"
+        );
         assert_eq!(cut("no suffix here at all", 10, Some(" @")), "no suffix…");
         assert_eq!(cut("x @123456", 5, Some(" @")), "x @1…");
     }
@@ -220,7 +273,10 @@ mod tests {
         let area = Rect::new(0, 0, 80, 11); // a header and 10 rows
         let mut scroll = usize::MAX;
         let (shown, visible) = page(&items, area, &mut scroll);
-        assert_eq!((shown.first(), shown.len(), visible, scroll), (Some(&20), 10, 10, 20));
+        assert_eq!(
+            (shown.first(), shown.len(), visible, scroll),
+            (Some(&20), 10, 10, 20)
+        );
         let mut scroll = 25;
         assert_eq!(page(&items[..5], area, &mut scroll).0.len(), 5);
         assert_eq!(scroll, 0);

@@ -40,12 +40,24 @@ fn cells(r: &TaskRow, cols: &[Column]) -> Vec<String> {
 
 fn body(rows: &[TaskRow], cols: &[Column], theme: Theme) -> Vec<TableRow> {
     rows.iter()
-        .map(|r| TableRow::new(cells(r, cols), if r.contentions_per_s == 0.0 { theme.idle_row() } else { Default::default() }))
+        .map(|r| {
+            TableRow::new(
+                cells(r, cols),
+                if r.contentions_per_s == 0.0 {
+                    theme.idle_row()
+                } else {
+                    Default::default()
+                },
+            )
+        })
         .collect()
 }
 
 fn block(title: String, theme: Theme) -> Block<'static> {
-    Block::default().borders(Borders::TOP).border_style(theme.frame()).title(Span::styled(title, theme.title()))
+    Block::default()
+        .borders(Borders::TOP)
+        .border_style(theme.frame())
+        .title(Span::styled(title, theme.title()))
 }
 
 /// The tasks view: every task that waited since the last reset, scrollable.
@@ -55,13 +67,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
     let inner = b.inner(area);
     frame.render_widget(b, area);
     if rows.is_empty() {
-        table::empty(frame, inner, vec![Span::raw("no task has waited on a contended lock yet")]);
+        table::empty(
+            frame,
+            inner,
+            vec![Span::raw("no task has waited on a contended lock yet")],
+        );
         return;
     }
     let (page, visible) = table::page(&rows, inner, &mut app.scroll);
     app.page_rows = visible;
     let cols = columns(app.sort);
-    table::render(frame, inner, &cols, &body(page, &cols, theme), theme.table_header(), theme.sorted_header());
+    table::render(
+        frame,
+        inner,
+        &cols,
+        &body(page, &cols, theme),
+        theme.table_header(),
+        theme.sorted_header(),
+    );
 }
 
 /// The top few tasks under the lock table: the ones active in the shown window (a fork-heavy
@@ -76,7 +99,17 @@ pub fn render_compact(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     }
     // Half a screen wide: the figures that rank tasks, not the ones that describe them.
-    let cols: Vec<Column> = columns(app.sort).into_iter().filter(|c| c.header != "pid" && c.header != "avg").collect();
+    let cols: Vec<Column> = columns(app.sort)
+        .into_iter()
+        .filter(|c| c.header != "pid" && c.header != "avg")
+        .collect();
     let (page, _) = table::page(&rows, inner, &mut 0);
-    table::render(frame, inner, &cols, &body(page, &cols, theme), theme.table_header(), theme.sorted_header());
+    table::render(
+        frame,
+        inner,
+        &cols,
+        &body(page, &cols, theme),
+        theme.table_header(),
+        theme.sorted_header(),
+    );
 }

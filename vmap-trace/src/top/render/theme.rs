@@ -48,7 +48,10 @@ impl Theme {
 
     /// The column the table is sorted by.
     pub fn sorted_header(self) -> Style {
-        self.fg(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED), Color::Yellow)
+        self.fg(
+            Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+            Color::Yellow,
+        )
     }
 
     /// Rows about vmap locks, the subject of this tool.
@@ -67,7 +70,10 @@ impl Theme {
 
     /// The selected view in the tab line.
     pub fn selected_tab(self) -> Style {
-        self.fg(Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD), Color::Cyan)
+        self.fg(
+            Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD),
+            Color::Cyan,
+        )
     }
 
     /// Something that needs attention: lost events, errors, pause.
@@ -76,7 +82,10 @@ impl Theme {
     }
 
     pub fn paused(self) -> Style {
-        self.fg(Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD), Color::Yellow)
+        self.fg(
+            Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD),
+            Color::Yellow,
+        )
     }
 
     /// Bars and the sparkline.
