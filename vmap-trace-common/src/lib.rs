@@ -14,8 +14,33 @@ pub const SIZE_BUCKETS: usize = 32;
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;
 
-/// Max entries of the per-(lock, kind) wait map.
+/// Max entries of the per-(lock, kind) wait maps: the per-CPU one (`LOCK_WAITS_PER_CPU`, at
+/// most this, fewer on large machines: see `per_cpu_lock_slots`) and the shared overflow one
+/// (`LOCK_WAITS`, exactly this).
 pub const MAX_LOCKS: u32 = 4096;
+/// Memory budget of the per-CPU wait map, all CPUs together.
+pub const PER_CPU_LOCK_BUDGET_BYTES: u64 = 32 << 20;
+
+/// Entries of the per-CPU wait map on a machine with `possible_cpus` CPUs: as many locks as
+/// fit `PER_CPU_LOCK_BUDGET_BYTES` (each costs one `WaitStats` per CPU, preallocated), at
+/// least 64, at most `MAX_LOCKS`. 2 CPUs: 4096; 64: 1285; 256: 321. Locks beyond go to the
+/// shared map.
+pub const fn per_cpu_lock_slots(possible_cpus: u32) -> u32 {
+    let per_lock = core::mem::size_of::<WaitStats>() as u64
+        * if possible_cpus == 0 {
+            1
+        } else {
+            possible_cpus as u64
+        };
+    let slots = PER_CPU_LOCK_BUDGET_BYTES / per_lock;
+    if slots < 64 {
+        64
+    } else if slots > MAX_LOCKS as u64 {
+        MAX_LOCKS
+    } else {
+        slots as u32
+    }
+}
 /// Max entries of the per-(lock, kind, stack) map.
 pub const MAX_STACK_KEYS: u32 = 16384;
 /// Max distinct stacks kept (kernel and user stacks share the table). Stacks are keyed by a
@@ -341,6 +366,24 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_cpu_lock_slots_fit_the_budget() {
+        assert_eq!(per_cpu_lock_slots(0), MAX_LOCKS);
+        assert_eq!(per_cpu_lock_slots(2), MAX_LOCKS);
+        assert_eq!(per_cpu_lock_slots(64), 1285);
+        assert_eq!(per_cpu_lock_slots(256), 321);
+        assert_eq!(per_cpu_lock_slots(8192), 64);
+        for cpus in [1u32, 16, 20, 64, 96, 128, 256, 1024] {
+            let bytes = u64::from(per_cpu_lock_slots(cpus))
+                * core::mem::size_of::<WaitStats>() as u64
+                * u64::from(cpus);
+            assert!(
+                bytes <= PER_CPU_LOCK_BUDGET_BYTES,
+                "{cpus} CPUs: {bytes} bytes"
+            );
+        }
+    }
 
     #[test]
     fn log2_bucket_edges() {

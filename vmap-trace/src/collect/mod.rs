@@ -2,12 +2,12 @@
 //!
 //! The kernel side only ever adds, so a read is a cumulative snapshot since attach; views that
 //! need windows subtract two snapshots. Stacks are symbolized and attributed here, once.
-use std::collections::HashMap as StdHashMap;
+use std::collections::{BTreeMap, HashMap as StdHashMap};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf, Pod,
 };
 use vmap_trace_common::{
@@ -243,21 +243,38 @@ pub fn read(
         lazy_pages_peak: lazy.iter().map(|g| g.nr_lazy_peak).max().unwrap_or(0),
     };
 
-    let lock_map: HashMap<&MapData, LockKey, WaitStats> =
-        HashMap::try_from(map(ebpf, "LOCK_WAITS")?)?;
-    let mut locks = Vec::new();
-    for entry in lock_map.iter() {
-        let (k, v) = entry.context("reading LOCK_WAITS")?;
-        locks.push(LockWait {
-            lock_addr: k.lock_addr,
-            flags: k.flags,
-            name: vmap_locks
-                .name_at(k.lock_addr)
-                .or_else(|| data_symbols.name_at(k.lock_addr))
-                .map(str::to_string),
-            wait: wait_histogram(&v),
-        });
+    // Per lock: all CPUs of the per-CPU map, plus the shared map for locks that found it full.
+    let mut lock_waits: BTreeMap<(u64, u32), WaitHistogram> = BTreeMap::new();
+    let per_cpu_map: PerCpuHashMap<&MapData, LockKey, WaitStats> =
+        PerCpuHashMap::try_from(map(ebpf, "LOCK_WAITS_PER_CPU")?)?;
+    for entry in per_cpu_map.iter() {
+        let (k, cpus) = entry.context("reading LOCK_WAITS_PER_CPU")?;
+        lock_waits
+            .entry((k.lock_addr, k.flags))
+            .or_default()
+            .add(&sum_cpus(&cpus));
     }
+    let shared_map: HashMap<&MapData, LockKey, WaitStats> =
+        HashMap::try_from(map(ebpf, "LOCK_WAITS")?)?;
+    for entry in shared_map.iter() {
+        let (k, v) = entry.context("reading LOCK_WAITS")?;
+        lock_waits
+            .entry((k.lock_addr, k.flags))
+            .or_default()
+            .add(&wait_histogram(&v));
+    }
+    let mut locks: Vec<LockWait> = lock_waits
+        .into_iter()
+        .map(|((lock_addr, flags), wait)| LockWait {
+            lock_addr,
+            flags,
+            name: vmap_locks
+                .name_at(lock_addr)
+                .or_else(|| data_symbols.name_at(lock_addr))
+                .map(str::to_string),
+            wait,
+        })
+        .collect();
     locks.sort_by(|a, b| b.wait.total_ns.cmp(&a.wait.total_ns));
 
     let stack_map: HashMap<&MapData, StackKey, WaitTotals> =

@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use vmap_trace_common::{MAX_LOCKS, MAX_STACK_KEYS, MAX_TASKS};
+use vmap_trace_common::{per_cpu_lock_slots, MAX_LOCKS, MAX_STACK_KEYS, MAX_TASKS};
 
 use super::histogram::PromHistogram;
 use super::lock_series::{LockSeriesTable, LockSeriesView};
@@ -147,7 +147,13 @@ impl MetricsBuilder {
             losses: profile.losses.clone(),
             stack_sampling: profile.stack_sampling,
             map_usage: vec![
-                ("locks", profile.locks.len() as u64, u64::from(MAX_LOCKS)),
+                // The per-CPU map first, then the shared one (sized by possible CPUs at load;
+                // the online count here differs only on machines with hot-pluggable CPUs).
+                (
+                    "locks",
+                    profile.locks.len() as u64,
+                    u64::from(per_cpu_lock_slots(profile.meta.cpus) + MAX_LOCKS),
+                ),
                 (
                     "stack_keys",
                     profile.stacks.len() as u64,
@@ -689,9 +695,10 @@ mod tests {
             value(&s, "vmap_trace_kernel_map_entries", &[("map", "locks")]),
             Some(2.0)
         );
+        // 4 CPUs: the per-CPU map holds all MAX_LOCKS, the shared one as many again.
         assert_eq!(
             value(&s, "vmap_trace_kernel_map_capacity", &[("map", "locks")]),
-            Some(f64::from(MAX_LOCKS))
+            Some(8192.0)
         );
         assert_eq!(
             value(

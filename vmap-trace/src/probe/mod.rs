@@ -223,9 +223,15 @@ pub fn attach_all(
     let tracefs_root = tracefs::ensure_mounted()?;
     let config = probe_config(&tracefs_root, kernel_btf, &options);
     let aya_btf = Btf::from_sys_fs().ok();
+    // Possible CPUs, as the kernel allocates per-CPU map values for each of them.
+    let possible_cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1);
     let mut ebpf = EbpfLoader::new()
         .btf(aya_btf.as_ref())
         .override_global("CONFIG", &config, true)
+        .map_max_entries(
+            "LOCK_WAITS_PER_CPU",
+            vmap_trace_common::per_cpu_lock_slots(possible_cpus),
+        )
         .load(EBPF_OBJECT)
         .context("the kernel refused vmap-trace's eBPF object (maps or BTF)")?;
 
