@@ -400,11 +400,19 @@ fn machine_description() -> String {
 /// of everything it waited for to a file: the command, its threads, and every descendant the
 /// command reaped itself (the fork workload's children). A shared machine's other load changes
 /// wall-clock throughput a lot; it hardly changes the CPU the workload needs per op.
+/// Runs the stress command and writes two lines to `$1`: the process tree's user and system
+/// ticks, then every CPU's busy ticks during the run (/proc/stat: user, nice, system, irq,
+/// softirq, steal), which also counts work the run causes outside its tree (kworkers, a
+/// tracer's own process) and, on a shared machine, everyone else's.
 const CPU_WRAPPER: &str = r#"out=$1; shift
+busy() { read -r _ u n s i w q sq st _ < /proc/stat; echo $((u + n + s + q + sq + st)); }
+b0=$(busy)
 "$@"; rc=$?
+b1=$(busy)
 read -r stat < /proc/$$/stat
 set -- $stat
 echo "${16} ${17}" > "$out"
+echo "$((b1 - b0))" >> "$out"
 exit $rc
 "#;
 
@@ -415,15 +423,23 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// CPU seconds written by `CPU_WRAPPER`.
-fn read_cpu_file(path: &Path, ticks: f64) -> Result<f64> {
+/// CPU seconds written by `CPU_WRAPPER`: the process tree's, and all CPUs' busy time.
+fn read_cpu_file(path: &Path, ticks: f64) -> Result<(f64, f64)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("no CPU time in {}", path.display()))?;
-    let total: f64 = text
-        .split_whitespace()
-        .map(|t| t.parse::<f64>().unwrap_or(0.0))
-        .sum();
-    Ok(total / ticks)
+    let mut lines = text.lines();
+    let mut sum = |what: &str| -> Result<f64> {
+        let line = lines
+            .next()
+            .with_context(|| format!("no {what} CPU time in {}", path.display()))?;
+        let ticks_sum: f64 = line
+            .split_whitespace()
+            .map(|t| t.parse::<f64>())
+            .sum::<Result<f64, _>>()
+            .with_context(|| format!("bad {what} CPU time {line:?} in {}", path.display()))?;
+        Ok(ticks_sum / ticks)
+    };
+    Ok((sum("process")?, sum("system-wide")?))
 }
 
 /// user + system CPU seconds of a running process.
@@ -515,6 +531,8 @@ struct Run {
     stress: StressResult,
     /// CPU seconds of the stress process tree (where the tracepoint programs run).
     cpu_s: f64,
+    /// Busy seconds of all CPUs during the run.
+    system_cpu_s: f64,
     hits: Option<Hits>,
     /// The daemon's own CPU seconds while the stress ran.
     daemon_cpu_s: Option<f64>,
@@ -523,6 +541,10 @@ struct Run {
 impl Run {
     fn cpu_ns_per_op(&self) -> f64 {
         self.cpu_s * 1e9 / self.stress.ops.max(1) as f64
+    }
+
+    fn system_ns_per_op(&self) -> f64 {
+        self.system_cpu_s * 1e9 / self.stress.ops.max(1) as f64
     }
 }
 
@@ -559,7 +581,7 @@ impl Scratch {
         cmd
     }
 
-    fn cpu_s(&self) -> Result<f64> {
+    fn cpu_s(&self) -> Result<(f64, f64)> {
         let cpu = read_cpu_file(&self.cpu, self.ticks);
         std::fs::remove_file(&self.cpu).ok();
         cpu
@@ -581,9 +603,11 @@ fn run_once(
 ) -> Result<Run> {
     let stress = scratch.wrapped(&stress_args(bin, workload, seconds));
     let plain = |stdout: String, hits: Option<Hits>| -> Result<Run> {
+        let (cpu_s, system_cpu_s) = scratch.cpu_s()?;
         Ok(Run {
             stress: parse_stress(&stdout)?,
-            cpu_s: scratch.cpu_s()?,
+            cpu_s,
+            system_cpu_s,
             hits,
             daemon_cpu_s: None,
         })
@@ -693,6 +717,8 @@ fn run_once(
 #[derive(Default)]
 struct Samples {
     cpu_ratios: Vec<f64>,
+    /// All CPUs' busy time per op, traced over untraced.
+    system_ratios: Vec<f64>,
     throughput_ratios: Vec<f64>,
     extra_cpu_ns_per_op: Vec<f64>,
     /// The daemon's own CPU, seconds per second of stress.
@@ -723,6 +749,7 @@ fn overhead(args: &BenchArgs) -> Result<()> {
     let mut samples: BTreeMap<(String, Tracer), Samples> = BTreeMap::new();
     let mut hits_per_op: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut untraced: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut untraced_system: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for workload in &args.workloads {
         for round in 0..args.rounds {
             let mut order = tracers.clone();
@@ -730,29 +757,43 @@ fn overhead(args: &BenchArgs) -> Result<()> {
             order.rotate_left(shift);
             let first = run_once(&bin, Tracer::Untraced, workload, args.seconds, &scratch)?;
             let mut before = (first.stress.ops_per_sec, first.cpu_ns_per_op());
+            let mut before_system = first.system_ns_per_op();
             untraced.entry(workload.clone()).or_default().push(before);
+            untraced_system
+                .entry(workload.clone())
+                .or_default()
+                .push(before_system);
             for &tracer in &order {
                 let traced = run_once(&bin, tracer, workload, args.seconds, &scratch)?;
                 let next = run_once(&bin, Tracer::Untraced, workload, args.seconds, &scratch)?;
                 let after = (next.stress.ops_per_sec, next.cpu_ns_per_op());
+                let after_system = next.system_ns_per_op();
                 untraced.entry(workload.clone()).or_default().push(after);
+                untraced_system
+                    .entry(workload.clone())
+                    .or_default()
+                    .push(after_system);
+                let base_system = (before_system + after_system) / 2.0;
                 let base_rate = (before.0 + after.0) / 2.0;
                 let base_cpu = (before.1 + after.1) / 2.0;
                 let (rate, cpu) = (traced.stress.ops_per_sec, traced.cpu_ns_per_op());
+                let system = traced.system_ns_per_op();
                 eprintln!(
-                    "bench: {workload} round {}/{}: {:<32} {:>7.0} CPU ns/op vs {:>7.0} untraced ({:+.2}%); {:>7.0} ops/s vs {:>7.0} ({:+.2}%)",
+                    "bench: {workload} round {}/{}: {:<32} {:>7.0} CPU ns/op vs {:>7.0} untraced ({:+.2}%); all CPUs {:+.2}%; {:>7.0} ops/s vs {:>7.0} ({:+.2}%)",
                     round + 1,
                     args.rounds,
                     tracer.label(),
                     cpu,
                     base_cpu,
                     (cpu / base_cpu - 1.0) * 100.0,
+                    (system / base_system - 1.0) * 100.0,
                     rate,
                     base_rate,
                     (rate / base_rate - 1.0) * 100.0
                 );
                 let s = samples.entry((workload.clone(), tracer)).or_default();
                 s.cpu_ratios.push(cpu / base_cpu);
+                s.system_ratios.push(system / base_system);
                 s.throughput_ratios.push(rate / base_rate);
                 s.extra_cpu_ns_per_op.push(cpu - base_cpu);
                 if let Some(d) = traced.daemon_cpu_s {
@@ -766,6 +807,7 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                         .push(h.total() / traced.stress.ops.max(1) as f64);
                 }
                 before = after;
+                before_system = after_system;
             }
         }
     }
@@ -805,17 +847,19 @@ fn overhead(args: &BenchArgs) -> Result<()> {
         let base = untraced.get(workload).cloned().unwrap_or_default();
         let base_rate = median(&mut base.iter().map(|b| b.0).collect::<Vec<_>>());
         let base_cpu = median(&mut base.iter().map(|b| b.1).collect::<Vec<_>>());
+        let base_system = median(&mut untraced_system.get(workload).cloned().unwrap_or_default());
         let h = median(&mut hits_per_op.get(workload).cloned().unwrap_or_default());
         println!(
-            "### `stress {workload}`: untraced {base_cpu:.0} CPU ns per op, {base_rate:.0} ops/s (medians); {h:.2} tracepoint hits per op\n"
+            "### `stress {workload}`: untraced {base_cpu:.0} CPU ns per op ({base_system:.0} on all CPUs), {base_rate:.0} ops/s (medians); {h:.2} tracepoint hits per op\n"
         );
-        println!("| tracer | CPU per op vs untraced: median | min .. max | CPU slowdown | throughput vs untraced: median | min .. max | ns added per tracepoint hit |");
-        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!("| tracer | CPU per op vs untraced: median | min .. max | CPU slowdown | all CPUs' busy time per op: median | min .. max | throughput vs untraced: median | min .. max | ns added per tracepoint hit |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for &tracer in &tracers {
             let Some(s) = samples.get(&(workload.clone(), tracer)) else {
                 continue;
             };
             let (cpu, cpu_lo, cpu_hi) = spread(&s.cpu_ratios);
+            let (sys, sys_lo, sys_hi) = spread(&s.system_ratios);
             let (tp, tp_lo, tp_hi) = spread(&s.throughput_ratios);
             let per_hit = if h > 0.0 {
                 format!("{:.0}", median(&mut s.extra_cpu_ns_per_op.clone()) / h)
@@ -823,12 +867,15 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 "n/a".into()
             };
             println!(
-                "| {} | {:.2}% | {:.2}% .. {:.2}% | {:+.2}% | {:.2}% | {:.2}% .. {:.2}% | {per_hit} |",
+                "| {} | {:.2}% | {:.2}% .. {:.2}% | {:+.2}% | {:.2}% | {:.2}% .. {:.2}% | {:.2}% | {:.2}% .. {:.2}% | {per_hit} |",
                 tracer.label(),
                 cpu * 100.0,
                 cpu_lo * 100.0,
                 cpu_hi * 100.0,
                 (cpu - 1.0) * 100.0,
+                sys * 100.0,
+                sys_lo * 100.0,
+                sys_hi * 100.0,
                 tp * 100.0,
                 tp_lo * 100.0,
                 tp_hi * 100.0,
@@ -884,7 +931,12 @@ fn overhead(args: &BenchArgs) -> Result<()> {
         println!(
             "- {workload}: vmap-trace's programs run {runs_per_op:.2} times and {ns_per_op:.0} ns per op = {:.2}% of the untraced {base_cpu:.0} CPU ns per op{}",
             ns_per_op / base_cpu * 100.0,
-            floor.map_or(String::new(), |f| format!("; empty programs on the same hits: {f:.0} ns per op ({:.2}%)", f / base_cpu * 100.0))
+            floor.map_or(String::new(), |f| format!(
+                "; empty programs on the same hits: {f:.0} ns per op ({:.2}%); beyond them: {:.0} ns per op ({:.2}%)",
+                f / base_cpu * 100.0,
+                ns_per_op - f,
+                (ns_per_op - f) / base_cpu * 100.0
+            ))
         );
     }
     println!();
@@ -898,45 +950,70 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 .get(&(workload.clone(), t))
                 .map(|s| spread(&s.cpu_ratios))
         };
-        let noise = cpu(Tracer::Control).map(|(_, lo, hi)| (1.0 - lo).max(hi - 1.0) * 100.0);
-        let floor_pct = bpf_stats
-            .iter()
-            .find(|(w, _)| w == workload)
-            .map(|(_, stats)| {
-                let ns: f64 = stats
-                    .iter()
-                    .filter(|p| p.name.starts_with("vmap-trace "))
-                    .map(|p| p.ns_per_op())
-                    .sum();
-                let base = median(
-                    &mut untraced
-                        .get(workload)
-                        .map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>())
-                        .unwrap_or_default(),
-                );
-                ns / base * 100.0
-            });
-        let noise_note = noise.map_or(String::new(), |n| {
-            format!(" (A/A control: runs differ by up to {n:.1}%)")
-        });
+        let system = |t: Tracer| {
+            samples
+                .get(&(workload.clone(), t))
+                .map(|s| spread(&s.system_ratios))
+        };
+        let noise_of =
+            |r: Option<(f64, f64, f64)>| r.map(|(_, lo, hi)| (1.0 - lo).max(hi - 1.0) * 100.0);
+        let noise = noise_of(cpu(Tracer::Control));
+        let system_noise = noise_of(system(Tracer::Control));
+        // A lower bound of what the programs add: their run time beyond an empty program's on
+        // the same number of hits (bpf_stats' own clock reads are in both; the dispatch, the
+        // same for any program, in neither).
+        let beyond_floor_pct =
+            bpf_stats
+                .iter()
+                .find(|(w, _)| w == workload)
+                .and_then(|(_, stats)| {
+                    let ours = stats.iter().filter(|p| p.name.starts_with("vmap-trace "));
+                    let ns: f64 = ours.clone().map(|p| p.ns_per_op()).sum();
+                    let runs: f64 = ours.map(|p| p.runs_per_op()).sum();
+                    let floor = stats
+                        .iter()
+                        .find(|p| p.name.ends_with(FLOOR_ROW))?
+                        .ns_per_run();
+                    let base = median(
+                        &mut untraced
+                            .get(workload)
+                            .map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>())
+                            .unwrap_or_default(),
+                    );
+                    Some((ns - floor * runs) / base * 100.0)
+                });
+        let ab_verdict = |ab: f64, noise: Option<f64>| -> String {
+            match noise {
+                Some(n) if ab.abs() <= n => {
+                    format!("not resolved (A/A control: runs differ by up to {n:.1}%)")
+                }
+                Some(n) if ab > 1.0 => format!("MISSED (A/A control within {n:.1}%)"),
+                Some(n) => format!("met (A/A control within {n:.1}%)"),
+                None if ab <= 1.0 => "met (no A/A control run)".to_string(),
+                None => "MISSED (no A/A control run)".to_string(),
+            }
+        };
         for t in [Tracer::Record, Tracer::Daemon] {
             let Some((r, _, _)) = cpu(t) else { continue };
             let ab = (r - 1.0) * 100.0;
-            let verdict = match (floor_pct, noise) {
-                (Some(f), _) if f > 1.0 => {
-                    format!("MISSED: the programs alone cost {f:.2}% of the CPU per op")
-                }
-                (_, Some(n)) if ab > 1.0 + n => "MISSED".to_string(),
-                (_, Some(n)) if ab.abs() <= n => {
-                    "not resolved by the A/B runs on this machine".to_string()
-                }
-                _ if ab <= 1.0 => "met".to_string(),
-                _ => "MISSED".to_string(),
-            };
-            println!(
-                "- {workload}, {}: A/B {ab:+.2}% CPU per op{noise_note} -> {verdict}",
-                t.label()
+            let mut line = format!(
+                "- {workload}, {}: process CPU per op {ab:+.2}%: {}",
+                t.label(),
+                ab_verdict(ab, noise)
             );
+            if let Some((sr, _, _)) = system(t) {
+                let sab = (sr - 1.0) * 100.0;
+                line += &format!(
+                    "; all CPUs' busy time per op {sab:+.2}%: {}",
+                    ab_verdict(sab, system_noise)
+                );
+            }
+            match beyond_floor_pct {
+                Some(f) if f > 1.0 => line += &format!("; MISSED in any case: the programs' work beyond empty programs alone costs {f:.2}%"),
+                Some(f) => line += &format!("; the programs' work beyond empty programs costs {f:.2}%"),
+                None => {}
+            }
+            println!("{line}");
             if let Some((perf, _, _)) = cpu(Tracer::PerfLock) {
                 let diff = (r - perf) * 100.0;
                 let verdict = match noise {
@@ -944,11 +1021,28 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                     _ if diff < 0.0 => "met",
                     _ => "MISSED",
                 };
-                println!(
-                    "- {workload}, {} vs perf lock record -a: {ab:+.2}% vs {:+.2}% -> cheaper: {verdict}",
+                let mut line = format!(
+                    "- {workload}, {} vs perf lock record -a: process CPU {ab:+.2}% vs {:+.2}% -> cheaper: {verdict}",
                     t.label(),
                     (perf - 1.0) * 100.0
                 );
+                if let (Some((sr, _, _)), Some((sp, _, _))) = (system(t), system(Tracer::PerfLock))
+                {
+                    let diff = (sr - sp) * 100.0;
+                    let verdict = match system_noise {
+                        Some(n) if diff.abs() <= n => {
+                            "not resolved by the A/B runs on this machine"
+                        }
+                        _ if diff < 0.0 => "met",
+                        _ => "MISSED",
+                    };
+                    line += &format!(
+                        "; all CPUs {:+.2}% vs {:+.2}% (perf's own process included) -> cheaper: {verdict}",
+                        (sr - 1.0) * 100.0,
+                        (sp - 1.0) * 100.0
+                    );
+                }
+                println!("{line}");
             }
         }
     }
