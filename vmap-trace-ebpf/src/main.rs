@@ -28,12 +28,12 @@ use aya_ebpf::{
     EbpfContext,
 };
 use vmap_trace_common::{
-    lock_flags, log2_bucket, stack_hash, stack_options, ContentionStart, EventArgs, LazyGauge,
-    LockEnter, LockKey, LockTiming, LossCounter, OpCounter, ProbeConfig, StackFrames, StackKey,
-    StackSampler, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH, FUNC_SLOTS, LOSS_COUNTERS,
-    MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS, MAX_LOCKS, MAX_STACKS, MAX_STACK_DEPTH, MAX_STACK_KEYS,
-    MAX_TASKS, MAX_VMAP_LOCKS, OP_COUNTERS, SIZE_BUCKETS, STACK_SAMPLE_ALWAYS_NS,
-    STACK_SAMPLE_WINDOW_NS, TIME_BUCKETS,
+    lock_flags, log2_bucket, stack_hash, stack_options, ContentionStart, CpuContention, EventArgs,
+    LazyGauge, LockEnter, LockKey, LockTiming, LossCounter, OpCounter, ProbeConfig, StackFrames,
+    StackKey, StackSampler, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH, FUNC_SLOTS,
+    LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS, MAX_LOCKS, MAX_STACKS, MAX_STACK_DEPTH,
+    MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS, MUTEX_SPIN_SLOT, OP_COUNTERS, SIZE_BUCKETS,
+    SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS, STACK_SAMPLE_WINDOW_NS, TIME_BUCKETS,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
@@ -75,22 +75,9 @@ static ALLOC_SIZE_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(SIZE_BU
 #[map]
 static LAZY_GAUGE: PerCpuArray<LazyGauge> = PerCpuArray::with_max_entries(1, 0);
 
-/// Spinning waits in flight, per CPU (a spinning task cannot migrate): slot `SPIN_SLOT` for
-/// spinlocks and rwlocks, `MUTEX_SPIN_SLOT` for a mutex's optimistic spin, which runs with
-/// preemption off and is where nearly every mutex wait ends (tty_mutex under `stress pty`:
-/// 245688 of 246071 waits). A wait that goes on to sleep moves to `TASK_INFLIGHT` at its second
-/// begin; the rest never touch a hash map (an insert and a delete, about 150 ns).
+/// The contention programs' per-CPU state: see `CpuContention`.
 #[map]
-static SPIN_INFLIGHT: PerCpuArray<ContentionStart> = PerCpuArray::with_max_entries(2, 0);
-const SPIN_SLOT: u32 = 0;
-const MUTEX_SPIN_SLOT: u32 = 1;
-/// 1 while this CPU runs the contention_end program's bookkeeping. Its map updates take
-/// spinlocks (hash buckets, the LRU list) that can themselves contend: the kernel runs our
-/// contention_begin for those, but skips the nested contention_end (a program does not recurse
-/// on a CPU), so the begin would hold the CPU's slot forever and every later spin wait on that
-/// CPU would go uncounted (seen: half of a 2-CPU machine's contentions missing).
-#[map]
-static IN_CONTENTION_END: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static CPU_CONTENTION: PerCpuArray<CpuContention> = PerCpuArray::with_max_entries(1, 0);
 /// A spin slot older than this is a begin whose end was never seen: replace it.
 const SPIN_SLOT_STALE_NS: u64 = 1_000_000_000;
 /// Sleeping waits in flight (mutex, rwsem...), per task id.
@@ -106,10 +93,6 @@ static TASK_INFLIGHT: HashMap<u32, ContentionStart> =
 #[map]
 static LOCK_WAITS_PER_CPU: PerCpuHashMap<LockKey, WaitStats> =
     PerCpuHashMap::with_max_entries(MAX_LOCKS, 0);
-/// Set on a CPU once an insert into `LOCK_WAITS_PER_CPU` failed for lack of room: nothing is
-/// ever deleted from it, so it stays full and later new locks go straight to `LOCK_WAITS`.
-#[map]
-static LOCK_WAITS_PER_CPU_FULL: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// Waits per lock for locks that found `LOCK_WAITS_PER_CPU` full, shared by all CPUs.
 #[map]
 static LOCK_WAITS: HashMap<LockKey, WaitStats> = HashMap::with_max_entries(MAX_LOCKS, 0);
@@ -121,13 +104,9 @@ static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(MAX_STACKS,
 /// 512-byte BPF stack.
 #[map]
 static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(2, 0);
-#[map]
-static STACK_SAMPLER: PerCpuArray<StackSampler> = PerCpuArray::with_max_entries(1, 0);
 /// LRU: short-lived tasks (fork storms) must not fill it and starve new ones.
 #[map]
 static TASK_WAITS: LruHashMap<u32, TaskWait> = LruHashMap::with_max_entries(MAX_TASKS, 0);
-#[map]
-static CPU_WAITS: PerCpuArray<WaitTotals> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn atomic_add(p: *mut u64, v: u64) {
@@ -274,8 +253,12 @@ classic_tracepoint!("tracepoint/vmalloc/purge_vmap_area_lazy", fn tp_purge_vmap_
 /// in flight keeps the first one.
 #[inline(always)]
 fn on_contention_begin(lock_addr: u64, flags: u32) {
-    if IN_CONTENTION_END.get(0).is_some_and(|busy| *busy != 0) {
-        return; // our own maps' locks, inside contention_end: see IN_CONTENTION_END
+    let Some(cpu) = CPU_CONTENTION.get_ptr_mut(0) else {
+        return;
+    };
+    let cpu = unsafe { &mut *cpu };
+    if cpu.in_contention_end != 0 {
+        return; // our own maps' locks, inside contention_end: see CpuContention
     }
     let mut start = ContentionStart {
         lock_addr,
@@ -289,24 +272,18 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
         } else {
             SPIN_SLOT
         };
-        if let Some(slot) = SPIN_INFLIGHT.get_ptr_mut(idx) {
-            let slot = unsafe { &mut *slot };
-            if slot.lock_addr == 0
-                || start.start_ns.wrapping_sub(slot.start_ns) > SPIN_SLOT_STALE_NS
-            {
-                *slot = start;
-            }
+        let slot = &mut cpu.spin[idx];
+        if slot.lock_addr == 0 || start.start_ns.wrapping_sub(slot.start_ns) > SPIN_SLOT_STALE_NS {
+            *slot = start;
         }
         return;
     }
     if flags & lock_flags::MUTEX != 0 {
         // The optimistic spin failed and the task is about to sleep: carry its start over.
-        if let Some(slot) = SPIN_INFLIGHT.get_ptr_mut(MUTEX_SPIN_SLOT) {
-            let slot = unsafe { &mut *slot };
-            if slot.lock_addr == lock_addr {
-                start = *slot;
-                slot.lock_addr = 0;
-            }
+        let slot = &mut cpu.spin[MUTEX_SPIN_SLOT];
+        if slot.lock_addr == lock_addr {
+            start = *slot;
+            slot.lock_addr = 0;
         }
     }
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -347,19 +324,18 @@ fn get_or_insert<K, V>(
 
 /// This CPU's stats of `key` in `LOCK_WAITS_PER_CPU`, inserted if new; None once it is full.
 #[inline(always)]
-fn per_cpu_lock_stats(key: &LockKey) -> Option<*mut WaitStats> {
+fn per_cpu_lock_stats(cpu: &mut CpuContention, key: &LockKey) -> Option<*mut WaitStats> {
     if let Some(p) = LOCK_WAITS_PER_CPU.get_ptr_mut(key) {
         return Some(p);
     }
-    let full = LOCK_WAITS_PER_CPU_FULL.get_ptr_mut(0)?;
-    if unsafe { *full } != 0 {
+    if cpu.lock_map_full != 0 {
         return None;
     }
     // EEXIST means another CPU inserted it meanwhile: fine, look it up again.
     let _ = LOCK_WAITS_PER_CPU.insert(key, &WaitStats::ZERO, BPF_NOEXIST as u64);
     let p = LOCK_WAITS_PER_CPU.get_ptr_mut(key);
     if p.is_none() {
-        unsafe { *full = 1 };
+        cpu.lock_map_full = 1;
     }
     p
 }
@@ -413,15 +389,11 @@ fn capture_stack<C: EbpfContext>(ctx: &C, slot: u32, flags: u64) -> Option<u64> 
 /// the exact totals (less what was passed over after a CPU's last capture), while the short
 /// waits' split between stacks is sampled.
 #[inline(always)]
-fn stack_sample(now: u64, wait: u64) -> Option<(u64, u64)> {
+fn stack_sample(s: &mut StackSampler, now: u64, wait: u64) -> Option<(u64, u64)> {
     let per_s = config!(stack_samples);
     if per_s == 0 {
         return Some((1, wait));
     }
-    let Some(s) = STACK_SAMPLER.get_ptr_mut(0) else {
-        return Some((1, wait));
-    };
-    let s = unsafe { &mut *s };
     let budget = if per_s < 10 { 1 } else { per_s / 10 };
     let since = now.wrapping_sub(s.window_start_ns);
     if since >= STACK_SAMPLE_WINDOW_NS {
@@ -459,19 +431,20 @@ fn stack_sample(now: u64, wait: u64) -> Option<(u64, u64)> {
 
 #[inline(always)]
 fn on_contention_end<C: EbpfContext>(ctx: &C, lock_addr: u64) {
-    // From here on, begins on this CPU are our own maps' locks (see IN_CONTENTION_END).
-    let Some(busy) = IN_CONTENTION_END.get_ptr_mut(0) else {
+    let Some(cpu) = CPU_CONTENTION.get_ptr_mut(0) else {
         return;
     };
-    unsafe { *busy = 1 };
-    end_wait(ctx, lock_addr);
-    unsafe { *busy = 0 };
+    let cpu = unsafe { &mut *cpu };
+    // From here on, begins on this CPU are our own maps' locks (see CpuContention).
+    cpu.in_contention_end = 1;
+    end_wait(ctx, cpu, lock_addr);
+    cpu.in_contention_end = 0;
 }
 
 /// Take this CPU's slot `idx` if it holds a wait on `lock_addr`.
 #[inline(always)]
-fn take_spin_slot(idx: u32, lock_addr: u64) -> Option<ContentionStart> {
-    let slot = unsafe { &mut *SPIN_INFLIGHT.get_ptr_mut(idx)? };
+fn take_spin_slot(cpu: &mut CpuContention, idx: usize, lock_addr: u64) -> Option<ContentionStart> {
+    let slot = &mut cpu.spin[idx];
     if slot.lock_addr != lock_addr {
         return None;
     }
@@ -481,13 +454,15 @@ fn take_spin_slot(idx: u32, lock_addr: u64) -> Option<ContentionStart> {
 }
 
 #[inline(always)]
-fn end_wait<C: EbpfContext>(ctx: &C, lock_addr: u64) {
+fn end_wait<C: EbpfContext>(ctx: &C, cpu: &mut CpuContention, lock_addr: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     // contention_end carries no flags: the per-CPU slots are checked first (a CPU with a spin
     // wait in flight is not sleeping on another lock), then the task map.
-    let start = match take_spin_slot(SPIN_SLOT, lock_addr)
-        .or_else(|| take_spin_slot(MUTEX_SPIN_SLOT, lock_addr))
-    {
+    let spin = match take_spin_slot(cpu, SPIN_SLOT, lock_addr) {
+        Some(s) => Some(s),
+        None => take_spin_slot(cpu, MUTEX_SPIN_SLOT, lock_addr),
+    };
+    let start = match spin {
         Some(s) => s,
         None => {
             let tid = bpf_get_current_pid_tgid() as u32;
@@ -502,12 +477,18 @@ fn end_wait<C: EbpfContext>(ctx: &C, lock_addr: u64) {
             s
         }
     };
-    record_contention(ctx, lock_addr, start, now);
+    record_contention(ctx, cpu, lock_addr, start, now);
 }
 
 /// The bookkeeping of one finished wait: per lock, per stack (sampled), per CPU, per task.
 #[inline(always)]
-fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionStart, now: u64) {
+fn record_contention<C: EbpfContext>(
+    ctx: &C,
+    cpu: &mut CpuContention,
+    lock_addr: u64,
+    start: ContentionStart,
+    now: u64,
+) {
     let wait = now.saturating_sub(start.start_ns);
 
     let key = LockKey {
@@ -515,7 +496,7 @@ fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionS
         flags: start.flags,
         _pad: 0,
     };
-    match per_cpu_lock_stats(&key) {
+    match per_cpu_lock_stats(cpu, &key) {
         Some(s) => add_wait_this_cpu(unsafe { &mut *s }, wait),
         None => {
             if let Some(s) = get_or_insert(
@@ -530,7 +511,7 @@ fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionS
     }
 
     let options = config!(stack_options);
-    let sampled = stack_sample(now, wait);
+    let sampled = stack_sample(&mut cpu.sampler, now, wait);
     if let Some((count, wait_ns)) = sampled {
         match capture_stack(ctx, 0, 0) {
             Some(kernel_stack) => {
@@ -564,13 +545,11 @@ fn record_contention<C: EbpfContext>(ctx: &C, lock_addr: u64, start: ContentionS
         }
     }
 
-    if let Some(t) = CPU_WAITS.get_ptr_mut(0) {
-        let t = unsafe { &mut *t };
-        t.count += 1;
-        t.total_ns += wait;
-        if wait > t.max_ns {
-            t.max_ns = wait;
-        }
+    let t = &mut cpu.totals;
+    t.count += 1;
+    t.total_ns += wait;
+    if wait > t.max_ns {
+        t.max_ns = wait;
     }
 
     let pid_tgid = bpf_get_current_pid_tgid();

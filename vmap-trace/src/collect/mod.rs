@@ -11,8 +11,8 @@ use aya::{
     Ebpf, Pod,
 };
 use vmap_trace_common::{
-    LazyGauge, LockKey, LossCounter, OpCounter, StackFrames, StackKey, TaskWait, WaitStats,
-    WaitTotals, MAX_STACK_DEPTH, OP_COUNTERS, SIZE_BUCKETS,
+    CpuContention, LazyGauge, LockKey, LossCounter, OpCounter, StackFrames, StackKey, TaskWait,
+    WaitStats, WaitTotals, MAX_STACK_DEPTH, OP_COUNTERS, SIZE_BUCKETS,
 };
 
 use crate::kernel::{
@@ -304,7 +304,10 @@ pub fn read(
     stacks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
 
     let cpu_values: Vec<WaitTotals> =
-        per_cpu_values(&per_cpu::<WaitTotals>(ebpf, "CPU_WAITS")?, 0)?;
+        per_cpu_values(&per_cpu::<CpuContention>(ebpf, "CPU_CONTENTION")?, 0)?
+            .into_iter()
+            .map(|c| c.totals)
+            .collect();
     let cpus = cpu_values
         .iter()
         .enumerate()
