@@ -86,8 +86,12 @@ pub enum OpCounter {
     StacksCaptured = 7,
     /// Contentions whose stack the sampler passed over.
     StacksSkipped = 8,
+    /// Keys added to the shared (LRU) per-lock map; minus the entries left, the keys evicted.
+    SharedLockKeysSeen = 9,
+    /// Keys added to the (LRU) per-stack map; minus the entries left, the keys evicted.
+    StackKeysSeen = 10,
 }
-pub const OP_COUNTERS: u32 = 9;
+pub const OP_COUNTERS: u32 = 11;
 
 /// Index into the per-CPU `LOSS_COUNTERS` array: everything the kernel side could not record.
 #[repr(u32)]

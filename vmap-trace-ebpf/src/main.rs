@@ -93,11 +93,15 @@ static TASK_INFLIGHT: HashMap<u32, ContentionStart> =
 #[map]
 static LOCK_WAITS_PER_CPU: PerCpuHashMap<LockKey, WaitStats> =
     PerCpuHashMap::with_max_entries(MAX_LOCKS, 0);
-/// Waits per lock for locks that found `LOCK_WAITS_PER_CPU` full, shared by all CPUs.
+/// Waits per lock for locks that found `LOCK_WAITS_PER_CPU` full, shared by all CPUs. LRU,
+/// like the per-stack map: per-object locks (every tty's, every inode's) keep bringing new
+/// addresses, and in a daemon running for hours a table that refused new keys once full would
+/// hide every lock that starts contending later; cold keys are evicted instead, and counted.
 #[map]
-static LOCK_WAITS: HashMap<LockKey, WaitStats> = HashMap::with_max_entries(MAX_LOCKS, 0);
+static LOCK_WAITS: LruHashMap<LockKey, WaitStats> = LruHashMap::with_max_entries(MAX_LOCKS, 0);
 #[map]
-static STACK_WAITS: HashMap<StackKey, WaitTotals> = HashMap::with_max_entries(MAX_STACK_KEYS, 0);
+static STACK_WAITS: LruHashMap<StackKey, WaitTotals> =
+    LruHashMap::with_max_entries(MAX_STACK_KEYS, 0);
 #[map]
 static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(MAX_STACKS, 0);
 /// Per-CPU scratch for a capture (slot 0: kernel stack, 1: user stack): too big for the
@@ -322,6 +326,31 @@ fn get_or_insert<K, V>(
     p
 }
 
+/// `get_or_insert` for an LRU map: a full map evicts its coldest key rather than refusing,
+/// so each key this inserts is counted in `seen` (user space: seen minus the keys left =
+/// keys evicted). A loss is counted only if the insert failed outright.
+#[inline(always)]
+fn lru_get_or_insert<K, V>(
+    map: &LruHashMap<K, V>,
+    key: &K,
+    zero: &V,
+    seen: OpCounter,
+    failed: LossCounter,
+) -> Option<*mut V> {
+    if let Some(p) = map.get_ptr_mut(key) {
+        return Some(p);
+    }
+    // EEXIST means another CPU inserted it meanwhile: fine, look it up again.
+    if map.insert(key, zero, BPF_NOEXIST as u64).is_ok() {
+        percpu_add(&OP_COUNTS, seen as u32, 1);
+    }
+    let p = map.get_ptr_mut(key);
+    if p.is_none() {
+        lost(failed);
+    }
+    p
+}
+
 /// This CPU's stats of `key` in `LOCK_WAITS_PER_CPU`, inserted if new; None once it is full.
 #[inline(always)]
 fn per_cpu_lock_stats(cpu: &mut CpuContention, key: &LockKey) -> Option<*mut WaitStats> {
@@ -499,10 +528,11 @@ fn record_contention<C: EbpfContext>(
     match per_cpu_lock_stats(cpu, &key) {
         Some(s) => add_wait_this_cpu(unsafe { &mut *s }, wait),
         None => {
-            if let Some(s) = get_or_insert(
+            if let Some(s) = lru_get_or_insert(
                 &LOCK_WAITS,
                 &key,
                 &WaitStats::ZERO,
+                OpCounter::SharedLockKeysSeen,
                 LossCounter::LockMapFull,
             ) {
                 add_wait(unsafe { &mut *s }, wait);
@@ -529,10 +559,11 @@ fn record_contention<C: EbpfContext>(
                     // Kernel threads have no user stack: 0.
                     key.user_stack = capture_stack(ctx, 1, BPF_F_USER_STACK as u64).unwrap_or(0);
                 }
-                if let Some(t) = get_or_insert(
+                if let Some(t) = lru_get_or_insert(
                     &STACK_WAITS,
                     &key,
                     &WaitTotals::default(),
+                    OpCounter::StackKeysSeen,
                     LossCounter::StackKeysFull,
                 ) {
                     let t = unsafe { &mut *t };

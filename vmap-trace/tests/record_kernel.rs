@@ -667,3 +667,59 @@ fn user_stacks_and_per_task_stacks_reach_the_flamegraph() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_full_stack_table_evicts_cold_keys_and_counts_them() {
+    require_root!();
+    let dir = scratch();
+    let rec = dir.path().join("small-table.rec");
+    // Eight entries: mix contends on many more (lock, stack) pairs than that, so the LRU table
+    // must evict; every stack captured so that each contention touches it.
+    run(Command::new(BIN)
+        .args(["record", "--stack-keys", "8", "--stack-samples", "0", "-o"])
+        .arg(&rec)
+        .args(["--", BIN, "stress", "mix", "--duration", "3", "--quiet"]));
+    let report = report_json(&rec);
+    let p = &report["profile"];
+    let stacks = p["stacks"].as_array().unwrap();
+    let losses = &p["losses"];
+    let evicted = losses["stack_keys_evicted"].as_u64().unwrap();
+    let (_, lock_count) = stack_and_lock_sums(p, "count");
+    let cpu_count: u64 = p["cpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "{} stack keys left, {evicted} evicted, {lock_count} contentions",
+        stacks.len()
+    );
+    assert!(
+        lock_count > 1000,
+        "mix should contend thousands of times, saw {lock_count}"
+    );
+    assert!(
+        stacks.len() <= 8,
+        "{} stack keys in an 8-entry table",
+        stacks.len()
+    );
+    assert!(
+        evicted > 0,
+        "an 8-entry table under mix must have evicted keys"
+    );
+    // Evicting is not losing: no insert failed, and the per-lock and per-CPU totals, which do
+    // not depend on the stack table, still agree.
+    assert_eq!(losses["stack_keys_full"], 0);
+    // (read moments apart while the system runs on: 1% slack)
+    assert!(
+        lock_count.abs_diff(cpu_count) * 100 <= cpu_count,
+        "per-lock {lock_count} and per-CPU {cpu_count} contention counts"
+    );
+    assert_eq!(p["meta"]["stack_keys"]["table_entries"], 8);
+    let text = String::from_utf8(run(Command::new(BIN).arg("report").arg(&rec)).stdout).unwrap();
+    assert!(
+        text.contains("cold stacks evicted"),
+        "the text report says stacks were evicted:\n{text}"
+    );
+}

@@ -256,7 +256,9 @@ pub fn read(
     }
     let shared_map: HashMap<&MapData, LockKey, WaitStats> =
         HashMap::try_from(map(ebpf, "LOCK_WAITS")?)?;
+    let mut shared_keys = 0u64;
     for entry in shared_map.iter() {
+        shared_keys += 1;
         let (k, v) = entry.context("reading LOCK_WAITS")?;
         lock_waits
             .entry((k.lock_addr, k.flags))
@@ -344,6 +346,9 @@ pub fn read(
         stack_keys_full: loss(LossCounter::StackKeysFull)?,
         calls_inflight_full: loss(LossCounter::CallsInflightFull)?,
         tasks_evicted: sums[OpCounter::TasksSeen as usize].saturating_sub(tasks.len() as u64),
+        lock_keys_evicted: sums[OpCounter::SharedLockKeysSeen as usize].saturating_sub(shared_keys),
+        stack_keys_evicted: sums[OpCounter::StackKeysSeen as usize]
+            .saturating_sub(stacks.len() as u64),
     };
 
     let latencies = functions::read(ebpf)?;

@@ -132,9 +132,14 @@ mod tests {
         let defaults = ProbeOptions {
             stack_depth: Some(vmap_trace_common::DEFAULT_STACK_DEPTH),
             stack_samples: Some(vmap_trace_common::DEFAULT_STACK_SAMPLES),
+            stack_keys: Some(vmap_trace_common::MAX_STACK_KEYS),
             ..ProbeOptions::default()
         };
         assert_eq!(config.probes, defaults);
+        let big = parse(&["--stack-keys", "100000"]).unwrap().config();
+        assert_eq!(big.probes.stack_keys, Some(100_000));
+        assert_eq!(big.probes.stack_keying().table_entries, 100_000);
+        assert!(parse(&["--stack-keys", "7"]).is_err());
         let exact = parse(&["--stack-samples", "0", "--stack-depth", "8"])
             .unwrap()
             .config();

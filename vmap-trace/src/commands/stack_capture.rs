@@ -1,6 +1,8 @@
 //! `--stack-depth` and `--stack-samples`: how contended kernel stacks are captured, for every
 //! command that attaches (`record`, `daemon`).
-use vmap_trace_common::{DEFAULT_STACK_DEPTH, DEFAULT_STACK_SAMPLES, MAX_STACK_DEPTH};
+use vmap_trace_common::{
+    DEFAULT_STACK_DEPTH, DEFAULT_STACK_SAMPLES, MAX_STACK_DEPTH, MAX_STACK_KEYS,
+};
 
 use crate::probe::ProbeOptions;
 
@@ -20,6 +22,14 @@ pub struct StackCaptureArgs {
     #[arg(long, value_name = "PER_CPU_S", default_value_t = DEFAULT_STACK_SAMPLES,
           value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub stack_samples: u32,
+    /// Entries of the kernel's per-(lock, stack) table. When it is full its coldest entries
+    /// are evicted (reported as evictions; their waits still count per lock and CPU):
+    /// per-object locks (every tty's, every inode's) keep adding keys, about 2 per second
+    /// under `stress mix`, so a daemon meant to run for days under such load may want more.
+    /// About 120 bytes of kernel memory each.
+    #[arg(long, value_name = "N", default_value_t = MAX_STACK_KEYS,
+          value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
+    pub stack_keys: u32,
 }
 
 impl StackCaptureArgs {
@@ -28,6 +38,7 @@ impl StackCaptureArgs {
         ProbeOptions {
             stack_depth: Some(self.stack_depth),
             stack_samples: Some(self.stack_samples),
+            stack_keys: Some(self.stack_keys),
             ..options
         }
     }

@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use vmap_trace_common::{per_cpu_lock_slots, MAX_LOCKS, MAX_STACK_KEYS, MAX_TASKS};
+use vmap_trace_common::{per_cpu_lock_slots, MAX_LOCKS, MAX_TASKS};
 
 use super::histogram::PromHistogram;
 use super::lock_series::{LockSeriesTable, LockSeriesView};
@@ -157,7 +157,7 @@ impl MetricsBuilder {
                 (
                     "stack_keys",
                     profile.stacks.len() as u64,
-                    u64::from(MAX_STACK_KEYS),
+                    u64::from(profile.meta.stack_keys.table_entries),
                 ),
                 ("tasks", profile.tasks.len() as u64, u64::from(MAX_TASKS)),
             ],
@@ -478,6 +478,12 @@ impl Collector for Exposition {
             "Tasks evicted from the kernel's LRU per-task table (their waits still count per lock and CPU).",
             l.tasks_evicted,
         )?;
+        f.counters(
+            "vmap_trace_kernel_map_evictions",
+            "Cold keys evicted from the kernel's LRU per-lock (locks first seen after the per-CPU table filled) and per-stack tables to make room: their waits still count per CPU (and per lock, for stacks); the daemon's series keep what they had shown.",
+            [("locks", l.lock_keys_evicted), ("stack_keys", l.stack_keys_evicted)]
+                .map(|(map, n)| (vec![("map", map.to_string())], n)),
+        )?;
         f.gauges(
             "vmap_trace_kernel_map_entries",
             "Entries in use in the kernel-side maps that can fill up.",
@@ -487,7 +493,7 @@ impl Collector for Exposition {
         )?;
         f.gauges(
             "vmap_trace_kernel_map_capacity",
-            "Capacity of the kernel-side maps: when entries reach it, new locks or stacks are lost (or tasks evicted).",
+            "Capacity of the kernel-side maps: when entries reach it, cold entries are evicted (tasks, shared locks, stacks).",
             self.map_usage.iter().map(|(map, _, cap)| (vec![("map", map.to_string())], *cap)),
         )?;
 
@@ -615,6 +621,8 @@ mod tests {
         p.ops.lazy_pages_last = 300;
         p.ops.lazy_pages_max = 16384;
         p.losses.stack_keys_full = 7;
+        p.losses.lock_keys_evicted = 3;
+        p.losses.stack_keys_evicted = 11;
         p.stack_sampling = crate::profile::StackSampling {
             captured: 40,
             skipped: 360,
@@ -659,6 +667,9 @@ mod tests {
             ),
             Some(0.0)
         );
+        let evictions = |map| value(&s, "vmap_trace_kernel_map_evictions_total", &[("map", map)]);
+        assert_eq!(evictions("locks"), Some(3.0));
+        assert_eq!(evictions("stack_keys"), Some(11.0));
         assert_eq!(
             value(
                 &s,

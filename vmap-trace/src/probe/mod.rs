@@ -175,6 +175,8 @@ pub struct ProbeOptions {
     pub stack_depth: Option<u32>,
     /// Stack captures per CPU and second (0: all); None: `DEFAULT_STACK_SAMPLES`.
     pub stack_samples: Option<u32>,
+    /// Entries of the per-(lock, stack) table; None: `MAX_STACK_KEYS`.
+    pub stack_keys: Option<u32>,
 }
 
 impl ProbeOptions {
@@ -191,6 +193,7 @@ impl ProbeOptions {
             samples_per_cpu_s: self
                 .stack_samples
                 .unwrap_or(vmap_trace_common::DEFAULT_STACK_SAMPLES),
+            table_entries: self.stack_keys.unwrap_or(vmap_trace_common::MAX_STACK_KEYS),
         }
     }
 
@@ -228,6 +231,7 @@ pub fn attach_all(
     let mut ebpf = EbpfLoader::new()
         .btf(aya_btf.as_ref())
         .override_global("CONFIG", &config, true)
+        .map_max_entries("STACK_WAITS", options.stack_keying().table_entries)
         .map_max_entries(
             "LOCK_WAITS_PER_CPU",
             vmap_trace_common::per_cpu_lock_slots(possible_cpus),

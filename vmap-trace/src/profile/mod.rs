@@ -115,10 +115,17 @@ pub struct StackKeying {
     /// stack was captured. Recordings made before sampling existed captured every one.
     #[serde(default)]
     pub samples_per_cpu_s: u32,
+    /// Entries of the kernel's per-(lock, stack) table (`--stack-keys`).
+    #[serde(default = "default_stack_table")]
+    pub table_entries: u32,
 }
 
 fn default_stack_depth() -> u32 {
     vmap_trace_common::DEFAULT_STACK_DEPTH
+}
+
+fn default_stack_table() -> u32 {
+    vmap_trace_common::MAX_STACK_KEYS
 }
 
 impl Default for StackKeying {
@@ -128,6 +135,7 @@ impl Default for StackKeying {
             user_stacks: false,
             depth: default_stack_depth(),
             samples_per_cpu_s: 0,
+            table_entries: default_stack_table(),
         }
     }
 }
@@ -327,6 +335,15 @@ pub struct Losses {
     /// Tasks dropped from the per-task table (LRU) to make room: their waits still count
     /// everywhere else, only their per-task line is gone.
     pub tasks_evicted: u64,
+    /// Cold locks dropped from the shared per-lock table (LRU; locks first seen after the
+    /// per-CPU table filled) to make room: their waits still count per CPU, but their rows
+    /// and what they had counted are gone. Absent in recordings made before it existed.
+    #[serde(default)]
+    pub lock_keys_evicted: u64,
+    /// Cold (lock, stack) keys dropped from the per-stack table (LRU) to make room: their
+    /// waits still count per lock and CPU, but not in stacks and flamegraphs.
+    #[serde(default)]
+    pub stack_keys_evicted: u64,
 }
 
 impl Losses {
@@ -371,7 +388,21 @@ impl Losses {
             self.tasks_evicted,
             "tasks evicted from the per-task table (their waits still count per lock and CPU)",
         );
+        push(
+            self.lock_keys_evicted,
+            "cold locks evicted from the per-lock table (their waits still count per CPU; their rows are gone)",
+        );
+        push(
+            self.stack_keys_evicted,
+            "cold stacks evicted from the per-stack table (their waits still count per lock and CPU)",
+        );
         out
+    }
+
+    /// Whether some table evicted entries: per-lock or per-stack rows may then not add up to
+    /// the per-CPU totals, though no event was lost outright.
+    pub fn evicted(&self) -> bool {
+        self.tasks_evicted + self.lock_keys_evicted + self.stack_keys_evicted > 0
     }
 }
 
@@ -720,6 +751,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn evictions_are_described_but_are_not_lost_events() {
+        let mut l = Losses::default();
+        assert!(!l.evicted() && l.describe().is_empty());
+        l.lock_keys_evicted = 2;
+        l.stack_keys_evicted = 5;
+        assert!(l.evicted());
+        assert_eq!(
+            l.total(),
+            0,
+            "evicted keys' waits still count per CPU: not lost events"
+        );
+        let text = l.describe().join("; ");
+        assert!(text.contains("2 cold locks evicted"), "{text}");
+        assert!(text.contains("5 cold stacks evicted"), "{text}");
+        // Recordings made before the fields existed still load.
+        let old: Losses = serde_json::from_str(
+            r#"{"inflight_full":0,"lock_map_full":0,"stack_capture_failed":0,"stack_keys_full":0,"tasks_evicted":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                old.tasks_evicted,
+                old.lock_keys_evicted,
+                old.stack_keys_evicted
+            ),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
     fn vmap_sites_and_other_locks_split_the_wait() {
         let p = sample_profile();
         let sites = p.vmap_call_sites();
@@ -801,7 +862,8 @@ pub(crate) mod tests {
                 per_task: true,
                 user_stacks: false,
                 depth: 48,
-                samples_per_cpu_s: 0
+                samples_per_cpu_s: 0,
+                table_entries: 16384
             }
         );
         let p: Profile = {

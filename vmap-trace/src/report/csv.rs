@@ -199,6 +199,8 @@ fn summary(p: &Profile, name: &'static str) -> String {
         ("vmap_wait_ns", Cell::Int(p.vmap_wait_ns())),
         ("lost_events", Cell::Int(p.losses.total())),
         ("tasks_evicted", Cell::Int(p.losses.tasks_evicted)),
+        ("lock_keys_evicted", Cell::Int(p.losses.lock_keys_evicted)),
+        ("stack_keys_evicted", Cell::Int(p.losses.stack_keys_evicted)),
         ("stacks_symbolized", Cell::Bool(m.stacks_symbolized)),
         ("lock_names_available", Cell::Bool(m.lock_names_available)),
     ];

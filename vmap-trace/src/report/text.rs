@@ -30,7 +30,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         let _ = writeln!(o, "LOST: {}", p.losses.describe().join("; "));
     } else {
         let _ = writeln!(o, "lost events: none");
-        if p.losses.tasks_evicted > 0 {
+        if p.losses.evicted() {
             let _ = writeln!(o, "note: {}", p.losses.describe().join("; "));
         }
     }

@@ -456,6 +456,8 @@ fn losses_since(e: &Losses, l: &Losses) -> Losses {
         stack_keys_full: counter_since(e.stack_keys_full, l.stack_keys_full),
         calls_inflight_full: counter_since(e.calls_inflight_full, l.calls_inflight_full),
         tasks_evicted: counter_since(e.tasks_evicted, l.tasks_evicted),
+        lock_keys_evicted: counter_since(e.lock_keys_evicted, l.lock_keys_evicted),
+        stack_keys_evicted: counter_since(e.stack_keys_evicted, l.stack_keys_evicted),
     }
 }
 
