@@ -109,23 +109,23 @@ impl Core {
         self.alloc_failures = 0;
     }
 
-    /// A critical section on `lock` whose CPU work is `mean_ns` plus, with `walk = Some(n)`, a
+    /// A critical section on `lock` whose CPU work is `mean` plus, with `walk = Some(n)`, a
     /// walk down an rb-tree of `n` nodes (busy trees, lazy lists).
     #[inline(always)]
     pub fn tree_section<A: Copy>(
         &mut self,
         cx: &mut Cx<'_, A>,
         lock: LockId,
-        mean_ns: f64,
+        mean: Ps,
         walk: Option<u64>,
         lines: u32,
     ) -> Ps {
         let env = cx.env;
         let (walk_cpu, stall) = match walk {
-            Some(n) => (env.walk_cpu_ns(n), env.walk_stall(n)),
-            None => (0.0, 0),
+            Some(n) => (env.walk_cpu(n), env.walk_stall(n)),
+            None => (0, 0),
         };
-        let work = cx.work(mean_ns + walk_cpu) + stall;
+        let work = cx.work(mean + walk_cpu) + stall;
         self.locks.section(cx, lock, work, lines)
     }
 
@@ -141,11 +141,11 @@ impl Core {
         let nodes = self.space.blocks();
         let found = self.space.alloc(u64::from(req.pages), u64::from(req.align));
         let env = cx.env;
-        let mut mean = env.cost.free_fit_ns + env.walk_cpu_ns(nodes);
+        let mut mean = env.cost.free_fit + env.walk_cpu(nodes);
         let mut stall = env.walk_stall(nodes);
         if let Some((_, FitKind::Split)) = found {
             // NE_FIT_TYPE inserts the remainder as a new node: a second walk.
-            mean += env.walk_cpu_ns(nodes);
+            mean += env.walk_cpu(nodes);
             stall += env.walk_stall(nodes);
         }
         let work = cx.work(mean) + stall;
@@ -171,11 +171,11 @@ impl Core {
         extra: Ps,
     ) -> Ps {
         let env = cx.env;
-        let mut mean = 0.0;
+        let mut mean = 0;
         let mut stall = 0;
         for &(s, e) in areas {
             let nodes = self.space.blocks();
-            mean += env.cost.free_merge_ns + env.walk_cpu_ns(nodes);
+            mean += env.cost.free_merge + env.walk_cpu(nodes);
             stall += env.walk_stall(nodes);
             self.space.merge(s, e);
         }
@@ -187,7 +187,7 @@ impl Core {
     /// `atomic_long_add(nr_pages, &nr_vmalloc_pages)` (or the matching sub in vfree).
     #[inline(always)]
     pub fn account_pages<A: Copy>(&mut self, cx: &mut Cx<'_, A>) -> Ps {
-        let work = cx.work(cx.env.cost.atomic_ns);
+        let work = cx.work(cx.env.cost.atomic);
         self.locks.section(cx, self.nr_pages_line, work, 0)
     }
 
@@ -195,7 +195,7 @@ impl Core {
     /// total now exceeds `lazy_max_pages()`.
     #[inline(always)]
     pub fn lazy_add<A: Copy>(&mut self, cx: &mut Cx<'_, A>, pages: u32) -> (Ps, bool) {
-        let work = cx.work(cx.env.cost.atomic_ns);
+        let work = cx.work(cx.env.cost.atomic);
         let t = self.locks.section(cx, self.lazy_line, work, 0);
         self.lazy_pages += u64::from(pages);
         (t, self.lazy_pages > cx.env.lazy_max_pages)
@@ -203,7 +203,7 @@ impl Core {
 
     /// `atomic_long_sub(pages, &vmap_lazy_nr)` as its own operation (node-sharded purge).
     pub fn lazy_sub<A: Copy>(&mut self, cx: &mut Cx<'_, A>, pages: u64) -> Ps {
-        let work = cx.work(cx.env.cost.atomic_ns);
+        let work = cx.work(cx.env.cost.atomic);
         self.lazy_pages = self.lazy_pages.saturating_sub(pages);
         self.locks.section(cx, self.lazy_line, work, 0)
     }
@@ -349,7 +349,7 @@ impl Core {
     }
 
     fn vb_section<A: Copy>(&mut self, cx: &mut Cx<'_, A>, owner: u32) -> Ps {
-        let work = cx.work(cx.env.cost.vmap_block_ns);
+        let work = cx.work(cx.env.cost.vmap_block);
         let lock = self.vb_locks + owner;
         self.locks.section(cx, lock, work, cx.env.lines.vmap_block)
     }

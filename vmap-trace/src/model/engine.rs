@@ -130,9 +130,10 @@ impl<A: Copy> Cx<'_, A> {
         self.steps.push_front(steps);
     }
 
-    /// CPU work of mean `mean_ns` on this CPU (SMT slowdown and variability applied).
-    pub fn work(&mut self, mean_ns: f64) -> Ps {
-        self.env.cpu_work(self.cpu, mean_ns, self.rng)
+    /// CPU work of mean `mean` on this CPU (SMT slowdown and variability applied).
+    #[inline(always)]
+    pub fn work(&mut self, mean: Ps) -> Ps {
+        self.env.cpu_work(self.cpu, mean, self.rng)
     }
 
     pub fn spawn(&mut self, on: Placement, first: A) {

@@ -75,10 +75,10 @@ impl Legacy {
     }
 
     /// A `vmap_area_lock` section, walking the busy tree or not.
-    fn busy_section(&mut self, cx: &mut Cx<'_, Act>, mean_ns: f64, walk: bool, lines: u32) -> Ps {
+    fn busy_section(&mut self, cx: &mut Cx<'_, Act>, mean: Ps, walk: bool, lines: u32) -> Ps {
         let walk = walk.then_some(self.busy_areas);
         self.core
-            .tree_section(cx, self.busy_lock, mean_ns, walk, lines)
+            .tree_section(cx, self.busy_lock, mean, walk, lines)
     }
 }
 
@@ -99,24 +99,24 @@ impl Allocator for Legacy {
 
     fn busy_insert(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
         self.busy_areas += 1;
-        let (mean, lines) = (cx.env.cost.busy_insert_ns, cx.env.lines.busy_insert);
+        let (mean, lines) = (cx.env.cost.busy_insert, cx.env.lines.busy_insert);
         self.busy_section(cx, mean, true, lines)
     }
 
     fn setup_vm(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
-        let (mean, lines) = (cx.env.cost.setup_vm_ns, cx.env.lines.setup_vm);
+        let (mean, lines) = (cx.env.cost.setup_vm, cx.env.lines.setup_vm);
         self.busy_section(cx, mean, false, lines)
     }
 
     fn busy_unlink(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
-        let (mean, lines) = (cx.env.cost.busy_unlink_ns, cx.env.lines.busy_unlink);
+        let (mean, lines) = (cx.env.cost.busy_unlink, cx.env.lines.busy_unlink);
         let t = self.busy_section(cx, mean, true, lines);
         self.busy_areas -= 1;
         t
     }
 
     fn lookup(&mut self, _: u32, _: Area, _: u32, cx: &mut Cx<'_, Act>) -> Ps {
-        let (mean, lines) = (cx.env.cost.lookup_ns, cx.env.lines.lookup);
+        let (mean, lines) = (cx.env.cost.lookup, cx.env.lines.lookup);
         self.busy_section(cx, mean, true, lines)
     }
 
@@ -124,8 +124,7 @@ impl Allocator for Legacy {
     fn lazy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let env = cx.env;
         let nodes = self.purge_tree.blocks();
-        let work =
-            cx.work(env.cost.lazy_insert_ns + env.walk_cpu_ns(nodes)) + env.walk_stall(nodes);
+        let work = cx.work(env.cost.lazy_insert + env.walk_cpu(nodes)) + env.walk_stall(nodes);
         self.purge_tree.merge(area.start, area.end());
         self.purge_tree_areas += 1;
         self.core
@@ -142,7 +141,7 @@ impl Allocator for Legacy {
         let t = match purge {
             Purge::Start => return self.core.lock_purge(cx, Act::Design(Purge::Splice)),
             Purge::Splice => {
-                let work = cx.work(env.cost.list_splice_ns);
+                let work = cx.work(env.cost.list_splice);
                 let t = self
                     .core
                     .locks
@@ -153,7 +152,7 @@ impl Allocator for Legacy {
                 if self.purging.is_empty() {
                     cx.then(&[Step::Act(Act::Design(Purge::End))]);
                 } else {
-                    let flush = cx.work(env.cost.tlb_flush_ns);
+                    let flush = cx.work(env.cost.tlb_flush);
                     cx.then(&[Step::Work(flush), Step::Act(Act::Design(Purge::MergeNext))]);
                 }
                 t

@@ -19,6 +19,7 @@
 pub mod calibrate;
 pub mod cli;
 mod common;
+mod draw;
 mod engine;
 mod env;
 mod legacy;

@@ -189,8 +189,8 @@ impl Node {
     }
 
     #[inline(always)]
-    fn pool_section(&mut self, cx: &mut Cx<'_, Act>, node: u32, mean_ns: f64, lines: u32) -> Ps {
-        let work = cx.work(mean_ns);
+    fn pool_section(&mut self, cx: &mut Cx<'_, Act>, node: u32, mean: Ps, lines: u32) -> Ps {
+        let work = cx.work(mean);
         self.core
             .locks
             .section(cx, self.pool_locks + node, work, lines)
@@ -203,7 +203,7 @@ impl Node {
         cx: &mut Cx<'_, Act>,
         tree: Tree,
         node: u32,
-        mean_ns: f64,
+        mean: Ps,
         walk: bool,
         lines: u32,
     ) -> Ps {
@@ -213,7 +213,7 @@ impl Node {
         };
         let walk = walk.then_some(size);
         self.core
-            .tree_section(cx, first_lock + node, mean_ns, walk, lines)
+            .tree_section(cx, first_lock + node, mean, walk, lines)
     }
 
     /// The next node of a lookup scan.
@@ -264,7 +264,7 @@ impl Allocator for Node {
             return self.core.free_fit(cx, req, Some(node as u16));
         }
         let env = cx.env;
-        let t = self.pool_section(cx, node, env.cost.pool_op_ns, env.lines.pool_op);
+        let t = self.pool_section(cx, node, env.cost.pool_op, env.lines.pool_op);
         let pools = &mut self.pools[node as usize];
         let head = pools.classes[class].pop_front().expect("checked non-empty");
         if head.start.is_multiple_of(u64::from(req.align)) {
@@ -286,10 +286,10 @@ impl Allocator for Node {
     fn busy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let node = addr_to_node(area.start, self.nodes);
         let env = cx.env;
-        let mut mean = env.cost.busy_insert_ns;
+        let mut mean = env.cost.busy_insert;
         if !self.variant.busy_lock_twice() {
             // 6.10+: setup_vmalloc_vm() runs inside the insert's critical section.
-            mean += env.cost.setup_vm_ns;
+            mean += env.cost.setup_vm;
         }
         self.busy_areas[node as usize] += 1;
         self.tree_section(cx, Tree::Busy, node, mean, true, env.lines.busy_insert)
@@ -297,13 +297,13 @@ impl Allocator for Node {
 
     fn setup_vm(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let node = addr_to_node(area.start, self.nodes);
-        let (mean, lines) = (cx.env.cost.setup_vm_ns, cx.env.lines.setup_vm);
+        let (mean, lines) = (cx.env.cost.setup_vm, cx.env.lines.setup_vm);
         self.tree_section(cx, Tree::Busy, node, mean, false, lines)
     }
 
     fn busy_unlink(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let node = addr_to_node(area.start, self.nodes);
-        let (mean, lines) = (cx.env.cost.busy_unlink_ns, cx.env.lines.busy_unlink);
+        let (mean, lines) = (cx.env.cost.busy_unlink, cx.env.lines.busy_unlink);
         let t = self.tree_section(cx, Tree::Busy, node, mean, true, lines);
         self.busy_areas[node as usize] -= 1;
         t
@@ -321,7 +321,7 @@ impl Allocator for Node {
             Some(n) => u32::from(n),
             None => addr_to_node(area.start, self.nodes),
         };
-        let (mean, lines) = (cx.env.cost.lazy_insert_ns, cx.env.lines.lazy_insert);
+        let (mean, lines) = (cx.env.cost.lazy_insert, cx.env.lines.lazy_insert);
         let t = self.tree_section(cx, Tree::Lazy, node, mean, true, lines);
         self.lazy[node as usize].push(area);
         t
@@ -349,7 +349,7 @@ impl Allocator for Node {
                 };
                 // Detach the whole class list under pool_lock: allocations on this node miss
                 // it until it is reattached.
-                let t = self.pool_section(cx, node, env.cost.list_splice_ns, env.lines.list_splice);
+                let t = self.pool_section(cx, node, env.cost.list_splice, env.lines.list_splice);
                 let pools = &mut self.pools[node as usize];
                 self.detached = std::mem::take(&mut pools.classes[class]);
                 pools.mark(class);
@@ -363,7 +363,7 @@ impl Allocator for Node {
                 for a in self.detached.drain(..n_decay) {
                     self.decayed.push((a.start, a.end()));
                 }
-                let merge_local = cx.work(n_decay as f64 * env.cost.free_merge_ns);
+                let merge_local = cx.work(n_decay as Ps * env.cost.free_merge);
                 let next = if self.detached.is_empty() {
                     Own::DecayPool {
                         node,
@@ -379,7 +379,7 @@ impl Allocator for Node {
                 t
             }
             Own::DecayReattach { node, class } => {
-                let t = self.pool_section(cx, node, env.cost.list_splice_ns, env.lines.list_splice);
+                let t = self.pool_section(cx, node, env.cost.list_splice, env.lines.list_splice);
                 let pools = &mut self.pools[node as usize];
                 pools.classes[class as usize] = std::mem::take(&mut self.detached);
                 pools.mark(class as usize);
@@ -409,7 +409,7 @@ impl Allocator for Node {
                     cx,
                     Tree::Lazy,
                     node,
-                    env.cost.list_splice_ns,
+                    env.cost.list_splice,
                     false,
                     env.lines.list_splice,
                 );
@@ -424,7 +424,7 @@ impl Allocator for Node {
                 if self.purge_nodes.is_empty() {
                     cx.then(&[own(Own::PurgeEnd)]);
                 } else {
-                    let flush = cx.work(env.cost.tlb_flush_ns);
+                    let flush = cx.work(env.cost.tlb_flush);
                     cx.then(&[Step::Work(flush), own(Own::PurgeDispatch)]);
                 }
                 cx.now
@@ -466,7 +466,7 @@ impl Allocator for Node {
                     self.core.counters.purged_areas += 1;
                     match (area.alloc_node, pool_class(area.pages)) {
                         (Some(_), Some(class)) => {
-                            t = self.pool_section(cx, node, env.cost.pool_op_ns, env.lines.pool_op);
+                            t = self.pool_section(cx, node, env.cost.pool_op, env.lines.pool_op);
                             let pools = &mut self.pools[node as usize];
                             pools.classes[class].push_front(area);
                             pools.mark(class);
@@ -523,7 +523,7 @@ impl Node {
     /// the node whose busy tree holds the slot's area (or every node was visited).
     fn lookup_scan(&mut self, slot: u32, node: u32, visits: u32, cx: &mut Cx<'_, Act>) -> Ps {
         self.core.counters.lookup_node_visits += 1;
-        let (mean, lines) = (cx.env.cost.lookup_ns, cx.env.lines.lookup);
+        let (mean, lines) = (cx.env.cost.lookup, cx.env.lines.lookup);
         let t = self.tree_section(cx, Tree::Busy, node, mean, true, lines);
         let home = addr_to_node(cx.held(slot).area.start, self.nodes);
         if node != home && visits + 1 < self.nodes {

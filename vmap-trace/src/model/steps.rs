@@ -177,17 +177,12 @@ impl<D: Allocator> Design for D {
 /// order the steps run.
 fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
     let c = &cx.env.cost;
-    let (prepare, free_prepare) = (c.vmalloc_prepare_ns, c.vfree_prepare_ns);
-    let (map, unmap, page_alloc, page_free) = (
-        c.pte_map_ns,
-        c.pte_unmap_ns,
-        c.page_alloc_ns,
-        c.page_free_ns,
-    );
+    let (prepare, free_prepare) = (c.vmalloc_prepare, c.vfree_prepare);
+    let (map, unmap, page_alloc, page_free) = (c.pte_map, c.pte_unmap, c.page_alloc, c.page_free);
     match op {
         Op::Vmalloc { slot, pages, align } => {
             let pre = Step::Work(cx.work(prepare));
-            let fill = Step::Work(cx.work(f64::from(pages) * (page_alloc + map)));
+            let fill = Step::Work(cx.work(Ps::from(pages) * (page_alloc + map)));
             let alloc = Step::Act(Act::Alloc(AllocRequest {
                 slot,
                 pages: pages + 1,
@@ -205,7 +200,7 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
             }
         }
         Op::VmMapRam { slot, pages } if pages <= VMAP_MAX_ALLOC => {
-            let fill = cx.work(f64::from(pages) * map);
+            let fill = cx.work(Ps::from(pages) * map);
             cx.then(&[
                 Step::Act(Act::VbAlloc { slot, pages }),
                 Step::Work(fill),
@@ -214,7 +209,7 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
         }
         Op::VmMapRam { slot, pages } => {
             let pre = cx.work(prepare);
-            let fill = cx.work(f64::from(pages) * map);
+            let fill = cx.work(Ps::from(pages) * map);
             cx.then(&[
                 Step::Work(pre),
                 Step::Act(Act::Alloc(AllocRequest {
@@ -235,7 +230,7 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
                 cx.then(&[Step::Done(OpKind::Vfree)]);
                 return;
             };
-            let mapped = f64::from(held.mapped_pages);
+            let mapped = Ps::from(held.mapped_pages);
             if let HeldKind::MapRamInBlock { .. } = held.kind {
                 let clear = cx.work(mapped * unmap);
                 cx.then(&[

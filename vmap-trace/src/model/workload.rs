@@ -505,7 +505,9 @@ pub enum Next {
 /// Draw an integer count with mean `mean` (integer part, plus one with the fractional chance).
 pub fn draw_count(mean: f64, rng: &mut ChaCha8Rng) -> u32 {
     let whole = mean.floor();
-    let extra = rng.random::<f64>() < mean - whole;
+    // A whole mean needs no draw (most workloads: no lookups), which saves a random number on
+    // every allocation.
+    let extra = mean > whole && rng.random::<f64>() < mean - whole;
     whole as u32 + u32::from(extra)
 }
 
