@@ -13,8 +13,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+use crate::model::draw::SimRng;
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
 
 use crate::model::env::{ns, Env, Ps};
@@ -117,7 +117,7 @@ pub struct Cx<'a, A> {
     pub actor: u32,
     pub cpu: u32,
     pub env: &'a Env,
-    pub rng: &'a mut ChaCha8Rng,
+    pub rng: &'a mut SimRng,
     slots: &'a mut Vec<Option<Held>>,
     steps: &'a mut StepStack<A>,
     requests: &'a mut Vec<Request<A>>,
@@ -340,7 +340,7 @@ fn actor_of(key: u64) -> u32 {
 pub struct Engine<'w, D: Design> {
     pub design: D,
     env: Env,
-    rng: ChaCha8Rng,
+    rng: SimRng,
     actors: Vec<Actor<D::Act>>,
     free_workers: Vec<u32>,
     cpus: Vec<CpuSlot>,
@@ -359,7 +359,7 @@ pub struct Engine<'w, D: Design> {
 
 impl<'w, D: Design> Engine<'w, D> {
     pub fn new(design: D, env: Env, load: Load<'w>, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = SimRng::seed_from_u64(seed);
         let mut cpus: Vec<CpuSlot> = (0..env.cpus).map(|_| CpuSlot::default()).collect();
         let mut actors = Vec::new();
         let (groups, open, group_count) = match load {
@@ -709,7 +709,7 @@ impl<A> Actor<A> {
         id: u32,
         now: Ps,
         env: &'a Env,
-        rng: &'a mut ChaCha8Rng,
+        rng: &'a mut SimRng,
         requests: &'a mut Vec<Request<A>>,
     ) -> Cx<'a, A> {
         Cx {
@@ -744,7 +744,7 @@ impl OpenCpu {
         &mut self,
         spec: &OpenLoop,
         slots: &[Option<Held>],
-        rng: &mut ChaCha8Rng,
+        rng: &mut SimRng,
     ) -> (Option<Ps>, Op) {
         if self.lookups_left > 0 {
             if let Some(Op::Vmalloc { slot, pages, .. } | Op::VmMapRam { slot, pages }) =
@@ -778,7 +778,7 @@ impl OpenCpu {
     }
 
     /// The current operation completed at `t`: an allocation schedules its free.
-    fn completed(&mut self, spec: &OpenLoop, t: Ps, rng: &mut ChaCha8Rng) {
+    fn completed(&mut self, spec: &OpenLoop, t: Ps, rng: &mut SimRng) {
         let Some(Op::Vmalloc { slot, .. } | Op::VmMapRam { slot, .. }) = self.current else {
             return;
         };
@@ -809,7 +809,7 @@ pub fn with_test_cx<A: Copy, R>(
     slots: usize,
     f: impl FnOnce(&mut Cx<'_, A>) -> R,
 ) -> (R, Vec<Step<A>>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut rng = SimRng::seed_from_u64(1);
     let mut slots = vec![None; slots];
     let mut steps = StepStack::new();
     let mut requests = Vec::new();

@@ -2,7 +2,7 @@
 //! core or a last-level cache), where workload threads run, cache-line transfer latencies, and
 //! the calibrated CPU costs converted for use.
 
-use rand_chacha::ChaCha8Rng;
+use crate::model::draw::SimRng;
 
 use crate::model::draw::{mul_q32, ExpTable, Jitter, TimeDraw};
 use crate::model::params::{CpuCosts, ModelParams, SharedLines};
@@ -252,13 +252,7 @@ impl Env {
     /// The time for a lock's line (or a data line) to reach `to` from `from` by `handoff`, with
     /// the configured variability.
     #[inline(always)]
-    pub fn transfer_sample(
-        &self,
-        from: u32,
-        to: u32,
-        handoff: Handoff,
-        rng: &mut ChaCha8Rng,
-    ) -> Ps {
+    pub fn transfer_sample(&self, from: u32, to: u32, handoff: Handoff, rng: &mut SimRng) -> Ps {
         if from == to || from == NO_CPU {
             return 0;
         }
@@ -274,7 +268,7 @@ impl Env {
 
     /// CPU work of mean `mean` on `cpu`: SMT slowdown and cost variability applied.
     #[inline(always)]
-    pub fn cpu_work(&self, cpu: u32, mean: Ps, rng: &mut ChaCha8Rng) -> Ps {
+    pub fn cpu_work(&self, cpu: u32, mean: Ps, rng: &mut SimRng) -> Ps {
         if mean == 0 {
             return 0;
         }
@@ -377,7 +371,7 @@ mod tests {
         let mut p = ModelParams::default();
         p.hardware.cost_cv = 0.0;
         let env = Env::new(&p, &[0, 32, 1]);
-        let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let mut rng = <SimRng as rand::SeedableRng>::seed_from_u64(1);
         assert_eq!(
             env.cpu_work(0, ns(100.0), &mut rng),
             ns(100.0 * p.hardware.smt_slowdown)

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use rand_chacha::ChaCha8Rng;
+use crate::model::draw::SimRng;
 
 use crate::model::engine::Cx;
 use crate::model::env::{Env, Handoff, Ps, NO_CPU};
@@ -177,7 +177,7 @@ impl LockTable {
     pub fn critical(
         &mut self,
         env: &Env,
-        rng: &mut ChaCha8Rng,
+        rng: &mut SimRng,
         id: LockId,
         t: Ps,
         cpu: u32,
@@ -345,8 +345,8 @@ mod tests {
         ModelParams::default().hardware
     }
 
-    fn rng() -> ChaCha8Rng {
-        <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1)
+    fn rng() -> SimRng {
+        <SimRng as rand::SeedableRng>::seed_from_u64(1)
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! Built-in workloads are listed by [`preset_names`]; a TOML file describes others (format in
 //! docs/model.md).
 
+use crate::model::draw::SimRng;
 use anyhow::{bail, ensure, Context};
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::model::space::fls;
@@ -503,7 +503,7 @@ pub enum Next {
 }
 
 /// Draw an integer count with mean `mean` (integer part, plus one with the fractional chance).
-pub fn draw_count(mean: f64, rng: &mut ChaCha8Rng) -> u32 {
+pub fn draw_count(mean: f64, rng: &mut SimRng) -> u32 {
     let whole = mean.floor();
     // A whole mean needs no draw (most workloads: no lookups), which saves a random number on
     // every allocation.
@@ -512,7 +512,7 @@ pub fn draw_count(mean: f64, rng: &mut ChaCha8Rng) -> u32 {
 }
 
 /// Pick a size class by weight.
-pub fn draw_size<'a>(sizes: &'a [SizeClass], rng: &mut ChaCha8Rng) -> &'a SizeClass {
+pub fn draw_size<'a>(sizes: &'a [SizeClass], rng: &mut SimRng) -> &'a SizeClass {
     if sizes.len() == 1 {
         return &sizes[0];
     }
@@ -528,7 +528,7 @@ pub fn draw_size<'a>(sizes: &'a [SizeClass], rng: &mut ChaCha8Rng) -> &'a SizeCl
 }
 
 /// The allocation call for a drawn size.
-pub fn alloc_op(slot: u32, size: &SizeClass, map_ram_share: f64, rng: &mut ChaCha8Rng) -> Op {
+pub fn alloc_op(slot: u32, size: &SizeClass, map_ram_share: f64, rng: &mut SimRng) -> Op {
     if map_ram_share > 0.0 && rng.random::<f64>() < map_ram_share {
         Op::VmMapRam {
             slot,
@@ -544,7 +544,7 @@ pub fn alloc_op(slot: u32, size: &SizeClass, map_ram_share: f64, rng: &mut ChaCh
 }
 
 /// Lookup offset within an area of `pages` pages.
-pub fn lookup_offset(kind: LookupOffset, pages: u32, rng: &mut ChaCha8Rng) -> u32 {
+pub fn lookup_offset(kind: LookupOffset, pages: u32, rng: &mut SimRng) -> u32 {
     match kind {
         LookupOffset::Start => 0,
         LookupOffset::Uniform => rng.random_range(0..pages),
@@ -575,7 +575,7 @@ impl ThreadScript {
     }
 
     /// The next step of the iteration (slots are `0..allocs_per_iteration`).
-    pub fn next(&mut self, g: &ThreadGroup, rng: &mut ChaCha8Rng) -> Next {
+    pub fn next(&mut self, g: &ThreadGroup, rng: &mut SimRng) -> Next {
         if self.lookups_left > 0 {
             self.lookups_left -= 1;
             let slot = self.allocated - 1;
@@ -658,7 +658,7 @@ mod tests {
     #[test]
     fn long_busy_iteration_is_two_allocs_then_two_frees() {
         let g = long_busy_group();
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut rng = SimRng::seed_from_u64(1);
         let mut s = ThreadScript::new(0);
         let seq: Vec<Next> = (0..5).map(|_| s.next(&g, &mut rng)).collect();
         assert_eq!(
@@ -688,7 +688,7 @@ mod tests {
             think_ns: 5.0,
             ..ThreadGroup::default()
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut rng = SimRng::seed_from_u64(1);
         let mut s = ThreadScript::new(0);
         let seq: Vec<Next> = (0..6).map(|_| s.next(&g, &mut rng)).collect();
         assert_eq!(
