@@ -229,7 +229,7 @@ impl Core {
     /// The drain work takes the purge mutex; `first` is its first step under it. The worker
     /// sleeps when another purge holds it.
     pub fn lock_purge<A: Copy>(&mut self, cx: &mut Cx<'_, A>, first: A) -> Outcome {
-        cx.then(&[Step::Act(first)]);
+        cx.then([Step::Act(first)]);
         if self.purge_mutex.lock(cx.actor, cx.now) {
             Outcome::At(cx.now)
         } else {
@@ -244,7 +244,7 @@ impl Core {
             cx.wake(waiter, at);
         }
         if self.drain_again(cx.env) {
-            cx.then(&[Step::Act(restart)]);
+            cx.then([Step::Act(restart)]);
         }
         cx.now
     }

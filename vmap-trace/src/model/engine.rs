@@ -124,9 +124,43 @@ pub struct Cx<'a, A> {
 }
 
 impl<A: Copy> Cx<'_, A> {
-    /// Run these steps next, in order, before the rest of the actor's queue.
+    /// Run these steps next, in order, before the rest of the actor's queue. A fixed-size
+    /// array, so that the compiler unrolls the push and folds each step's kind: designs call
+    /// this on every operation, with a handful of steps known at the call site.
     #[inline(always)]
-    pub fn then(&mut self, steps: &[Step<A>]) {
+    pub fn then<const N: usize>(&mut self, steps: [Step<A>; N]) {
+        // The usual follow-ups (one action, or work then an action) as one entry each: with
+        // `N` and the steps' kinds known where this is inlined, the checks fold away.
+        match steps.as_slice() {
+            &[Step::Act(act)] => self.push_act(0, act),
+            &[Step::Work(work), Step::Act(act)] => self.push_act(work, act),
+            _ => self.steps.push_front(&steps),
+        }
+    }
+
+    /// Put `act`, after `work` of private CPU time, in front of the actor's steps. Several of
+    /// these build a sequence back to front: the cheap form of [`Cx::then`] for the steps of
+    /// every operation (one entry written per step, no per-step dispatch).
+    #[inline(always)]
+    pub fn push_act(&mut self, work: Ps, act: A) {
+        self.steps.entries.push(Entry {
+            work,
+            then: Point::Act(act),
+        });
+    }
+
+    /// Put the end of the current operation, after `work`, in front of the actor's steps (see
+    /// [`Cx::push_act`]).
+    #[inline(always)]
+    pub fn push_done(&mut self, work: Ps, kind: OpKind) {
+        self.steps.entries.push(Entry {
+            work,
+            then: Point::Done(kind),
+        });
+    }
+
+    /// [`Cx::then`] for a number of steps known only at run time.
+    pub fn then_all(&mut self, steps: &[Step<A>]) {
         self.steps.push_front(steps);
     }
 

@@ -150,10 +150,10 @@ impl Allocator for Legacy {
                 self.core.counters.purges += 1;
                 self.core.counters.purged_areas += std::mem::take(&mut self.purge_tree_areas);
                 if self.purging.is_empty() {
-                    cx.then(&[Step::Act(Act::Design(Purge::End))]);
+                    cx.then([Step::Act(Act::Design(Purge::End))]);
                 } else {
                     let flush = cx.work(env.cost.tlb_flush);
-                    cx.then(&[Step::Work(flush), Step::Act(Act::Design(Purge::MergeNext))]);
+                    cx.then([Step::Work(flush), Step::Act(Act::Design(Purge::MergeNext))]);
                 }
                 t
             }
@@ -173,7 +173,7 @@ impl Allocator for Legacy {
                 } else {
                     Purge::MergeNext
                 };
-                cx.then(&[Step::Act(Act::Design(next))]);
+                cx.then([Step::Act(Act::Design(next))]);
                 t
             }
             Purge::End => self.core.unlock_purge(cx, Act::Design(Purge::Start)),

@@ -275,7 +275,7 @@ impl Allocator for Node {
             // list_move_tail(): the unaligned head goes to the back; this request misses.
             pools.classes[class].push_back(head);
             self.core.counters.pool_misses += 1;
-            cx.then(&[own(Own::FreeFit {
+            cx.then([own(Own::FreeFit {
                 req,
                 node: node as u16,
             })]);
@@ -344,7 +344,7 @@ impl Allocator for Node {
             }
             Own::DecayPool { node, class } => {
                 let Some(class) = self.pools[node as usize].next_nonempty(class as usize) else {
-                    cx.then(&[own(Own::NodeDone { node })]);
+                    cx.then([own(Own::NodeDone { node })]);
                     return Outcome::At(cx.now);
                 };
                 // Detach the whole class list under pool_lock: allocations on this node miss
@@ -375,7 +375,7 @@ impl Allocator for Node {
                         class: class as u32,
                     }
                 };
-                cx.then(&[Step::Work(merge_local), own(next)]);
+                cx.then([Step::Work(merge_local), own(next)]);
                 t
             }
             Own::DecayReattach { node, class } => {
@@ -383,7 +383,7 @@ impl Allocator for Node {
                 let pools = &mut self.pools[node as usize];
                 pools.classes[class as usize] = std::mem::take(&mut self.detached);
                 pools.mark(class as usize);
-                cx.then(&[own(Own::DecayPool {
+                cx.then([own(Own::DecayPool {
                     node,
                     class: class + 1,
                 })]);
@@ -392,7 +392,7 @@ impl Allocator for Node {
             Own::NodeDone { node } => {
                 let next = self.next_purge_node(node);
                 let detach = !self.lazy[node as usize].is_empty();
-                cx.then(&[own(if detach {
+                cx.then([own(if detach {
                     Own::LazyDetach { node }
                 } else {
                     next
@@ -417,15 +417,15 @@ impl Allocator for Node {
                 list.sort_unstable_by_key(|a| a.start);
                 self.purge_lists[node as usize] = list.into();
                 self.purge_nodes.push(node);
-                cx.then(&[own(self.next_purge_node(node))]);
+                cx.then([own(self.next_purge_node(node))]);
                 t
             }
             Own::PurgeFlush => {
                 if self.purge_nodes.is_empty() {
-                    cx.then(&[own(Own::PurgeEnd)]);
+                    cx.then([own(Own::PurgeEnd)]);
                 } else {
                     let flush = cx.work(env.cost.tlb_flush);
-                    cx.then(&[Step::Work(flush), own(Own::PurgeDispatch)]);
+                    cx.then([Step::Work(flush), own(Own::PurgeDispatch)]);
                 }
                 cx.now
             }
@@ -455,7 +455,7 @@ impl Allocator for Node {
                     })
                     .chain([own(Own::WaitHelpers), own(Own::PurgeEnd)])
                     .collect();
-                cx.then(&this_worker);
+                cx.then_all(&this_worker);
                 cx.now
             }
             Own::PurgeArea { node, helper } => {
@@ -480,12 +480,12 @@ impl Allocator for Node {
                 } else {
                     Own::PurgeArea { node, helper }
                 };
-                cx.then(&[own(next)]);
+                cx.then([own(next)]);
                 t
             }
             Own::PurgeNodeEnd { node, helper } => {
                 let pages = std::mem::take(&mut self.purged_pages[node as usize]);
-                cx.then(&[own(Own::ReclaimNode { node, helper })]);
+                cx.then([own(Own::ReclaimNode { node, helper })]);
                 self.core.lazy_sub(cx, pages)
             }
             Own::ReclaimNode { node, helper } => {
@@ -527,7 +527,7 @@ impl Node {
         let t = self.tree_section(cx, Tree::Busy, node, mean, true, lines);
         let home = addr_to_node(cx.held(slot).area.start, self.nodes);
         if node != home && visits + 1 < self.nodes {
-            cx.then(&[own(Own::LookupScan {
+            cx.then([own(Own::LookupScan {
                 slot,
                 node: self.scan_next(node),
                 visits: visits + 1,

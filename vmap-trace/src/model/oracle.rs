@@ -59,13 +59,13 @@ impl Design for OneLock {
         match op {
             Op::Vmalloc { .. } => {
                 let think = ns(self.think.sample(cx.rng));
-                cx.then(&[
+                cx.then([
                     Step::Work(think),
                     Step::Act(Serve),
                     Step::Done(OpKind::Vmalloc),
                 ]);
             }
-            _ => cx.then(&[Step::Done(OpKind::Vfree)]),
+            _ => cx.then([Step::Done(OpKind::Vfree)]),
         }
     }
 

@@ -181,27 +181,28 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
     let (map, unmap, page_alloc, page_free) = (c.pte_map, c.pte_unmap, c.page_alloc, c.page_free);
     match op {
         Op::Vmalloc { slot, pages, align } => {
-            let pre = Step::Work(cx.work(prepare));
-            let fill = Step::Work(cx.work(Ps::from(pages) * (page_alloc + map)));
-            let alloc = Step::Act(Act::Alloc(AllocRequest {
+            // prepare · alloc · busy insert · (setup_vmalloc_vm) · fill · account · done, pushed
+            // back to front.
+            let pre = cx.work(prepare);
+            let fill = cx.work(Ps::from(pages) * (page_alloc + map));
+            cx.push_done(0, OpKind::Vmalloc);
+            cx.push_act(fill, Act::AccountPages);
+            if design.separate_setup_vm() {
+                cx.push_act(0, Act::SetupVm { slot });
+            }
+            cx.push_act(0, Act::BusyInsert { slot });
+            let req = AllocRequest {
                 slot,
                 pages: pages + 1,
                 align,
                 mapped: pages,
                 kind: AreaUse::Vmalloc,
-            }));
-            let insert = Step::Act(Act::BusyInsert { slot });
-            let (account, done) = (Step::Act(Act::AccountPages), Step::Done(OpKind::Vmalloc));
-            if design.separate_setup_vm() {
-                let setup = Step::Act(Act::SetupVm { slot });
-                cx.then(&[pre, alloc, insert, setup, fill, account, done]);
-            } else {
-                cx.then(&[pre, alloc, insert, fill, account, done]);
-            }
+            };
+            cx.push_act(pre, Act::Alloc(req));
         }
         Op::VmMapRam { slot, pages } if pages <= VMAP_MAX_ALLOC => {
             let fill = cx.work(Ps::from(pages) * map);
-            cx.then(&[
+            cx.then([
                 Step::Act(Act::VbAlloc { slot, pages }),
                 Step::Work(fill),
                 Step::Done(OpKind::VmMapRam),
@@ -210,7 +211,7 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
         Op::VmMapRam { slot, pages } => {
             let pre = cx.work(prepare);
             let fill = cx.work(Ps::from(pages) * map);
-            cx.then(&[
+            cx.then([
                 Step::Work(pre),
                 Step::Act(Act::Alloc(AllocRequest {
                     slot,
@@ -227,13 +228,13 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
         Op::Release { slot } => {
             let Some(held) = cx.slots_get(slot) else {
                 // vfree(NULL) after a failed allocation.
-                cx.then(&[Step::Done(OpKind::Vfree)]);
+                cx.then([Step::Done(OpKind::Vfree)]);
                 return;
             };
             let mapped = Ps::from(held.mapped_pages);
             if let HeldKind::MapRamInBlock { .. } = held.kind {
                 let clear = cx.work(mapped * unmap);
-                cx.then(&[
+                cx.then([
                     Step::Work(clear),
                     Step::Act(Act::VbFree { slot }),
                     Step::Done(OpKind::VmUnmapRam),
@@ -244,32 +245,26 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
             // are freed and accounted too (drawn in the order the steps run).
             let pre = cx.work(free_prepare);
             let clear = cx.work(mapped * unmap);
+            // prepare · busy unlink · unmap · lazy add (then lazy insert) · [free pages ·
+            // account] · done, pushed back to front.
             if held.kind == HeldKind::Vmalloc {
                 let pages_out = cx.work(mapped * page_free);
-                cx.then(&[
-                    Step::Work(pages_out),
-                    Step::Act(Act::AccountPages),
-                    Step::Done(OpKind::Vfree),
-                ]);
+                cx.push_done(0, OpKind::Vfree);
+                cx.push_act(pages_out, Act::AccountPages);
             } else {
-                cx.then(&[Step::Done(OpKind::VmUnmapRam)]);
+                cx.push_done(0, OpKind::VmUnmapRam);
             }
-            // In front of the steps above.
-            cx.then(&[
-                Step::Work(pre),
-                Step::Act(Act::BusyUnlink { slot }),
-                Step::Work(clear),
-                Step::Act(Act::LazyAdd { slot }),
-            ]);
+            cx.push_act(clear, Act::LazyAdd { slot });
+            cx.push_act(pre, Act::BusyUnlink { slot });
         }
         Op::Lookup { slot, offset_pages } => {
             if cx.slots_get(slot).is_some() {
-                cx.then(&[
+                cx.then([
                     Step::Act(Act::Lookup { slot, offset_pages }),
                     Step::Done(OpKind::Lookup),
                 ]);
             } else {
-                cx.then(&[Step::Done(OpKind::Lookup)]);
+                cx.then([Step::Done(OpKind::Lookup)]);
             }
         }
     }
@@ -293,7 +288,7 @@ fn run_step<D: Allocator>(
         Act::LazyAdd { slot } => {
             let pages = cx.held(slot).area.pages;
             let (t, kick) = design.core().lazy_add(cx, pages);
-            cx.then(&[Step::Act(Act::LazyInsert { slot, kick })]);
+            cx.push_act(0, Act::LazyInsert { slot, kick });
             t
         }
         Act::LazyInsert { slot, kick } => {
@@ -316,7 +311,7 @@ fn run_step<D: Allocator>(
                     mapped: 0,
                     kind: AreaUse::MapRam,
                 };
-                cx.then(&[
+                cx.then([
                     Step::Act(Act::Alloc(block)),
                     Step::Act(Act::BusyInsert { slot }),
                     Step::Act(Act::VbInstall { slot, pages }),
@@ -337,7 +332,7 @@ fn run_step<D: Allocator>(
                         kind: HeldKind::MapRam,
                     },
                 );
-                cx.then(&[
+                cx.then([
                     Step::Act(Act::BusyUnlink { slot }),
                     Step::Act(Act::LazyAdd { slot }),
                 ]);
