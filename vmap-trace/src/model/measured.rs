@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::calibrate::{calibrate_pair, single_pair, CalibrationTarget};
 use crate::model::params::ModelParams;
 use crate::model::report::{render_sweep, si};
+use crate::report::format_ns;
 use crate::model::run::{compare, simulate, Comparison, RunConfig, RunResult};
 use crate::model::workload::{Drive, LookupOffset, OpenLoop, SizeClass, Workload};
 use crate::model::{Design, KernelVariant, OpKind};
-use crate::report::format_ns;
 
 /// What a recording measured. Lock names are the kernel's: `free_vmap_area_lock`,
 /// `vmap_area_lock`, `purge_vmap_area_lock`, `vmap_purge_lock`, and for the node-sharded design
@@ -214,11 +214,7 @@ fn calibrate(
             let scale = calibrate_pair(&base, &target, seed)?;
             return Ok((
                 scale,
-                format!(
-                    "uncontended {}-page pair latency {}",
-                    u.pages,
-                    format_ns(pair_ns)
-                ),
+                format!("uncontended {}-page pair latency {}", u.pages, format_ns(pair_ns)),
             ));
         }
     }

@@ -31,11 +31,7 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
         .filter(|(_, &n)| n > 0)
         .map(|(i, &n)| (Log2Histogram::bucket_low(i).max(1), n))
         .collect();
-    let sizes = if sizes.is_empty() {
-        vec![(1, ops.allocs)]
-    } else {
-        sizes
-    };
+    let sizes = if sizes.is_empty() { vec![(1, ops.allocs)] } else { sizes };
     let cpus = m.cpus.max(1);
     let per_cpu = &ops.allocs_per_cpu;
     let per_cpu_alloc_share = if per_cpu.len() <= cpus as usize && per_cpu.iter().sum::<u64>() > 0 {
@@ -44,12 +40,7 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
     } else {
         Vec::new()
     };
-    let lookups = window
-        .functions
-        .iter()
-        .find(|f| f.function == "find_vmap_area")
-        .map(|f| f.latency.count)
-        .filter(|&n| n > 0);
+    let lookups = window.functions.iter().find(|f| f.function == "find_vmap_area").map(|f| f.latency.count).filter(|&n| n > 0);
     // Lock timing names per-node locks `vmap_node[3].busy.lock`; the model has one class per
     // kind over all nodes (`vmap_node.busy.lock`).
     let mut holds: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -78,23 +69,12 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
         lock_holds: holds
             .into_iter()
             .filter(|(_, (n, _))| *n > 0)
-            .map(
-                |(lock, (n, total))| crate::model::measured::MeasuredLockHold {
-                    lock,
-                    mean_ns: total as f64 / n as f64,
-                },
-            )
+            .map(|(lock, (n, total))| crate::model::measured::MeasuredLockHold { lock, mean_ns: total as f64 / n as f64 })
             .collect(),
         lock_waits: waits
             .into_iter()
             .filter(|(_, (n, _))| *n > 0)
-            .map(
-                |(lock, (count, total))| crate::model::measured::MeasuredLockWait {
-                    lock,
-                    count,
-                    total_ns: total as f64,
-                },
-            )
+            .map(|(lock, (count, total))| crate::model::measured::MeasuredLockWait { lock, count, total_ns: total as f64 })
             .collect(),
     })
 }
@@ -102,12 +82,11 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
 /// `vmap_node[3].busy.lock` -> `vmap_node.busy.lock`; global locks keep their names.
 pub fn model_lock_name(kernel_name: &str) -> String {
     match (kernel_name.find('['), kernel_name.find(']')) {
-        (Some(open), Some(close)) if open < close => {
-            format!("{}{}", &kernel_name[..open], &kernel_name[close + 1..])
-        }
+        (Some(open), Some(close)) if open < close => format!("{}{}", &kernel_name[..open], &kernel_name[close + 1..]),
         _ => kernel_name.to_string(),
     }
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -124,22 +103,15 @@ mod tests {
         assert_eq!(m.frees_per_s, 995.0);
         let mut unknown = p.clone();
         unknown.meta.design = AllocatorDesign::Unknown;
-        assert!(measured_from_profile(&unknown)
-            .unwrap_err()
-            .contains("design unknown"));
+        assert!(measured_from_profile(&unknown).unwrap_err().contains("design unknown"));
         let mut idle = p;
         idle.ops.allocs = 0;
-        assert!(measured_from_profile(&idle)
-            .unwrap_err()
-            .contains("no vmalloc activity"));
+        assert!(measured_from_profile(&idle).unwrap_err().contains("no vmalloc activity"));
     }
 
     #[test]
     fn per_node_lock_names_fold_into_one_class() {
         assert_eq!(model_lock_name("vmap_node[3].busy"), "vmap_node.busy");
-        assert_eq!(
-            model_lock_name("free_vmap_area_lock"),
-            "free_vmap_area_lock"
-        );
+        assert_eq!(model_lock_name("free_vmap_area_lock"), "free_vmap_area_lock");
     }
 }

@@ -18,10 +18,10 @@ use crate::model::calibrate::{calibrate_pair, CalibrationTarget};
 use crate::model::oracle::{machine_repairman, simulate_one_lock};
 use crate::model::params::ModelParams;
 use crate::model::report::si;
+use crate::report::format_ns;
 use crate::model::run::{simulate, RunConfig};
 use crate::model::workload::{Drive, Workload, TEST_VMALLOC_LOOP_COUNT};
 use crate::model::{Design, KernelVariant};
-use crate::report::format_ns;
 
 /// Where the published figures live relative to this crate.
 pub const PUBLISHED_PATH: &str = concat!(
@@ -442,11 +442,7 @@ impl ValidationReport {
             published.test_vmalloc_legacy_wall_s,
             published.test_vmalloc_node_wall_s,
         ]) {
-            let lat: Vec<String> = est
-                .iteration_ns
-                .iter()
-                .map(|(_, ns)| format_ns(*ns))
-                .collect();
+            let lat: Vec<String> = est.iteration_ns.iter().map(|(_, ns)| format_ns(*ns)).collect();
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.0} s | {:.0} s |",
