@@ -18,9 +18,11 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
 
 use crate::model::env::{ns, Env, Ps};
+use crate::model::pack::Pack;
 use crate::model::queue::EventQueue;
 use crate::model::space::Area;
 use crate::model::stats::OpStats;
+use crate::model::steps::AllocRequest;
 use crate::model::workload::{
     alloc_op, draw_count, draw_size, lookup_offset, Next, Op, OpenLoop, ThreadGroup, ThreadScript,
 };
@@ -119,11 +121,13 @@ pub struct Cx<'a, A> {
     pub env: &'a Env,
     pub rng: &'a mut SimRng,
     slots: &'a mut Vec<Option<Held>>,
-    steps: &'a mut StepStack<A>,
+    /// The allocation call in progress (at most one per actor).
+    alloc: &'a mut AllocRequest,
+    steps: &'a mut StepStack,
     requests: &'a mut Vec<Request<A>>,
 }
 
-impl<A: Copy> Cx<'_, A> {
+impl<A: Pack> Cx<'_, A> {
     /// Run these steps next, in order, before the rest of the actor's queue. A fixed-size
     /// array, so that the compiler unrolls the push and folds each step's kind: designs call
     /// this on every operation, with a handful of steps known at the call site.
@@ -145,7 +149,7 @@ impl<A: Copy> Cx<'_, A> {
     pub fn push_act(&mut self, work: Ps, act: A) {
         self.steps.entries.push(Entry {
             work,
-            then: Point::Act(act),
+            then: Then::act(act),
         });
     }
 
@@ -155,7 +159,7 @@ impl<A: Copy> Cx<'_, A> {
     pub fn push_done(&mut self, work: Ps, kind: OpKind) {
         self.steps.entries.push(Entry {
             work,
-            then: Point::Done(kind),
+            then: Then::done(kind),
         });
     }
 
@@ -183,6 +187,16 @@ impl<A: Copy> Cx<'_, A> {
         self.steps.drop_until_done();
     }
 
+    /// The allocation call in progress.
+    pub fn alloc_request(&self) -> AllocRequest {
+        *self.alloc
+    }
+
+    /// Start an allocation call: what [`Cx::alloc_request`] returns until the next one.
+    pub fn set_alloc_request(&mut self, req: AllocRequest) {
+        *self.alloc = req;
+    }
+
     pub fn slots_get(&self, slot: u32) -> Option<Held> {
         self.slots.get(slot as usize).copied().flatten()
     }
@@ -204,11 +218,17 @@ impl<A: Copy> Cx<'_, A> {
 
 /// A kernel design as the engine drives it.
 pub trait Design {
-    type Act: Copy + std::fmt::Debug;
+    /// Stored packed: see [`crate::model::pack`].
+    type Act: Pack + std::fmt::Debug;
     /// Push the steps of one workload operation.
     fn begin(&mut self, op: Op, cx: &mut Cx<'_, Self::Act>);
     /// Run one action at `cx.now`.
     fn act(&mut self, act: Self::Act, cx: &mut Cx<'_, Self::Act>) -> Outcome;
+    /// [`Design::act`] of a packed action (what the engine calls): unpacked in the design's
+    /// own code, where the compiler merges the unpacking with the action's dispatch.
+    fn act_packed(&mut self, act: u64, cx: &mut Cx<'_, Self::Act>) -> Outcome {
+        self.act(Self::Act::unpack(act), cx)
+    }
     /// Forget statistics (end of warm-up).
     fn reset_stats(&mut self);
 }
@@ -235,36 +255,69 @@ enum Role {
 /// from the front, so they are a stack, the next one last. Private CPU work is folded into the
 /// step that follows it: work steps need no dispatch of their own, and every entry taken off
 /// the stack is a point where something happens.
-struct StepStack<A> {
-    entries: Vec<Entry<A>>,
+struct StepStack {
+    entries: Vec<Entry>,
 }
 
 /// Private CPU work, then an action, the end of an operation, or nothing (work at the very end).
 #[derive(Clone, Copy, Debug)]
-struct Entry<A> {
+struct Entry {
     work: Ps,
-    then: Point<A>,
+    then: Then,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// What an entry ends with, in one word (see [`crate::model::pack`]): the low two bits say
+/// what, the rest is the packed action or the operation kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Then(u64);
+
+/// What a [`Then`] word holds, decoded.
 enum Point<A> {
     Act(A),
     Done(OpKind),
     Nothing,
 }
 
-impl<A> StepStack<A> {
+impl Then {
+    const NOTHING: Then = Then(0);
+    const DONE: u64 = 1;
+    const ACT: u64 = 2;
+
+    #[inline(always)]
+    fn act<A: Pack>(act: A) -> Then {
+        Then(act.pack() << 2 | Then::ACT)
+    }
+
+    #[inline(always)]
+    fn done(kind: OpKind) -> Then {
+        Then((kind as u64) << 2 | Then::DONE)
+    }
+
+    /// The packed action, if this is one.
+    #[inline(always)]
+    fn packed_act(self) -> Option<u64> {
+        (self.0 & 3 == Then::ACT).then_some(self.0 >> 2)
+    }
+
+    #[inline(always)]
+    fn point<A: Pack>(self) -> Point<A> {
+        match self.0 & 3 {
+            Then::ACT => Point::Act(A::unpack(self.0 >> 2)),
+            Then::DONE => Point::Done(OpKind::ALL[(self.0 >> 2) as usize % OpKind::ALL.len()]),
+            _ => Point::Nothing,
+        }
+    }
+}
+
+impl StepStack {
     fn new() -> Self {
         StepStack {
             entries: Vec::new(),
         }
     }
-}
 
-impl<A: Copy> StepStack<A> {
-    /// Put `steps` in front of the others, in order. Inlined: most calls push one step.
-    #[inline(always)]
-    fn push_front(&mut self, steps: &[Step<A>]) {
+    /// Put `steps` in front of the others, in order.
+    fn push_front<A: Pack>(&mut self, steps: &[Step<A>]) {
         self.entries.reserve(steps.len());
         for &step in steps.iter().rev() {
             let then = match step {
@@ -273,34 +326,31 @@ impl<A: Copy> StepStack<A> {
                         Some(next) => next.work += work,
                         None => self.entries.push(Entry {
                             work,
-                            then: Point::Nothing,
+                            then: Then::NOTHING,
                         }),
                     }
                     continue;
                 }
-                Step::Act(act) => Point::Act(act),
-                Step::Done(kind) => Point::Done(kind),
+                Step::Act(act) => Then::act(act),
+                Step::Done(kind) => Then::done(kind),
             };
             self.entries.push(Entry { work: 0, then });
         }
     }
 
-    fn pop(&mut self) -> Option<Entry<A>> {
+    #[inline(always)]
+    fn pop(&mut self) -> Option<Entry> {
         self.entries.pop()
     }
 
     /// Drop the steps before the end of the current operation, its CPU work included.
     fn drop_until_done(&mut self) {
         while let Some(entry) = self.entries.last_mut() {
-            match entry.then {
-                Point::Done(_) => {
-                    entry.work = 0;
-                    return;
-                }
-                Point::Act(_) | Point::Nothing => {
-                    self.entries.pop();
-                }
+            if entry.then.0 & 3 == Then::DONE {
+                entry.work = 0;
+                return;
             }
+            self.entries.pop();
         }
     }
 
@@ -310,13 +360,13 @@ impl<A: Copy> StepStack<A> {
 
     /// The steps in order, as designs pushed them (design unit tests).
     #[cfg(test)]
-    fn to_steps(&self) -> Vec<Step<A>> {
+    fn to_steps<A: Pack>(&self) -> Vec<Step<A>> {
         let mut steps = Vec::new();
         for entry in self.entries.iter().rev() {
             if entry.work > 0 {
                 steps.push(Step::Work(entry.work));
             }
-            match entry.then {
+            match entry.then.point() {
                 Point::Act(act) => steps.push(Step::Act(act)),
                 Point::Done(kind) => steps.push(Step::Done(kind)),
                 Point::Nothing => {}
@@ -326,13 +376,15 @@ impl<A: Copy> StepStack<A> {
     }
 }
 
-struct Actor<A> {
+struct Actor {
     cpu: u32,
     role: Role,
-    /// The action of the actor's pending event (kept out of `steps`: it is taken at once).
-    due: Option<A>,
-    steps: StepStack<A>,
+    /// The action of the actor's pending event (kept out of `steps`: it is taken at once), or
+    /// `Then::NOTHING`.
+    due: Then,
+    steps: StepStack,
     slots: Vec<Option<Held>>,
+    alloc: AllocRequest,
     op_start: Ps,
     iter_start: Ps,
 }
@@ -375,7 +427,7 @@ pub struct Engine<'w, D: Design> {
     pub design: D,
     env: Env,
     rng: SimRng,
-    actors: Vec<Actor<D::Act>>,
+    actors: Vec<Actor>,
     free_workers: Vec<u32>,
     cpus: Vec<CpuSlot>,
     /// Pending events as `time << ACTOR_BITS | actor`, at most one per actor: equal times run in
@@ -512,7 +564,9 @@ impl<'w, D: Design> Engine<'w, D> {
         }
         loop {
             let actor = &mut self.actors[a as usize];
-            let act = match actor.due.take() {
+            let due = std::mem::replace(&mut actor.due, Then::NOTHING);
+            // The action stays packed until the design runs it.
+            let act = match due.packed_act() {
                 // This event's action.
                 Some(act) => act,
                 None => {
@@ -525,13 +579,11 @@ impl<'w, D: Design> Engine<'w, D> {
                         continue;
                     };
                     t += entry.work;
-                    let act = match entry.then {
-                        Point::Nothing => continue,
-                        Point::Done(kind) => {
+                    let Some(act) = entry.then.packed_act() else {
+                        if let Point::Done(kind) = entry.then.point::<D::Act>() {
                             self.op_done(a, kind, t);
-                            continue;
                         }
-                        Point::Act(act) => act,
+                        continue;
                     };
                     if t > self.now {
                         // Run it now if no other event comes first (saves a queue round trip).
@@ -539,7 +591,7 @@ impl<'w, D: Design> Engine<'w, D> {
                             self.queue.start(a);
                             self.now = t;
                         } else {
-                            self.actors[a as usize].due = Some(act);
+                            self.actors[a as usize].due = entry.then;
                             return;
                         }
                     }
@@ -548,7 +600,7 @@ impl<'w, D: Design> Engine<'w, D> {
             };
             let mut cx =
                 self.actors[a as usize].cx(a, t, &self.env, &mut self.rng, &mut self.requests);
-            let outcome = self.design.act(act, &mut cx);
+            let outcome = self.design.act_packed(act, &mut cx);
             let served = self.serve_requests(t);
             match outcome {
                 Outcome::At(next) => t = next,
@@ -665,7 +717,7 @@ impl<'w, D: Design> Engine<'w, D> {
                 (self.actors.len() - 1) as u32
             }
         };
-        self.actors[w as usize].due = Some(first);
+        self.actors[w as usize].due = Then::act(first);
         self.make_ready(w, t);
     }
 
@@ -724,21 +776,22 @@ impl<'w, D: Design> Engine<'w, D> {
     }
 }
 
-impl<A> Actor<A> {
+impl Actor {
     fn new(cpu: u32, role: Role, slots: Vec<Option<Held>>) -> Self {
         Actor {
             cpu,
             role,
-            due: None,
+            due: Then::NOTHING,
             steps: StepStack::new(),
             slots,
+            alloc: AllocRequest::default(),
             op_start: 0,
             iter_start: 0,
         }
     }
 
     /// What a design sees of this actor (number `id`) at `now`.
-    fn cx<'a>(
+    fn cx<'a, A>(
         &'a mut self,
         id: u32,
         now: Ps,
@@ -753,6 +806,7 @@ impl<A> Actor<A> {
             env,
             rng,
             slots: &mut self.slots,
+            alloc: &mut self.alloc,
             steps: &mut self.steps,
             requests,
         }
@@ -836,7 +890,7 @@ impl OpenCpu {
 /// Run `f` with a context for `cpu` at `now`, as a design action would see it; returns its
 /// result and the steps it pushed (design unit tests).
 #[cfg(test)]
-pub fn with_test_cx<A: Copy, R>(
+pub fn with_test_cx<A: Pack, R>(
     env: &Env,
     cpu: u32,
     now: Ps,
@@ -847,6 +901,7 @@ pub fn with_test_cx<A: Copy, R>(
     let mut slots = vec![None; slots];
     let mut steps = StepStack::new();
     let mut requests = Vec::new();
+    let mut alloc = AllocRequest::default();
     let mut cx = Cx {
         now,
         actor: 0,
@@ -854,6 +909,7 @@ pub fn with_test_cx<A: Copy, R>(
         env,
         rng: &mut rng,
         slots: &mut slots,
+        alloc: &mut alloc,
         steps: &mut steps,
         requests: &mut requests,
     };

@@ -15,6 +15,7 @@ use crate::model::common::Core;
 use crate::model::engine::{Cx, Outcome, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind};
+use crate::model::pack::Pack;
 use crate::model::space::{Area, FreeSpace};
 use crate::model::steps::{self, AllocRequest, Allocator};
 use crate::model::SetupPlan;
@@ -29,6 +30,21 @@ pub enum Purge {
     /// Merge the next area (or all of them) into the free tree.
     MergeNext,
     End,
+}
+
+impl Pack for Purge {
+    fn pack(self) -> u64 {
+        self as u64
+    }
+
+    fn unpack(word: u64) -> Self {
+        match word {
+            0 => Purge::Start,
+            1 => Purge::Splice,
+            2 => Purge::MergeNext,
+            _ => Purge::End,
+        }
+    }
 }
 
 type Act = steps::Act<Purge>;

@@ -20,6 +20,7 @@ use crate::model::draw::SimRng;
 
 use crate::model::engine::Cx;
 use crate::model::env::{Env, Handoff, Ps, NO_CPU};
+use crate::model::pack::Pack;
 use crate::model::stats::NsHistogram;
 
 /// Index of a lock (or contended line) in a [`LockTable`].
@@ -233,7 +234,7 @@ impl LockTable {
 
     /// [`LockTable::critical`] for the acting CPU at the current time.
     #[inline(always)]
-    pub fn section<A: Copy>(&mut self, cx: &mut Cx<'_, A>, id: LockId, work: Ps, lines: u32) -> Ps {
+    pub fn section<A: Pack>(&mut self, cx: &mut Cx<'_, A>, id: LockId, work: Ps, lines: u32) -> Ps {
         self.critical(cx.env, cx.rng, id, cx.now, cx.cpu, work, lines)
     }
 

@@ -26,6 +26,7 @@ mod legacy;
 mod lock;
 pub mod measured;
 mod node;
+mod pack;
 pub mod oracle;
 pub mod params;
 mod queue;

@@ -21,6 +21,7 @@ use crate::model::common::Core;
 use crate::model::engine::{Cx, Outcome, Placement, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind};
+use crate::model::pack::{get, get32, put, Pack};
 use crate::model::space::{addr_to_node, cpu_to_node, pool_class, Area, MAX_VA_SIZE_PAGES};
 use crate::model::steps::{self, AllocRequest, Allocator};
 use crate::model::{KernelVariant, SetupPlan};
@@ -28,10 +29,9 @@ use crate::model::{KernelVariant, SetupPlan};
 /// The node-sharded design's own steps.
 #[derive(Clone, Copy, Debug)]
 pub enum Own {
-    /// A pool miss after taking `pool_lock`: the allocation continues in the global free tree,
-    /// remembering the allocating node.
+    /// A pool miss after taking `pool_lock`: the allocation ([`Cx::alloc_request`]) continues
+    /// in the global free tree, remembering the allocating node.
     FreeFit {
-        req: AllocRequest,
         node: u16,
     },
     /// One node of a `find_vmap_area` scan for the slot's area.
@@ -75,6 +75,84 @@ pub enum Own {
     WaitHelpers,
     PurgeEnd,
 }
+
+/// Packed: the variant in the low 4 bits, then a node (16 bits; at most 128 nodes) and a second
+/// field, or a slot (32 bits), a node and a visit count (10 bits each) for a lookup scan.
+impl Pack for Own {
+    #[inline(always)]
+    fn pack(self) -> u64 {
+        let node = |n: u32| put(u64::from(n), NODE_AT, 16);
+        let second = |v: u32| put(u64::from(v), SECOND_AT, 16);
+        match self {
+            Own::FreeFit { node: n } => 0 | node(u32::from(n)),
+            Own::LookupScan {
+                slot,
+                node: n,
+                visits,
+            } => {
+                1 | put(u64::from(slot), 4, 32)
+                    | put(u64::from(n), 36, 10)
+                    | put(u64::from(visits), 46, 10)
+            }
+            Own::PurgeStart => 2,
+            Own::DecayPool { node: n, class } => 3 | node(n) | second(class),
+            Own::DecayReattach { node: n, class } => 4 | node(n) | second(class),
+            Own::NodeDone { node: n } => 5 | node(n),
+            Own::LazyDetach { node: n } => 6 | node(n),
+            Own::PurgeFlush => 7,
+            Own::PurgeDispatch => 8,
+            Own::PurgeArea { node: n, helper } => 9 | node(n) | second(u32::from(helper)),
+            Own::PurgeNodeEnd { node: n, helper } => 10 | node(n) | second(u32::from(helper)),
+            Own::ReclaimNode { node: n, helper } => 11 | node(n) | second(u32::from(helper)),
+            Own::WaitHelpers => 12,
+            Own::PurgeEnd => 13,
+        }
+    }
+
+    #[inline(always)]
+    fn unpack(word: u64) -> Self {
+        let node = get32(word, NODE_AT, 16);
+        let second = get32(word, SECOND_AT, 16);
+        match get(word, 0, 4) {
+            0 => Own::FreeFit { node: node as u16 },
+            1 => Own::LookupScan {
+                slot: get32(word, 4, 32),
+                node: get32(word, 36, 10),
+                visits: get32(word, 46, 10),
+            },
+            2 => Own::PurgeStart,
+            3 => Own::DecayPool {
+                node,
+                class: second,
+            },
+            4 => Own::DecayReattach {
+                node,
+                class: second,
+            },
+            5 => Own::NodeDone { node },
+            6 => Own::LazyDetach { node },
+            7 => Own::PurgeFlush,
+            8 => Own::PurgeDispatch,
+            9 => Own::PurgeArea {
+                node,
+                helper: second != 0,
+            },
+            10 => Own::PurgeNodeEnd {
+                node,
+                helper: second != 0,
+            },
+            11 => Own::ReclaimNode {
+                node,
+                helper: second != 0,
+            },
+            12 => Own::WaitHelpers,
+            _ => Own::PurgeEnd,
+        }
+    }
+}
+
+const NODE_AT: u32 = 4;
+const SECOND_AT: u32 = NODE_AT + 16;
 
 type Act = steps::Act<Own>;
 
@@ -275,10 +353,7 @@ impl Allocator for Node {
             // list_move_tail(): the unaligned head goes to the back; this request misses.
             pools.classes[class].push_back(head);
             self.core.counters.pool_misses += 1;
-            cx.then([own(Own::FreeFit {
-                req,
-                node: node as u16,
-            })]);
+            cx.then([own(Own::FreeFit { node: node as u16 })]);
         }
         t
     }
@@ -334,7 +409,7 @@ impl Allocator for Node {
     fn own(&mut self, step: Own, cx: &mut Cx<'_, Act>) -> Outcome {
         let env = cx.env;
         let t = match step {
-            Own::FreeFit { req, node } => self.core.free_fit(cx, req, Some(node)),
+            Own::FreeFit { node } => self.core.free_fit(cx, cx.alloc_request(), Some(node)),
             Own::LookupScan { slot, node, visits } => self.lookup_scan(slot, node, visits, cx),
             Own::PurgeStart => {
                 self.core.counters.purges += 1;
@@ -583,24 +658,24 @@ mod tests {
             class,
             &[pooled(base + 1, 3), pooled(base + 8, 3)],
         );
-        let alloc = Act::Alloc(AllocRequest {
+        let req = AllocRequest {
             slot: 0,
             pages: 3,
             align: 4,
             mapped: 2,
             kind: AreaUse::Vmalloc,
-        });
+        };
         // CPU 0 allocates from node 0; the unaligned head moves to the tail and the request
         // falls back to the free tree.
-        let (_, steps) = with_test_cx(&env, 0, 0, 1, |cx| n.act(alloc, cx));
+        let (_, steps) = with_test_cx(&env, 0, 0, 1, |cx| {
+            cx.set_alloc_request(req);
+            n.act(Act::Alloc, cx)
+        });
         assert_eq!(n.core.counters.pool_misses, 1);
         assert!(
             matches!(
                 steps[..],
-                [Step::Act(Act::Design(Own::FreeFit {
-                    req: AllocRequest { align: 4, .. },
-                    node: 0,
-                }))]
+                [Step::Act(Act::Design(Own::FreeFit { node: 0 }))]
             ),
             "{steps:?}"
         );
@@ -611,7 +686,8 @@ mod tests {
         assert_eq!(order, vec![8, 1]);
         // Now the aligned area is at the head: a hit, no global lock.
         let (_, steps) = with_test_cx(&env, 0, 0, 1, |cx| {
-            n.act(alloc, cx);
+            cx.set_alloc_request(req);
+            n.act(Act::Alloc, cx);
             assert_eq!(cx.held(0).area.start, base + 8);
         });
         assert!(steps.is_empty());
@@ -621,14 +697,17 @@ mod tests {
     #[test]
     fn empty_pool_misses_without_taking_pool_lock() {
         let (env, mut n) = node(KernelVariant::V6_10);
-        let alloc = Act::Alloc(AllocRequest {
+        let req = AllocRequest {
             slot: 0,
             pages: 2,
             align: 1,
             mapped: 1,
             kind: AreaUse::Vmalloc,
+        };
+        with_test_cx(&env, 1, 0, 1, |cx| {
+            cx.set_alloc_request(req);
+            n.act(Act::Alloc, cx)
         });
-        with_test_cx(&env, 1, 0, 1, |cx| n.act(alloc, cx));
         let acquisitions = |name: &str| {
             let classes = n.core.locks.classes();
             classes
@@ -693,5 +772,42 @@ mod tests {
         });
         assert_eq!(n.lazy[3], vec![area]);
         assert!(n.lazy[1].is_empty());
+    }
+
+    #[test]
+    fn actions_pack_into_a_word_and_back() {
+        let acts = [
+            Act::Alloc,
+            Act::BusyInsert { slot: u32::MAX },
+            Act::Lookup {
+                slot: 7,
+                offset_pages: (1 << 20) - 1,
+            },
+            Act::LazyInsert {
+                slot: 3,
+                kick: true,
+            },
+            Act::VbAlloc { slot: 1, pages: 64 },
+            Act::Design(Own::FreeFit { node: 127 }),
+            Act::Design(Own::LookupScan {
+                slot: u32::MAX,
+                node: 127,
+                visits: 127,
+            }),
+            Act::Design(Own::DecayPool {
+                node: 127,
+                class: 255,
+            }),
+            Act::Design(Own::ReclaimNode {
+                node: 5,
+                helper: true,
+            }),
+            Act::Design(Own::PurgeEnd),
+        ];
+        for act in acts {
+            let word = act.pack();
+            assert!(word < 1 << crate::model::pack::PACKED_BITS, "{act:?}");
+            assert_eq!(format!("{:?}", Act::unpack(word)), format!("{act:?}"));
+        }
     }
 }

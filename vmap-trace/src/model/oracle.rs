@@ -52,6 +52,16 @@ struct OneLock {
 #[derive(Clone, Copy, Debug)]
 struct Serve;
 
+impl crate::model::pack::Pack for Serve {
+    fn pack(self) -> u64 {
+        0
+    }
+
+    fn unpack(_: u64) -> Self {
+        Serve
+    }
+}
+
 impl Design for OneLock {
     type Act = Serve;
 
