@@ -430,6 +430,10 @@ pub struct Engine<'w, D: Design> {
     actors: Vec<Actor>,
     free_workers: Vec<u32>,
     cpus: Vec<CpuSlot>,
+    /// Per CPU: a kernel worker runs or waits there ([`CpuSlot`]'s `worker` or `pending`).
+    /// Checked at every event of a closed-loop thread; a byte per CPU stays in the first-level
+    /// cache where the slots often did not.
+    workers_on: Vec<bool>,
     /// Pending events as `time << ACTOR_BITS | actor`, at most one per actor: equal times run in
     /// actor order, deterministically.
     queue: EventQueue,
@@ -493,6 +497,7 @@ impl<'w, D: Design> Engine<'w, D> {
             rng,
             actors,
             free_workers: Vec::new(),
+            workers_on: vec![false; cpus.len()],
             cpus,
             queue: EventQueue::new(),
             now: 0,
@@ -549,8 +554,7 @@ impl<'w, D: Design> Engine<'w, D> {
         if !matches!(actor.role, Role::Closed(_)) {
             return false;
         }
-        let c = &self.cpus[actor.cpu as usize];
-        c.worker.is_some() || !c.pending.is_empty()
+        self.workers_on[actor.cpu as usize]
     }
 
     /// Run actor `a` from `t` (the current event) until it waits for its next event.
@@ -729,6 +733,13 @@ impl<'w, D: Design> Engine<'w, D> {
         if slot.worker.is_none() && (slot.thread.is_none() || slot.parked) {
             self.start_pending(cpu, at);
         }
+        self.note_workers(cpu);
+    }
+
+    /// Bring `workers_on` up to date for `cpu` after its worker or queue changed.
+    fn note_workers(&mut self, cpu: u32) {
+        let c = &self.cpus[cpu as usize];
+        self.workers_on[cpu as usize] = c.worker.is_some() || !c.pending.is_empty();
     }
 
     fn start_pending(&mut self, cpu: u32, t: Ps) {
@@ -736,6 +747,7 @@ impl<'w, D: Design> Engine<'w, D> {
             self.cpus[cpu as usize].worker = Some(w);
             self.schedule(w, t.max(ready));
         }
+        self.note_workers(cpu);
     }
 
     /// The running worker leaves the CPU (finished or asleep): the next worker or the parked
@@ -750,6 +762,7 @@ impl<'w, D: Design> Engine<'w, D> {
             let thread = slot.thread.expect("a parked thread exists");
             self.schedule(thread, t);
         }
+        self.note_workers(cpu);
     }
 
     fn worker_finished(&mut self, w: u32, t: Ps) {

@@ -574,7 +574,10 @@ impl ThreadScript {
         }
     }
 
-    /// The next step of the iteration (slots are `0..allocs_per_iteration`).
+    /// The next step of the iteration (slots are `0..allocs_per_iteration`). Inlined into the
+    /// engine: returned through memory, the operation was written field by field and read
+    /// back whole, a stalled store-to-load forward on every operation.
+    #[inline(always)]
     pub fn next(&mut self, g: &ThreadGroup, rng: &mut SimRng) -> Next {
         if self.lookups_left > 0 {
             self.lookups_left -= 1;
