@@ -135,9 +135,9 @@ impl<A: Pack> Cx<'_, A> {
     pub fn then<const N: usize>(&mut self, steps: [Step<A>; N]) {
         // The usual follow-ups (one action, or work then an action) as one entry each: with
         // `N` and the steps' kinds known where this is inlined, the checks fold away.
-        match steps.as_slice() {
-            &[Step::Act(act)] => self.push_act(0, act),
-            &[Step::Work(work), Step::Act(act)] => self.push_act(work, act),
+        match *steps.as_slice() {
+            [Step::Act(act)] => self.push_act(0, act),
+            [Step::Work(work), Step::Act(act)] => self.push_act(work, act),
             _ => self.steps.push_front(&steps),
         }
     }

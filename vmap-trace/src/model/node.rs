@@ -84,7 +84,7 @@ impl Pack for Own {
         let node = |n: u32| put(u64::from(n), NODE_AT, 16);
         let second = |v: u32| put(u64::from(v), SECOND_AT, 16);
         match self {
-            Own::FreeFit { node: n } => 0 | node(u32::from(n)),
+            Own::FreeFit { node: n } => node(u32::from(n)), // tag 0
             Own::LookupScan {
                 slot,
                 node: n,
