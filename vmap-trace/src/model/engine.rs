@@ -13,10 +13,10 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use crate::model::draw::SimRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp};
 
+use crate::model::draw::SimRng;
 use crate::model::env::{ns, Env, Ps};
 use crate::model::pack::Pack;
 use crate::model::queue::EventQueue;
@@ -128,13 +128,12 @@ pub struct Cx<'a, A> {
 }
 
 impl<A: Pack> Cx<'_, A> {
-    /// Run these steps next, in order, before the rest of the actor's queue. A fixed-size
-    /// array, so that the compiler unrolls the push and folds each step's kind: designs call
-    /// this on every operation, with a handful of steps known at the call site.
+    /// Run these steps next, in order, before the rest of the actor's queue. An array, so that
+    /// the length and the steps' kinds are known where this is inlined.
     #[inline(always)]
     pub fn then<const N: usize>(&mut self, steps: [Step<A>; N]) {
-        // The usual follow-ups (one action, or work then an action) as one entry each: with
-        // `N` and the steps' kinds known where this is inlined, the checks fold away.
+        // The usual follow-ups (one action, or work then an action) as one entry each, the
+        // checks folded away; longer sequences through the general fold.
         match *steps.as_slice() {
             [Step::Act(act)] => self.push_act(0, act),
             [Step::Work(work), Step::Act(act)] => self.push_act(work, act),

@@ -2,9 +2,7 @@
 //! core or a last-level cache), where workload threads run, cache-line transfer latencies, and
 //! the calibrated CPU costs converted for use.
 
-use crate::model::draw::SimRng;
-
-use crate::model::draw::{mul_q32, ExpTable, Jitter, TimeDraw};
+use crate::model::draw::{mul_q32, ExpTable, Jitter, SimRng, TimeDraw};
 use crate::model::params::{CpuCosts, ModelParams, SharedLines};
 use crate::model::space::lazy_max_pages;
 

@@ -17,7 +17,6 @@
 use std::collections::VecDeque;
 
 use crate::model::draw::SimRng;
-
 use crate::model::engine::Cx;
 use crate::model::env::{Env, Handoff, Ps, NO_CPU};
 use crate::model::pack::Pack;

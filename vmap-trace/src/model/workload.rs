@@ -11,11 +11,11 @@
 //! Built-in workloads are listed by [`preset_names`]; a TOML file describes others (format in
 //! docs/model.md).
 
-use crate::model::draw::SimRng;
 use anyhow::{bail, ensure, Context};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::model::draw::SimRng;
 use crate::model::space::fls;
 
 /// One size of allocation and how often it is picked.
