@@ -2,7 +2,7 @@
 //!
 //! Every cost the model draws is `mean * (1 - cv + cv * E)` with `E` a standard exponential
 //! variate (mean 1, standard deviation `cv * mean`). A simulated second of a busy node-sharded
-//! run draws about 150 million of them, so they are made from one random `u64` each, with a
+//! run draws over a hundred million of them, so they are made from one random `u64` each, with a
 //! table and integer multiplications, in 32-bit fixed point ("Q32": `x` stands for
 //! `x / 2^32`):
 //!
@@ -23,7 +23,7 @@
 //! multiply-xorshift rounds per word (about 8 instructions inline). ChaCha8 cost about 22 per
 //! word through its block buffer and refill; a simulation needs no cryptographic strength, and
 //! SplitMix64 passes BigCrush (Steele, Lea and Flood, OOPSLA 2014) with a period of 2^64,
-//! thousands of times the words of the longest run.
+//! billions of times the words of the longest run (60 simulated seconds).
 
 use rand::{RngCore, SeedableRng};
 
