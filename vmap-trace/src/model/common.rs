@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::model::engine::{Cx, Held, HeldKind, Outcome, Placement, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind, LockTable, SleepMutex};
+use crate::model::pack::Pack;
 use crate::model::space::{vmalloc_start_page, Area, FitKind, FreeSpace, VMALLOC_SIZE};
 use crate::model::stats::DesignCounters;
 use crate::model::steps::AllocRequest;
@@ -109,30 +110,30 @@ impl Core {
         self.alloc_failures = 0;
     }
 
-    /// A critical section on `lock` whose CPU work is `mean_ns` plus, with `walk = Some(n)`, a
+    /// A critical section on `lock` whose CPU work is `mean` plus, with `walk = Some(n)`, a
     /// walk down an rb-tree of `n` nodes (busy trees, lazy lists).
     #[inline(always)]
-    pub fn tree_section<A: Copy>(
+    pub fn tree_section<A: Pack>(
         &mut self,
         cx: &mut Cx<'_, A>,
         lock: LockId,
-        mean_ns: f64,
+        mean: Ps,
         walk: Option<u64>,
         lines: u32,
     ) -> Ps {
         let env = cx.env;
         let (walk_cpu, stall) = match walk {
-            Some(n) => (env.walk_cpu_ns(n), env.walk_stall(n)),
-            None => (0.0, 0),
+            Some(n) => (env.walk_cpu(n), env.walk_stall(n)),
+            None => (0, 0),
         };
-        let work = cx.work(mean_ns + walk_cpu) + stall;
+        let work = cx.work(mean + walk_cpu) + stall;
         self.locks.section(cx, lock, work, lines)
     }
 
     /// `__alloc_vmap_area` under `free_vmap_area_lock`: lowest-fit search and fit adjustment.
     /// The area goes into the request's slot, remembering `alloc_node`; when the space is
     /// exhausted the call fails (the rest of its steps are dropped). Returns the release time.
-    pub fn free_fit<A: Copy>(
+    pub fn free_fit<A: Pack>(
         &mut self,
         cx: &mut Cx<'_, A>,
         req: AllocRequest,
@@ -141,11 +142,11 @@ impl Core {
         let nodes = self.space.blocks();
         let found = self.space.alloc(u64::from(req.pages), u64::from(req.align));
         let env = cx.env;
-        let mut mean = env.cost.free_fit_ns + env.walk_cpu_ns(nodes);
+        let mut mean = env.cost.free_fit + env.walk_cpu(nodes);
         let mut stall = env.walk_stall(nodes);
         if let Some((_, FitKind::Split)) = found {
             // NE_FIT_TYPE inserts the remainder as a new node: a second walk.
-            mean += env.walk_cpu_ns(nodes);
+            mean += env.walk_cpu(nodes);
             stall += env.walk_stall(nodes);
         }
         let work = cx.work(mean) + stall;
@@ -164,18 +165,18 @@ impl Core {
 
     /// Return areas to the free tree in one `free_vmap_area_lock` hold (purge, decay, reclaim).
     /// `extra` is added to the hold (e.g. atomics done inside it).
-    pub fn merge_areas<A: Copy>(
+    pub fn merge_areas<A: Pack>(
         &mut self,
         cx: &mut Cx<'_, A>,
         areas: &[(u64, u64)],
         extra: Ps,
     ) -> Ps {
         let env = cx.env;
-        let mut mean = 0.0;
+        let mut mean = 0;
         let mut stall = 0;
         for &(s, e) in areas {
             let nodes = self.space.blocks();
-            mean += env.cost.free_merge_ns + env.walk_cpu_ns(nodes);
+            mean += env.cost.free_merge + env.walk_cpu(nodes);
             stall += env.walk_stall(nodes);
             self.space.merge(s, e);
         }
@@ -186,24 +187,24 @@ impl Core {
 
     /// `atomic_long_add(nr_pages, &nr_vmalloc_pages)` (or the matching sub in vfree).
     #[inline(always)]
-    pub fn account_pages<A: Copy>(&mut self, cx: &mut Cx<'_, A>) -> Ps {
-        let work = cx.work(cx.env.cost.atomic_ns);
+    pub fn account_pages<A: Pack>(&mut self, cx: &mut Cx<'_, A>) -> Ps {
+        let work = cx.work(cx.env.cost.atomic);
         self.locks.section(cx, self.nr_pages_line, work, 0)
     }
 
     /// `atomic_long_add_return(pages, &vmap_lazy_nr)`: returns the time and whether the lazy
     /// total now exceeds `lazy_max_pages()`.
     #[inline(always)]
-    pub fn lazy_add<A: Copy>(&mut self, cx: &mut Cx<'_, A>, pages: u32) -> (Ps, bool) {
-        let work = cx.work(cx.env.cost.atomic_ns);
+    pub fn lazy_add<A: Pack>(&mut self, cx: &mut Cx<'_, A>, pages: u32) -> (Ps, bool) {
+        let work = cx.work(cx.env.cost.atomic);
         let t = self.locks.section(cx, self.lazy_line, work, 0);
         self.lazy_pages += u64::from(pages);
         (t, self.lazy_pages > cx.env.lazy_max_pages)
     }
 
     /// `atomic_long_sub(pages, &vmap_lazy_nr)` as its own operation (node-sharded purge).
-    pub fn lazy_sub<A: Copy>(&mut self, cx: &mut Cx<'_, A>, pages: u64) -> Ps {
-        let work = cx.work(cx.env.cost.atomic_ns);
+    pub fn lazy_sub<A: Pack>(&mut self, cx: &mut Cx<'_, A>, pages: u64) -> Ps {
+        let work = cx.work(cx.env.cost.atomic);
         self.lazy_pages = self.lazy_pages.saturating_sub(pages);
         self.locks.section(cx, self.lazy_line, work, 0)
     }
@@ -217,7 +218,7 @@ impl Core {
 
     /// `schedule_work(&drain_vmap_work)` from this CPU; `start` is the design's first purge
     /// action.
-    pub fn request_drain<A: Copy>(&mut self, cx: &mut Cx<'_, A>, start: A) {
+    pub fn request_drain<A: Pack>(&mut self, cx: &mut Cx<'_, A>, start: A) {
         if self.drain.active {
             self.drain.rerun = true;
         } else {
@@ -228,8 +229,8 @@ impl Core {
 
     /// The drain work takes the purge mutex; `first` is its first step under it. The worker
     /// sleeps when another purge holds it.
-    pub fn lock_purge<A: Copy>(&mut self, cx: &mut Cx<'_, A>, first: A) -> Outcome {
-        cx.then(&[Step::Act(first)]);
+    pub fn lock_purge<A: Pack>(&mut self, cx: &mut Cx<'_, A>, first: A) -> Outcome {
+        cx.then([Step::Act(first)]);
         if self.purge_mutex.lock(cx.actor, cx.now) {
             Outcome::At(cx.now)
         } else {
@@ -239,12 +240,12 @@ impl Core {
 
     /// End of a purge round: release the mutex (waking the next waiter) and run `restart`, the
     /// drain work's first step, again if it must purge again.
-    pub fn unlock_purge<A: Copy>(&mut self, cx: &mut Cx<'_, A>, restart: A) -> Ps {
+    pub fn unlock_purge<A: Pack>(&mut self, cx: &mut Cx<'_, A>, restart: A) -> Ps {
         if let Some((waiter, at)) = self.purge_mutex.unlock(cx.env, cx.now) {
             cx.wake(waiter, at);
         }
         if self.drain_again(cx.env) {
-            cx.then(&[Step::Act(restart)]);
+            cx.then([Step::Act(restart)]);
         }
         cx.now
     }
@@ -263,7 +264,7 @@ impl Core {
 
     /// `vb_alloc`: take `pages` (rounded up to a power of two) from this CPU's current vmap
     /// block. `Err` when a new block is needed; the time is the end of the attempt either way.
-    pub fn vb_alloc<A: Copy>(
+    pub fn vb_alloc<A: Pack>(
         &mut self,
         cx: &mut Cx<'_, A>,
         slot: u32,
@@ -296,7 +297,7 @@ impl Core {
 
     /// `new_vmap_block` finished allocating the block's area (held in `slot`): make it this
     /// CPU's current block and take the request from it.
-    pub fn vb_install<A: Copy>(&mut self, cx: &mut Cx<'_, A>, slot: u32, pages: u32) -> Ps {
+    pub fn vb_install<A: Pack>(&mut self, cx: &mut Cx<'_, A>, slot: u32, pages: u32) -> Ps {
         let block_area = cx.held(slot).area;
         let need = pages.next_power_of_two();
         self.blocks.insert(
@@ -329,7 +330,7 @@ impl Core {
 
     /// `vb_free`: mark the pages dirty in their block. When the whole block is dirty it is freed:
     /// the block's own vmap area is returned for the design's unlink and lazy free.
-    pub fn vb_free<A: Copy>(&mut self, cx: &mut Cx<'_, A>, slot: u32) -> (Ps, Option<Area>) {
+    pub fn vb_free<A: Pack>(&mut self, cx: &mut Cx<'_, A>, slot: u32) -> (Ps, Option<Area>) {
         let held = cx.release(slot);
         let HeldKind::MapRamInBlock { block } = held.kind else {
             unreachable!("vb_free on a slot that is not in a vmap block")
@@ -348,8 +349,8 @@ impl Core {
         (t, Some(freed.area))
     }
 
-    fn vb_section<A: Copy>(&mut self, cx: &mut Cx<'_, A>, owner: u32) -> Ps {
-        let work = cx.work(cx.env.cost.vmap_block_ns);
+    fn vb_section<A: Pack>(&mut self, cx: &mut Cx<'_, A>, owner: u32) -> Ps {
+        let work = cx.work(cx.env.cost.vmap_block);
         let lock = self.vb_locks + owner;
         self.locks.section(cx, lock, work, cx.env.lines.vmap_block)
     }

@@ -14,13 +14,15 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
 
+use crate::model::draw::SimRng;
 use crate::model::env::{ns, Env, Ps};
+use crate::model::pack::Pack;
 use crate::model::queue::EventQueue;
 use crate::model::space::Area;
 use crate::model::stats::OpStats;
+use crate::model::steps::AllocRequest;
 use crate::model::workload::{
     alloc_op, draw_count, draw_size, lookup_offset, Next, Op, OpenLoop, ThreadGroup, ThreadScript,
 };
@@ -117,22 +119,58 @@ pub struct Cx<'a, A> {
     pub actor: u32,
     pub cpu: u32,
     pub env: &'a Env,
-    pub rng: &'a mut ChaCha8Rng,
+    pub rng: &'a mut SimRng,
     slots: &'a mut Vec<Option<Held>>,
-    steps: &'a mut StepStack<A>,
+    /// The allocation call in progress (at most one per actor).
+    alloc: &'a mut AllocRequest,
+    steps: &'a mut StepStack,
     requests: &'a mut Vec<Request<A>>,
 }
 
-impl<A: Copy> Cx<'_, A> {
-    /// Run these steps next, in order, before the rest of the actor's queue.
+impl<A: Pack> Cx<'_, A> {
+    /// Run these steps next, in order, before the rest of the actor's queue. An array, so that
+    /// the length and the steps' kinds are known where this is inlined.
     #[inline(always)]
-    pub fn then(&mut self, steps: &[Step<A>]) {
+    pub fn then<const N: usize>(&mut self, steps: [Step<A>; N]) {
+        // The usual follow-ups (one action, or work then an action) as one entry each, the
+        // checks folded away; longer sequences through the general fold.
+        match *steps.as_slice() {
+            [Step::Act(act)] => self.push_act(0, act),
+            [Step::Work(work), Step::Act(act)] => self.push_act(work, act),
+            _ => self.steps.push_front(&steps),
+        }
+    }
+
+    /// Put `act`, after `work` of private CPU time, in front of the actor's steps. Several of
+    /// these build a sequence back to front: the cheap form of [`Cx::then`] for the steps of
+    /// every operation (one entry written per step, no per-step dispatch).
+    #[inline(always)]
+    pub fn push_act(&mut self, work: Ps, act: A) {
+        self.steps.entries.push(Entry {
+            work,
+            then: Then::act(act),
+        });
+    }
+
+    /// Put the end of the current operation, after `work`, in front of the actor's steps (see
+    /// [`Cx::push_act`]).
+    #[inline(always)]
+    pub fn push_done(&mut self, work: Ps, kind: OpKind) {
+        self.steps.entries.push(Entry {
+            work,
+            then: Then::done(kind),
+        });
+    }
+
+    /// [`Cx::then`] for a number of steps known only at run time.
+    pub fn then_all(&mut self, steps: &[Step<A>]) {
         self.steps.push_front(steps);
     }
 
-    /// CPU work of mean `mean_ns` on this CPU (SMT slowdown and variability applied).
-    pub fn work(&mut self, mean_ns: f64) -> Ps {
-        self.env.cpu_work(self.cpu, mean_ns, self.rng)
+    /// CPU work of mean `mean` on this CPU (SMT slowdown and variability applied).
+    #[inline(always)]
+    pub fn work(&mut self, mean: Ps) -> Ps {
+        self.env.cpu_work(self.cpu, mean, self.rng)
     }
 
     pub fn spawn(&mut self, on: Placement, first: A) {
@@ -146,6 +184,16 @@ impl<A: Copy> Cx<'_, A> {
     /// Drop the rest of the current operation's steps (the allocation failed).
     pub fn abort_op(&mut self) {
         self.steps.drop_until_done();
+    }
+
+    /// The allocation call in progress.
+    pub fn alloc_request(&self) -> AllocRequest {
+        *self.alloc
+    }
+
+    /// Start an allocation call: what [`Cx::alloc_request`] returns until the next one.
+    pub fn set_alloc_request(&mut self, req: AllocRequest) {
+        *self.alloc = req;
     }
 
     pub fn slots_get(&self, slot: u32) -> Option<Held> {
@@ -169,11 +217,17 @@ impl<A: Copy> Cx<'_, A> {
 
 /// A kernel design as the engine drives it.
 pub trait Design {
-    type Act: Copy + std::fmt::Debug;
+    /// Stored packed: see [`crate::model::pack`].
+    type Act: Pack + std::fmt::Debug;
     /// Push the steps of one workload operation.
     fn begin(&mut self, op: Op, cx: &mut Cx<'_, Self::Act>);
     /// Run one action at `cx.now`.
     fn act(&mut self, act: Self::Act, cx: &mut Cx<'_, Self::Act>) -> Outcome;
+    /// [`Design::act`] of a packed action (what the engine calls): unpacked in the design's
+    /// own code, where the compiler merges the unpacking with the action's dispatch.
+    fn act_packed(&mut self, act: u64, cx: &mut Cx<'_, Self::Act>) -> Outcome {
+        self.act(Self::Act::unpack(act), cx)
+    }
     /// Forget statistics (end of warm-up).
     fn reset_stats(&mut self);
 }
@@ -200,36 +254,69 @@ enum Role {
 /// from the front, so they are a stack, the next one last. Private CPU work is folded into the
 /// step that follows it: work steps need no dispatch of their own, and every entry taken off
 /// the stack is a point where something happens.
-struct StepStack<A> {
-    entries: Vec<Entry<A>>,
+struct StepStack {
+    entries: Vec<Entry>,
 }
 
 /// Private CPU work, then an action, the end of an operation, or nothing (work at the very end).
 #[derive(Clone, Copy, Debug)]
-struct Entry<A> {
+struct Entry {
     work: Ps,
-    then: Point<A>,
+    then: Then,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// What an entry ends with, in one word (see [`crate::model::pack`]): the low two bits say
+/// what, the rest is the packed action or the operation kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Then(u64);
+
+/// What a [`Then`] word holds, decoded.
 enum Point<A> {
     Act(A),
     Done(OpKind),
     Nothing,
 }
 
-impl<A> StepStack<A> {
+impl Then {
+    const NOTHING: Then = Then(0);
+    const DONE: u64 = 1;
+    const ACT: u64 = 2;
+
+    #[inline(always)]
+    fn act<A: Pack>(act: A) -> Then {
+        Then(act.pack() << 2 | Then::ACT)
+    }
+
+    #[inline(always)]
+    fn done(kind: OpKind) -> Then {
+        Then((kind as u64) << 2 | Then::DONE)
+    }
+
+    /// The packed action, if this is one.
+    #[inline(always)]
+    fn packed_act(self) -> Option<u64> {
+        (self.0 & 3 == Then::ACT).then_some(self.0 >> 2)
+    }
+
+    #[inline(always)]
+    fn point<A: Pack>(self) -> Point<A> {
+        match self.0 & 3 {
+            Then::ACT => Point::Act(A::unpack(self.0 >> 2)),
+            Then::DONE => Point::Done(OpKind::ALL[(self.0 >> 2) as usize % OpKind::ALL.len()]),
+            _ => Point::Nothing,
+        }
+    }
+}
+
+impl StepStack {
     fn new() -> Self {
         StepStack {
             entries: Vec::new(),
         }
     }
-}
 
-impl<A: Copy> StepStack<A> {
-    /// Put `steps` in front of the others, in order. Inlined: most calls push one step.
-    #[inline(always)]
-    fn push_front(&mut self, steps: &[Step<A>]) {
+    /// Put `steps` in front of the others, in order.
+    fn push_front<A: Pack>(&mut self, steps: &[Step<A>]) {
         self.entries.reserve(steps.len());
         for &step in steps.iter().rev() {
             let then = match step {
@@ -238,34 +325,31 @@ impl<A: Copy> StepStack<A> {
                         Some(next) => next.work += work,
                         None => self.entries.push(Entry {
                             work,
-                            then: Point::Nothing,
+                            then: Then::NOTHING,
                         }),
                     }
                     continue;
                 }
-                Step::Act(act) => Point::Act(act),
-                Step::Done(kind) => Point::Done(kind),
+                Step::Act(act) => Then::act(act),
+                Step::Done(kind) => Then::done(kind),
             };
             self.entries.push(Entry { work: 0, then });
         }
     }
 
-    fn pop(&mut self) -> Option<Entry<A>> {
+    #[inline(always)]
+    fn pop(&mut self) -> Option<Entry> {
         self.entries.pop()
     }
 
     /// Drop the steps before the end of the current operation, its CPU work included.
     fn drop_until_done(&mut self) {
         while let Some(entry) = self.entries.last_mut() {
-            match entry.then {
-                Point::Done(_) => {
-                    entry.work = 0;
-                    return;
-                }
-                Point::Act(_) | Point::Nothing => {
-                    self.entries.pop();
-                }
+            if entry.then.0 & 3 == Then::DONE {
+                entry.work = 0;
+                return;
             }
+            self.entries.pop();
         }
     }
 
@@ -275,13 +359,13 @@ impl<A: Copy> StepStack<A> {
 
     /// The steps in order, as designs pushed them (design unit tests).
     #[cfg(test)]
-    fn to_steps(&self) -> Vec<Step<A>> {
+    fn to_steps<A: Pack>(&self) -> Vec<Step<A>> {
         let mut steps = Vec::new();
         for entry in self.entries.iter().rev() {
             if entry.work > 0 {
                 steps.push(Step::Work(entry.work));
             }
-            match entry.then {
+            match entry.then.point() {
                 Point::Act(act) => steps.push(Step::Act(act)),
                 Point::Done(kind) => steps.push(Step::Done(kind)),
                 Point::Nothing => {}
@@ -291,13 +375,15 @@ impl<A: Copy> StepStack<A> {
     }
 }
 
-struct Actor<A> {
+struct Actor {
     cpu: u32,
     role: Role,
-    /// The action of the actor's pending event (kept out of `steps`: it is taken at once).
-    due: Option<A>,
-    steps: StepStack<A>,
+    /// The action of the actor's pending event (kept out of `steps`: it is taken at once), or
+    /// `Then::NOTHING`.
+    due: Then,
+    steps: StepStack,
     slots: Vec<Option<Held>>,
+    alloc: AllocRequest,
     op_start: Ps,
     iter_start: Ps,
 }
@@ -339,10 +425,14 @@ fn actor_of(key: u64) -> u32 {
 pub struct Engine<'w, D: Design> {
     pub design: D,
     env: Env,
-    rng: ChaCha8Rng,
-    actors: Vec<Actor<D::Act>>,
+    rng: SimRng,
+    actors: Vec<Actor>,
     free_workers: Vec<u32>,
     cpus: Vec<CpuSlot>,
+    /// Per CPU: a kernel worker runs or waits there ([`CpuSlot`]'s `worker` or `pending`).
+    /// Checked at every event of a closed-loop thread; a byte per CPU stays in the first-level
+    /// cache where the slots often did not.
+    workers_on: Vec<bool>,
     /// Pending events as `time << ACTOR_BITS | actor`, at most one per actor: equal times run in
     /// actor order, deterministically.
     queue: EventQueue,
@@ -358,7 +448,7 @@ pub struct Engine<'w, D: Design> {
 
 impl<'w, D: Design> Engine<'w, D> {
     pub fn new(design: D, env: Env, load: Load<'w>, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = SimRng::seed_from_u64(seed);
         let mut cpus: Vec<CpuSlot> = (0..env.cpus).map(|_| CpuSlot::default()).collect();
         let mut actors = Vec::new();
         let (groups, open, group_count) = match load {
@@ -406,6 +496,7 @@ impl<'w, D: Design> Engine<'w, D> {
             rng,
             actors,
             free_workers: Vec::new(),
+            workers_on: vec![false; cpus.len()],
             cpus,
             queue: EventQueue::new(),
             now: 0,
@@ -462,8 +553,7 @@ impl<'w, D: Design> Engine<'w, D> {
         if !matches!(actor.role, Role::Closed(_)) {
             return false;
         }
-        let c = &self.cpus[actor.cpu as usize];
-        c.worker.is_some() || !c.pending.is_empty()
+        self.workers_on[actor.cpu as usize]
     }
 
     /// Run actor `a` from `t` (the current event) until it waits for its next event.
@@ -477,7 +567,9 @@ impl<'w, D: Design> Engine<'w, D> {
         }
         loop {
             let actor = &mut self.actors[a as usize];
-            let act = match actor.due.take() {
+            let due = std::mem::replace(&mut actor.due, Then::NOTHING);
+            // The action stays packed until the design runs it.
+            let act = match due.packed_act() {
                 // This event's action.
                 Some(act) => act,
                 None => {
@@ -490,13 +582,11 @@ impl<'w, D: Design> Engine<'w, D> {
                         continue;
                     };
                     t += entry.work;
-                    let act = match entry.then {
-                        Point::Nothing => continue,
-                        Point::Done(kind) => {
+                    let Some(act) = entry.then.packed_act() else {
+                        if let Point::Done(kind) = entry.then.point::<D::Act>() {
                             self.op_done(a, kind, t);
-                            continue;
                         }
-                        Point::Act(act) => act,
+                        continue;
                     };
                     if t > self.now {
                         // Run it now if no other event comes first (saves a queue round trip).
@@ -504,7 +594,7 @@ impl<'w, D: Design> Engine<'w, D> {
                             self.queue.start(a);
                             self.now = t;
                         } else {
-                            self.actors[a as usize].due = Some(act);
+                            self.actors[a as usize].due = entry.then;
                             return;
                         }
                     }
@@ -513,7 +603,7 @@ impl<'w, D: Design> Engine<'w, D> {
             };
             let mut cx =
                 self.actors[a as usize].cx(a, t, &self.env, &mut self.rng, &mut self.requests);
-            let outcome = self.design.act(act, &mut cx);
+            let outcome = self.design.act_packed(act, &mut cx);
             let served = self.serve_requests(t);
             match outcome {
                 Outcome::At(next) => t = next,
@@ -630,7 +720,7 @@ impl<'w, D: Design> Engine<'w, D> {
                 (self.actors.len() - 1) as u32
             }
         };
-        self.actors[w as usize].due = Some(first);
+        self.actors[w as usize].due = Then::act(first);
         self.make_ready(w, t);
     }
 
@@ -642,6 +732,13 @@ impl<'w, D: Design> Engine<'w, D> {
         if slot.worker.is_none() && (slot.thread.is_none() || slot.parked) {
             self.start_pending(cpu, at);
         }
+        self.note_workers(cpu);
+    }
+
+    /// Bring `workers_on` up to date for `cpu` after its worker or queue changed.
+    fn note_workers(&mut self, cpu: u32) {
+        let c = &self.cpus[cpu as usize];
+        self.workers_on[cpu as usize] = c.worker.is_some() || !c.pending.is_empty();
     }
 
     fn start_pending(&mut self, cpu: u32, t: Ps) {
@@ -649,6 +746,7 @@ impl<'w, D: Design> Engine<'w, D> {
             self.cpus[cpu as usize].worker = Some(w);
             self.schedule(w, t.max(ready));
         }
+        self.note_workers(cpu);
     }
 
     /// The running worker leaves the CPU (finished or asleep): the next worker or the parked
@@ -663,6 +761,7 @@ impl<'w, D: Design> Engine<'w, D> {
             let thread = slot.thread.expect("a parked thread exists");
             self.schedule(thread, t);
         }
+        self.note_workers(cpu);
     }
 
     fn worker_finished(&mut self, w: u32, t: Ps) {
@@ -689,26 +788,27 @@ impl<'w, D: Design> Engine<'w, D> {
     }
 }
 
-impl<A> Actor<A> {
+impl Actor {
     fn new(cpu: u32, role: Role, slots: Vec<Option<Held>>) -> Self {
         Actor {
             cpu,
             role,
-            due: None,
+            due: Then::NOTHING,
             steps: StepStack::new(),
             slots,
+            alloc: AllocRequest::default(),
             op_start: 0,
             iter_start: 0,
         }
     }
 
     /// What a design sees of this actor (number `id`) at `now`.
-    fn cx<'a>(
+    fn cx<'a, A>(
         &'a mut self,
         id: u32,
         now: Ps,
         env: &'a Env,
-        rng: &'a mut ChaCha8Rng,
+        rng: &'a mut SimRng,
         requests: &'a mut Vec<Request<A>>,
     ) -> Cx<'a, A> {
         Cx {
@@ -718,6 +818,7 @@ impl<A> Actor<A> {
             env,
             rng,
             slots: &mut self.slots,
+            alloc: &mut self.alloc,
             steps: &mut self.steps,
             requests,
         }
@@ -743,7 +844,7 @@ impl OpenCpu {
         &mut self,
         spec: &OpenLoop,
         slots: &[Option<Held>],
-        rng: &mut ChaCha8Rng,
+        rng: &mut SimRng,
     ) -> (Option<Ps>, Op) {
         if self.lookups_left > 0 {
             if let Some(Op::Vmalloc { slot, pages, .. } | Op::VmMapRam { slot, pages }) =
@@ -777,7 +878,7 @@ impl OpenCpu {
     }
 
     /// The current operation completed at `t`: an allocation schedules its free.
-    fn completed(&mut self, spec: &OpenLoop, t: Ps, rng: &mut ChaCha8Rng) {
+    fn completed(&mut self, spec: &OpenLoop, t: Ps, rng: &mut SimRng) {
         let Some(Op::Vmalloc { slot, .. } | Op::VmMapRam { slot, .. }) = self.current else {
             return;
         };
@@ -801,17 +902,18 @@ impl OpenCpu {
 /// Run `f` with a context for `cpu` at `now`, as a design action would see it; returns its
 /// result and the steps it pushed (design unit tests).
 #[cfg(test)]
-pub fn with_test_cx<A: Copy, R>(
+pub fn with_test_cx<A: Pack, R>(
     env: &Env,
     cpu: u32,
     now: Ps,
     slots: usize,
     f: impl FnOnce(&mut Cx<'_, A>) -> R,
 ) -> (R, Vec<Step<A>>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut rng = SimRng::seed_from_u64(1);
     let mut slots = vec![None; slots];
     let mut steps = StepStack::new();
     let mut requests = Vec::new();
+    let mut alloc = AllocRequest::default();
     let mut cx = Cx {
         now,
         actor: 0,
@@ -819,6 +921,7 @@ pub fn with_test_cx<A: Copy, R>(
         env,
         rng: &mut rng,
         slots: &mut slots,
+        alloc: &mut alloc,
         steps: &mut steps,
         requests: &mut requests,
     };

@@ -2,9 +2,7 @@
 //! core or a last-level cache), where workload threads run, cache-line transfer latencies, and
 //! the calibrated CPU costs converted for use.
 
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Exp1};
-
+use crate::model::draw::{mul_q32, ExpTable, Jitter, SimRng, TimeDraw};
 use crate::model::params::{CpuCosts, ModelParams, SharedLines};
 use crate::model::space::lazy_max_pages;
 
@@ -52,6 +50,78 @@ pub fn to_ns(t: Ps) -> f64 {
     t as f64 / PS_PER_NS
 }
 
+/// The CPU costs of [`CpuCosts`] with the calibration scale applied, in picoseconds: means
+/// that [`Env::cpu_work`] draws around.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Costs {
+    pub vmalloc_prepare: Ps,
+    pub vfree_prepare: Ps,
+    pub page_alloc: Ps,
+    pub page_free: Ps,
+    pub pte_map: Ps,
+    pub pte_unmap: Ps,
+    pub tree_level: Ps,
+    pub free_fit: Ps,
+    pub busy_insert: Ps,
+    pub setup_vm: Ps,
+    pub busy_unlink: Ps,
+    pub lookup: Ps,
+    pub lazy_insert: Ps,
+    pub free_merge: Ps,
+    pub pool_op: Ps,
+    pub list_splice: Ps,
+    pub atomic: Ps,
+    pub tlb_flush: Ps,
+    pub vmap_block: Ps,
+}
+
+impl Costs {
+    fn new(c: &CpuCosts, scale: f64) -> Self {
+        let ps = |v: f64| ns(v * scale);
+        Costs {
+            vmalloc_prepare: ps(c.vmalloc_prepare_ns),
+            vfree_prepare: ps(c.vfree_prepare_ns),
+            page_alloc: ps(c.page_alloc_ns),
+            page_free: ps(c.page_free_ns),
+            pte_map: ps(c.pte_map_ns),
+            pte_unmap: ps(c.pte_unmap_ns),
+            tree_level: ps(c.tree_level_ns),
+            free_fit: ps(c.free_fit_ns),
+            busy_insert: ps(c.busy_insert_ns),
+            setup_vm: ps(c.setup_vm_ns),
+            busy_unlink: ps(c.busy_unlink_ns),
+            lookup: ps(c.lookup_ns),
+            lazy_insert: ps(c.lazy_insert_ns),
+            free_merge: ps(c.free_merge_ns),
+            pool_op: ps(c.pool_op_ns),
+            list_splice: ps(c.list_splice_ns),
+            atomic: ps(c.atomic_ns),
+            tlb_flush: ps(c.tlb_flush_ns),
+            vmap_block: ps(c.vmap_block_ns),
+        }
+    }
+}
+
+/// How a lock's cache line reaches a CPU (qspinlock's paths, see [`crate::model::lock`]): the
+/// number of transfers differs, so each has its own pre-scaled draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handoff {
+    /// One transfer: a free lock, an atomic, a protected data line.
+    Once = 0,
+    /// The first waiter (pending bit): `handoff_pending_transfers`.
+    Pending = 1,
+    /// A waiter queued behind another (MCS): `handoff_queued_transfers`.
+    Queued = 2,
+}
+
+/// How far apart two CPUs are, for a cache-line transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Distance {
+    Smt = 0,
+    Llc = 1,
+    Remote = 2,
+}
+
 /// Machine description and derived constants shared by every part of one simulation.
 #[derive(Debug)]
 pub struct Env {
@@ -59,27 +129,29 @@ pub struct Env {
     pub nodes: u32,
     pub page_size: u64,
     pub lazy_max_pages: u64,
-    /// CPU costs with the calibration scale applied, ns.
-    pub cost: CpuCosts,
+    /// CPU costs with the calibration scale applied.
+    pub cost: Costs,
     pub lines: SharedLines,
     pub purge_lock_break: bool,
     /// Core and last-level cache of each CPU.
     core_of: Vec<u32>,
     llc_of: Vec<u32>,
-    /// Per-CPU slowdown of CPU work (the SMT sibling also runs a workload thread).
-    speed: Vec<f64>,
+    /// Per-CPU factor of CPU work: SMT slowdown (the sibling also runs a workload thread) and
+    /// cost variability.
+    work: Vec<Jitter>,
+    /// Whether CPU costs vary (`cost_cv > 0`).
+    work_varies: bool,
     transfer_smt: Ps,
     transfer_llc: Ps,
     transfer_remote: Ps,
-    tree_level_ns: f64,
+    /// Transfer draws by hand-off kind and distance.
+    transfers: [[TimeDraw; 3]; 3],
+    /// What a lock holder pays to get back a lock line shared with a busy lock.
+    shared_line_stolen: Ps,
+    exp: ExpTable,
     dram: Ps,
     cached_levels: u32,
-    cost_cv: f64,
-    transfer_cv: f64,
     mutex_wakeup: Ps,
-    pub handoff_pending: f64,
-    pub handoff_queued: f64,
-    pub shared_line_penalty: f64,
     pub legacy_locks_share_line: bool,
 }
 
@@ -97,16 +169,14 @@ impl Env {
         for &c in busy_cpus {
             occupied[c as usize] = true;
         }
-        let speed = (0..m.cpus)
+        let h = &params.hardware;
+        let work = (0..m.cpus)
             .map(|c| {
                 let sibling_busy = (0..tpc)
                     .map(|t| c % cores + t * cores)
                     .any(|s| s != c && occupied[s as usize]);
-                if sibling_busy {
-                    params.hardware.smt_slowdown
-                } else {
-                    1.0
-                }
+                let speed = if sibling_busy { h.smt_slowdown } else { 1.0 };
+                Jitter::new(speed, h.cost_cv)
             })
             .collect();
         let busy_cores = {
@@ -115,7 +185,6 @@ impl Env {
             cores_used.dedup();
             cores_used.len().max(1) as f64
         };
-        let h = &params.hardware;
         let idle_share = if cores > 1 {
             (f64::from(cores) - busy_cores) / f64::from(cores - 1)
         } else {
@@ -123,32 +192,45 @@ impl Env {
         };
         let transfer_remote_ns =
             h.transfer_remote_ns + (h.transfer_remote_idle_ns - h.transfer_remote_ns) * idle_share;
-        let mut cost = params.costs.clone();
-        scale_costs(&mut cost, params.cost_scale);
+        let (smt, llc, remote) = (
+            ns(h.transfer_smt_ns),
+            ns(h.transfer_llc_ns),
+            ns(transfer_remote_ns),
+        );
+        let transfers = [1.0, h.handoff_pending_transfers, h.handoff_queued_transfers]
+            .map(|n| [smt, llc, remote].map(|mean| TimeDraw::new(mean, n, h.transfer_cv)));
         Env {
             cpus: m.cpus,
             nodes: params.nodes(),
             page_size: m.page_size,
             lazy_max_pages: lazy_max_pages(m.cpus, m.page_size),
-            tree_level_ns: cost.tree_level_ns,
-            cost,
+            cost: Costs::new(&params.costs, params.cost_scale),
             lines: params.lines.clone(),
             purge_lock_break: params.kernel.purge_lock_break,
             core_of: (0..m.cpus).map(|c| c % cores).collect(),
             llc_of: (0..m.cpus).map(|c| (c % cores) / m.cores_per_llc).collect(),
-            speed,
-            transfer_smt: ns(h.transfer_smt_ns),
-            transfer_llc: ns(h.transfer_llc_ns),
-            transfer_remote: ns(transfer_remote_ns),
+            work,
+            work_varies: h.cost_cv > 0.0,
+            transfer_smt: smt,
+            transfer_llc: llc,
+            transfer_remote: remote,
+            transfers,
+            shared_line_stolen: scale(remote, h.shared_line_penalty_transfers),
+            exp: ExpTable::new(),
             dram: ns(h.dram_ns),
             cached_levels: tree_levels(h.cached_tree_nodes),
-            cost_cv: h.cost_cv,
-            transfer_cv: h.transfer_cv,
             mutex_wakeup: ns(h.mutex_wakeup_ns),
-            handoff_pending: h.handoff_pending_transfers,
-            handoff_queued: h.handoff_queued_transfers,
-            shared_line_penalty: h.shared_line_penalty_transfers,
             legacy_locks_share_line: params.kernel.legacy_locks_share_line,
+        }
+    }
+
+    fn distance(&self, from: u32, to: u32) -> Distance {
+        if self.core_of[from as usize] == self.core_of[to as usize] {
+            Distance::Smt
+        } else if self.llc_of[from as usize] == self.llc_of[to as usize] {
+            Distance::Llc
+        } else {
+            Distance::Remote
         }
     }
 
@@ -156,48 +238,51 @@ impl Env {
     #[inline]
     pub fn transfer(&self, from: u32, to: u32) -> Ps {
         if from == to || from == NO_CPU {
-            0
-        } else if self.core_of[from as usize] == self.core_of[to as usize] {
-            self.transfer_smt
-        } else if self.llc_of[from as usize] == self.llc_of[to as usize] {
-            self.transfer_llc
-        } else {
-            self.transfer_remote
-        }
-    }
-
-    /// A transfer from `from` to `to` with the configured variability.
-    #[inline(always)]
-    pub fn transfer_sample(&self, from: u32, to: u32, rng: &mut ChaCha8Rng) -> Ps {
-        let mean = self.transfer(from, to);
-        if mean == 0 || self.transfer_cv <= 0.0 {
-            return mean;
-        }
-        scale(mean, jitter(self.transfer_cv, rng))
-    }
-
-    /// The cross-cache transfer latency.
-    pub fn remote_transfer(&self) -> Ps {
-        self.transfer_remote
-    }
-
-    /// CPU work of mean `mean_ns` on `cpu`: SMT slowdown and cost variability applied.
-    #[inline(always)]
-    pub fn cpu_work(&self, cpu: u32, mean_ns: f64, rng: &mut ChaCha8Rng) -> Ps {
-        if mean_ns <= 0.0 {
             return 0;
         }
-        let factor = if self.cost_cv > 0.0 {
-            jitter(self.cost_cv, rng)
-        } else {
-            1.0
-        };
-        ns(mean_ns * self.speed[cpu as usize] * factor)
+        match self.distance(from, to) {
+            Distance::Smt => self.transfer_smt,
+            Distance::Llc => self.transfer_llc,
+            Distance::Remote => self.transfer_remote,
+        }
     }
 
-    /// Mean CPU time of a walk down an rb-tree of `nodes` nodes, ns (cached levels only).
-    pub fn walk_cpu_ns(&self, nodes: u64) -> f64 {
-        f64::from(tree_levels(nodes).min(self.cached_levels)) * self.tree_level_ns
+    /// The time for a lock's line (or a data line) to reach `to` from `from` by `handoff`, with
+    /// the configured variability.
+    #[inline(always)]
+    pub fn transfer_sample(&self, from: u32, to: u32, handoff: Handoff, rng: &mut SimRng) -> Ps {
+        if from == to || from == NO_CPU {
+            return 0;
+        }
+        let d = self.distance(from, to);
+        self.transfers[handoff as usize][d as usize].sample(&self.exp, rng)
+    }
+
+    /// What a holder pays to get its lock line back from the holders and spinners of a busy
+    /// lock that shares it.
+    pub fn shared_line_stolen(&self) -> Ps {
+        self.shared_line_stolen
+    }
+
+    /// CPU work of mean `mean` on `cpu`: SMT slowdown and cost variability applied.
+    #[inline(always)]
+    pub fn cpu_work(&self, cpu: u32, mean: Ps, rng: &mut SimRng) -> Ps {
+        if mean == 0 {
+            return 0;
+        }
+        let jitter = self.work[cpu as usize];
+        let factor = if self.work_varies {
+            jitter.factor(self.exp.draw(rng))
+        } else {
+            jitter.mean_factor()
+        };
+        mul_q32(mean, factor)
+    }
+
+    /// Mean CPU time of a walk down an rb-tree of `nodes` nodes (cached levels only).
+    #[inline]
+    pub fn walk_cpu(&self, nodes: u64) -> Ps {
+        Ps::from(tree_levels(nodes).min(self.cached_levels)) * self.cost.tree_level
     }
 
     /// Memory stall of a walk down an rb-tree of `nodes` nodes: the levels that miss the caches.
@@ -207,40 +292,6 @@ impl Env {
 
     pub fn mutex_wakeup(&self) -> Ps {
         self.mutex_wakeup
-    }
-}
-
-/// A random factor of mean 1 and standard deviation `cv`: `1 - cv + cv * Exp(1)`.
-#[inline(always)]
-fn jitter(cv: f64, rng: &mut ChaCha8Rng) -> f64 {
-    // What `rng.sample(Exp1)` does, without the call that the compiler does not inline.
-    let e: f64 = Exp1.sample(rng);
-    1.0 - cv + cv * e
-}
-
-fn scale_costs(c: &mut CpuCosts, s: f64) {
-    for v in [
-        &mut c.vmalloc_prepare_ns,
-        &mut c.vfree_prepare_ns,
-        &mut c.page_alloc_ns,
-        &mut c.page_free_ns,
-        &mut c.pte_map_ns,
-        &mut c.pte_unmap_ns,
-        &mut c.tree_level_ns,
-        &mut c.free_fit_ns,
-        &mut c.busy_insert_ns,
-        &mut c.setup_vm_ns,
-        &mut c.busy_unlink_ns,
-        &mut c.lookup_ns,
-        &mut c.lazy_insert_ns,
-        &mut c.free_merge_ns,
-        &mut c.pool_op_ns,
-        &mut c.list_splice_ns,
-        &mut c.atomic_ns,
-        &mut c.tlb_flush_ns,
-        &mut c.vmap_block_ns,
-    ] {
-        *v *= s;
     }
 }
 
@@ -318,12 +369,12 @@ mod tests {
         let mut p = ModelParams::default();
         p.hardware.cost_cv = 0.0;
         let env = Env::new(&p, &[0, 32, 1]);
-        let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let mut rng = <SimRng as rand::SeedableRng>::seed_from_u64(1);
         assert_eq!(
-            env.cpu_work(0, 100.0, &mut rng),
+            env.cpu_work(0, ns(100.0), &mut rng),
             ns(100.0 * p.hardware.smt_slowdown)
         );
-        assert_eq!(env.cpu_work(1, 100.0, &mut rng), ns(100.0));
+        assert_eq!(env.cpu_work(1, ns(100.0), &mut rng), ns(100.0));
     }
 
     #[test]
@@ -335,6 +386,6 @@ mod tests {
         assert_eq!(tree_levels(1024), 11);
         assert_eq!(env.walk_stall(1000), 0);
         assert_eq!(env.walk_stall(4096), 3 * ns(p.hardware.dram_ns));
-        assert_eq!(env.walk_cpu_ns(1 << 20), 10.0 * p.costs.tree_level_ns);
+        assert_eq!(env.walk_cpu(1 << 20), 10 * ns(p.costs.tree_level_ns));
     }
 }

@@ -15,6 +15,7 @@ use crate::model::common::Core;
 use crate::model::engine::{Cx, Outcome, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind};
+use crate::model::pack::Pack;
 use crate::model::space::{Area, FreeSpace};
 use crate::model::steps::{self, AllocRequest, Allocator};
 use crate::model::SetupPlan;
@@ -29,6 +30,21 @@ pub enum Purge {
     /// Merge the next area (or all of them) into the free tree.
     MergeNext,
     End,
+}
+
+impl Pack for Purge {
+    fn pack(self) -> u64 {
+        self as u64
+    }
+
+    fn unpack(word: u64) -> Self {
+        match word {
+            0 => Purge::Start,
+            1 => Purge::Splice,
+            2 => Purge::MergeNext,
+            _ => Purge::End,
+        }
+    }
 }
 
 type Act = steps::Act<Purge>;
@@ -75,10 +91,10 @@ impl Legacy {
     }
 
     /// A `vmap_area_lock` section, walking the busy tree or not.
-    fn busy_section(&mut self, cx: &mut Cx<'_, Act>, mean_ns: f64, walk: bool, lines: u32) -> Ps {
+    fn busy_section(&mut self, cx: &mut Cx<'_, Act>, mean: Ps, walk: bool, lines: u32) -> Ps {
         let walk = walk.then_some(self.busy_areas);
         self.core
-            .tree_section(cx, self.busy_lock, mean_ns, walk, lines)
+            .tree_section(cx, self.busy_lock, mean, walk, lines)
     }
 }
 
@@ -99,24 +115,24 @@ impl Allocator for Legacy {
 
     fn busy_insert(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
         self.busy_areas += 1;
-        let (mean, lines) = (cx.env.cost.busy_insert_ns, cx.env.lines.busy_insert);
+        let (mean, lines) = (cx.env.cost.busy_insert, cx.env.lines.busy_insert);
         self.busy_section(cx, mean, true, lines)
     }
 
     fn setup_vm(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
-        let (mean, lines) = (cx.env.cost.setup_vm_ns, cx.env.lines.setup_vm);
+        let (mean, lines) = (cx.env.cost.setup_vm, cx.env.lines.setup_vm);
         self.busy_section(cx, mean, false, lines)
     }
 
     fn busy_unlink(&mut self, _: Area, cx: &mut Cx<'_, Act>) -> Ps {
-        let (mean, lines) = (cx.env.cost.busy_unlink_ns, cx.env.lines.busy_unlink);
+        let (mean, lines) = (cx.env.cost.busy_unlink, cx.env.lines.busy_unlink);
         let t = self.busy_section(cx, mean, true, lines);
         self.busy_areas -= 1;
         t
     }
 
     fn lookup(&mut self, _: u32, _: Area, _: u32, cx: &mut Cx<'_, Act>) -> Ps {
-        let (mean, lines) = (cx.env.cost.lookup_ns, cx.env.lines.lookup);
+        let (mean, lines) = (cx.env.cost.lookup, cx.env.lines.lookup);
         self.busy_section(cx, mean, true, lines)
     }
 
@@ -124,8 +140,7 @@ impl Allocator for Legacy {
     fn lazy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let env = cx.env;
         let nodes = self.purge_tree.blocks();
-        let work =
-            cx.work(env.cost.lazy_insert_ns + env.walk_cpu_ns(nodes)) + env.walk_stall(nodes);
+        let work = cx.work(env.cost.lazy_insert + env.walk_cpu(nodes)) + env.walk_stall(nodes);
         self.purge_tree.merge(area.start, area.end());
         self.purge_tree_areas += 1;
         self.core
@@ -142,7 +157,7 @@ impl Allocator for Legacy {
         let t = match purge {
             Purge::Start => return self.core.lock_purge(cx, Act::Design(Purge::Splice)),
             Purge::Splice => {
-                let work = cx.work(env.cost.list_splice_ns);
+                let work = cx.work(env.cost.list_splice);
                 let t = self
                     .core
                     .locks
@@ -151,10 +166,10 @@ impl Allocator for Legacy {
                 self.core.counters.purges += 1;
                 self.core.counters.purged_areas += std::mem::take(&mut self.purge_tree_areas);
                 if self.purging.is_empty() {
-                    cx.then(&[Step::Act(Act::Design(Purge::End))]);
+                    cx.then([Step::Act(Act::Design(Purge::End))]);
                 } else {
-                    let flush = cx.work(env.cost.tlb_flush_ns);
-                    cx.then(&[Step::Work(flush), Step::Act(Act::Design(Purge::MergeNext))]);
+                    let flush = cx.work(env.cost.tlb_flush);
+                    cx.then([Step::Work(flush), Step::Act(Act::Design(Purge::MergeNext))]);
                 }
                 t
             }
@@ -174,7 +189,7 @@ impl Allocator for Legacy {
                 } else {
                     Purge::MergeNext
                 };
-                cx.then(&[Step::Act(Act::Design(next))]);
+                cx.then([Step::Act(Act::Design(next))]);
                 t
             }
             Purge::End => self.core.unlock_purge(cx, Act::Design(Purge::Start)),

@@ -16,10 +16,10 @@
 
 use std::collections::VecDeque;
 
-use rand_chacha::ChaCha8Rng;
-
+use crate::model::draw::SimRng;
 use crate::model::engine::Cx;
-use crate::model::env::{scale, Env, Ps, NO_CPU};
+use crate::model::env::{Env, Handoff, Ps, NO_CPU};
+use crate::model::pack::Pack;
 use crate::model::stats::NsHistogram;
 
 /// Index of a lock (or contended line) in a [`LockTable`].
@@ -177,7 +177,7 @@ impl LockTable {
     pub fn critical(
         &mut self,
         env: &Env,
-        rng: &mut ChaCha8Rng,
+        rng: &mut SimRng,
         id: LockId,
         t: Ps,
         cpu: u32,
@@ -193,22 +193,21 @@ impl LockTable {
             line => &mut self.shared_lines[usize::from(line)].owner,
         };
         let handoff = if !contended || lock.atomic {
-            env.transfer_sample(*line_owner, cpu, rng)
+            env.transfer_sample(*line_owner, cpu, Handoff::Once, rng)
         } else {
-            let per = env.transfer_sample(lock.holder, cpu, rng);
-            let n = if someone_waiting {
-                env.handoff_queued
+            let path = if someone_waiting {
+                Handoff::Queued
             } else {
-                env.handoff_pending
+                Handoff::Pending
             };
-            scale(per, n)
+            env.transfer_sample(lock.holder, cpu, path, rng)
         };
         let grant = start + handoff;
         *line_owner = cpu;
         let data = if lines == 0 {
             0
         } else {
-            Ps::from(lines) * env.transfer_sample(lock.holder, cpu, rng)
+            Ps::from(lines) * env.transfer_sample(lock.holder, cpu, Handoff::Once, rng)
         };
         let shared_line = lock.shared_line;
         let peers_busy = shared_line != OWN_LINE
@@ -217,7 +216,7 @@ impl LockTable {
                 .iter()
                 .any(|&m| m != id && self.locks[m as usize].free_at > grant);
         let stolen = if peers_busy {
-            scale(env.remote_transfer(), env.shared_line_penalty)
+            env.shared_line_stolen()
         } else {
             0
         };
@@ -234,7 +233,7 @@ impl LockTable {
 
     /// [`LockTable::critical`] for the acting CPU at the current time.
     #[inline(always)]
-    pub fn section<A: Copy>(&mut self, cx: &mut Cx<'_, A>, id: LockId, work: Ps, lines: u32) -> Ps {
+    pub fn section<A: Pack>(&mut self, cx: &mut Cx<'_, A>, id: LockId, work: Ps, lines: u32) -> Ps {
         self.critical(cx.env, cx.rng, id, cx.now, cx.cpu, work, lines)
     }
 
@@ -342,8 +341,12 @@ mod tests {
         Env::new(&p, &[])
     }
 
-    fn rng() -> ChaCha8Rng {
-        <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1)
+    fn hardware() -> crate::model::params::Hardware {
+        ModelParams::default().hardware
+    }
+
+    fn rng() -> SimRng {
+        <SimRng as rand::SeedableRng>::seed_from_u64(1)
     }
 
     #[test]
@@ -351,8 +354,8 @@ mod tests {
         let env = env();
         let mut rng = rng();
         let t = env.transfer(0, 4);
-        let pending = (t as f64 * env.handoff_pending) as Ps;
-        let queued = (t as f64 * env.handoff_queued) as Ps;
+        let pending = (t as f64 * hardware().handoff_pending_transfers) as Ps;
+        let queued = (t as f64 * hardware().handoff_queued_transfers) as Ps;
         let mut table = LockTable::default();
         let id = table.add_class("l", LockKind::Spinlock, 1);
         // First acquisition of a never-touched lock: no transfer.
@@ -385,7 +388,8 @@ mod tests {
         // b is free, but its word's line was last written by CPU 0 (taking a); a is still
         // held, so its holder takes the line away during b's section.
         let rb = table.critical(&env, &mut rng, b, ns(10.0), 4, ns(100.0), 0);
-        let stolen = (env.remote_transfer() as f64 * env.shared_line_penalty) as Ps;
+        let remote = env.transfer(0, 4);
+        let stolen = (remote as f64 * hardware().shared_line_penalty_transfers) as Ps;
         assert_eq!(rb, ns(10.0) + t + ns(100.0) + stolen);
     }
 

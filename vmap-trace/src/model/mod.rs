@@ -19,12 +19,14 @@
 pub mod calibrate;
 pub mod cli;
 mod common;
+mod draw;
 mod engine;
 mod env;
 mod legacy;
 mod lock;
 pub mod measured;
 mod node;
+mod pack;
 pub mod oracle;
 pub mod params;
 mod queue;

@@ -21,6 +21,7 @@ use crate::model::common::Core;
 use crate::model::engine::{Cx, Outcome, Placement, Step};
 use crate::model::env::{Env, Ps};
 use crate::model::lock::{LockId, LockKind};
+use crate::model::pack::{get, get32, put, Pack};
 use crate::model::space::{addr_to_node, cpu_to_node, pool_class, Area, MAX_VA_SIZE_PAGES};
 use crate::model::steps::{self, AllocRequest, Allocator};
 use crate::model::{KernelVariant, SetupPlan};
@@ -28,10 +29,9 @@ use crate::model::{KernelVariant, SetupPlan};
 /// The node-sharded design's own steps.
 #[derive(Clone, Copy, Debug)]
 pub enum Own {
-    /// A pool miss after taking `pool_lock`: the allocation continues in the global free tree,
-    /// remembering the allocating node.
+    /// A pool miss after taking `pool_lock`: the allocation ([`Cx::alloc_request`]) continues
+    /// in the global free tree, remembering the allocating node.
     FreeFit {
-        req: AllocRequest,
         node: u16,
     },
     /// One node of a `find_vmap_area` scan for the slot's area.
@@ -75,6 +75,84 @@ pub enum Own {
     WaitHelpers,
     PurgeEnd,
 }
+
+/// Packed: the variant in the low 4 bits, then a node (16 bits; at most 128 nodes) and a second
+/// field, or a slot (32 bits), a node and a visit count (10 bits each) for a lookup scan.
+impl Pack for Own {
+    #[inline(always)]
+    fn pack(self) -> u64 {
+        let node = |n: u32| put(u64::from(n), NODE_AT, 16);
+        let second = |v: u32| put(u64::from(v), SECOND_AT, 16);
+        match self {
+            Own::FreeFit { node: n } => node(u32::from(n)), // tag 0
+            Own::LookupScan {
+                slot,
+                node: n,
+                visits,
+            } => {
+                1 | put(u64::from(slot), 4, 32)
+                    | put(u64::from(n), 36, 10)
+                    | put(u64::from(visits), 46, 10)
+            }
+            Own::PurgeStart => 2,
+            Own::DecayPool { node: n, class } => 3 | node(n) | second(class),
+            Own::DecayReattach { node: n, class } => 4 | node(n) | second(class),
+            Own::NodeDone { node: n } => 5 | node(n),
+            Own::LazyDetach { node: n } => 6 | node(n),
+            Own::PurgeFlush => 7,
+            Own::PurgeDispatch => 8,
+            Own::PurgeArea { node: n, helper } => 9 | node(n) | second(u32::from(helper)),
+            Own::PurgeNodeEnd { node: n, helper } => 10 | node(n) | second(u32::from(helper)),
+            Own::ReclaimNode { node: n, helper } => 11 | node(n) | second(u32::from(helper)),
+            Own::WaitHelpers => 12,
+            Own::PurgeEnd => 13,
+        }
+    }
+
+    #[inline(always)]
+    fn unpack(word: u64) -> Self {
+        let node = get32(word, NODE_AT, 16);
+        let second = get32(word, SECOND_AT, 16);
+        match get(word, 0, 4) {
+            0 => Own::FreeFit { node: node as u16 },
+            1 => Own::LookupScan {
+                slot: get32(word, 4, 32),
+                node: get32(word, 36, 10),
+                visits: get32(word, 46, 10),
+            },
+            2 => Own::PurgeStart,
+            3 => Own::DecayPool {
+                node,
+                class: second,
+            },
+            4 => Own::DecayReattach {
+                node,
+                class: second,
+            },
+            5 => Own::NodeDone { node },
+            6 => Own::LazyDetach { node },
+            7 => Own::PurgeFlush,
+            8 => Own::PurgeDispatch,
+            9 => Own::PurgeArea {
+                node,
+                helper: second != 0,
+            },
+            10 => Own::PurgeNodeEnd {
+                node,
+                helper: second != 0,
+            },
+            11 => Own::ReclaimNode {
+                node,
+                helper: second != 0,
+            },
+            12 => Own::WaitHelpers,
+            _ => Own::PurgeEnd,
+        }
+    }
+}
+
+const NODE_AT: u32 = 4;
+const SECOND_AT: u32 = NODE_AT + 16;
 
 type Act = steps::Act<Own>;
 
@@ -189,8 +267,8 @@ impl Node {
     }
 
     #[inline(always)]
-    fn pool_section(&mut self, cx: &mut Cx<'_, Act>, node: u32, mean_ns: f64, lines: u32) -> Ps {
-        let work = cx.work(mean_ns);
+    fn pool_section(&mut self, cx: &mut Cx<'_, Act>, node: u32, mean: Ps, lines: u32) -> Ps {
+        let work = cx.work(mean);
         self.core
             .locks
             .section(cx, self.pool_locks + node, work, lines)
@@ -203,7 +281,7 @@ impl Node {
         cx: &mut Cx<'_, Act>,
         tree: Tree,
         node: u32,
-        mean_ns: f64,
+        mean: Ps,
         walk: bool,
         lines: u32,
     ) -> Ps {
@@ -213,7 +291,7 @@ impl Node {
         };
         let walk = walk.then_some(size);
         self.core
-            .tree_section(cx, first_lock + node, mean_ns, walk, lines)
+            .tree_section(cx, first_lock + node, mean, walk, lines)
     }
 
     /// The next node of a lookup scan.
@@ -264,7 +342,7 @@ impl Allocator for Node {
             return self.core.free_fit(cx, req, Some(node as u16));
         }
         let env = cx.env;
-        let t = self.pool_section(cx, node, env.cost.pool_op_ns, env.lines.pool_op);
+        let t = self.pool_section(cx, node, env.cost.pool_op, env.lines.pool_op);
         let pools = &mut self.pools[node as usize];
         let head = pools.classes[class].pop_front().expect("checked non-empty");
         if head.start.is_multiple_of(u64::from(req.align)) {
@@ -275,10 +353,7 @@ impl Allocator for Node {
             // list_move_tail(): the unaligned head goes to the back; this request misses.
             pools.classes[class].push_back(head);
             self.core.counters.pool_misses += 1;
-            cx.then(&[own(Own::FreeFit {
-                req,
-                node: node as u16,
-            })]);
+            cx.then([own(Own::FreeFit { node: node as u16 })]);
         }
         t
     }
@@ -286,10 +361,10 @@ impl Allocator for Node {
     fn busy_insert(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let node = addr_to_node(area.start, self.nodes);
         let env = cx.env;
-        let mut mean = env.cost.busy_insert_ns;
+        let mut mean = env.cost.busy_insert;
         if !self.variant.busy_lock_twice() {
             // 6.10+: setup_vmalloc_vm() runs inside the insert's critical section.
-            mean += env.cost.setup_vm_ns;
+            mean += env.cost.setup_vm;
         }
         self.busy_areas[node as usize] += 1;
         self.tree_section(cx, Tree::Busy, node, mean, true, env.lines.busy_insert)
@@ -297,13 +372,13 @@ impl Allocator for Node {
 
     fn setup_vm(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let node = addr_to_node(area.start, self.nodes);
-        let (mean, lines) = (cx.env.cost.setup_vm_ns, cx.env.lines.setup_vm);
+        let (mean, lines) = (cx.env.cost.setup_vm, cx.env.lines.setup_vm);
         self.tree_section(cx, Tree::Busy, node, mean, false, lines)
     }
 
     fn busy_unlink(&mut self, area: Area, cx: &mut Cx<'_, Act>) -> Ps {
         let node = addr_to_node(area.start, self.nodes);
-        let (mean, lines) = (cx.env.cost.busy_unlink_ns, cx.env.lines.busy_unlink);
+        let (mean, lines) = (cx.env.cost.busy_unlink, cx.env.lines.busy_unlink);
         let t = self.tree_section(cx, Tree::Busy, node, mean, true, lines);
         self.busy_areas[node as usize] -= 1;
         t
@@ -321,7 +396,7 @@ impl Allocator for Node {
             Some(n) => u32::from(n),
             None => addr_to_node(area.start, self.nodes),
         };
-        let (mean, lines) = (cx.env.cost.lazy_insert_ns, cx.env.lines.lazy_insert);
+        let (mean, lines) = (cx.env.cost.lazy_insert, cx.env.lines.lazy_insert);
         let t = self.tree_section(cx, Tree::Lazy, node, mean, true, lines);
         self.lazy[node as usize].push(area);
         t
@@ -334,7 +409,7 @@ impl Allocator for Node {
     fn own(&mut self, step: Own, cx: &mut Cx<'_, Act>) -> Outcome {
         let env = cx.env;
         let t = match step {
-            Own::FreeFit { req, node } => self.core.free_fit(cx, req, Some(node)),
+            Own::FreeFit { node } => self.core.free_fit(cx, cx.alloc_request(), Some(node)),
             Own::LookupScan { slot, node, visits } => self.lookup_scan(slot, node, visits, cx),
             Own::PurgeStart => {
                 self.core.counters.purges += 1;
@@ -344,12 +419,12 @@ impl Allocator for Node {
             }
             Own::DecayPool { node, class } => {
                 let Some(class) = self.pools[node as usize].next_nonempty(class as usize) else {
-                    cx.then(&[own(Own::NodeDone { node })]);
+                    cx.then([own(Own::NodeDone { node })]);
                     return Outcome::At(cx.now);
                 };
                 // Detach the whole class list under pool_lock: allocations on this node miss
                 // it until it is reattached.
-                let t = self.pool_section(cx, node, env.cost.list_splice_ns, env.lines.list_splice);
+                let t = self.pool_section(cx, node, env.cost.list_splice, env.lines.list_splice);
                 let pools = &mut self.pools[node as usize];
                 self.detached = std::mem::take(&mut pools.classes[class]);
                 pools.mark(class);
@@ -363,7 +438,7 @@ impl Allocator for Node {
                 for a in self.detached.drain(..n_decay) {
                     self.decayed.push((a.start, a.end()));
                 }
-                let merge_local = cx.work(n_decay as f64 * env.cost.free_merge_ns);
+                let merge_local = cx.work(n_decay as Ps * env.cost.free_merge);
                 let next = if self.detached.is_empty() {
                     Own::DecayPool {
                         node,
@@ -375,15 +450,15 @@ impl Allocator for Node {
                         class: class as u32,
                     }
                 };
-                cx.then(&[Step::Work(merge_local), own(next)]);
+                cx.then([Step::Work(merge_local), own(next)]);
                 t
             }
             Own::DecayReattach { node, class } => {
-                let t = self.pool_section(cx, node, env.cost.list_splice_ns, env.lines.list_splice);
+                let t = self.pool_section(cx, node, env.cost.list_splice, env.lines.list_splice);
                 let pools = &mut self.pools[node as usize];
                 pools.classes[class as usize] = std::mem::take(&mut self.detached);
                 pools.mark(class as usize);
-                cx.then(&[own(Own::DecayPool {
+                cx.then([own(Own::DecayPool {
                     node,
                     class: class + 1,
                 })]);
@@ -392,7 +467,7 @@ impl Allocator for Node {
             Own::NodeDone { node } => {
                 let next = self.next_purge_node(node);
                 let detach = !self.lazy[node as usize].is_empty();
-                cx.then(&[own(if detach {
+                cx.then([own(if detach {
                     Own::LazyDetach { node }
                 } else {
                     next
@@ -409,7 +484,7 @@ impl Allocator for Node {
                     cx,
                     Tree::Lazy,
                     node,
-                    env.cost.list_splice_ns,
+                    env.cost.list_splice,
                     false,
                     env.lines.list_splice,
                 );
@@ -417,15 +492,15 @@ impl Allocator for Node {
                 list.sort_unstable_by_key(|a| a.start);
                 self.purge_lists[node as usize] = list.into();
                 self.purge_nodes.push(node);
-                cx.then(&[own(self.next_purge_node(node))]);
+                cx.then([own(self.next_purge_node(node))]);
                 t
             }
             Own::PurgeFlush => {
                 if self.purge_nodes.is_empty() {
-                    cx.then(&[own(Own::PurgeEnd)]);
+                    cx.then([own(Own::PurgeEnd)]);
                 } else {
-                    let flush = cx.work(env.cost.tlb_flush_ns);
-                    cx.then(&[Step::Work(flush), own(Own::PurgeDispatch)]);
+                    let flush = cx.work(env.cost.tlb_flush);
+                    cx.then([Step::Work(flush), own(Own::PurgeDispatch)]);
                 }
                 cx.now
             }
@@ -455,7 +530,7 @@ impl Allocator for Node {
                     })
                     .chain([own(Own::WaitHelpers), own(Own::PurgeEnd)])
                     .collect();
-                cx.then(&this_worker);
+                cx.then_all(&this_worker);
                 cx.now
             }
             Own::PurgeArea { node, helper } => {
@@ -466,7 +541,7 @@ impl Allocator for Node {
                     self.core.counters.purged_areas += 1;
                     match (area.alloc_node, pool_class(area.pages)) {
                         (Some(_), Some(class)) => {
-                            t = self.pool_section(cx, node, env.cost.pool_op_ns, env.lines.pool_op);
+                            t = self.pool_section(cx, node, env.cost.pool_op, env.lines.pool_op);
                             let pools = &mut self.pools[node as usize];
                             pools.classes[class].push_front(area);
                             pools.mark(class);
@@ -480,12 +555,12 @@ impl Allocator for Node {
                 } else {
                     Own::PurgeArea { node, helper }
                 };
-                cx.then(&[own(next)]);
+                cx.then([own(next)]);
                 t
             }
             Own::PurgeNodeEnd { node, helper } => {
                 let pages = std::mem::take(&mut self.purged_pages[node as usize]);
-                cx.then(&[own(Own::ReclaimNode { node, helper })]);
+                cx.then([own(Own::ReclaimNode { node, helper })]);
                 self.core.lazy_sub(cx, pages)
             }
             Own::ReclaimNode { node, helper } => {
@@ -523,11 +598,11 @@ impl Node {
     /// the node whose busy tree holds the slot's area (or every node was visited).
     fn lookup_scan(&mut self, slot: u32, node: u32, visits: u32, cx: &mut Cx<'_, Act>) -> Ps {
         self.core.counters.lookup_node_visits += 1;
-        let (mean, lines) = (cx.env.cost.lookup_ns, cx.env.lines.lookup);
+        let (mean, lines) = (cx.env.cost.lookup, cx.env.lines.lookup);
         let t = self.tree_section(cx, Tree::Busy, node, mean, true, lines);
         let home = addr_to_node(cx.held(slot).area.start, self.nodes);
         if node != home && visits + 1 < self.nodes {
-            cx.then(&[own(Own::LookupScan {
+            cx.then([own(Own::LookupScan {
                 slot,
                 node: self.scan_next(node),
                 visits: visits + 1,
@@ -583,24 +658,24 @@ mod tests {
             class,
             &[pooled(base + 1, 3), pooled(base + 8, 3)],
         );
-        let alloc = Act::Alloc(AllocRequest {
+        let req = AllocRequest {
             slot: 0,
             pages: 3,
             align: 4,
             mapped: 2,
             kind: AreaUse::Vmalloc,
-        });
+        };
         // CPU 0 allocates from node 0; the unaligned head moves to the tail and the request
         // falls back to the free tree.
-        let (_, steps) = with_test_cx(&env, 0, 0, 1, |cx| n.act(alloc, cx));
+        let (_, steps) = with_test_cx(&env, 0, 0, 1, |cx| {
+            cx.set_alloc_request(req);
+            n.act(Act::Alloc, cx)
+        });
         assert_eq!(n.core.counters.pool_misses, 1);
         assert!(
             matches!(
                 steps[..],
-                [Step::Act(Act::Design(Own::FreeFit {
-                    req: AllocRequest { align: 4, .. },
-                    node: 0,
-                }))]
+                [Step::Act(Act::Design(Own::FreeFit { node: 0 }))]
             ),
             "{steps:?}"
         );
@@ -611,7 +686,8 @@ mod tests {
         assert_eq!(order, vec![8, 1]);
         // Now the aligned area is at the head: a hit, no global lock.
         let (_, steps) = with_test_cx(&env, 0, 0, 1, |cx| {
-            n.act(alloc, cx);
+            cx.set_alloc_request(req);
+            n.act(Act::Alloc, cx);
             assert_eq!(cx.held(0).area.start, base + 8);
         });
         assert!(steps.is_empty());
@@ -621,14 +697,17 @@ mod tests {
     #[test]
     fn empty_pool_misses_without_taking_pool_lock() {
         let (env, mut n) = node(KernelVariant::V6_10);
-        let alloc = Act::Alloc(AllocRequest {
+        let req = AllocRequest {
             slot: 0,
             pages: 2,
             align: 1,
             mapped: 1,
             kind: AreaUse::Vmalloc,
+        };
+        with_test_cx(&env, 1, 0, 1, |cx| {
+            cx.set_alloc_request(req);
+            n.act(Act::Alloc, cx)
         });
-        with_test_cx(&env, 1, 0, 1, |cx| n.act(alloc, cx));
         let acquisitions = |name: &str| {
             let classes = n.core.locks.classes();
             classes
@@ -693,5 +772,42 @@ mod tests {
         });
         assert_eq!(n.lazy[3], vec![area]);
         assert!(n.lazy[1].is_empty());
+    }
+
+    #[test]
+    fn actions_pack_into_a_word_and_back() {
+        let acts = [
+            Act::Alloc,
+            Act::BusyInsert { slot: u32::MAX },
+            Act::Lookup {
+                slot: 7,
+                offset_pages: (1 << 20) - 1,
+            },
+            Act::LazyInsert {
+                slot: 3,
+                kick: true,
+            },
+            Act::VbAlloc { slot: 1, pages: 64 },
+            Act::Design(Own::FreeFit { node: 127 }),
+            Act::Design(Own::LookupScan {
+                slot: u32::MAX,
+                node: 127,
+                visits: 127,
+            }),
+            Act::Design(Own::DecayPool {
+                node: 127,
+                class: 255,
+            }),
+            Act::Design(Own::ReclaimNode {
+                node: 5,
+                helper: true,
+            }),
+            Act::Design(Own::PurgeEnd),
+        ];
+        for act in acts {
+            let word = act.pack();
+            assert!(word < 1 << crate::model::pack::PACKED_BITS, "{act:?}");
+            assert_eq!(format!("{:?}", Act::unpack(word)), format!("{act:?}"));
+        }
     }
 }

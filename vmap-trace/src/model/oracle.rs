@@ -52,6 +52,16 @@ struct OneLock {
 #[derive(Clone, Copy, Debug)]
 struct Serve;
 
+impl crate::model::pack::Pack for Serve {
+    fn pack(self) -> u64 {
+        0
+    }
+
+    fn unpack(_: u64) -> Self {
+        Serve
+    }
+}
+
 impl Design for OneLock {
     type Act = Serve;
 
@@ -59,13 +69,13 @@ impl Design for OneLock {
         match op {
             Op::Vmalloc { .. } => {
                 let think = ns(self.think.sample(cx.rng));
-                cx.then(&[
+                cx.then([
                     Step::Work(think),
                     Step::Act(Serve),
                     Step::Done(OpKind::Vmalloc),
                 ]);
             }
-            _ => cx.then(&[Step::Done(OpKind::Vfree)]),
+            _ => cx.then([Step::Done(OpKind::Vfree)]),
         }
     }
 

@@ -19,20 +19,23 @@ use std::fmt::Debug;
 use crate::model::common::{Core, VMAP_BLOCK_PAGES, VMAP_MAX_ALLOC};
 use crate::model::engine::{Cx, Design, Held, HeldKind, OpKind, Outcome, Step};
 use crate::model::env::Ps;
+use crate::model::pack::{get, get32, put, Pack};
 use crate::model::space::Area;
 use crate::model::workload::Op;
 
 /// What an allocated area is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AreaUse {
     /// A vmalloc area: pages allocated and mapped.
+    #[default]
     Vmalloc,
     /// A large vm_map_ram, or a vmap block: the caller's pages are mapped.
     MapRam,
 }
 
-/// One vmap area allocation (`alloc_vmap_area`) into a workload slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One vmap area allocation (`alloc_vmap_area`) into a workload slot. An actor has at most one
+/// in progress; [`Cx::alloc_request`] holds it, so that [`Act::Alloc`] packs into a word.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocRequest {
     pub slot: u32,
     /// Pages of the area, the guard page included.
@@ -45,7 +48,7 @@ pub struct AllocRequest {
 
 impl AllocRequest {
     /// The slot now holds the area at `start`.
-    pub fn hold<A: Copy>(&self, cx: &mut Cx<'_, A>, start: u64, alloc_node: Option<u16>) {
+    pub fn hold<A: Pack>(&self, cx: &mut Cx<'_, A>, start: u64, alloc_node: Option<u16>) {
         let area = Area {
             start,
             pages: self.pages,
@@ -70,8 +73,8 @@ impl AllocRequest {
 /// (`Design`: purging, and the node-sharded design's pool misses and lookup scans).
 #[derive(Clone, Copy, Debug)]
 pub enum Act<D> {
-    /// `alloc_vmap_area()`.
-    Alloc(AllocRequest),
+    /// `alloc_vmap_area()` of the actor's [`Cx::alloc_request`].
+    Alloc,
     /// Insert the slot's area into its busy tree.
     BusyInsert {
         slot: u32,
@@ -117,11 +120,73 @@ pub enum Act<D> {
     Design(D),
 }
 
+/// Packed: the variant in the low [`TAG_BITS`] bits, then the slot (32 bits), then a second
+/// field; a design's own step takes the bits above the tag.
+impl<O: Pack> Pack for Act<O> {
+    #[inline(always)]
+    fn pack(self) -> u64 {
+        let slot = |slot: u32| put(u64::from(slot), SLOT_AT, 32);
+        let extra = |v: u32| put(u64::from(v), EXTRA_AT, EXTRA_BITS);
+        match self {
+            Act::Alloc => 0,
+            Act::BusyInsert { slot: s } => 1 | slot(s),
+            Act::SetupVm { slot: s } => 2 | slot(s),
+            Act::BusyUnlink { slot: s } => 3 | slot(s),
+            Act::Lookup {
+                slot: s,
+                offset_pages,
+            } => 4 | slot(s) | extra(offset_pages),
+            Act::AccountPages => 5,
+            Act::LazyAdd { slot: s } => 6 | slot(s),
+            Act::LazyInsert { slot: s, kick } => 7 | slot(s) | extra(u32::from(kick)),
+            Act::VbAlloc { slot: s, pages } => 8 | slot(s) | extra(pages),
+            Act::VbInstall { slot: s, pages } => 9 | slot(s) | extra(pages),
+            Act::VbFree { slot: s } => 10 | slot(s),
+            Act::Design(own) => 11 | put(own.pack(), TAG_BITS, OWN_BITS),
+        }
+    }
+
+    #[inline(always)]
+    fn unpack(word: u64) -> Self {
+        let slot = get32(word, SLOT_AT, 32);
+        let extra = get32(word, EXTRA_AT, EXTRA_BITS);
+        match get(word, 0, TAG_BITS) {
+            0 => Act::Alloc,
+            1 => Act::BusyInsert { slot },
+            2 => Act::SetupVm { slot },
+            3 => Act::BusyUnlink { slot },
+            4 => Act::Lookup {
+                slot,
+                offset_pages: extra,
+            },
+            5 => Act::AccountPages,
+            6 => Act::LazyAdd { slot },
+            7 => Act::LazyInsert {
+                slot,
+                kick: extra != 0,
+            },
+            8 => Act::VbAlloc { slot, pages: extra },
+            9 => Act::VbInstall { slot, pages: extra },
+            10 => Act::VbFree { slot },
+            _ => Act::Design(O::unpack(get(word, TAG_BITS, OWN_BITS))),
+        }
+    }
+}
+
+/// Bits of a packed [`Act`]'s variant.
+const TAG_BITS: u32 = 4;
+const SLOT_AT: u32 = TAG_BITS;
+const EXTRA_AT: u32 = SLOT_AT + 32;
+/// Lookup offsets (below 2^20 pages) and vm_map_ram sizes (at most 64 pages).
+const EXTRA_BITS: u32 = 22;
+/// Bits left for a design's own steps ([`Allocator::Own`]).
+pub const OWN_BITS: u32 = crate::model::pack::PACKED_BITS - TAG_BITS;
+
 /// What the two designs do differently. Each method runs at its step's time and returns when
 /// the actor continues.
 pub trait Allocator {
-    /// The design's own steps.
-    type Own: Copy + Debug;
+    /// The design's own steps, packed into [`OWN_BITS`] bits.
+    type Own: Pack + Debug;
 
     fn core(&mut self) -> &mut Core;
 
@@ -168,6 +233,10 @@ impl<D: Allocator> Design for D {
         run_step(self, act, cx)
     }
 
+    fn act_packed(&mut self, act: u64, cx: &mut Cx<'_, Self::Act>) -> Outcome {
+        run_step(self, Act::unpack(act), cx)
+    }
+
     fn reset_stats(&mut self) {
         self.core().reset_stats();
     }
@@ -177,36 +246,33 @@ impl<D: Allocator> Design for D {
 /// order the steps run.
 fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
     let c = &cx.env.cost;
-    let (prepare, free_prepare) = (c.vmalloc_prepare_ns, c.vfree_prepare_ns);
-    let (map, unmap, page_alloc, page_free) = (
-        c.pte_map_ns,
-        c.pte_unmap_ns,
-        c.page_alloc_ns,
-        c.page_free_ns,
-    );
+    let (prepare, free_prepare) = (c.vmalloc_prepare, c.vfree_prepare);
+    let (map, unmap, page_alloc, page_free) = (c.pte_map, c.pte_unmap, c.page_alloc, c.page_free);
     match op {
         Op::Vmalloc { slot, pages, align } => {
-            let pre = Step::Work(cx.work(prepare));
-            let fill = Step::Work(cx.work(f64::from(pages) * (page_alloc + map)));
-            let alloc = Step::Act(Act::Alloc(AllocRequest {
+            // prepare · alloc · busy insert · (setup_vmalloc_vm) · fill · account · done, pushed
+            // back to front.
+            let pre = cx.work(prepare);
+            let fill = cx.work(Ps::from(pages) * (page_alloc + map));
+            cx.push_done(0, OpKind::Vmalloc);
+            cx.push_act(fill, Act::AccountPages);
+            if design.separate_setup_vm() {
+                cx.push_act(0, Act::SetupVm { slot });
+            }
+            cx.push_act(0, Act::BusyInsert { slot });
+            let req = AllocRequest {
                 slot,
                 pages: pages + 1,
                 align,
                 mapped: pages,
                 kind: AreaUse::Vmalloc,
-            }));
-            let insert = Step::Act(Act::BusyInsert { slot });
-            let (account, done) = (Step::Act(Act::AccountPages), Step::Done(OpKind::Vmalloc));
-            if design.separate_setup_vm() {
-                let setup = Step::Act(Act::SetupVm { slot });
-                cx.then(&[pre, alloc, insert, setup, fill, account, done]);
-            } else {
-                cx.then(&[pre, alloc, insert, fill, account, done]);
-            }
+            };
+            cx.set_alloc_request(req);
+            cx.push_act(pre, Act::Alloc);
         }
         Op::VmMapRam { slot, pages } if pages <= VMAP_MAX_ALLOC => {
-            let fill = cx.work(f64::from(pages) * map);
-            cx.then(&[
+            let fill = cx.work(Ps::from(pages) * map);
+            cx.then([
                 Step::Act(Act::VbAlloc { slot, pages }),
                 Step::Work(fill),
                 Step::Done(OpKind::VmMapRam),
@@ -214,16 +280,17 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
         }
         Op::VmMapRam { slot, pages } => {
             let pre = cx.work(prepare);
-            let fill = cx.work(f64::from(pages) * map);
-            cx.then(&[
+            let fill = cx.work(Ps::from(pages) * map);
+            cx.set_alloc_request(AllocRequest {
+                slot,
+                pages,
+                align: 1,
+                mapped: pages,
+                kind: AreaUse::MapRam,
+            });
+            cx.then([
                 Step::Work(pre),
-                Step::Act(Act::Alloc(AllocRequest {
-                    slot,
-                    pages,
-                    align: 1,
-                    mapped: pages,
-                    kind: AreaUse::MapRam,
-                })),
+                Step::Act(Act::Alloc),
                 Step::Act(Act::BusyInsert { slot }),
                 Step::Work(fill),
                 Step::Done(OpKind::VmMapRam),
@@ -232,13 +299,13 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
         Op::Release { slot } => {
             let Some(held) = cx.slots_get(slot) else {
                 // vfree(NULL) after a failed allocation.
-                cx.then(&[Step::Done(OpKind::Vfree)]);
+                cx.then([Step::Done(OpKind::Vfree)]);
                 return;
             };
-            let mapped = f64::from(held.mapped_pages);
+            let mapped = Ps::from(held.mapped_pages);
             if let HeldKind::MapRamInBlock { .. } = held.kind {
                 let clear = cx.work(mapped * unmap);
-                cx.then(&[
+                cx.then([
                     Step::Work(clear),
                     Step::Act(Act::VbFree { slot }),
                     Step::Done(OpKind::VmUnmapRam),
@@ -249,32 +316,26 @@ fn push_steps<D: Allocator>(design: &D, op: Op, cx: &mut Cx<'_, Act<D::Own>>) {
             // are freed and accounted too (drawn in the order the steps run).
             let pre = cx.work(free_prepare);
             let clear = cx.work(mapped * unmap);
+            // prepare · busy unlink · unmap · lazy add (then lazy insert) · [free pages ·
+            // account] · done, pushed back to front.
             if held.kind == HeldKind::Vmalloc {
                 let pages_out = cx.work(mapped * page_free);
-                cx.then(&[
-                    Step::Work(pages_out),
-                    Step::Act(Act::AccountPages),
-                    Step::Done(OpKind::Vfree),
-                ]);
+                cx.push_done(0, OpKind::Vfree);
+                cx.push_act(pages_out, Act::AccountPages);
             } else {
-                cx.then(&[Step::Done(OpKind::VmUnmapRam)]);
+                cx.push_done(0, OpKind::VmUnmapRam);
             }
-            // In front of the steps above.
-            cx.then(&[
-                Step::Work(pre),
-                Step::Act(Act::BusyUnlink { slot }),
-                Step::Work(clear),
-                Step::Act(Act::LazyAdd { slot }),
-            ]);
+            cx.push_act(clear, Act::LazyAdd { slot });
+            cx.push_act(pre, Act::BusyUnlink { slot });
         }
         Op::Lookup { slot, offset_pages } => {
             if cx.slots_get(slot).is_some() {
-                cx.then(&[
+                cx.then([
                     Step::Act(Act::Lookup { slot, offset_pages }),
                     Step::Done(OpKind::Lookup),
                 ]);
             } else {
-                cx.then(&[Step::Done(OpKind::Lookup)]);
+                cx.then([Step::Done(OpKind::Lookup)]);
             }
         }
     }
@@ -287,7 +348,7 @@ fn run_step<D: Allocator>(
     cx: &mut Cx<'_, Act<D::Own>>,
 ) -> Outcome {
     let t = match act {
-        Act::Alloc(req) => design.alloc(req, cx),
+        Act::Alloc => design.alloc(cx.alloc_request(), cx),
         Act::BusyInsert { slot } => design.busy_insert(cx.held(slot).area, cx),
         Act::SetupVm { slot } => design.setup_vm(cx.held(slot).area, cx),
         Act::BusyUnlink { slot } => design.busy_unlink(cx.held(slot).area, cx),
@@ -298,7 +359,7 @@ fn run_step<D: Allocator>(
         Act::LazyAdd { slot } => {
             let pages = cx.held(slot).area.pages;
             let (t, kick) = design.core().lazy_add(cx, pages);
-            cx.then(&[Step::Act(Act::LazyInsert { slot, kick })]);
+            cx.push_act(0, Act::LazyInsert { slot, kick });
             t
         }
         Act::LazyInsert { slot, kick } => {
@@ -321,8 +382,9 @@ fn run_step<D: Allocator>(
                     mapped: 0,
                     kind: AreaUse::MapRam,
                 };
-                cx.then(&[
-                    Step::Act(Act::Alloc(block)),
+                cx.set_alloc_request(block);
+                cx.then([
+                    Step::Act(Act::Alloc),
                     Step::Act(Act::BusyInsert { slot }),
                     Step::Act(Act::VbInstall { slot, pages }),
                 ]);
@@ -342,7 +404,7 @@ fn run_step<D: Allocator>(
                         kind: HeldKind::MapRam,
                     },
                 );
-                cx.then(&[
+                cx.then([
                     Step::Act(Act::BusyUnlink { slot }),
                     Step::Act(Act::LazyAdd { slot }),
                 ]);

@@ -13,9 +13,9 @@
 
 use anyhow::{bail, ensure, Context};
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::model::draw::SimRng;
 use crate::model::space::fls;
 
 /// One size of allocation and how often it is picked.
@@ -503,14 +503,16 @@ pub enum Next {
 }
 
 /// Draw an integer count with mean `mean` (integer part, plus one with the fractional chance).
-pub fn draw_count(mean: f64, rng: &mut ChaCha8Rng) -> u32 {
+pub fn draw_count(mean: f64, rng: &mut SimRng) -> u32 {
     let whole = mean.floor();
-    let extra = rng.random::<f64>() < mean - whole;
+    // A whole mean needs no draw (most workloads: no lookups), which saves a random number on
+    // every allocation.
+    let extra = mean > whole && rng.random::<f64>() < mean - whole;
     whole as u32 + u32::from(extra)
 }
 
 /// Pick a size class by weight.
-pub fn draw_size<'a>(sizes: &'a [SizeClass], rng: &mut ChaCha8Rng) -> &'a SizeClass {
+pub fn draw_size<'a>(sizes: &'a [SizeClass], rng: &mut SimRng) -> &'a SizeClass {
     if sizes.len() == 1 {
         return &sizes[0];
     }
@@ -526,7 +528,7 @@ pub fn draw_size<'a>(sizes: &'a [SizeClass], rng: &mut ChaCha8Rng) -> &'a SizeCl
 }
 
 /// The allocation call for a drawn size.
-pub fn alloc_op(slot: u32, size: &SizeClass, map_ram_share: f64, rng: &mut ChaCha8Rng) -> Op {
+pub fn alloc_op(slot: u32, size: &SizeClass, map_ram_share: f64, rng: &mut SimRng) -> Op {
     if map_ram_share > 0.0 && rng.random::<f64>() < map_ram_share {
         Op::VmMapRam {
             slot,
@@ -542,7 +544,7 @@ pub fn alloc_op(slot: u32, size: &SizeClass, map_ram_share: f64, rng: &mut ChaCh
 }
 
 /// Lookup offset within an area of `pages` pages.
-pub fn lookup_offset(kind: LookupOffset, pages: u32, rng: &mut ChaCha8Rng) -> u32 {
+pub fn lookup_offset(kind: LookupOffset, pages: u32, rng: &mut SimRng) -> u32 {
     match kind {
         LookupOffset::Start => 0,
         LookupOffset::Uniform => rng.random_range(0..pages),
@@ -572,8 +574,11 @@ impl ThreadScript {
         }
     }
 
-    /// The next step of the iteration (slots are `0..allocs_per_iteration`).
-    pub fn next(&mut self, g: &ThreadGroup, rng: &mut ChaCha8Rng) -> Next {
+    /// The next step of the iteration (slots are `0..allocs_per_iteration`). Inlined into the
+    /// engine: returned through memory, the operation was written field by field and read
+    /// back whole, a stalled store-to-load forward on every operation.
+    #[inline(always)]
+    pub fn next(&mut self, g: &ThreadGroup, rng: &mut SimRng) -> Next {
         if self.lookups_left > 0 {
             self.lookups_left -= 1;
             let slot = self.allocated - 1;
@@ -656,7 +661,7 @@ mod tests {
     #[test]
     fn long_busy_iteration_is_two_allocs_then_two_frees() {
         let g = long_busy_group();
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut rng = SimRng::seed_from_u64(1);
         let mut s = ThreadScript::new(0);
         let seq: Vec<Next> = (0..5).map(|_| s.next(&g, &mut rng)).collect();
         assert_eq!(
@@ -686,7 +691,7 @@ mod tests {
             think_ns: 5.0,
             ..ThreadGroup::default()
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut rng = SimRng::seed_from_u64(1);
         let mut s = ThreadScript::new(0);
         let seq: Vec<Next> = (0..6).map(|_| s.next(&g, &mut rng)).collect();
         assert_eq!(
