@@ -227,7 +227,9 @@ pub fn attach_all(
     let config = probe_config(&tracefs_root, kernel_btf, &options);
     let aya_btf = Btf::from_sys_fs().ok();
     // Possible CPUs, as the kernel allocates per-CPU map values for each of them.
-    let possible_cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1);
+    // Unreadable (it never is on a real kernel): assume a large machine, so the per-CPU table
+    // stays within its memory budget; the shared table takes the locks it has no room for.
+    let possible_cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1024);
     let mut ebpf = EbpfLoader::new()
         .btf(aya_btf.as_ref())
         .override_global("CONFIG", &config, true)
