@@ -911,27 +911,30 @@ fn overhead(args: &BenchArgs) -> Result<()> {
     // What the program run times add to each op, against the untraced CPU per op: a steadier
     // figure than the A/B difference on a busy machine (it leaves out the tracepoint dispatch,
     // which the empty program's row bounds from below).
-    for (workload, stats) in &bpf_stats {
-        let ours: Vec<&ProgramStats> = stats
-            .iter()
-            .filter(|p| p.name.starts_with("vmap-trace "))
-            .collect();
-        let ns_per_op: f64 = ours.iter().map(|p| p.ns_per_op()).sum();
-        let runs_per_op: f64 = ours.iter().map(|p| p.runs_per_op()).sum();
-        let base_cpu = median(
-            &mut untraced
-                .get(workload)
-                .map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>())
-                .unwrap_or_default(),
-        );
-        let floor = stats
-            .iter()
-            .find(|p| p.name.ends_with(FLOOR_ROW))
-            .map(|p| p.ns_per_run() * runs_per_op);
+    // In the order of --workloads, as the tables above.
+    let shares: Vec<(&String, ProgramShare)> = bpf_stats
+        .iter()
+        .map(|(workload, stats)| {
+            let base_cpu = median(
+                &mut untraced
+                    .get(workload)
+                    .map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>())
+                    .unwrap_or_default(),
+            );
+            (workload, ProgramShare::new(stats, base_cpu))
+        })
+        .collect();
+    for (workload, share) in &shares {
+        let ProgramShare {
+            runs_per_op,
+            ns_per_op,
+            base_cpu,
+            ..
+        } = *share;
         println!(
             "- {workload}: vmap-trace's programs run {runs_per_op:.2} times and {ns_per_op:.0} ns per op = {:.2}% of the untraced {base_cpu:.0} CPU ns per op{}",
             ns_per_op / base_cpu * 100.0,
-            floor.map_or(String::new(), |f| format!(
+            share.floor_ns_per_op.map_or(String::new(), |f| format!(
                 "; empty programs on the same hits: {f:.0} ns per op ({:.2}%); beyond them: {:.0} ns per op ({:.2}%)",
                 f / base_cpu * 100.0,
                 ns_per_op - f,
@@ -959,29 +962,10 @@ fn overhead(args: &BenchArgs) -> Result<()> {
             |r: Option<(f64, f64, f64)>| r.map(|(_, lo, hi)| (1.0 - lo).max(hi - 1.0) * 100.0);
         let noise = noise_of(cpu(Tracer::Control));
         let system_noise = noise_of(system(Tracer::Control));
-        // A lower bound of what the programs add: their run time beyond an empty program's on
-        // the same number of hits (bpf_stats' own clock reads are in both; the dispatch, the
-        // same for any program, in neither).
-        let beyond_floor_pct =
-            bpf_stats
-                .iter()
-                .find(|(w, _)| w == workload)
-                .and_then(|(_, stats)| {
-                    let ours = stats.iter().filter(|p| p.name.starts_with("vmap-trace "));
-                    let ns: f64 = ours.clone().map(|p| p.ns_per_op()).sum();
-                    let runs: f64 = ours.map(|p| p.runs_per_op()).sum();
-                    let floor = stats
-                        .iter()
-                        .find(|p| p.name.ends_with(FLOOR_ROW))?
-                        .ns_per_run();
-                    let base = median(
-                        &mut untraced
-                            .get(workload)
-                            .map(|b| b.iter().map(|x| x.1).collect::<Vec<f64>>())
-                            .unwrap_or_default(),
-                    );
-                    Some((ns - floor * runs) / base * 100.0)
-                });
+        let beyond_floor_pct = shares
+            .iter()
+            .find(|(w, _)| *w == workload)
+            .and_then(|(_, share)| share.beyond_floor_pct());
         let ab_verdict = |ab: f64, noise: Option<f64>| -> String {
             match noise {
                 Some(n) if ab.abs() <= n => {
@@ -992,6 +976,12 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 None if ab <= 1.0 => "met (no A/A control run)".to_string(),
                 None => "MISSED (no A/A control run)".to_string(),
             }
+        };
+        // Cheaper than perf: the difference of two A/B medians, against the A/A spread.
+        let cheaper_verdict = |diff: f64, noise: Option<f64>| match noise {
+            Some(n) if diff.abs() <= n => "not resolved by the A/B runs on this machine",
+            _ if diff < 0.0 => "met",
+            _ => "MISSED",
         };
         for t in [Tracer::Record, Tracer::Daemon] {
             let Some((r, _, _)) = cpu(t) else { continue };
@@ -1015,12 +1005,7 @@ fn overhead(args: &BenchArgs) -> Result<()> {
             }
             println!("{line}");
             if let Some((perf, _, _)) = cpu(Tracer::PerfLock) {
-                let diff = (r - perf) * 100.0;
-                let verdict = match noise {
-                    Some(n) if diff.abs() <= n => "not resolved by the A/B runs on this machine",
-                    _ if diff < 0.0 => "met",
-                    _ => "MISSED",
-                };
+                let verdict = cheaper_verdict((r - perf) * 100.0, noise);
                 let mut line = format!(
                     "- {workload}, {} vs perf lock record -a: process CPU {ab:+.2}% vs {:+.2}% -> cheaper: {verdict}",
                     t.label(),
@@ -1028,14 +1013,7 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 );
                 if let (Some((sr, _, _)), Some((sp, _, _))) = (system(t), system(Tracer::PerfLock))
                 {
-                    let diff = (sr - sp) * 100.0;
-                    let verdict = match system_noise {
-                        Some(n) if diff.abs() <= n => {
-                            "not resolved by the A/B runs on this machine"
-                        }
-                        _ if diff < 0.0 => "met",
-                        _ => "MISSED",
-                    };
+                    let verdict = cheaper_verdict((sr - sp) * 100.0, system_noise);
                     line += &format!(
                         "; all CPUs {:+.2}% vs {:+.2}% (perf's own process included) -> cheaper: {verdict}",
                         (sr - 1.0) * 100.0,
@@ -1077,6 +1055,42 @@ impl ProgramStats {
 }
 
 const FLOOR_ROW: &str = "empty action (every hook, floor)";
+
+/// vmap-trace's programs' run time per op of one workload, the empty programs' on as many
+/// hits, and the untraced CPU per op they compare with.
+#[derive(Clone, Copy)]
+struct ProgramShare {
+    runs_per_op: f64,
+    ns_per_op: f64,
+    floor_ns_per_op: Option<f64>,
+    base_cpu: f64,
+}
+
+impl ProgramShare {
+    fn new(stats: &[ProgramStats], base_cpu: f64) -> ProgramShare {
+        let ours = stats.iter().filter(|p| p.name.starts_with("vmap-trace "));
+        let ns_per_op = ours.clone().map(|p| p.ns_per_op()).sum();
+        let runs_per_op = ours.map(|p| p.runs_per_op()).sum();
+        let floor_ns_per_op = stats
+            .iter()
+            .find(|p| p.name.ends_with(FLOOR_ROW))
+            .map(|p| p.ns_per_run() * runs_per_op);
+        ProgramShare {
+            runs_per_op,
+            ns_per_op,
+            floor_ns_per_op,
+            base_cpu,
+        }
+    }
+
+    /// A lower bound of what the programs add, in % of the untraced CPU per op: their run
+    /// time beyond empty programs' on the same number of hits (bpf_stats' own clock reads are
+    /// in both; the dispatch, the same for any program, in neither).
+    fn beyond_floor_pct(&self) -> Option<f64> {
+        self.floor_ns_per_op
+            .map(|f| (self.ns_per_op - f) / self.base_cpu * 100.0)
+    }
+}
 
 /// With `kernel.bpf_stats_enabled`, run the workload under the daemon (and under the empty
 /// bpftrace script) and read each program's run count and run time from the holder's fdinfo.
