@@ -306,24 +306,40 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
     }
 }
 
-/// Look up `key`, inserting `zero` first if absent; counts a loss when the map is full.
+/// The two operations the hash maps share (aya-ebpf gives each map type its own methods).
+trait KeyedMap<K, V> {
+    fn lookup(&self, key: &K) -> Option<*mut V>;
+    /// Insert `value` under a key not yet present; false if it was (EEXIST) or if there is no
+    /// room.
+    fn insert_new(&self, key: &K, value: &V) -> bool;
+}
+
+macro_rules! keyed_map {
+    ($($map:ident),*) => {$(
+        impl<K, V> KeyedMap<K, V> for $map<K, V> {
+            #[inline(always)]
+            fn lookup(&self, key: &K) -> Option<*mut V> {
+                self.get_ptr_mut(key)
+            }
+            #[inline(always)]
+            fn insert_new(&self, key: &K, value: &V) -> bool {
+                self.insert(key, value, BPF_NOEXIST as u64).is_ok()
+            }
+        }
+    )*};
+}
+keyed_map!(HashMap, LruHashMap, PerCpuHashMap);
+
+/// Look up `key`, inserting `zero` first if absent: the entry (None when the map has no room
+/// for it) and whether this call inserted it.
 #[inline(always)]
-fn get_or_insert<K, V>(
-    map: &HashMap<K, V>,
-    key: &K,
-    zero: &V,
-    full: LossCounter,
-) -> Option<*mut V> {
-    if let Some(p) = map.get_ptr_mut(key) {
-        return Some(p);
+fn get_or_insert<K, V>(map: &impl KeyedMap<K, V>, key: &K, zero: &V) -> (Option<*mut V>, bool) {
+    if let Some(p) = map.lookup(key) {
+        return (Some(p), false);
     }
-    // EEXIST means another CPU inserted it meanwhile: fine, look it up again.
-    let _ = map.insert(key, zero, BPF_NOEXIST as u64);
-    let p = map.get_ptr_mut(key);
-    if p.is_none() {
-        lost(full);
-    }
-    p
+    // A failed insert may be EEXIST (another CPU inserted it meanwhile): look it up again.
+    let inserted = map.insert_new(key, zero);
+    (map.lookup(key), inserted)
 }
 
 /// `get_or_insert` for an LRU map: a full map evicts its coldest key rather than refusing,
@@ -337,32 +353,24 @@ fn lru_get_or_insert<K, V>(
     seen: OpCounter,
     failed: LossCounter,
 ) -> Option<*mut V> {
-    if let Some(p) = map.get_ptr_mut(key) {
-        return Some(p);
-    }
-    // EEXIST means another CPU inserted it meanwhile: fine, look it up again.
-    if map.insert(key, zero, BPF_NOEXIST as u64).is_ok() {
+    let (p, inserted) = get_or_insert(map, key, zero);
+    if inserted {
         percpu_add(&OP_COUNTS, seen as u32, 1);
     }
-    let p = map.get_ptr_mut(key);
     if p.is_none() {
         lost(failed);
     }
     p
 }
 
-/// This CPU's stats of `key` in `LOCK_WAITS_PER_CPU`, inserted if new; None once it is full.
+/// This CPU's stats of `key` in `LOCK_WAITS_PER_CPU`, inserted if new; None once it is full
+/// and `key` is not in it.
 #[inline(always)]
 fn per_cpu_lock_stats(cpu: &mut CpuContention, key: &LockKey) -> Option<*mut WaitStats> {
-    if let Some(p) = LOCK_WAITS_PER_CPU.get_ptr_mut(key) {
-        return Some(p);
-    }
     if cpu.lock_map_full != 0 {
-        return None;
+        return LOCK_WAITS_PER_CPU.lookup(key);
     }
-    // EEXIST means another CPU inserted it meanwhile: fine, look it up again.
-    let _ = LOCK_WAITS_PER_CPU.insert(key, &WaitStats::ZERO, BPF_NOEXIST as u64);
-    let p = LOCK_WAITS_PER_CPU.get_ptr_mut(key);
+    let (p, _) = get_or_insert(&LOCK_WAITS_PER_CPU, key, &WaitStats::ZERO);
     if p.is_none() {
         cpu.lock_map_full = 1;
     }
@@ -795,12 +803,11 @@ fn lock_release_enter(lock_addr: u64) {
     } else {
         called
     };
-    if let Some(t) = get_or_insert(
-        &LOCK_TIMING,
-        &id,
-        &LockTiming::ZERO,
-        LossCounter::LockMapFull,
-    ) {
+    let (timing, _) = get_or_insert(&LOCK_TIMING, &id, &LockTiming::ZERO);
+    if timing.is_none() {
+        lost(LossCounter::LockMapFull);
+    }
+    if let Some(t) = timing {
         let t = unsafe { &mut *t };
         add_wait(&mut t.wait, acquired - called);
         add_wait(&mut t.hold, now.saturating_sub(acquired));
