@@ -30,10 +30,10 @@ use aya_ebpf::{
 use vmap_trace_common::{
     lock_flags, log2_bucket, stack_hash, stack_options, ContentionStart, CpuContention, EventArgs,
     LazyGauge, LockEnter, LockKey, LockTiming, LossCounter, OpCounter, ProbeConfig, StackFrames,
-    StackKey, StackSampler, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH, FUNC_SLOTS,
-    LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS, MAX_LOCKS, MAX_STACKS, MAX_STACK_DEPTH,
-    MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS, MUTEX_SPIN_SLOT, OP_COUNTERS, SIZE_BUCKETS,
-    SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS, STACK_SAMPLE_WINDOW_NS, TIME_BUCKETS,
+    StackKey, StackSampler, TaskBatch, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH,
+    FUNC_SLOTS, LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS, MAX_LOCKS, MAX_STACKS,
+    MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS, MUTEX_SPIN_SLOT, OP_COUNTERS,
+    SIZE_BUCKETS, SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS, STACK_SAMPLE_WINDOW_NS, TIME_BUCKETS,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
@@ -593,14 +593,27 @@ fn record_contention<C: EbpfContext>(
 
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let task = match TASK_WAITS.get_ptr_mut(tid) {
-        Some(p) => Some(p),
-        // A task enters the table at its first sampled contention: under a thread or fork
-        // storm most contentions come from tasks not yet in it, and inserting each (an LRU
-        // eviction) cost more than the rest of the contention's bookkeeping together. Heavy
-        // waiters are sampled early; --stack-samples 0 counts every task from its first wait.
-        None if sampled.is_none() => None,
-        None => {
+    let batch = &mut cpu.task;
+    if batch.totals.count != 0 && batch.tid != tid {
+        flush_task_batch(batch);
+    }
+    if batch.totals.count == 0 {
+        batch.tid = tid;
+        batch.sampled = 0;
+    }
+    let b = &mut batch.totals;
+    b.count += 1;
+    b.total_ns += wait;
+    if wait > b.max_ns {
+        b.max_ns = wait;
+    }
+    // A task enters the table at its first sampled contention: under a thread or fork storm
+    // most contentions come from tasks not yet in it, and inserting each (an LRU eviction)
+    // cost more than the rest of the contention's bookkeeping together. Heavy waiters are
+    // sampled early; --stack-samples 0 counts every task from its first wait.
+    if sampled.is_some() && batch.sampled == 0 {
+        batch.sampled = 1;
+        if TASK_WAITS.get_ptr(&tid).is_none() {
             let fresh = TaskWait {
                 totals: WaitTotals::default(),
                 tgid: (pid_tgid >> 32) as u32,
@@ -609,17 +622,23 @@ fn record_contention<C: EbpfContext>(
             };
             percpu_add(&OP_COUNTS, OpCounter::TasksSeen as u32, 1);
             let _ = TASK_WAITS.insert(&tid, &fresh, BPF_NOEXIST as u64);
-            TASK_WAITS.get_ptr_mut(&tid)
         }
-    };
-    if let Some(t) = task {
-        // Plain adds: a task's entry is updated only by the task itself, on one CPU at a time
-        // (locked adds cost about 20 ns each here, on every contention).
-        let t = unsafe { &mut (*t).totals };
-        t.count += 1;
-        t.total_ns += wait;
-        racy_max(&mut t.max_ns, wait);
     }
+}
+
+/// Add a CPU's batch of one task's waits to the task's entry (dropped if the task is not in
+/// the table: never sampled, or evicted) and empty it.
+#[inline(always)]
+fn flush_task_batch(batch: &mut TaskBatch) {
+    if let Some(t) = TASK_WAITS.get_ptr_mut(&batch.tid) {
+        // Locked adds: a task that migrated can have batches on two CPUs, flushed at once.
+        // They cost once per batch, not per wait.
+        let t = unsafe { &mut (*t).totals };
+        atomic_add(&mut t.count, batch.totals.count);
+        atomic_add(&mut t.total_ns, batch.totals.total_ns);
+        racy_max(&mut t.max_ns, batch.totals.max_ns);
+    }
+    batch.totals = WaitTotals::default();
 }
 
 #[btf_tracepoint(function = "contention_begin")]

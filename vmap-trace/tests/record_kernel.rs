@@ -403,6 +403,53 @@ fn sampled_stacks_still_account_for_every_contention() {
     );
 }
 
+/// Sum of `field` over the recording's per-task rows and over its per-CPU rows.
+fn task_and_cpu_sums(p: &Value, field: &str) -> (u64, u64) {
+    let sum = |rows: &str| -> u64 {
+        p[rows]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[field].as_u64().unwrap())
+            .sum()
+    };
+    (sum("tasks"), sum("cpus"))
+}
+
+#[test]
+fn per_task_waits_add_up_to_the_per_cpu_waits() {
+    require_root!();
+    let dir = scratch();
+    // --stack-samples 0: every task is counted from its first wait. The kernel side gathers a
+    // task's consecutive waits per CPU and adds them to the task's entry when another task
+    // waits there; the recording adds the batches still open. pty has a handful of tasks, so
+    // the table does not evict.
+    let rec = dir.path().join("tasks.rec");
+    run(Command::new(BIN)
+        .args(["record", "--stack-samples", "0", "-o"])
+        .arg(&rec)
+        .args(["--", BIN, "stress", "pty", "--duration", "2", "--quiet"]));
+    let report = report_json(&rec);
+    let p = &report["profile"];
+    assert_eq!(p["losses"]["tasks_evicted"], 0, "{}", p["losses"]);
+    let (task_count, cpu_count) = task_and_cpu_sums(p, "count");
+    let (task_wait, cpu_wait) = task_and_cpu_sums(p, "total_ns");
+    eprintln!("tasks: {task_count} waits {task_wait} ns; CPUs: {cpu_count} waits {cpu_wait} ns");
+    assert!(
+        cpu_count > 1000,
+        "stress pty should contend thousands of times, saw {cpu_count}"
+    );
+    // Read moments apart while the system runs on: 1% slack.
+    assert!(
+        task_count <= cpu_count && task_count * 100 >= cpu_count * 99,
+        "per-task count {task_count} vs per-CPU {cpu_count}"
+    );
+    assert!(
+        task_wait <= cpu_wait && task_wait * 100 >= cpu_wait * 99,
+        "per-task wait {task_wait} vs per-CPU {cpu_wait}"
+    );
+}
+
 fn doctor() -> Value {
     serde_json::from_slice(&run(Command::new(BIN).args(["doctor", "--format", "json"])).stdout)
         .unwrap()

@@ -11,8 +11,8 @@ use aya::{
     Ebpf, Pod,
 };
 use vmap_trace_common::{
-    CpuContention, LazyGauge, LockKey, LossCounter, OpCounter, StackFrames, StackKey, TaskWait,
-    WaitStats, WaitTotals, MAX_STACK_DEPTH, OP_COUNTERS, SIZE_BUCKETS,
+    CpuContention, LazyGauge, LockKey, LossCounter, OpCounter, StackFrames, StackKey, TaskBatch,
+    TaskWait, WaitStats, WaitTotals, MAX_STACK_DEPTH, OP_COUNTERS, SIZE_BUCKETS,
 };
 
 use crate::kernel::{
@@ -67,6 +67,29 @@ fn per_cpu<'a, T: Pod>(ebpf: &'a Ebpf, name: &str) -> Result<PerCpuArray<&'a Map
 }
 
 /// Per-CPU values of slot `idx`.
+/// Add each CPU's batch of not yet flushed waits (`TaskBatch`) to its task's entry. A batch
+/// of a task not in the table is dropped, as the kernel side drops it when flushing.
+fn add_task_batches(tasks: &mut [TaskWaitSummary], batches: impl Iterator<Item = TaskBatch>) {
+    // A task that migrated can have a batch on several CPUs.
+    let mut by_tid: StdHashMap<u32, WaitTotals> = StdHashMap::new();
+    for b in batches.filter(|b| b.totals.count > 0) {
+        let t = by_tid.entry(b.tid).or_default();
+        t.count += b.totals.count;
+        t.total_ns += b.totals.total_ns;
+        t.max_ns = t.max_ns.max(b.totals.max_ns);
+    }
+    if by_tid.is_empty() {
+        return;
+    }
+    for task in tasks {
+        if let Some(b) = by_tid.get(&task.tid) {
+            task.count += b.count;
+            task.total_ns += b.total_ns;
+            task.max_ns = task.max_ns.max(b.max_ns);
+        }
+    }
+}
+
 fn per_cpu_values<T: Pod>(arr: &PerCpuArray<&MapData, T>, idx: u32) -> Result<Vec<T>> {
     Ok(arr
         .get(&idx, 0)
@@ -305,22 +328,6 @@ pub fn read(
     }
     stacks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
 
-    let cpu_values: Vec<WaitTotals> =
-        per_cpu_values(&per_cpu::<CpuContention>(ebpf, "CPU_CONTENTION")?, 0)?
-            .into_iter()
-            .map(|c| c.totals)
-            .collect();
-    let cpus = cpu_values
-        .iter()
-        .enumerate()
-        .map(|(cpu, t)| CpuWait {
-            cpu: cpu as u32,
-            count: t.count,
-            total_ns: t.total_ns,
-            max_ns: t.max_ns,
-        })
-        .collect();
-
     let task_map: HashMap<&MapData, u32, TaskWait> = HashMap::try_from(map(ebpf, "TASK_WAITS")?)?;
     let mut tasks = Vec::new();
     for entry in task_map.iter() {
@@ -334,6 +341,22 @@ pub fn read(
             max_ns: t.totals.max_ns,
         });
     }
+    let cpu_contention = per_cpu_values(&per_cpu::<CpuContention>(ebpf, "CPU_CONTENTION")?, 0)?;
+    let cpu_values: Vec<WaitTotals> = cpu_contention.iter().map(|c| c.totals).collect();
+    let cpus = cpu_values
+        .iter()
+        .enumerate()
+        .map(|(cpu, t)| CpuWait {
+            cpu: cpu as u32,
+            count: t.count,
+            total_ns: t.total_ns,
+            max_ns: t.max_ns,
+        })
+        .collect();
+
+    // CPU_CONTENTION is read after the task table: a batch flushed in between is missed by
+    // this read (the next read has it), never counted twice.
+    add_task_batches(&mut tasks, cpu_contention.iter().map(|c| c.task));
     tasks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
 
     let loss_arr = per_cpu::<u64>(ebpf, "LOSSES")?;
@@ -430,5 +453,43 @@ mod tests {
             trimmed[0].function.as_deref(),
             Some("queued_spin_lock_slowpath")
         );
+    }
+
+    #[test]
+    fn task_batches_add_to_their_tasks_entries_only() {
+        let task = |tid, count, total_ns, max_ns| TaskWaitSummary {
+            tid,
+            tgid: tid,
+            comm: "t".into(),
+            count,
+            total_ns,
+            max_ns,
+        };
+        let batch = |tid, count, total_ns, max_ns| TaskBatch {
+            tid,
+            sampled: 0,
+            totals: WaitTotals {
+                count,
+                total_ns,
+                max_ns,
+            },
+        };
+        let mut tasks = vec![task(10, 5, 500, 200), task(11, 1, 50, 50)];
+        let batches = [
+            batch(10, 2, 300, 250), // CPU 0
+            batch(12, 7, 700, 100), // a task not in the table: dropped
+            batch(10, 1, 10, 10),   // CPU 2: task 10 migrated
+            batch(11, 0, 0, 0),     // an empty batch (tid is stale)
+        ];
+        add_task_batches(&mut tasks, batches.into_iter());
+        assert_eq!(
+            (tasks[0].count, tasks[0].total_ns, tasks[0].max_ns),
+            (8, 810, 250)
+        );
+        assert_eq!(
+            (tasks[1].count, tasks[1].total_ns, tasks[1].max_ns),
+            (1, 50, 50)
+        );
+        assert_eq!(tasks.len(), 2);
     }
 }
