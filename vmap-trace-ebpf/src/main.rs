@@ -495,10 +495,8 @@ fn end_wait<C: EbpfContext>(ctx: &C, cpu: &mut CpuContention, lock_addr: u64) {
     let now = unsafe { bpf_ktime_get_ns() };
     // contention_end carries no flags: the per-CPU slots are checked first (a CPU with a spin
     // wait in flight is not sleeping on another lock), then the task map.
-    let spin = match take_spin_slot(cpu, SPIN_SLOT, lock_addr) {
-        Some(s) => Some(s),
-        None => take_spin_slot(cpu, MUTEX_SPIN_SLOT, lock_addr),
-    };
+    let spin = take_spin_slot(cpu, SPIN_SLOT, lock_addr)
+        .or_else(|| take_spin_slot(cpu, MUTEX_SPIN_SLOT, lock_addr));
     let start = match spin {
         Some(s) => s,
         None => {
