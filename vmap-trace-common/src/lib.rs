@@ -219,7 +219,20 @@ pub struct CpuContention {
     pub totals: WaitTotals,
     /// The current task's waits not yet added to its `TASK_WAITS` entry (see `TaskBatch`).
     pub task: TaskBatch,
+    /// The keys of this CPU's hot locks, in one cache line (a `lock_addr` of 0: a free slot;
+    /// slots are taken in order). The first `HOT_LOCKS` locks to reach `HOT_LOCK_AFTER` waits
+    /// on this CPU count their later waits in `hot_waits`, found by comparing keys instead of
+    /// hashing into `LOCK_WAITS_PER_CPU`. A slot is never given up, so its counts only grow;
+    /// readers add slots and map entries.
+    pub hot_keys: [LockKey; HOT_LOCKS],
+    pub hot_waits: [WaitStats; HOT_LOCKS],
 }
+
+/// Slots of `CpuContention::hot_keys`.
+pub const HOT_LOCKS: usize = 4;
+/// Waits a lock must have had on a CPU (in its `LOCK_WAITS_PER_CPU` entry) before it may take
+/// a free hot slot there: locks that contend once after attach do not take the slots for good.
+pub const HOT_LOCK_AFTER: u64 = 64;
 
 /// Consecutive waits of one task on one CPU, gathered before they go to the task's
 /// `TASK_WAITS` entry: the entry is looked up once per run of waits instead of once per wait
@@ -274,6 +287,12 @@ pub struct WaitStats {
     pub total_ns: u64,
     pub max_ns: u64,
     pub hist: [u64; TIME_BUCKETS],
+}
+
+impl Default for WaitStats {
+    fn default() -> Self {
+        WaitStats::ZERO
+    }
 }
 
 impl WaitStats {

@@ -31,9 +31,10 @@ use vmap_trace_common::{
     lock_flags, log2_bucket, stack_hash, stack_options, ContentionStart, CpuContention, EventArgs,
     LazyGauge, LockEnter, LockKey, LockTiming, LossCounter, OpCounter, ProbeConfig, StackFrames,
     StackKey, StackSampler, TaskBatch, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH,
-    FUNC_SLOTS, LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS, MAX_LOCKS, MAX_STACKS,
-    MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS, MUTEX_SPIN_SLOT, OP_COUNTERS,
-    SIZE_BUCKETS, SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS, STACK_SAMPLE_WINDOW_NS, TIME_BUCKETS,
+    FUNC_SLOTS, HOT_LOCKS, HOT_LOCK_AFTER, LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS,
+    MAX_LOCKS, MAX_STACKS, MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS,
+    MUTEX_SPIN_SLOT, OP_COUNTERS, SIZE_BUCKETS, SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS,
+    STACK_SAMPLE_WINDOW_NS, TIME_BUCKETS,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
@@ -363,6 +364,33 @@ fn lru_get_or_insert<K, V>(
     p
 }
 
+/// The hot slot of `key` on this CPU (see `CpuContention::hot_keys`), if it has one. Slots
+/// are taken in order, so the first free one ends the search.
+#[inline(always)]
+fn hot_lock_slot(cpu: &CpuContention, key: &LockKey) -> Option<usize> {
+    for i in 0..HOT_LOCKS {
+        let k = &cpu.hot_keys[i];
+        if k.lock_addr == key.lock_addr && k.flags == key.flags {
+            return Some(i);
+        }
+        if k.lock_addr == 0 {
+            return None;
+        }
+    }
+    None
+}
+
+/// Give `key` (not in a hot slot) this CPU's first free hot slot, if any is left.
+#[inline(always)]
+fn take_hot_slot(cpu: &mut CpuContention, key: &LockKey) {
+    for k in cpu.hot_keys.iter_mut() {
+        if k.lock_addr == 0 {
+            *k = *key;
+            return;
+        }
+    }
+}
+
 /// This CPU's stats of `key` in `LOCK_WAITS_PER_CPU`, inserted if new; None once it is full
 /// and `key` is not in it.
 #[inline(always)]
@@ -531,19 +559,32 @@ fn record_contention<C: EbpfContext>(
         flags: start.flags,
         _pad: 0,
     };
-    match per_cpu_lock_stats(cpu, &key) {
-        Some(s) => add_wait_this_cpu(unsafe { &mut *s }, wait),
-        None => {
-            if let Some(s) = lru_get_or_insert(
-                &LOCK_WAITS,
-                &key,
-                &WaitStats::ZERO,
-                OpCounter::SharedLockKeysSeen,
-                LossCounter::LockMapFull,
-            ) {
-                add_wait(unsafe { &mut *s }, wait);
+    match hot_lock_slot(cpu, &key) {
+        Some(i) => {
+            if let Some(s) = cpu.hot_waits.get_mut(i) {
+                add_wait_this_cpu(s, wait);
             }
         }
+        None => match per_cpu_lock_stats(cpu, &key) {
+            Some(s) => {
+                let s = unsafe { &mut *s };
+                add_wait_this_cpu(s, wait);
+                if s.count >= HOT_LOCK_AFTER {
+                    take_hot_slot(cpu, &key);
+                }
+            }
+            None => {
+                if let Some(s) = lru_get_or_insert(
+                    &LOCK_WAITS,
+                    &key,
+                    &WaitStats::ZERO,
+                    OpCounter::SharedLockKeysSeen,
+                    LossCounter::LockMapFull,
+                ) {
+                    add_wait(unsafe { &mut *s }, wait);
+                }
+            }
+        },
     }
 
     let options = config!(stack_options);

@@ -382,7 +382,7 @@ fn task_and_cpu_sums(p: &Value, field: &str) -> (u64, u64) {
 }
 
 #[test]
-fn per_task_waits_add_up_to_the_per_cpu_waits() {
+fn per_task_and_per_lock_waits_add_up_to_the_per_cpu_waits() {
     require_root!();
     let dir = scratch();
     // --stack-samples 0: every task is counted from its first wait. The kernel side gathers a
@@ -412,6 +412,19 @@ fn per_task_waits_add_up_to_the_per_cpu_waits() {
     assert!(
         task_wait <= cpu_wait && task_wait * 100 >= cpu_wait * 99,
         "per-task wait {task_wait} vs per-CPU {cpu_wait}"
+    );
+    // Per lock: tty_mutex and the like pass HOT_LOCK_AFTER waits on each CPU within
+    // milliseconds and are counted in the CPUs' hot slots from then on; the recording adds
+    // those to the per-lock map entries.
+    let (_, lock_count) = stack_and_lock_sums(p, "count");
+    let (_, lock_wait) = stack_and_lock_sums(p, "total_ns");
+    assert!(
+        lock_count.abs_diff(cpu_count) * 100 <= cpu_count,
+        "per-lock count {lock_count} vs per-CPU {cpu_count}"
+    );
+    assert!(
+        lock_wait.abs_diff(cpu_wait) * 100 <= cpu_wait,
+        "per-lock wait {lock_wait} vs per-CPU {cpu_wait}"
     );
 }
 

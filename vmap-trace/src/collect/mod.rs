@@ -67,6 +67,23 @@ fn per_cpu<'a, T: Pod>(ebpf: &'a Ebpf, name: &str) -> Result<PerCpuArray<&'a Map
 }
 
 /// Per-CPU values of slot `idx`.
+/// Add each CPU's hot lock slots (`CpuContention::hot_keys`) to the per-lock waits.
+fn add_hot_lock_waits(
+    lock_waits: &mut BTreeMap<(u64, u32), WaitHistogram>,
+    cpus: &[CpuContention],
+) {
+    for cpu in cpus {
+        for (k, w) in cpu.hot_keys.iter().zip(&cpu.hot_waits) {
+            if k.lock_addr != 0 && w.count > 0 {
+                lock_waits
+                    .entry((k.lock_addr, k.flags))
+                    .or_default()
+                    .add(&wait_histogram(w));
+            }
+        }
+    }
+}
+
 /// Add each CPU's batch of not yet flushed waits (`TaskBatch`) to its task's entry. A batch
 /// of a task not in the table is dropped, as the kernel side drops it when flushing.
 fn add_task_batches(tasks: &mut [TaskWaitSummary], batches: impl Iterator<Item = TaskBatch>) {
@@ -266,7 +283,39 @@ pub fn read(
         lazy_pages_peak: lazy.iter().map(|g| g.nr_lazy_peak).max().unwrap_or(0),
     };
 
-    // Per lock: all CPUs of the per-CPU map, plus the shared map for locks that found it full.
+    let task_map: HashMap<&MapData, u32, TaskWait> = HashMap::try_from(map(ebpf, "TASK_WAITS")?)?;
+    let mut tasks = Vec::new();
+    for entry in task_map.iter() {
+        let (tid, t) = entry.context("reading TASK_WAITS")?;
+        tasks.push(TaskWaitSummary {
+            tid,
+            tgid: t.tgid,
+            comm: comm_text(&t.comm),
+            count: t.totals.count,
+            total_ns: t.totals.total_ns,
+            max_ns: t.totals.max_ns,
+        });
+    }
+    let cpu_contention = per_cpu_values(&per_cpu::<CpuContention>(ebpf, "CPU_CONTENTION")?, 0)?;
+    let cpu_values: Vec<WaitTotals> = cpu_contention.iter().map(|c| c.totals).collect();
+    let cpus = cpu_values
+        .iter()
+        .enumerate()
+        .map(|(cpu, t)| CpuWait {
+            cpu: cpu as u32,
+            count: t.count,
+            total_ns: t.total_ns,
+            max_ns: t.max_ns,
+        })
+        .collect();
+
+    // CPU_CONTENTION is read after the task table: a batch flushed in between is missed by
+    // this read (the next read has it), never counted twice.
+    add_task_batches(&mut tasks, cpu_contention.iter().map(|c| c.task));
+    tasks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+
+    // Per lock: all CPUs of the per-CPU map, their hot slots in CPU_CONTENTION, plus the shared
+    // map for locks that found it full.
     let mut lock_waits: BTreeMap<(u64, u32), WaitHistogram> = BTreeMap::new();
     let per_cpu_map: PerCpuHashMap<&MapData, LockKey, WaitStats> =
         PerCpuHashMap::try_from(map(ebpf, "LOCK_WAITS_PER_CPU")?)?;
@@ -277,6 +326,7 @@ pub fn read(
             .or_default()
             .add(&sum_cpus(&cpus));
     }
+    add_hot_lock_waits(&mut lock_waits, &cpu_contention);
     let shared_map: HashMap<&MapData, LockKey, WaitStats> =
         HashMap::try_from(map(ebpf, "LOCK_WAITS")?)?;
     let mut shared_keys = 0u64;
@@ -327,37 +377,6 @@ pub fn read(
         });
     }
     stacks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
-
-    let task_map: HashMap<&MapData, u32, TaskWait> = HashMap::try_from(map(ebpf, "TASK_WAITS")?)?;
-    let mut tasks = Vec::new();
-    for entry in task_map.iter() {
-        let (tid, t) = entry.context("reading TASK_WAITS")?;
-        tasks.push(TaskWaitSummary {
-            tid,
-            tgid: t.tgid,
-            comm: comm_text(&t.comm),
-            count: t.totals.count,
-            total_ns: t.totals.total_ns,
-            max_ns: t.totals.max_ns,
-        });
-    }
-    let cpu_contention = per_cpu_values(&per_cpu::<CpuContention>(ebpf, "CPU_CONTENTION")?, 0)?;
-    let cpu_values: Vec<WaitTotals> = cpu_contention.iter().map(|c| c.totals).collect();
-    let cpus = cpu_values
-        .iter()
-        .enumerate()
-        .map(|(cpu, t)| CpuWait {
-            cpu: cpu as u32,
-            count: t.count,
-            total_ns: t.total_ns,
-            max_ns: t.max_ns,
-        })
-        .collect();
-
-    // CPU_CONTENTION is read after the task table: a batch flushed in between is missed by
-    // this read (the next read has it), never counted twice.
-    add_task_batches(&mut tasks, cpu_contention.iter().map(|c| c.task));
-    tasks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
 
     let loss_arr = per_cpu::<u64>(ebpf, "LOSSES")?;
     let loss =
@@ -491,5 +510,36 @@ mod tests {
             (1, 50, 50)
         );
         assert_eq!(tasks.len(), 2);
+    }
+
+    #[test]
+    fn hot_lock_slots_add_to_the_per_lock_waits() {
+        let stats = |count, total_ns, max_ns, bucket: usize| {
+            let mut w = WaitStats::ZERO;
+            (w.count, w.total_ns, w.max_ns) = (count, total_ns, max_ns);
+            w.hist[bucket] = count;
+            w
+        };
+        let key = |lock_addr, flags| LockKey {
+            lock_addr,
+            flags,
+            _pad: 0,
+        };
+        let mut cpu0 = CpuContention::default();
+        cpu0.hot_keys[0] = key(0x1000, 2);
+        cpu0.hot_waits[0] = stats(3, 300, 150, 7);
+        cpu0.hot_keys[1] = key(0x2000, 1);
+        cpu0.hot_waits[1] = stats(0, 0, 0, 0); // taken, no wait yet
+        let mut cpu1 = CpuContention::default();
+        cpu1.hot_keys[0] = key(0x1000, 2);
+        cpu1.hot_waits[0] = stats(2, 50, 40, 5);
+        // The same lock in the per-CPU hash map (its waits before it took the slots).
+        let mut waits = BTreeMap::new();
+        waits.insert((0x1000, 2), wait_histogram(&stats(64, 640, 30, 3)));
+        add_hot_lock_waits(&mut waits, &[cpu0, cpu1]);
+        assert_eq!(waits.len(), 1, "{waits:?}");
+        let w = &waits[&(0x1000, 2)];
+        assert_eq!((w.count, w.total_ns, w.max_ns), (69, 990, 150));
+        assert_eq!(w.hist.total(), 69);
     }
 }
