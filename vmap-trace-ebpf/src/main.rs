@@ -623,12 +623,7 @@ fn record_contention<C: EbpfContext>(
         }
     }
 
-    let t = &mut cpu.totals;
-    t.count += 1;
-    t.total_ns += wait;
-    if wait > t.max_ns {
-        t.max_ns = wait;
-    }
+    add_wait_totals(&mut cpu.totals, wait);
 
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
@@ -640,12 +635,7 @@ fn record_contention<C: EbpfContext>(
         batch.tid = tid;
         batch.sampled = 0;
     }
-    let b = &mut batch.totals;
-    b.count += 1;
-    b.total_ns += wait;
-    if wait > b.max_ns {
-        b.max_ns = wait;
-    }
+    add_wait_totals(&mut batch.totals, wait);
     // A task enters the table at its first sampled contention: under a thread or fork storm
     // most contentions come from tasks not yet in it, and inserting each (an LRU eviction)
     // cost more than the rest of the contention's bookkeeping together. Heavy waiters are
@@ -662,6 +652,16 @@ fn record_contention<C: EbpfContext>(
             percpu_add(&OP_COUNTS, OpCounter::TasksSeen as u32, 1);
             let _ = TASK_WAITS.insert(&tid, &fresh, BPF_NOEXIST as u64);
         }
+    }
+}
+
+/// One wait into totals only this CPU writes (plain adds).
+#[inline(always)]
+fn add_wait_totals(t: &mut WaitTotals, wait: u64) {
+    t.count += 1;
+    t.total_ns += wait;
+    if wait > t.max_ns {
+        t.max_ns = wait;
     }
 }
 

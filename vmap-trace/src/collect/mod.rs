@@ -66,7 +66,6 @@ fn per_cpu<'a, T: Pod>(ebpf: &'a Ebpf, name: &str) -> Result<PerCpuArray<&'a Map
     PerCpuArray::try_from(map(ebpf, name)?).with_context(|| format!("map {name}"))
 }
 
-/// Per-CPU values of slot `idx`.
 /// Add each CPU's hot lock slots (`CpuContention::hot_keys`) to the per-lock waits.
 fn add_hot_lock_waits(
     lock_waits: &mut BTreeMap<(u64, u32), WaitHistogram>,
@@ -107,6 +106,7 @@ fn add_task_batches(tasks: &mut [TaskWaitSummary], batches: impl Iterator<Item =
     }
 }
 
+/// Per-CPU values of slot `idx`.
 fn per_cpu_values<T: Pod>(arr: &PerCpuArray<&MapData, T>, idx: u32) -> Result<Vec<T>> {
     Ok(arr
         .get(&idx, 0)
