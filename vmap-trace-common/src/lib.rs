@@ -156,7 +156,23 @@ pub struct ProbeConfig {
     /// depth); beyond this rate one short wait in N is captured and stands for N (waits of
     /// `STACK_SAMPLE_ALWAYS_NS` and more are always captured).
     pub stack_samples: u32,
+    /// Contentions of locks that are not vmap locks: one in `other_lock_period` per CPU is
+    /// timed and counted `other_lock_period` times (0 or 1: every one, nothing filtered).
+    /// Under a workload whose contention is on other locks (tty_mutex under `stress pty`),
+    /// timing every wait was most of what tracing cost; the vmap locks are always timed.
+    pub other_lock_period: u32,
+    pub _pad: u32,
+    /// The static vmap locks' addresses (0: unused), and the `vmap_nodes` array's locks as
+    /// the address range `[vmap_nodes_start, vmap_nodes_end)` (empty when there is none).
+    pub vmap_lock_addrs: [u64; STATIC_VMAP_LOCKS],
+    pub vmap_nodes_start: u64,
+    pub vmap_nodes_end: u64,
 }
+
+/// Static vmap locks `ProbeConfig` can name (legacy: four; node-sharded: two).
+pub const STATIC_VMAP_LOCKS: usize = 4;
+/// `--sample-other-locks` by default: one contention in 8 of locks other than the vmap locks.
+pub const DEFAULT_OTHER_LOCK_PERIOD: u32 = 8;
 
 /// Frames captured per contended stack by default (`--stack-depth`).
 pub const DEFAULT_STACK_DEPTH: u32 = MAX_STACK_DEPTH as u32;
@@ -207,6 +223,10 @@ pub struct CpuContention {
     /// Set once an insert into the per-CPU lock map failed for lack of room: nothing is ever
     /// deleted from it, so it stays full and later new locks go straight to the shared map.
     pub lock_map_full: u32,
+    /// Contentions of other locks than the vmap locks since this CPU last timed one
+    /// (`ProbeConfig::other_lock_period`).
+    pub other_seen: u32,
+    pub _pad: u32,
     /// Spinning waits in flight (a spinning task cannot migrate): `SPIN_SLOT` for spinlocks
     /// and rwlocks, `MUTEX_SPIN_SLOT` for a mutex's optimistic spin, which runs with
     /// preemption off and is where nearly every mutex wait ends (tty_mutex under `stress
@@ -266,7 +286,9 @@ pub struct ContentionStart {
     pub lock_addr: u64,
     pub start_ns: u64,
     pub flags: u32,
-    pub _pad: u32,
+    /// Contentions this wait stands for (`ProbeConfig::other_lock_period`); 0: a wait that is
+    /// not timed, kept in a spin slot only so that its end is recognised and skipped cheaply.
+    pub weight: u32,
 }
 
 /// Key of the per-lock wait map: one lock address seen with one set of flags.

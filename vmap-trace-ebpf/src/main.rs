@@ -34,7 +34,7 @@ use vmap_trace_common::{
     FUNC_SLOTS, HOT_LOCKS, HOT_LOCK_AFTER, LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS,
     MAX_LOCKS, MAX_STACKS, MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS,
     MUTEX_SPIN_SLOT, OP_COUNTERS, SIZE_BUCKETS, SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS,
-    STACK_SAMPLE_WINDOW_NS, TIME_BUCKETS,
+    STACK_SAMPLE_WINDOW_NS, STATIC_VMAP_LOCKS, TIME_BUCKETS,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
@@ -46,6 +46,11 @@ static CONFIG: ProbeConfig = ProbeConfig {
     stack_options: 0,
     stack_depth: 0,
     stack_samples: 0,
+    other_lock_period: 0,
+    _pad: 0,
+    vmap_lock_addrs: [0; STATIC_VMAP_LOCKS],
+    vmap_nodes_start: 0,
+    vmap_nodes_end: 0,
 };
 
 const NO_ARGS: EventArgs = EventArgs {
@@ -255,7 +260,8 @@ classic_tracepoint!("tracepoint/vmalloc/purge_vmap_area_lazy", fn tp_purge_vmap_
 /// sleep is keyed by task; unlike it, a mutex's optimistic spin (SPIN|MUTEX, preemption off)
 /// also uses a per-CPU slot, and only a wait that then sleeps (its second begin, MUTEX) moves
 /// to the task map, keeping its first timestamp and flags. A nested begin for a wait already
-/// in flight keeps the first one.
+/// in flight keeps the first one. Waits on other locks than the vmap locks are mostly not
+/// timed (see `wait_weight`): no clock read, and their ends are skipped.
 #[inline(always)]
 fn on_contention_begin(lock_addr: u64, flags: u32) {
     let Some(cpu) = CPU_CONTENTION.get_ptr_mut(0) else {
@@ -265,31 +271,63 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
     if cpu.in_contention_end != 0 {
         return; // our own maps' locks, inside contention_end: see CpuContention
     }
-    let mut start = ContentionStart {
-        lock_addr,
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        flags,
-        _pad: 0,
-    };
     if flags & lock_flags::SPIN != 0 {
         let idx = if flags & lock_flags::MUTEX != 0 {
             MUTEX_SPIN_SLOT
         } else {
             SPIN_SLOT
         };
+        let weight = wait_weight(cpu, lock_addr);
         let slot = &mut cpu.spin[idx];
-        if slot.lock_addr == 0 || start.start_ns.wrapping_sub(slot.start_ns) > SPIN_SLOT_STALE_NS {
-            *slot = start;
+        if weight == 0 {
+            // Not timed: no clock read. The marker lets contention_end skip the wait without
+            // a task map lookup; a timed begin may overwrite it (its start_ns of 0 is stale).
+            if slot.lock_addr == 0 {
+                *slot = ContentionStart {
+                    lock_addr,
+                    start_ns: 0,
+                    flags,
+                    weight: 0,
+                };
+            }
+            return;
+        }
+        let start_ns = unsafe { bpf_ktime_get_ns() };
+        if slot.lock_addr == 0 || start_ns.wrapping_sub(slot.start_ns) > SPIN_SLOT_STALE_NS {
+            *slot = ContentionStart {
+                lock_addr,
+                start_ns,
+                flags,
+                weight,
+            };
         }
         return;
     }
-    if flags & lock_flags::MUTEX != 0 {
-        // The optimistic spin failed and the task is about to sleep: carry its start over.
+    let carried = if flags & lock_flags::MUTEX != 0 {
+        // The optimistic spin failed and the task is about to sleep: carry its start (and
+        // whether it is timed at all) over.
         let slot = &mut cpu.spin[MUTEX_SPIN_SLOT];
         if slot.lock_addr == lock_addr {
-            start = *slot;
+            let s = *slot;
             slot.lock_addr = 0;
+            Some(s)
+        } else {
+            None
         }
+    } else {
+        None
+    };
+    let start = match carried {
+        Some(s) => s,
+        None => ContentionStart {
+            lock_addr,
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            flags,
+            weight: wait_weight(cpu, lock_addr),
+        },
+    };
+    if start.weight == 0 {
+        return;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
     if let Some(slot) = TASK_INFLIGHT.get_ptr_mut(tid) {
@@ -305,6 +343,36 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
     {
         lost(LossCounter::InflightFull);
     }
+}
+
+/// Whether a vmap lock: one of the static ones or in the `vmap_nodes` array.
+#[inline(always)]
+fn is_vmap_lock(lock_addr: u64) -> bool {
+    let statics = config!(vmap_lock_addrs);
+    for a in statics {
+        if a == lock_addr {
+            return true;
+        }
+    }
+    lock_addr >= config!(vmap_nodes_start) && lock_addr < config!(vmap_nodes_end)
+}
+
+/// How many contentions a new wait on `lock_addr` stands for: 1 for a vmap lock (or when
+/// nothing is filtered); for other locks, one wait in `other_lock_period` per CPU stands for
+/// `other_lock_period` and the rest for 0 (not timed). Per CPU and over all other locks, so
+/// the counts add up to within a period per CPU, and a lock's share is sampled.
+#[inline(always)]
+fn wait_weight(cpu: &mut CpuContention, lock_addr: u64) -> u32 {
+    let period = config!(other_lock_period);
+    if period <= 1 || is_vmap_lock(lock_addr) {
+        return 1;
+    }
+    cpu.other_seen += 1;
+    if cpu.other_seen < period {
+        return 0;
+    }
+    cpu.other_seen = 0;
+    period
 }
 
 /// The two operations the hash maps share (aya-ebpf gives each map type its own methods).
@@ -454,10 +522,10 @@ fn capture_stack<C: EbpfContext>(ctx: &C, slot: u32, flags: u64) -> Option<u64> 
 /// the exact totals (less what was passed over after a CPU's last capture), while the short
 /// waits' split between stacks is sampled.
 #[inline(always)]
-fn stack_sample(s: &mut StackSampler, now: u64, wait: u64) -> Option<(u64, u64)> {
+fn stack_sample(s: &mut StackSampler, now: u64, wait: u64, weight: u64) -> Option<(u64, u64)> {
     let per_s = config!(stack_samples);
     if per_s == 0 {
-        return Some((1, wait));
+        return Some((weight, wait * weight));
     }
     let budget = if per_s < 10 { 1 } else { per_s / 10 };
     let since = now.wrapping_sub(s.window_start_ns);
@@ -477,12 +545,12 @@ fn stack_sample(s: &mut StackSampler, now: u64, wait: u64) -> Option<(u64, u64)>
     }
     s.seen += 1;
     if wait < STACK_SAMPLE_ALWAYS_NS && s.skipped + 1 < s.period {
-        s.skipped += 1;
-        s.skipped_ns += wait;
-        percpu_add(&OP_COUNTS, OpCounter::StacksSkipped as u32, 1);
+        s.skipped += weight as u32;
+        s.skipped_ns += wait * weight;
+        percpu_add(&OP_COUNTS, OpCounter::StacksSkipped as u32, weight);
         return None;
     }
-    let stands_for = (s.skipped as u64 + 1, s.skipped_ns + wait);
+    let stands_for = (s.skipped as u64 + weight, s.skipped_ns + wait * weight);
     s.skipped = 0;
     s.skipped_ns = 0;
     s.captured += 1;
@@ -490,7 +558,7 @@ fn stack_sample(s: &mut StackSampler, now: u64, wait: u64) -> Option<(u64, u64)>
         s.period *= 2;
         s.captured = 0;
     }
-    percpu_add(&OP_COUNTS, OpCounter::StacksCaptured as u32, 1);
+    percpu_add(&OP_COUNTS, OpCounter::StacksCaptured as u32, weight);
     Some(stands_for)
 }
 
@@ -520,14 +588,19 @@ fn take_spin_slot(cpu: &mut CpuContention, idx: usize, lock_addr: u64) -> Option
 
 #[inline(always)]
 fn end_wait<C: EbpfContext>(ctx: &C, cpu: &mut CpuContention, lock_addr: u64) {
-    let now = unsafe { bpf_ktime_get_ns() };
     // contention_end carries no flags: the per-CPU slots are checked first (a CPU with a spin
     // wait in flight is not sleeping on another lock), then the task map.
     let spin = take_spin_slot(cpu, SPIN_SLOT, lock_addr)
         .or_else(|| take_spin_slot(cpu, MUTEX_SPIN_SLOT, lock_addr));
-    let start = match spin {
-        Some(s) => s,
+    let (start, now) = match spin {
+        Some(s) => {
+            if s.weight == 0 {
+                return; // not timed (see wait_weight)
+            }
+            (s, unsafe { bpf_ktime_get_ns() })
+        }
         None => {
+            let now = unsafe { bpf_ktime_get_ns() };
             let tid = bpf_get_current_pid_tgid() as u32;
             let Some(slot) = TASK_INFLIGHT.get_ptr(tid) else {
                 return;
@@ -537,7 +610,7 @@ fn end_wait<C: EbpfContext>(ctx: &C, cpu: &mut CpuContention, lock_addr: u64) {
                 return;
             }
             let _ = TASK_INFLIGHT.remove(tid);
-            s
+            (s, now)
         }
     };
     record_contention(ctx, cpu, lock_addr, start, now);
@@ -553,6 +626,9 @@ fn record_contention<C: EbpfContext>(
     now: u64,
 ) {
     let wait = now.saturating_sub(start.start_ns);
+    // The contentions this wait stands for (1 but for sampled other locks): every table
+    // counts it that many times, so they all still add up.
+    let weight = start.weight as u64;
 
     let key = LockKey {
         lock_addr,
@@ -562,13 +638,13 @@ fn record_contention<C: EbpfContext>(
     match hot_lock_slot(cpu, &key) {
         Some(i) => {
             if let Some(s) = cpu.hot_waits.get_mut(i) {
-                add_wait_this_cpu(s, wait);
+                add_wait_this_cpu(s, wait, weight);
             }
         }
         None => match per_cpu_lock_stats(cpu, &key) {
             Some(s) => {
                 let s = unsafe { &mut *s };
-                add_wait_this_cpu(s, wait);
+                add_wait_this_cpu(s, wait, weight);
                 if s.count >= HOT_LOCK_AFTER {
                     take_hot_slot(cpu, &key);
                 }
@@ -581,14 +657,14 @@ fn record_contention<C: EbpfContext>(
                     OpCounter::SharedLockKeysSeen,
                     LossCounter::LockMapFull,
                 ) {
-                    add_wait(unsafe { &mut *s }, wait);
+                    add_waits(unsafe { &mut *s }, wait, weight);
                 }
             }
         },
     }
 
     let options = config!(stack_options);
-    let sampled = stack_sample(&mut cpu.sampler, now, wait);
+    let sampled = stack_sample(&mut cpu.sampler, now, wait, weight);
     if let Some((count, wait_ns)) = sampled {
         match capture_stack(ctx, 0, 0) {
             Some(kernel_stack) => {
@@ -623,7 +699,7 @@ fn record_contention<C: EbpfContext>(
         }
     }
 
-    add_wait_totals(&mut cpu.totals, wait);
+    add_wait_totals(&mut cpu.totals, wait, weight);
 
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
@@ -635,7 +711,7 @@ fn record_contention<C: EbpfContext>(
         batch.tid = tid;
         batch.sampled = 0;
     }
-    add_wait_totals(&mut batch.totals, wait);
+    add_wait_totals(&mut batch.totals, wait, weight);
     // A task enters the table at its first sampled contention: under a thread or fork storm
     // most contentions come from tasks not yet in it, and inserting each (an LRU eviction)
     // cost more than the rest of the contention's bookkeeping together. Heavy waiters are
@@ -655,11 +731,11 @@ fn record_contention<C: EbpfContext>(
     }
 }
 
-/// One wait into totals only this CPU writes (plain adds).
+/// `weight` waits of `wait` into totals only this CPU writes (plain adds).
 #[inline(always)]
-fn add_wait_totals(t: &mut WaitTotals, wait: u64) {
-    t.count += 1;
-    t.total_ns += wait;
+fn add_wait_totals(t: &mut WaitTotals, wait: u64, weight: u64) {
+    t.count += weight;
+    t.total_ns += wait * weight;
     if wait > t.max_ns {
         t.max_ns = wait;
     }
@@ -715,27 +791,33 @@ static FUNC_LATENCY: PerCpuArray<WaitStats> = PerCpuArray::with_max_entries(FUNC
 
 #[inline(always)]
 fn add_wait(s: &mut WaitStats, v: u64) {
-    atomic_add(&mut s.count, 1);
-    atomic_add(&mut s.total_ns, v);
+    add_waits(s, v, 1);
+}
+
+/// `weight` waits of `v` each (see `wait_weight`).
+#[inline(always)]
+fn add_waits(s: &mut WaitStats, v: u64, weight: u64) {
+    atomic_add(&mut s.count, weight);
+    atomic_add(&mut s.total_ns, v * weight);
     racy_max(&mut s.max_ns, v);
     let b = log2_bucket(v, TIME_BUCKETS);
     if b < TIME_BUCKETS {
-        atomic_add(&mut s.hist[b], 1);
+        atomic_add(&mut s.hist[b], weight);
     }
 }
 
 /// `add_wait` for a value only this CPU writes (per-CPU maps): plain adds. Programs on one
 /// hook do not nest on a CPU (the kernel's recursion guard skips a nested run).
 #[inline(always)]
-fn add_wait_this_cpu(s: &mut WaitStats, v: u64) {
-    s.count += 1;
-    s.total_ns += v;
+fn add_wait_this_cpu(s: &mut WaitStats, v: u64, weight: u64) {
+    s.count += weight;
+    s.total_ns += v * weight;
     if v > s.max_ns {
         s.max_ns = v;
     }
     let b = log2_bucket(v, TIME_BUCKETS);
     if b < TIME_BUCKETS {
-        s.hist[b] += 1;
+        s.hist[b] += weight;
     }
 }
 
@@ -759,7 +841,7 @@ fn func_exit(slot: u32) {
     if let Some(s) = FUNC_LATENCY.get_ptr_mut(slot) {
         // This CPU's own slot: plain adds, no atomics (fexit/kretprobe programs do not nest
         // on one CPU: the kernel's recursion guard skips a nested run).
-        add_wait_this_cpu(unsafe { &mut *s }, latency);
+        add_wait_this_cpu(unsafe { &mut *s }, latency, 1);
     }
 }
 

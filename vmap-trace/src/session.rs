@@ -103,6 +103,7 @@ impl TraceSession {
         let probes = probe::attach_all(options, &data_symbols, btf.as_ref(), &vmap_locks)?;
         let cpus = online_cpus();
         let mut notes = limitation_notes(&probes.hooks, &vis, cpus);
+        notes.extend(probes.other_locks.note());
         if options.lock_timing {
             notes.extend(
                 vmap_locks
@@ -113,6 +114,7 @@ impl TraceSession {
         }
         let meta = RecordingMeta {
             stack_keys: options.stack_keying(),
+            other_lock_period: probes.other_locks.period,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             kernel_release: kernel_release(),
             hostname: hostname(),

@@ -428,6 +428,100 @@ fn per_task_and_per_lock_waits_add_up_to_the_per_cpu_waits() {
     );
 }
 
+/// `--sample-other-locks`: one contention in 8 of other locks timed and counted 8 times. The
+/// totals must still match perf lock's count, and every table must add up as before.
+/// `--sample-unlocated`, because kernels without data symbols in kallsyms (this one, often)
+/// cannot tell the vmap locks apart in the kernel; where they can be told apart, the plain
+/// default samples too, and a second recording checks that.
+#[test]
+fn sampled_other_locks_still_count_every_contention() {
+    require_root!();
+    let dir = scratch();
+    let rec = dir.path().join("sampled.rec");
+    let data = dir.path().join("perf-lock.data");
+    let mut cmd = Command::new("perf");
+    cmd.args(["lock", "record", "-a", "-o"])
+        .arg(&data)
+        .args([
+            "--",
+            BIN,
+            "record",
+            "--sample-unlocated",
+            "--stack-samples",
+            "0",
+            "-o",
+        ])
+        .arg(&rec)
+        .args(["--", BIN, "stress", "pty", "--duration", "2", "--quiet"]);
+    run(&mut cmd);
+    let report = report_json(&rec);
+    let p = &report["profile"];
+    assert_eq!(p["meta"]["other_lock_period"], 8, "{}", p["meta"]);
+    let notes = p["meta"]["notes"].to_string();
+    assert!(notes.contains("one contention in 8"), "{notes}");
+    let (_, ours) = stack_and_lock_sums(p, "count");
+    let perf = perf_lock_contentions(&data);
+    let diff = (ours as f64 - perf as f64).abs() / perf as f64;
+    eprintln!(
+        "contentions: vmap-trace {ours} (other locks 1 in 8), perf lock {perf} ({:.2}% apart)",
+        diff * 100.0
+    );
+    assert!(ours > 10_000, "stress pty should contend, saw {ours}");
+    assert!(
+        diff <= 0.05,
+        "contentions: vmap-trace {ours}, perf lock {perf} ({:.1}% apart)",
+        diff * 100.0
+    );
+    // Only the sampled waits reach the tables, each counted 8 times: with no vmap lock
+    // located (always timed, counted once) the per-CPU counts are multiples of 8. Per-task,
+    // per-stack (every sampled wait's stack: --stack-samples 0), per-CPU and per-lock totals
+    // agree.
+    if p["meta"]["vmap_locks"]
+        .as_array()
+        .is_none_or(|l| l.is_empty())
+    {
+        for cpu in p["cpus"].as_array().unwrap() {
+            assert_eq!(cpu["count"].as_u64().unwrap() % 8, 0, "{cpu}");
+        }
+    }
+    let (task_count, cpu_count) = task_and_cpu_sums(p, "count");
+    assert!(
+        task_count <= cpu_count && task_count * 100 >= cpu_count * 99,
+        "per-task count {task_count} vs per-CPU {cpu_count}"
+    );
+    assert!(
+        ours.abs_diff(cpu_count) * 100 <= cpu_count,
+        "per-lock count {ours} vs per-CPU {cpu_count}"
+    );
+    let (stack_count, _) = stack_and_lock_sums(p, "count");
+    assert!(
+        stack_count.abs_diff(ours) * 100 <= ours,
+        "stacks count {stack_count} of {ours}"
+    );
+
+    // The default: sampled where the kernel's vmap locks can all be located, else every
+    // contention timed, and the recording says which.
+    let plain = dir.path().join("plain.rec");
+    run(Command::new(BIN)
+        .args(["record", "-o"])
+        .arg(&plain)
+        .args(["--", "sleep", "0.2"]));
+    let meta = &report_json(&plain)["profile"]["meta"];
+    let notes = meta["notes"].to_string();
+    if notes.contains("not all vmap locks could be located")
+        || notes.contains("no vmap lock could be located")
+    {
+        assert_eq!(meta["other_lock_period"], 1, "{meta}");
+        assert!(
+            notes.contains("every lock's contentions were timed"),
+            "{notes}"
+        );
+    } else {
+        assert_eq!(meta["other_lock_period"], 8, "{meta}");
+        assert!(notes.contains("the vmap locks are exact"), "{notes}");
+    }
+}
+
 fn doctor() -> Value {
     serde_json::from_slice(&run(Command::new(BIN).args(["doctor", "--format", "json"])).stdout)
         .unwrap()

@@ -69,6 +69,7 @@ fn snapshot(k: u64) -> Profile {
     vmap_hist.buckets[12] = 90 * k;
     Profile {
         meta: RecordingMeta { stack_keys: Default::default(),
+            other_lock_period: 1,
             tool_version: "0.1.0".into(),
             kernel_release: "6.9.0-test".into(),
             hostname: "box".into(),

@@ -133,9 +133,13 @@ mod tests {
             stack_depth: Some(vmap_trace_common::DEFAULT_STACK_DEPTH),
             stack_samples: Some(vmap_trace_common::DEFAULT_STACK_SAMPLES),
             stack_keys: Some(vmap_trace_common::MAX_STACK_KEYS),
+            other_lock_period: Some(vmap_trace_common::DEFAULT_OTHER_LOCK_PERIOD),
             ..ProbeOptions::default()
         };
         assert_eq!(config.probes, defaults);
+        let all = parse(&["--sample-other-locks", "1"]).unwrap().config();
+        assert_eq!(all.probes.other_lock_period, Some(1));
+        assert!(parse(&["--sample-other-locks", "0"]).is_err());
         let big = parse(&["--stack-keys", "100000"]).unwrap().config();
         assert_eq!(big.probes.stack_keys, Some(100_000));
         assert_eq!(big.probes.stack_keying().table_entries, 100_000);

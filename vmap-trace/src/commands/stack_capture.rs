@@ -1,7 +1,8 @@
-//! `--stack-depth` and `--stack-samples`: how contended kernel stacks are captured, for every
-//! command that attaches (`record`, `daemon`).
+//! `--stack-depth`, `--stack-samples` and `--sample-other-locks`: how contentions are captured, for
+//! every command that attaches (`record`, `daemon`).
 use vmap_trace_common::{
-    DEFAULT_STACK_DEPTH, DEFAULT_STACK_SAMPLES, MAX_STACK_DEPTH, MAX_STACK_KEYS,
+    DEFAULT_OTHER_LOCK_PERIOD, DEFAULT_STACK_DEPTH, DEFAULT_STACK_SAMPLES, MAX_STACK_DEPTH,
+    MAX_STACK_KEYS,
 };
 
 use crate::probe::ProbeOptions;
@@ -30,6 +31,20 @@ pub struct StackCaptureArgs {
     #[arg(long, value_name = "N", default_value_t = MAX_STACK_KEYS,
           value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
     pub stack_keys: u32,
+    /// Time one contention in N, per CPU, of locks other than the vmap locks, counted N times
+    /// (1: time every one). The vmap locks are always timed exactly. Other locks' totals stay
+    /// within N per CPU of the true count, their split between locks and their waits are
+    /// estimates. Under workloads that contend on other locks (ttys, inodes), timing every one
+    /// of their waits is most of what tracing costs (docs/performance.md). Ignored, with a
+    /// note, where the vmap locks cannot all be located.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_OTHER_LOCK_PERIOD,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sample_other_locks: u32,
+    /// Apply --sample-other-locks even where the vmap locks cannot all be located (kallsyms
+    /// without data symbols): the vmap locks not located are then sampled like other locks,
+    /// so their figures become estimates too. Without it such kernels time every contention.
+    #[arg(long)]
+    pub sample_unlocated: bool,
 }
 
 impl StackCaptureArgs {
@@ -39,6 +54,8 @@ impl StackCaptureArgs {
             stack_depth: Some(self.stack_depth),
             stack_samples: Some(self.stack_samples),
             stack_keys: Some(self.stack_keys),
+            other_lock_period: Some(self.sample_other_locks),
+            sample_unlocated: self.sample_unlocated,
             ..options
         }
     }

@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod functions;
 pub mod lock_timing;
+pub mod other_locks;
 
 use std::path::Path;
 
@@ -17,6 +18,7 @@ use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, tracefs, vmap_locks::
 use crate::profile::{HookStatus, Mechanism, Rejection, StackKeying};
 use attach::{reason, MechanismChoice};
 pub use functions::FunctionProbe;
+pub use other_locks::OtherLockSampling;
 
 /// The committed object built by `cargo xtask build-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/vmap-trace.bpf.o");
@@ -117,6 +119,7 @@ pub fn probe_config(
     tracefs_root: &Path,
     btf: Option<&KernelBtf>,
     options: &ProbeOptions,
+    other_locks: &OtherLockSampling,
 ) -> ProbeConfig {
     let off = |cat: &str, ev: &str, field: &str| {
         tracefs::field(tracefs_root, cat, ev, field)
@@ -153,6 +156,11 @@ pub fn probe_config(
         stack_options: options.stack_options(),
         stack_depth: options.stack_keying().depth,
         stack_samples: options.stack_keying().samples_per_cpu_s,
+        other_lock_period: other_locks.period,
+        _pad: 0,
+        vmap_lock_addrs: other_locks.static_locks,
+        vmap_nodes_start: other_locks.nodes.start,
+        vmap_nodes_end: other_locks.nodes.end,
     }
 }
 
@@ -177,6 +185,11 @@ pub struct ProbeOptions {
     pub stack_samples: Option<u32>,
     /// Entries of the per-(lock, stack) table; None: `MAX_STACK_KEYS`.
     pub stack_keys: Option<u32>,
+    /// Time one contention in N of locks other than the vmap locks (0 or 1: all); None:
+    /// `DEFAULT_OTHER_LOCK_PERIOD`.
+    pub other_lock_period: Option<u32>,
+    /// Sample other locks even where the vmap locks cannot all be located.
+    pub sample_unlocated: bool,
 }
 
 impl ProbeOptions {
@@ -211,6 +224,8 @@ pub struct Probes {
     pub ebpf: Ebpf,
     pub hooks: Vec<HookStatus>,
     pub functions: Vec<FunctionProbe>,
+    /// Which contentions are timed in full.
+    pub other_locks: OtherLockSampling,
 }
 
 /// Load the object and attach every hook. Fails only if nothing at all could be loaded; a
@@ -224,7 +239,14 @@ pub fn attach_all(
     crate::kernel::privileges::require_bpf()?;
     raise_memlock_limit();
     let tracefs_root = tracefs::ensure_mounted()?;
-    let config = probe_config(&tracefs_root, kernel_btf, &options);
+    let other_locks = OtherLockSampling::resolve(
+        options
+            .other_lock_period
+            .unwrap_or(vmap_trace_common::DEFAULT_OTHER_LOCK_PERIOD),
+        vmap_locks,
+        options.sample_unlocated,
+    );
+    let config = probe_config(&tracefs_root, kernel_btf, &options, &other_locks);
     let aya_btf = Btf::from_sys_fs().ok();
     // Possible CPUs, as the kernel allocates per-CPU map values for each of them.
     // Unreadable (it never is on a real kernel): assume a large machine, so the per-CPU table
@@ -310,6 +332,7 @@ pub fn attach_all(
         ebpf,
         hooks,
         functions,
+        other_locks,
     })
 }
 

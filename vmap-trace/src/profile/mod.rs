@@ -98,6 +98,15 @@ pub struct RecordingMeta {
     /// What contended stacks were keyed by (`record --per-task`, `--user-stacks`).
     #[serde(default)]
     pub stack_keys: StackKeying,
+    /// One contention in this many, per CPU, of locks other than the vmap locks was timed and
+    /// counted this many times (`--sample-other-locks`); 1: every one (recordings made before
+    /// the option timed every one).
+    #[serde(default = "every_contention")]
+    pub other_lock_period: u32,
+}
+
+fn every_contention() -> u32 {
+    1
 }
 
 /// What each contended stack in a recording is keyed by, beyond lock and kernel stack, and
@@ -632,6 +641,7 @@ pub(crate) mod tests {
         Profile {
             meta: RecordingMeta {
                 stack_keys: Default::default(),
+                other_lock_period: 1,
                 tool_version: "0.1.0".into(),
                 kernel_release: "6.1.0-test".into(),
                 hostname: "test".into(),

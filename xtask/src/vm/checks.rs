@@ -380,6 +380,17 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         ));
     }
 
+    // Debian's kernels list data symbols, so the vmap locks are located and only other locks'
+    // contentions are sampled (--sample-other-locks, default 8); the local kernel cannot
+    // show this path (no data symbols in its kallsyms).
+    let meta = &report["profile"]["meta"];
+    let notes = meta["notes"].to_string();
+    r.push(result(
+        "other locks sampled 1 in 8, vmap locks exact",
+        meta["other_lock_period"] == 8 && notes.contains("the vmap locks are exact"),
+        format!("other_lock_period {}", meta["other_lock_period"]),
+    ));
+
     // The forced kprobe path works too.
     let kmech = hook_mechanism(&kreport, "fn:alloc_vmap_area");
     let kcount = function_count(&kreport, "alloc_vmap_area");
