@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// overhead, soak: use target/release/vmap-trace as it is instead of building it first.
     #[arg(long)]
     pub no_build: bool,
+    /// overhead: run `record` and `daemon` with `--sample-unlocated`, i.e. with other locks'
+    /// contentions sampled as on kernels whose vmap locks can be located (Debian's), on a
+    /// kernel whose kallsyms has no data symbols (where the default times every one).
+    #[arg(long)]
+    pub sample_unlocated: bool,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -662,6 +667,7 @@ fn run_once(
     workload: &str,
     seconds: u32,
     scratch: &Scratch,
+    tracer_flags: &[&str],
 ) -> Result<Run> {
     let stress = scratch.wrapped(&stress_args(bin, workload, seconds));
     let plain = |stdout: String, hits: Option<Hits>| -> Result<Run> {
@@ -682,7 +688,9 @@ fn run_once(
             let rec = scratch.dir.join("overhead.rec");
             let out = output(
                 Command::new(bin)
-                    .args(["record", "-o"])
+                    .arg("record")
+                    .args(tracer_flags)
+                    .arg("-o")
                     .arg(&rec)
                     .arg("--")
                     .args(&stress),
@@ -713,7 +721,7 @@ fn run_once(
             )
         }
         Tracer::Daemon => {
-            let daemon = Daemon::start(bin, &[])?;
+            let daemon = Daemon::start(bin, tracer_flags)?;
             let cpu_before = process_cpu(daemon.child.id(), scratch.ticks)?;
             let out = output(Command::new(&stress[0]).args(&stress[1..]))?;
             let daemon_cpu_s = process_cpu(daemon.child.id(), scratch.ticks)? - cpu_before;
@@ -789,6 +797,12 @@ struct Samples {
 
 fn overhead(args: &BenchArgs) -> Result<()> {
     require_root("bench overhead")?;
+    let tracer_flags: Vec<&str> = if args.sample_unlocated {
+        println!("record and daemon run with --sample-unlocated\n");
+        vec!["--sample-unlocated"]
+    } else {
+        vec![]
+    };
     let tracers: Vec<Tracer> = args
         .tracers
         .iter()
@@ -817,7 +831,14 @@ fn overhead(args: &BenchArgs) -> Result<()> {
             let mut order = tracers.clone();
             let shift = round as usize % order.len().max(1);
             order.rotate_left(shift);
-            let first = run_once(&bin, Tracer::Untraced, workload, args.seconds, &scratch)?;
+            let first = run_once(
+                &bin,
+                Tracer::Untraced,
+                workload,
+                args.seconds,
+                &scratch,
+                &tracer_flags,
+            )?;
             let mut before = (first.stress.ops_per_sec, first.cpu_ns_per_op());
             let mut before_system = first.system_ns_per_op();
             untraced.entry(workload.clone()).or_default().push(before);
@@ -826,8 +847,22 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 .or_default()
                 .push(before_system);
             for &tracer in &order {
-                let traced = run_once(&bin, tracer, workload, args.seconds, &scratch)?;
-                let next = run_once(&bin, Tracer::Untraced, workload, args.seconds, &scratch)?;
+                let traced = run_once(
+                    &bin,
+                    tracer,
+                    workload,
+                    args.seconds,
+                    &scratch,
+                    &tracer_flags,
+                )?;
+                let next = run_once(
+                    &bin,
+                    Tracer::Untraced,
+                    workload,
+                    args.seconds,
+                    &scratch,
+                    &tracer_flags,
+                )?;
                 let after = (next.stress.ops_per_sec, next.cpu_ns_per_op());
                 let after_system = next.system_ns_per_op();
                 untraced.entry(workload.clone()).or_default().push(after);
@@ -883,6 +918,7 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 workload,
                 args.seconds,
                 tracers.contains(&Tracer::BpftraceEmpty),
+                &tracer_flags,
             )?,
         ));
     }
@@ -1165,13 +1201,14 @@ fn program_run_times(
     workload: &str,
     seconds: u32,
     with_floor: bool,
+    tracer_flags: &[&str],
 ) -> Result<Vec<ProgramStats>> {
     const KNOB: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let previous = std::fs::read_to_string(KNOB).context("kernel.bpf_stats_enabled")?;
     std::fs::write(KNOB, "1").context("cannot enable kernel.bpf_stats_enabled")?;
     let result = (|| -> Result<Vec<ProgramStats>> {
         let stress = stress_args(bin, workload, seconds);
-        let daemon = Daemon::start(bin, &[])?;
+        let daemon = Daemon::start(bin, tracer_flags)?;
         let ops = parse_stress(&output(Command::new(&stress[0]).args(&stress[1..]))?)?.ops;
         let mut stats = read_program_stats(daemon.child.id(), "vmap-trace ", None, ops)?;
         daemon.stop()?;
