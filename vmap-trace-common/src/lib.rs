@@ -502,7 +502,11 @@ mod tests {
         assert_eq!(core::mem::size_of::<ContentionStart>(), 24);
         assert_eq!(core::mem::size_of::<WaitStats>(), 8 * (3 + TIME_BUCKETS));
         assert_eq!(core::mem::size_of::<TaskWait>(), 24 + 8 + COMM_LEN);
-        assert_eq!(core::mem::size_of::<ProbeConfig>(), 4 * 20);
+        assert_eq!(
+            core::mem::size_of::<ProbeConfig>(),
+            4 * 22 + 8 * (STATIC_VMAP_LOCKS + 2)
+        );
+        assert_eq!(core::mem::align_of::<ProbeConfig>(), 8);
     }
 
     #[test]
