@@ -20,7 +20,7 @@ use aya_ebpf::{
         bpf_ktime_get_ns,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
         TracePointContext,
@@ -90,6 +90,11 @@ const SPIN_SLOT_STALE_NS: u64 = 1_000_000_000;
 #[map]
 static TASK_INFLIGHT: HashMap<u32, ContentionStart> =
     HashMap::with_max_entries(MAX_INFLIGHT_TASKS, 0);
+/// Mutex waits in `TASK_INFLIGHT` (one counter for all CPUs, written only by sleeping mutex
+/// waits, which are rare): while it is 0, a mutex's spin begin needs no task-map lookup (see
+/// `on_contention_begin`).
+#[map]
+static SLEEPING_WAITS: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Waits per lock, per CPU: plain adds on lines only this CPU writes. (A shared map updated
 /// with atomics made every contention_end pull the lock's line from the CPU that waited on
@@ -141,7 +146,13 @@ fn percpu_add(map: &PerCpuArray<u64>, idx: u32, v: u64) {
 
 #[inline(always)]
 fn lost(what: LossCounter) {
-    percpu_add(&LOSSES, what as u32, 1);
+    lost_n(what, 1);
+}
+
+/// `n` contentions lost (a sampled wait stands for `weight` of them: see `wait_weight`).
+#[inline(always)]
+fn lost_n(what: LossCounter, n: u64) {
+    percpu_add(&LOSSES, what as u32, n);
 }
 
 // ---------------------------------------------------------------- vmalloc:* tracepoints
@@ -273,6 +284,12 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
     }
     if flags & lock_flags::SPIN != 0 {
         let idx = if flags & lock_flags::MUTEX != 0 {
+            // A mutex waiter woken at the head of the queue spins again with this same begin
+            // (__mutex_lock_common). Its wait began before it slept and is in the task map,
+            // where its end will find it: this begin is not a new wait.
+            if sleeping_waits() != 0 && task_waits_on(lock_addr) {
+                return;
+            }
             MUTEX_SPIN_SLOT
         } else {
             SPIN_SLOT
@@ -317,31 +334,67 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
     } else {
         None
     };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let replaced_mutex = match TASK_INFLIGHT.get_ptr(tid) {
+        // The same wait (a woken mutex waiter going back to sleep): keep its start, and do
+        // not draw it again.
+        Some(slot) if unsafe { (*slot).lock_addr } == lock_addr => return,
+        // A task sleeps on one lock at a time: an entry for another is stale (its end was
+        // never seen) and is replaced.
+        Some(slot) => (unsafe { (*slot).flags } & lock_flags::MUTEX) != 0,
+        None => false,
+    };
     let start = match carried {
         Some(s) => s,
-        None => ContentionStart {
-            lock_addr,
-            start_ns: unsafe { bpf_ktime_get_ns() },
-            flags,
-            weight: wait_weight(cpu, lock_addr),
-        },
-    };
-    if start.weight == 0 {
-        return;
-    }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(slot) = TASK_INFLIGHT.get_ptr_mut(tid) {
-        let slot = unsafe { &mut *slot };
-        if slot.lock_addr == 0 {
-            *slot = start;
+        None => {
+            let weight = wait_weight(cpu, lock_addr);
+            ContentionStart {
+                lock_addr,
+                start_ns: if weight == 0 {
+                    0
+                } else {
+                    unsafe { bpf_ktime_get_ns() }
+                },
+                flags,
+                weight,
+            }
         }
-        return;
+    };
+    // Every sleeping wait gets an entry, timed or not (weight 0): its end may come on another
+    // CPU, the woken waiter may spin again (above), and next to a sleep the insert is cheap.
+    if TASK_INFLIGHT.insert(tid, start, 0).is_ok() {
+        let is_mutex = start.flags & lock_flags::MUTEX != 0;
+        if is_mutex && !replaced_mutex {
+            sleeping_waits_add(1);
+        } else if replaced_mutex && !is_mutex {
+            sleeping_waits_add(u64::MAX);
+        }
+    } else {
+        lost_n(LossCounter::InflightFull, start.weight as u64);
     }
-    if TASK_INFLIGHT
-        .insert(tid, start, BPF_NOEXIST as u64)
-        .is_err()
-    {
-        lost(LossCounter::InflightFull);
+}
+
+/// `SLEEPING_WAITS`' value: mutex waits asleep, all tasks.
+#[inline(always)]
+fn sleeping_waits() -> u64 {
+    SLEEPING_WAITS.get(0).copied().unwrap_or(0)
+}
+
+/// Add `delta` (wrapping: `u64::MAX` is -1) to `SLEEPING_WAITS`.
+#[inline(always)]
+fn sleeping_waits_add(delta: u64) {
+    if let Some(p) = SLEEPING_WAITS.get_ptr_mut(0) {
+        atomic_add(p, delta);
+    }
+}
+
+/// Whether the current task has a sleeping wait on `lock_addr` in flight.
+#[inline(always)]
+fn task_waits_on(lock_addr: u64) -> bool {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    match TASK_INFLIGHT.get_ptr(tid) {
+        Some(s) => unsafe { (*s).lock_addr == lock_addr },
+        None => false,
     }
 }
 
@@ -421,13 +474,14 @@ fn lru_get_or_insert<K, V>(
     zero: &V,
     seen: OpCounter,
     failed: LossCounter,
+    weight: u64,
 ) -> Option<*mut V> {
     let (p, inserted) = get_or_insert(map, key, zero);
     if inserted {
         percpu_add(&OP_COUNTS, seen as u32, 1);
     }
     if p.is_none() {
-        lost(failed);
+        lost_n(failed, weight);
     }
     p
 }
@@ -543,7 +597,8 @@ fn stack_sample(s: &mut StackSampler, now: u64, wait: u64, weight: u64) -> Optio
         s.seen = 0;
         s.captured = 0;
     }
-    s.seen += 1;
+    // Contentions, not timed waits: the budget is per contention like everything else.
+    s.seen += weight as u32;
     if wait < STACK_SAMPLE_ALWAYS_NS && s.skipped + 1 < s.period {
         s.skipped += weight as u32;
         s.skipped_ns += wait * weight;
@@ -600,7 +655,6 @@ fn end_wait<C: EbpfContext>(ctx: &C, cpu: &mut CpuContention, lock_addr: u64) {
             (s, unsafe { bpf_ktime_get_ns() })
         }
         None => {
-            let now = unsafe { bpf_ktime_get_ns() };
             let tid = bpf_get_current_pid_tgid() as u32;
             let Some(slot) = TASK_INFLIGHT.get_ptr(tid) else {
                 return;
@@ -609,8 +663,14 @@ fn end_wait<C: EbpfContext>(ctx: &C, cpu: &mut CpuContention, lock_addr: u64) {
             if s.lock_addr != lock_addr {
                 return;
             }
-            let _ = TASK_INFLIGHT.remove(tid);
-            (s, now)
+            if TASK_INFLIGHT.remove(tid).is_ok() && s.flags & lock_flags::MUTEX != 0 {
+                sleeping_waits_add(u64::MAX);
+            }
+            if s.weight == 0 {
+                return; // not timed (see wait_weight)
+            }
+            // After the lookup: this wait slept, next to which the lookup's time is noise.
+            (s, unsafe { bpf_ktime_get_ns() })
         }
     };
     record_contention(ctx, cpu, lock_addr, start, now);
@@ -656,6 +716,7 @@ fn record_contention<C: EbpfContext>(
                     &WaitStats::ZERO,
                     OpCounter::SharedLockKeysSeen,
                     LossCounter::LockMapFull,
+                    weight,
                 ) {
                     add_waits(unsafe { &mut *s }, wait, weight);
                 }
@@ -688,6 +749,7 @@ fn record_contention<C: EbpfContext>(
                     &WaitTotals::default(),
                     OpCounter::StackKeysSeen,
                     LossCounter::StackKeysFull,
+                    count,
                 ) {
                     let t = unsafe { &mut *t };
                     atomic_add(&mut t.count, count);
@@ -695,7 +757,7 @@ fn record_contention<C: EbpfContext>(
                     racy_max(&mut t.max_ns, wait);
                 }
             }
-            None => lost(LossCounter::StackCaptureFailed),
+            None => lost_n(LossCounter::StackCaptureFailed, count),
         }
     }
 

@@ -123,6 +123,13 @@ pub fn loss_suffix(profile: &Profile) -> String {
             profile.stack_sampling.one_in()
         ));
     }
+    // Other locks' contentions timed one in N (--sample-other-locks): their stacks too.
+    if profile.meta.other_lock_period > 1 {
+        s.push_str(&format!(
+            " · other locks 1 in {} contentions",
+            profile.meta.other_lock_period
+        ));
+    }
     s
 }
 

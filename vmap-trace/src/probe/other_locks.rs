@@ -109,7 +109,8 @@ impl OtherLockSampling {
         }
         let sampled = format!(
             "locks other than the vmap locks: one contention in {} per CPU timed, counted {} times \
-             (their counts are within that of the total, their per-lock split and waits are estimates; \
+             (their total stays within that many per CPU of the true count; their split between locks, \
+             their waits and the per-CPU, per-task and stack figures they add to are estimates; \
              --sample-other-locks 1 times every one)",
             self.period, self.period
         );

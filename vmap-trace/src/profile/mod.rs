@@ -154,7 +154,7 @@ impl Default for StackKeying {
 /// for itself and the short waits passed over before it on its CPU: the stack table's counts
 /// and wait add up to the exact totals (less what was passed over after a CPU's last capture),
 /// but how the short waits split between stacks is sampled. The per-lock and per-CPU figures
-/// count every contention exactly; a task enters the per-task table at its first sampled
+/// do not depend on it (they are exact but for other locks' sampled waits: `other_lock_period`); a task enters the per-task table at its first sampled
 /// contention and is counted exactly from then on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackSampling {
@@ -184,7 +184,7 @@ impl StackSampling {
             format!(
                 "stacks sampled: {} of {} contentions captured (1 in {:.1}; waits of 50 us or more always); \
                  each capture also carries the short waits passed over before it on its CPU, so stack totals \
-                 add up but short waits are split between stacks by sample; per-lock figures are exact, per-task \
+                 add up but short waits are split between stacks by sample; per-lock figures do not depend on it, per-task \
                  ones count from a task's first sampled contention; \
                  `--stack-samples 0` captures every stack",
                 self.captured,
