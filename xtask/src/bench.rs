@@ -831,14 +831,17 @@ fn overhead(args: &BenchArgs) -> Result<()> {
             let mut order = tracers.clone();
             let shift = round as usize % order.len().max(1);
             order.rotate_left(shift);
-            let first = run_once(
-                &bin,
-                Tracer::Untraced,
-                workload,
-                args.seconds,
-                &scratch,
-                &tracer_flags,
-            )?;
+            let run = |tracer| {
+                run_once(
+                    &bin,
+                    tracer,
+                    workload,
+                    args.seconds,
+                    &scratch,
+                    &tracer_flags,
+                )
+            };
+            let first = run(Tracer::Untraced)?;
             let mut before = (first.stress.ops_per_sec, first.cpu_ns_per_op());
             let mut before_system = first.system_ns_per_op();
             untraced.entry(workload.clone()).or_default().push(before);
@@ -847,22 +850,8 @@ fn overhead(args: &BenchArgs) -> Result<()> {
                 .or_default()
                 .push(before_system);
             for &tracer in &order {
-                let traced = run_once(
-                    &bin,
-                    tracer,
-                    workload,
-                    args.seconds,
-                    &scratch,
-                    &tracer_flags,
-                )?;
-                let next = run_once(
-                    &bin,
-                    Tracer::Untraced,
-                    workload,
-                    args.seconds,
-                    &scratch,
-                    &tracer_flags,
-                )?;
+                let traced = run(tracer)?;
+                let next = run(Tracer::Untraced)?;
                 let after = (next.stress.ops_per_sec, next.cpu_ns_per_op());
                 let after_system = next.system_ns_per_op();
                 untraced.entry(workload.clone()).or_default().push(after);

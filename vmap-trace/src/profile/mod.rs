@@ -857,7 +857,8 @@ pub(crate) mod tests {
             "{line}"
         );
         assert!(
-            line.contains("per-lock figures do not depend on it") && line.contains("--stack-samples 0"),
+            line.contains("per-lock figures do not depend on it")
+                && line.contains("--stack-samples 0"),
             "{line}"
         );
     }
