@@ -154,7 +154,8 @@ impl Default for StackKeying {
 /// for itself and the short waits passed over before it on its CPU: the stack table's counts
 /// and wait add up to the exact totals (less what was passed over after a CPU's last capture),
 /// but how the short waits split between stacks is sampled. The per-lock and per-CPU figures
-/// do not depend on it (they are exact but for other locks' sampled waits: `other_lock_period`); a task enters the per-task table at its first sampled
+/// do not depend on it (they are exact but for other locks' sampled waits:
+/// `RecordingMeta::other_lock_period`); a task enters the per-task table at its first sampled
 /// contention and is counted exactly from then on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackSampling {
