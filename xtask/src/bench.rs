@@ -11,6 +11,9 @@
 //!   cancel out. Then the cost per event: CPU ns added per tracepoint hit (hit counts from
 //!   vmap-trace's own recording), and the kernel's accounting of each program's run time
 //!   (`kernel.bpf_stats_enabled`) against an empty program.
+//! * `toggle`: the tracing programs switched on and off every quarter second within one stress
+//!   run, each traced window compared with the untraced ones beside it (`crate::toggle`): the
+//!   measurement that resolves 1% here, where separate runs drift by more.
 //! * `soak`: `vmap-trace daemon` under `stress mix` for 5 minutes, scraped every 10 s like
 //!   Prometheus would: RSS over time, lost events, kernel map fill. Fails if RSS grows or
 //!   anything is lost.
@@ -35,12 +38,14 @@ use crate::setup::run_checked;
 /// Benchmarks, reported as ratios measured in one run (see docs/performance.md).
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `overhead` (tracing cost on the stress workloads), `soak` (daemon
-    /// memory and losses under `stress mix`), `model` and `flamegraph` (criterion), or `all`
-    /// (overhead, model, flamegraph; the soak takes 5 minutes, run it on its own).
-    #[arg(default_value = "all", value_parser = ["overhead", "soak", "model", "flamegraph", "all"])]
+    /// Which benchmark: `overhead` (tracing cost on the stress workloads, separate runs
+    /// interleaved), `toggle` (tracing switched on and off every window within one run: the
+    /// precise figure), `soak` (daemon memory and losses under `stress mix`), `model` and
+    /// `flamegraph` (criterion), or `all` (overhead, toggle, model, flamegraph; the soak takes
+    /// 5 minutes, run it on its own).
+    #[arg(default_value = "all", value_parser = ["overhead", "toggle", "soak", "model", "flamegraph", "all"])]
     pub which: String,
-    /// overhead: stress workloads to measure.
+    /// overhead, toggle: stress workloads to measure.
     #[arg(long, value_delimiter = ',', default_value = "pty,mix", value_parser = ["pty", "threads", "fork", "bpfmap", "mix"])]
     pub workloads: Vec<String>,
     /// overhead: tracers to compare with the untraced runs; `control` is one more untraced
@@ -54,10 +59,21 @@ pub struct BenchArgs {
     /// overhead: rounds of the interleaved sequence.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
+    /// toggle: seconds of stress per workload (a sixth of it traced by each variant).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=86_400))]
+    pub toggle_seconds: u32,
+    /// toggle: milliseconds per window (the programs switch between windows).
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(50..=60_000))]
+    pub window_ms: u32,
+    /// toggle: milliseconds at the start of each window that are not measured (the switch
+    /// and its after-effects).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    pub settle_ms: u32,
     /// soak: seconds of `stress mix` under the daemon.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub soak_seconds: u64,
-    /// overhead, soak: use target/release/vmap-trace as it is instead of building it first.
+    /// overhead, toggle, soak: use target/release/vmap-trace (toggle: its `tracing_toggle`
+    /// example) as it is instead of building it first.
     #[arg(long)]
     pub no_build: bool,
     /// overhead: run `record` and `daemon` with `--sample-unlocated`, i.e. with other locks'
@@ -70,10 +86,12 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.which.as_str() {
         "overhead" => overhead(&args),
+        "toggle" => crate::toggle::toggle(&args),
         "soak" => soak(args.soak_seconds, !args.no_build),
         "model" | "flamegraph" => criterion(&args.which),
         "all" => {
             overhead(&args)?;
+            crate::toggle::toggle(&args)?;
             criterion("model")?;
             criterion("flamegraph")
         }
@@ -114,7 +132,7 @@ fn release_binary(build: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn require_root(what: &str) -> Result<()> {
+pub fn require_root(what: &str) -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let euid = status
         .lines()
@@ -445,7 +463,7 @@ impl MedianInterval {
     }
 }
 
-fn machine_description() -> String {
+pub fn machine_description() -> String {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -4,6 +4,7 @@ mod demo;
 mod ebpf;
 mod setup;
 mod test;
+mod toggle;
 mod vm;
 
 use anyhow::Result;

@@ -4,6 +4,7 @@ use aya::{
     Btf, Ebpf,
 };
 
+use super::links::{LinkId, Links, Target};
 use crate::profile::{Mechanism, Rejection};
 
 /// The kernel's error, with its causes, on one line.
@@ -44,46 +45,61 @@ where
 }
 
 /// fentry on `target` with `entry`, fexit with `exit` (either may be None). Both or neither:
-/// a lone entry program would fill the in-flight table with calls that never end.
+/// a lone entry program would fill the in-flight table with calls that never end. The links
+/// made go into `links`.
 pub fn fentry_pair(
     ebpf: &mut Ebpf,
     btf: &Btf,
     target: &str,
     entry: Option<&str>,
     exit: Option<&str>,
+    links: &mut Links,
 ) -> Result<(), String> {
+    let mut entry_link = None;
     if let Some(entry) = entry {
         let p: &mut FEntry = program(ebpf, entry)?;
         if p.fd().is_err() {
             p.load(target, btf).map_err(|e| reason(&e))?;
         }
-        p.attach().map_err(|e| reason(&e))?;
+        entry_link = Some(p.attach().map_err(|e| reason(&e))?);
     }
+    let mut exit_link = None;
     if let Some(exit) = exit {
         let attached = (|| {
             let p: &mut FExit = program(ebpf, exit)?;
             if p.fd().is_err() {
                 p.load(target, btf).map_err(|e| reason(&e))?;
             }
-            p.attach().map(|_| ()).map_err(|e| reason(&e))
+            p.attach().map_err(|e| reason(&e))
         })();
-        if let Err(e) = attached {
-            if let Some(entry) = entry {
-                let p: &mut FEntry = program(ebpf, entry)?;
-                let _ = p.unload();
+        match attached {
+            Ok(link) => exit_link = Some(link),
+            Err(e) => {
+                if let Some(entry) = entry {
+                    let p: &mut FEntry = program(ebpf, entry)?;
+                    let _ = p.unload();
+                }
+                return Err(e);
             }
-            return Err(e);
         }
+    }
+    if let (Some(name), Some(link)) = (entry, entry_link) {
+        links.add(name, Target::FEntry, LinkId::FEntry(link));
+    }
+    if let (Some(name), Some(link)) = (exit, exit_link) {
+        links.add(name, Target::FExit, LinkId::FExit(link));
     }
     Ok(())
 }
 
 /// kprobe on `symbol` with `entry`, kretprobe with `exit`; programs may be shared by targets.
+/// The links made go into `links`.
 pub fn kprobe_pair(
     ebpf: &mut Ebpf,
     symbol: &str,
     entry: Option<&str>,
     exit: Option<&str>,
+    links: &mut Links,
 ) -> Result<(), String> {
     if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err("no kprobe PMU: this kernel is built without CONFIG_KPROBES".into());
@@ -96,20 +112,32 @@ pub fn kprobe_pair(
         }
         attached_entry = Some(p.attach(symbol, 0).map_err(|e| reason(&e))?);
     }
+    let mut attached_exit = None;
     if let Some(exit) = exit {
         let attached = (|| {
             let p: &mut KProbe = program(ebpf, exit)?;
             if p.fd().is_err() {
                 p.load().map_err(|e| reason(&e))?;
             }
-            p.attach(symbol, 0).map(|_| ()).map_err(|e| reason(&e))
+            p.attach(symbol, 0).map_err(|e| reason(&e))
         })();
-        if let Err(e) = attached {
-            if let (Some(entry), Some(link)) = (entry, attached_entry) {
-                let p: &mut KProbe = program(ebpf, entry)?;
-                let _ = p.detach(link);
+        match attached {
+            Ok(link) => attached_exit = Some(link),
+            Err(e) => {
+                if let (Some(entry), Some(link)) = (entry, attached_entry) {
+                    let p: &mut KProbe = program(ebpf, entry)?;
+                    let _ = p.detach(link);
+                }
+                return Err(e);
             }
-            return Err(e);
+        }
+    }
+    for (name, link) in [(entry, attached_entry), (exit, attached_exit)] {
+        if let (Some(name), Some(link)) = (name, link) {
+            let target = Target::KProbe {
+                symbol: symbol.to_string(),
+            };
+            links.add(name, target, LinkId::KProbe(link));
         }
     }
     Ok(())
@@ -133,6 +161,7 @@ pub fn attach_best(
     kprobe_symbol: Option<&str>,
     fentry_programs: (Option<&str>, Option<&str>),
     kprobe_programs: (Option<&str>, Option<&str>),
+    links: &mut Links,
 ) -> (Option<Mechanism>, Vec<Rejection>) {
     let mut rejected = Vec::new();
     if let Some(why) = choice.skip_fentry {
@@ -146,7 +175,9 @@ pub fn attach_best(
             (_, None) => {
                 Err("function not in kernel BTF (inlined, static clone or absent)".to_string())
             }
-            (Some(btf), Some(t)) => fentry_pair(ebpf, btf, t, fentry_programs.0, fentry_programs.1),
+            (Some(btf), Some(t)) => {
+                fentry_pair(ebpf, btf, t, fentry_programs.0, fentry_programs.1, links)
+            }
         };
         match tried {
             Ok(()) => return (Some(Mechanism::Fentry), rejected),
@@ -158,7 +189,7 @@ pub fn attach_best(
     }
     let tried = match kprobe_symbol {
         None => Err("function not in kallsyms (inlined or absent in this kernel)".to_string()),
-        Some(sym) => kprobe_pair(ebpf, sym, kprobe_programs.0, kprobe_programs.1),
+        Some(sym) => kprobe_pair(ebpf, sym, kprobe_programs.0, kprobe_programs.1, links),
     };
     match tried {
         Ok(()) => (Some(Mechanism::Kprobe), rejected),

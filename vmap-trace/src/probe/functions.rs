@@ -42,6 +42,7 @@ pub fn attach(
     kernel_btf: Option<&KernelBtf>,
     symbols: &DataSymbols,
     choice: MechanismChoice,
+    links: &mut super::links::Links,
 ) -> (Vec<FunctionProbe>, Vec<HookStatus>) {
     let mut probes = Vec::new();
     let mut hooks = Vec::new();
@@ -63,6 +64,7 @@ pub fn attach(
             symbol.as_deref(),
             (Some(&names[0]), Some(&names[1])),
             (Some(&names[2]), Some(&names[3])),
+            links,
         );
         probes.push(FunctionProbe {
             function,

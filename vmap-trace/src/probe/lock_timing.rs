@@ -41,7 +41,12 @@ const FENTRY_REFUSED: &str =
     "not used for lock primitives: fexit/kretprobe on _raw_spin_lock crashed test kernels";
 
 /// Fill the address filter and attach. Returns one hook status per lock family.
-pub fn attach(ebpf: &mut Ebpf, symbols: &DataSymbols, table: &VmapLockTable) -> Vec<HookStatus> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    symbols: &DataSymbols,
+    table: &VmapLockTable,
+    links: &mut super::links::Links,
+) -> Vec<HookStatus> {
     if table.locks.is_empty() {
         let reason = format!(
             "no vmap lock could be located: {}",
@@ -106,8 +111,10 @@ pub fn attach(ebpf: &mut Ebpf, symbols: &DataSymbols, table: &VmapLockTable) -> 
                     rejected,
                 };
             };
-            let attached = kprobe_pair(ebpf, &release, Some("kprobe_lock_release"), None)
-                .and_then(|()| kprobe_pair(ebpf, &acquire, Some("kprobe_lock_acquire"), None));
+            let attached = kprobe_pair(ebpf, &release, Some("kprobe_lock_release"), None, links)
+                .and_then(|()| {
+                    kprobe_pair(ebpf, &acquire, Some("kprobe_lock_acquire"), None, links)
+                });
             if let Err(reason) = attached {
                 rejected.push(Rejection {
                     mechanism: Mechanism::Kprobe,

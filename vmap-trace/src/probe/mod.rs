@@ -2,6 +2,7 @@
 //! running kernel accepts, recording why better ones were refused.
 pub mod attach;
 pub mod functions;
+pub mod links;
 pub mod lock_timing;
 pub mod other_locks;
 
@@ -226,6 +227,24 @@ pub struct Probes {
     pub functions: Vec<FunctionProbe>,
     /// Which contentions are timed in full.
     pub other_locks: OtherLockSampling,
+    /// Every link made, to detach and attach again ([`Probes::detach_all`]).
+    pub links: links::Links,
+}
+
+impl Probes {
+    /// Stop every program (maps and loaded programs stay): tracing costs nothing until
+    /// [`Probes::attach_again`].
+    pub fn detach_all(&mut self) -> Result<()> {
+        self.links.detach_all(&mut self.ebpf)
+    }
+
+    /// Attach again what [`Probes::detach_all`] detached, with the same mechanisms. For
+    /// measuring what tracing costs (`cargo xtask bench toggle`), not for reading the maps
+    /// afterwards: a wait in flight when the programs were detached keeps its start in the
+    /// in-flight tables and may be paired with a later end of the same task or CPU.
+    pub fn attach_again(&mut self) -> Result<()> {
+        self.links.attach_again(&mut self.ebpf)
+    }
 }
 
 /// Load the object and attach every hook. Fails only if nothing at all could be loaded; a
@@ -264,6 +283,7 @@ pub fn attach_all(
         .context("the kernel refused vmap-trace's eBPF object (maps or BTF)")?;
 
     let mut hooks = Vec::new();
+    let mut links = links::Links::default();
     for hook in Hook::ATTACH_ORDER {
         let (category, event) = hook.event();
         let mut status = HookStatus {
@@ -287,6 +307,7 @@ pub fn attach_all(
                     category,
                     event,
                     aya_btf.as_ref(),
+                    &mut links,
                 )
             };
             match result {
@@ -320,19 +341,28 @@ pub fn attach_all(
     let choice = MechanismChoice { skip_fentry };
     let mut functions = Vec::new();
     if !options.no_function_latency {
-        let (probes, fn_hooks) =
-            functions::attach(&mut ebpf, aya_btf.as_ref(), kernel_btf, symbols, choice);
+        let (probes, fn_hooks) = functions::attach(
+            &mut ebpf,
+            aya_btf.as_ref(),
+            kernel_btf,
+            symbols,
+            choice,
+            &mut links,
+        );
         functions = probes;
         hooks.extend(fn_hooks);
     }
     if options.lock_timing {
-        hooks.extend(lock_timing::attach(&mut ebpf, symbols, vmap_locks));
+        hooks.extend(lock_timing::attach(
+            &mut ebpf, symbols, vmap_locks, &mut links,
+        ));
     }
     Ok(Probes {
         ebpf,
         hooks,
         functions,
         other_locks,
+        links,
     })
 }
 
@@ -344,6 +374,7 @@ fn try_attach(
     category: &str,
     event: &str,
     btf: Option<&Btf>,
+    links: &mut links::Links,
 ) -> Result<(), String> {
     let program = ebpf
         .program_mut(prog_name)
@@ -353,12 +384,18 @@ fn try_attach(
             let btf = btf.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux)")?;
             let prog: &mut BtfTracePoint = program.try_into().map_err(|e| reason(&e))?;
             prog.load(event, btf).map_err(|e| reason(&e))?;
-            prog.attach().map_err(|e| reason(&e))?;
+            let link = prog.attach().map_err(|e| reason(&e))?;
+            links.add(prog_name, links::Target::TpBtf, links::LinkId::TpBtf(link));
         }
         Mechanism::Tracepoint => {
             let prog: &mut TracePoint = program.try_into().map_err(|e| reason(&e))?;
             prog.load().map_err(|e| reason(&e))?;
-            prog.attach(category, event).map_err(|e| reason(&e))?;
+            let link = prog.attach(category, event).map_err(|e| reason(&e))?;
+            let target = links::Target::Tracepoint {
+                category: category.to_string(),
+                event: event.to_string(),
+            };
+            links.add(prog_name, target, links::LinkId::Tracepoint(link));
         }
         other => return Err(format!("{} is not compiled for this hook", other.label())),
     }

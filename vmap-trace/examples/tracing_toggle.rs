@@ -1,0 +1,157 @@
+//! The measuring half of `cargo xtask bench toggle`: runs a stress workload in this process
+//! and switches vmap-trace's kernel programs on and off every window, printing each window's
+//! operations as a JSON line. xtask compares every traced window with the untraced windows
+//! on either side, which cancels the machine's drift: separate runs seconds apart differ by
+//! more than the 1% being measured on a 2-vCPU machine.
+//!
+//! The windows repeat `off, <variant 1>, off, <variant 2>, ..., off, sham`. A variant is the
+//! default `record`/`daemon` configuration, optionally with `--sample-unlocated` (what
+//! kernels whose vmap locks can be located get by default). Each variant is loaded once at
+//! the start (its maps live for the whole run) and only its links are made and removed. A
+//! sham window switches nothing: comparing it with its neighbours is the A/A control.
+//!
+//! Each window's first `settle-ms` are not measured: the switch itself (patching the
+//! tracepoints' call sites, RCU callbacks) is a cost a user pays once, not while tracing.
+//!
+//! Needs root. Usage: tracing_toggle <workload> <seconds> <window-ms> <settle-ms> <variant>...
+//! with variants `default` and `sampled`.
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use vmap_trace::kernel::{btf::KernelBtf, kallsyms, vmap_locks};
+use vmap_trace::probe::{self, ProbeOptions, Probes};
+use vmap_trace::session::detect_design;
+use vmap_trace::stress::{self, StressConfig, WorkloadKind};
+
+/// Progress granularity: windows and settling times are whole ticks.
+const TICK: Duration = Duration::from_millis(10);
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [workload, seconds, window_ms, settle_ms, variants @ ..] = args.as_slice() else {
+        bail!(
+            "usage: tracing_toggle <workload> <seconds> <window-ms> <settle-ms> <variant>... \
+             (default, sampled)"
+        );
+    };
+    let kind = match workload.as_str() {
+        "pty" => WorkloadKind::Pty,
+        "mix" => WorkloadKind::Mix,
+        "fork" => WorkloadKind::Fork,
+        "threads" => WorkloadKind::Threads,
+        "bpfmap" => WorkloadKind::Bpfmap,
+        other => bail!("unknown workload {other}"),
+    };
+    let seconds: f64 = seconds.parse().context("seconds")?;
+    let window = Duration::from_millis(window_ms.parse().context("window-ms")?);
+    let settle = Duration::from_millis(settle_ms.parse().context("settle-ms")?);
+    if variants.is_empty() {
+        bail!("name at least one variant (default, sampled)");
+    }
+
+    let (_, symbols) = kallsyms::load()?;
+    let btf = KernelBtf::load().ok();
+    let locks = vmap_locks::discover(detect_design(btf.as_ref()), &symbols, btf.as_ref());
+    let mut loaded: Vec<(String, Probes)> = Vec::new();
+    for name in variants {
+        let options = match name.as_str() {
+            "default" => ProbeOptions::default(),
+            "sampled" => ProbeOptions {
+                sample_unlocated: true,
+                ..ProbeOptions::default()
+            },
+            other => bail!("unknown variant {other} (default, sampled)"),
+        };
+        let mut probes = probe::attach_all(options, &symbols, btf.as_ref(), &locks)?;
+        if probes.links.is_empty() {
+            bail!("variant {name}: nothing could be attached");
+        }
+        probes.detach_all()?;
+        eprintln!(
+            "variant {name}: {} links, other locks timed 1 in {}",
+            probes.links.len(),
+            probes.other_locks.period
+        );
+        loaded.push((name.clone(), probes));
+    }
+    // off, variant, off, variant, ..., off, sham
+    let mut cycle: Vec<Option<usize>> = Vec::new();
+    for v in 0..loaded.len() {
+        cycle.extend([None, Some(v)]);
+    }
+    cycle.extend([None, Some(usize::MAX)]);
+    let label = |slot: Option<usize>, loaded: &[(String, Probes)]| match slot {
+        None => "off".to_string(),
+        Some(usize::MAX) => "sham".to_string(),
+        Some(v) => loaded[v].0.clone(),
+    };
+
+    // The runner reports progress every tick; a window is `window / TICK` ticks, of which the
+    // first `settle / TICK` (the switch and what it sets off: code patching, RCU callbacks,
+    // cold maps) are not measured. A user attaches once; the steady state is what counts.
+    let ticks = (window.as_millis() / TICK.as_millis()).max(1) as usize;
+    let settle_ticks = (settle.as_millis() / TICK.as_millis()) as usize;
+    if settle_ticks >= ticks {
+        bail!("the settling time must be shorter than the window");
+    }
+    let config = StressConfig {
+        duration: Duration::from_secs_f64(seconds),
+        progress_interval: TICK,
+        ..StressConfig::new(Duration::from_secs_f64(seconds))
+    };
+    let stop = AtomicBool::new(false);
+    let (mut index, mut tick) = (0usize, 0usize);
+    let mut measured_from = (0u64, Instant::now());
+    let mut failure: Option<anyhow::Error> = None;
+    let result = stress::run_workload_with_progress(kind, &config, &stop, |sample| {
+        if failure.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let ops: u64 = sample.per_kind.iter().map(|k| k.ops).sum();
+        tick += 1;
+        if tick == settle_ticks {
+            measured_from = (ops, now);
+        }
+        if tick < ticks {
+            return;
+        }
+        let state = cycle[index % cycle.len()];
+        let next = cycle[(index + 1) % cycle.len()];
+        let switch_start = Instant::now();
+        let switched = (|| -> Result<()> {
+            if let Some(v) = state.filter(|&v| v != usize::MAX) {
+                loaded[v].1.detach_all()?;
+            }
+            if let Some(v) = next.filter(|&v| v != usize::MAX) {
+                loaded[v].1.attach_again()?;
+            }
+            Ok(())
+        })();
+        let switch_secs = switch_start.elapsed().as_secs_f64();
+        println!(
+            "{{\"window\":{index},\"state\":\"{}\",\"ops\":{},\"secs\":{:.6},\"switch_secs\":{switch_secs:.6}}}",
+            label(state, &loaded),
+            ops - measured_from.0,
+            (now - measured_from.1).as_secs_f64()
+        );
+        if let Err(e) = switched {
+            failure = Some(e);
+        }
+        index += 1;
+        tick = 0;
+        // Measured from here when there is no settling time.
+        measured_from = (ops, Instant::now());
+    });
+    for (_, probes) in &mut loaded {
+        probes.detach_all()?;
+    }
+    if let Some(e) = failure {
+        return Err(e.context("switching the programs"));
+    }
+    let result = result?;
+    eprintln!("{} windows, {} ops", index, result.ops);
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! `cargo xtask bench toggle`: what tracing costs, measured by switching vmap-trace's kernel
+//! programs on and off every quarter second while one stress run goes on.
+//!
+//! Separate runs (`bench overhead`) compare seconds-long runs, between which this 2-vCPU
+//! machine drifts by several percent; their intervals stay 3 to 14 points wide however many
+//! rounds are run. Here the stress workload runs once, in the `tracing_toggle` example
+//! (vmap-trace's library: the same programs and defaults as `record` and `daemon`, loaded
+//! once), which detaches and attaches the programs between windows: `off, default, off,
+//! sampled, off, sham, ...`. Each traced window is compared with the untraced windows on
+//! either side, a quarter second away, so slow drifts cancel; the sham windows (nothing
+//! switched) are the A/A control. The first `--settle-ms` of each window are not measured: the
+//! switch (patching the tracepoints' call sites, RCU callbacks) is paid once by a user, not
+//! while tracing. What this leaves out: the user-space process of
+//! record/daemon (reading maps every few seconds), which `bench overhead` measures.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::bench::{machine_description, require_root, BenchArgs};
+use crate::ebpf::workspace_root;
+use crate::setup::run_checked;
+
+/// One window as the example prints it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub window: usize,
+    /// `off`, `sham` or a variant's name.
+    pub state: String,
+    pub ops: u64,
+    pub secs: f64,
+    /// How long detaching and attaching took at the window's end (not measured in any window).
+    pub switch_secs: f64,
+}
+
+impl Window {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+}
+
+/// The extra time per operation in one state's windows, in percent, against the untraced
+/// windows next to them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slowdown {
+    pub windows: usize,
+    pub mean_pct: f64,
+    /// Normal-approximation 95% interval of the mean (the windows number in the hundreds).
+    pub low_pct: f64,
+    pub high_pct: f64,
+    pub median_pct: f64,
+}
+
+impl Slowdown {
+    /// Per traced window: the untraced rate on either side (their mean) over the window's
+    /// rate, minus one: the extra time per operation while traced. The workload keeps every
+    /// CPU busy, so time per operation is CPU per operation. Windows without an untraced
+    /// neighbour on each side (the ends of the run) are left out.
+    pub fn of(windows: &[Window], state: &str) -> Option<Slowdown> {
+        let mut values: Vec<f64> = windows
+            .windows(3)
+            .filter(|w| w[1].state == state && w[0].state == "off" && w[2].state == "off")
+            .filter(|w| w.iter().all(|x| x.ops > 0 && x.secs > 0.0))
+            .map(|w| ((w[0].rate() + w[2].rate()) / 2.0 / w[1].rate() - 1.0) * 100.0)
+            .collect();
+        let n = values.len();
+        if n < 2 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let half = 1.96 * (var / n as f64).sqrt();
+        values.sort_by(f64::total_cmp);
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Some(Slowdown {
+            windows: n,
+            mean_pct: mean,
+            low_pct: mean - half,
+            high_pct: mean + half,
+            median_pct: median,
+        })
+    }
+
+    /// Against a goal of at most `limit_pct`.
+    pub fn verdict(&self, limit_pct: f64) -> &'static str {
+        if self.high_pct <= limit_pct {
+            "met"
+        } else if self.low_pct > limit_pct {
+            "MISSED"
+        } else {
+            "not resolved"
+        }
+    }
+}
+
+/// Parse the example's output; the first `skip` windows (start-up) are dropped.
+pub fn parse_windows(text: &str, skip: usize) -> Result<Vec<Window>> {
+    let mut windows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let w = (|| {
+            let v: Value = serde_json::from_str(line).ok()?;
+            Some(Window {
+                window: v["window"].as_u64()? as usize,
+                state: v["state"].as_str()?.to_string(),
+                ops: v["ops"].as_u64()?,
+                secs: v["secs"].as_f64()?,
+                switch_secs: v["switch_secs"].as_f64().unwrap_or(0.0),
+            })
+        })()
+        .with_context(|| format!("line {} of tracing_toggle's output: {line}", i + 1))?;
+        if w.window >= skip {
+            windows.push(w);
+        }
+    }
+    Ok(windows)
+}
+
+const VARIANTS: [&str; 2] = ["default", "sampled"];
+
+fn example_binary(build: bool) -> Result<PathBuf> {
+    let bin = workspace_root().join("target/release/examples/tracing_toggle");
+    if build {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run_checked(Command::new(cargo).current_dir(workspace_root()).args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vmap-trace",
+            "--example",
+            "tracing_toggle",
+        ]))?;
+    } else if !bin.exists() {
+        bail!(
+            "{} does not exist: build it, or drop --no-build",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+pub fn toggle(args: &BenchArgs) -> Result<()> {
+    require_root("bench toggle")?;
+    let bin = example_binary(!args.no_build)?;
+    let cycle = 2 * (VARIANTS.len() + 1);
+    println!("## Toggled A/B: {}", machine_description());
+    println!();
+    println!(
+        "Windows of {} ms, the first {} ms of each (the switch settling) not measured, {} s per \
+         workload, cycle `off, {}, off, sham`; the first cycle is dropped. Extra time per \
+         operation in each state's windows against the untraced windows on either side; 95% \
+         interval of the mean (normal approximation).",
+        args.window_ms,
+        args.settle_ms,
+        args.toggle_seconds,
+        VARIANTS.join(", off, ")
+    );
+    for workload in &args.workloads {
+        eprintln!(
+            "bench toggle: {workload} for {} s ({} ms windows)",
+            args.toggle_seconds, args.window_ms
+        );
+        let out = Command::new(&bin)
+            .arg(workload)
+            .arg(args.toggle_seconds.to_string())
+            .arg(args.window_ms.to_string())
+            .arg(args.settle_ms.to_string())
+            .args(VARIANTS)
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!(
+                "tracing_toggle {workload} failed ({}):\n{stderr}",
+                out.status
+            );
+        }
+        let windows = parse_windows(&String::from_utf8_lossy(&out.stdout), cycle)?;
+        let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+        for w in &windows {
+            *by_state.entry(w.state.as_str()).or_default() += 1;
+        }
+        let off: Vec<&Window> = windows.iter().filter(|w| w.state == "off").collect();
+        let off_rate =
+            off.iter().map(|w| w.ops as f64).sum::<f64>() / off.iter().map(|w| w.secs).sum::<f64>();
+        println!();
+        let switches: Vec<f64> = windows
+            .iter()
+            .filter(|w| w.state != "sham")
+            .map(|w| w.switch_secs * 1e3)
+            .collect();
+        let switch_ms = switches.iter().sum::<f64>() / switches.len().max(1) as f64;
+        println!(
+            "### `stress {workload}`: {} windows, untraced {off_rate:.0} ops/s, a switch took \
+             {switch_ms:.2} ms on average",
+            windows.len()
+        );
+        for line in stderr.lines().filter(|l| l.starts_with("variant ")) {
+            println!("- {line}");
+        }
+        println!();
+        println!(
+            "| state | windows | extra time per op, mean (95% interval) | median | at most 1% |"
+        );
+        println!("|---|---:|---:|---:|---|");
+        for state in VARIANTS.iter().chain(&["sham"]) {
+            let Some(s) = Slowdown::of(&windows, state) else {
+                bail!("{workload}: too few `{state}` windows between untraced ones ({by_state:?})");
+            };
+            let verdict = if *state == "sham" {
+                "(A/A control: should contain 0)"
+            } else {
+                s.verdict(1.0)
+            };
+            println!(
+                "| {state} | {} | {:+.2}% ({:+.2}% .. {:+.2}%) | {:+.2}% | {verdict} |",
+                s.windows, s.mean_pct, s.low_pct, s.high_pct, s.median_pct
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run whose untraced rate drifts by 30% over its length, with 3% noise per window, and
+    /// whose traced windows are 1.5% slower: the estimate finds 1.5%, the sham windows 0.
+    #[test]
+    fn slowdown_cancels_drift_and_finds_the_cost() {
+        // xorshift64: uniform in [0, 1).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut uniform = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let cycle = ["off", "default", "off", "sham"];
+        let n = 4000;
+        let windows: Vec<Window> = (0..n)
+            .map(|i| {
+                let state = cycle[i % cycle.len()];
+                let drift = 1.0 + 0.3 * (i as f64 / n as f64 * 6.0).sin();
+                let noise = 1.0 + 0.03 * (uniform() - 0.5) * 3.46;
+                let cost = if state == "default" { 1.015 } else { 1.0 };
+                let rate = 80_000.0 * drift * noise / cost;
+                Window {
+                    window: i,
+                    state: state.into(),
+                    ops: (rate * 0.25) as u64,
+                    secs: 0.25,
+                    switch_secs: 0.001,
+                }
+            })
+            .collect();
+        let traced = Slowdown::of(&windows, "default").unwrap();
+        assert_eq!(traced.windows, n / 4);
+        assert!((traced.mean_pct - 1.5).abs() < 0.25, "{traced:?}");
+        assert!(traced.low_pct < 1.5 && 1.5 < traced.high_pct, "{traced:?}");
+        assert!(traced.high_pct - traced.low_pct < 0.6, "{traced:?}");
+        assert_eq!(traced.verdict(1.0), "MISSED");
+        let sham = Slowdown::of(&windows, "sham").unwrap();
+        assert!(sham.low_pct < 0.0 && 0.0 < sham.high_pct, "{sham:?}");
+        assert_eq!(sham.verdict(1.0), "met");
+    }
+
+    #[test]
+    fn only_windows_between_untraced_ones_count() {
+        let w = |i: usize, state: &str, ops: u64| Window {
+            window: i,
+            state: state.into(),
+            ops,
+            secs: 0.5,
+            switch_secs: 0.0,
+        };
+        // default at the end has no right neighbour; the sham one sits between off windows.
+        let windows = vec![
+            w(0, "off", 100),
+            w(1, "default", 90),
+            w(2, "off", 80),
+            w(3, "default", 60),
+            w(4, "off", 60),
+            w(5, "sham", 60),
+            w(6, "off", 60),
+            w(7, "default", 10),
+        ];
+        let s = Slowdown::of(&windows, "default").unwrap();
+        assert_eq!(s.windows, 2);
+        // 90 against (100 + 80) / 2 = 90: 0%; 60 against 70: +16.67%.
+        assert!((s.mean_pct - 100.0 / 12.0).abs() < 1e-9, "{s:?}");
+        assert!(
+            Slowdown::of(&windows, "sham").is_none(),
+            "one window is too few"
+        );
+    }
+
+    #[test]
+    fn output_lines_parse_and_start_up_is_dropped() {
+        let text = "{\"window\":0,\"state\":\"off\",\"ops\":19872,\"secs\":0.250064}\n\
+                    {\"window\":1,\"state\":\"default\",\"ops\":19344,\"secs\":0.249997}\n";
+        let w = parse_windows(text, 1).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].state, "default");
+        assert_eq!(w[0].ops, 19344);
+        let err = parse_windows("not json\n", 0).unwrap_err();
+        assert!(format!("{err:#}").contains("line 1"), "{err:#}");
+    }
+}
