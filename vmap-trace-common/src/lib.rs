@@ -161,7 +161,10 @@ pub struct ProbeConfig {
     /// Under a workload whose contention is on other locks (tty_mutex under `stress pty`),
     /// timing every wait was most of what tracing cost; the vmap locks are always timed.
     pub other_lock_period: u32,
-    pub _pad: u32,
+    /// Nonzero: every program returns at once, recording nothing. The dispatch of the hooks
+    /// alone, the floor any eBPF tool on them pays (`cargo xtask bench toggle`). Normal loads
+    /// pay a load and a branch never taken for it.
+    pub empty_programs: u32,
     /// The static vmap locks' addresses (0: unused), and the `vmap_nodes` array's locks as
     /// the address range `[vmap_nodes_start, vmap_nodes_end)` (empty when there is none).
     pub vmap_lock_addrs: [u64; STATIC_VMAP_LOCKS],

@@ -47,7 +47,7 @@ static CONFIG: ProbeConfig = ProbeConfig {
     stack_depth: 0,
     stack_samples: 0,
     other_lock_period: 0,
-    _pad: 0,
+    empty_programs: 0,
     vmap_lock_addrs: [0; STATIC_VMAP_LOCKS],
     vmap_nodes_start: 0,
     vmap_nodes_end: 0,
@@ -69,6 +69,15 @@ const NO_ARGS: EventArgs = EventArgs {
 macro_rules! config {
     ($($field:ident).+) => {
         unsafe { core::ptr::read_volatile(&CONFIG$(.$field)+) }
+    };
+}
+
+/// First statement of every program: with `ProbeConfig::empty_programs` it returns at once.
+macro_rules! return_if_empty {
+    ($ret:expr) => {
+        if config!(empty_programs) != 0 {
+            return $ret;
+        }
     };
 }
 
@@ -207,6 +216,7 @@ fn btf_arg(ctx: &BtfTracePointContext, idx: u32) -> u64 {
 
 #[btf_tracepoint(function = "alloc_vmap_area")]
 pub fn tpbtf_alloc_vmap_area(ctx: BtfTracePointContext) -> i32 {
+    return_if_empty!(0);
     on_alloc_vmap_area(
         btf_arg(&ctx, config!(btf.alloc_size)),
         btf_arg(&ctx, config!(btf.alloc_failed)) as i32,
@@ -216,6 +226,7 @@ pub fn tpbtf_alloc_vmap_area(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "free_vmap_area_noflush")]
 pub fn tpbtf_free_vmap_area_noflush(ctx: BtfTracePointContext) -> i32 {
+    return_if_empty!(0);
     on_free_vmap_area_noflush(
         btf_arg(&ctx, config!(btf.free_nr_lazy)),
         btf_arg(&ctx, config!(btf.free_nr_lazy_max)),
@@ -225,6 +236,7 @@ pub fn tpbtf_free_vmap_area_noflush(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "purge_vmap_area_lazy")]
 pub fn tpbtf_purge_vmap_area_lazy(ctx: BtfTracePointContext) -> i32 {
+    return_if_empty!(0);
     on_purge_vmap_area_lazy(btf_arg(&ctx, config!(btf.purge_npurged)) as u32 as u64);
     0
 }
@@ -241,6 +253,7 @@ macro_rules! classic_tracepoint {
         #[unsafe(no_mangle)]
         #[unsafe(link_section = $section)]
         pub fn $name(raw: *mut core::ffi::c_void) -> u32 {
+            return_if_empty!(PASS_ON);
             let $ctx = TracePointContext::new(raw);
             $body
             PASS_ON
@@ -820,6 +833,7 @@ fn flush_task_batch(batch: &mut TaskBatch) {
 
 #[btf_tracepoint(function = "contention_begin")]
 pub fn tpbtf_contention_begin(ctx: BtfTracePointContext) -> i32 {
+    return_if_empty!(0);
     on_contention_begin(
         btf_arg(&ctx, config!(btf.contention_lock)),
         btf_arg(&ctx, config!(btf.contention_flags)) as u32,
@@ -829,6 +843,7 @@ pub fn tpbtf_contention_begin(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "contention_end")]
 pub fn tpbtf_contention_end(ctx: BtfTracePointContext) -> i32 {
+    return_if_empty!(0);
     on_contention_end(&ctx, btf_arg(&ctx, config!(btf.contention_lock)));
     0
 }
@@ -913,21 +928,25 @@ macro_rules! latency_slots {
     ($($slot:literal => $fe:ident, $fx:ident, $kp:ident, $krp:ident;)*) => {$(
         #[fentry]
         pub fn $fe(_ctx: FEntryContext) -> i32 {
+            return_if_empty!(0);
             func_enter($slot);
             0
         }
         #[fexit]
         pub fn $fx(_ctx: FExitContext) -> i32 {
+            return_if_empty!(0);
             func_exit($slot);
             0
         }
         #[kprobe]
         pub fn $kp(_ctx: ProbeContext) -> u32 {
+            return_if_empty!(0);
             func_enter($slot);
             0
         }
         #[kretprobe]
         pub fn $krp(_ctx: RetProbeContext) -> u32 {
+            return_if_empty!(0);
             func_exit($slot);
             0
         }
@@ -1020,11 +1039,13 @@ fn lock_release_enter(lock_addr: u64) {
 // one their unlocks. (No fentry variant: see vmap-trace/src/probe/lock_timing.rs for why.)
 #[kprobe]
 pub fn kprobe_lock_acquire(ctx: ProbeContext) -> u32 {
+    return_if_empty!(0);
     lock_acquire_enter(ctx.arg(0).unwrap_or(0));
     0
 }
 #[kprobe]
 pub fn kprobe_lock_release(ctx: ProbeContext) -> u32 {
+    return_if_empty!(0);
     lock_release_enter(ctx.arg(0).unwrap_or(0));
     0
 }

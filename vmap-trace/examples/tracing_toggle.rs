@@ -4,9 +4,12 @@
 //! on either side, which cancels the machine's drift: separate runs seconds apart differ by
 //! more than the 1% being measured on a 2-vCPU machine.
 //!
-//! The windows repeat `off, <variant 1>, off, <variant 2>, ..., off, sham`. A variant is the
-//! default `record`/`daemon` configuration, optionally with `--sample-unlocated` (what
-//! kernels whose vmap locks can be located get by default). Each variant is loaded once at
+//! The windows repeat `off, <variant 1>, off, <variant 2>, ..., off, sham`. Variants:
+//! `default` (what `record` and `daemon` attach), `sampled` (the same with
+//! `--sample-unlocated`: what kernels whose vmap locks can be located get by default), `empty`
+//! (programs that return at once on the same hooks: the dispatch floor), and
+//! `sampled-contention` / `sampled-vmalloc` (`sampled` on the contention or the vmalloc
+//! tracepoints only). Each variant is loaded once at
 //! the start (its maps live for the whole run) and only its links are made and removed. A
 //! sham window switches nothing: comparing it with its neighbours is the A/A control.
 //!
@@ -14,7 +17,6 @@
 //! tracepoints' call sites, RCU callbacks) is a cost a user pays once, not while tracing.
 //!
 //! Needs root. Usage: tracing_toggle <workload> <seconds> <window-ms> <settle-ms> <variant>...
-//! with variants `default` and `sampled`.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -25,6 +27,8 @@ use vmap_trace::probe::{self, ProbeOptions, Probes};
 use vmap_trace::session::detect_design;
 use vmap_trace::stress::{self, StressConfig, WorkloadKind};
 
+const VARIANTS: &str = "default, sampled, empty, sampled-contention, sampled-vmalloc";
+
 /// Progress granularity: windows and settling times are whole ticks.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -33,7 +37,7 @@ fn main() -> Result<()> {
     let [workload, seconds, window_ms, settle_ms, variants @ ..] = args.as_slice() else {
         bail!(
             "usage: tracing_toggle <workload> <seconds> <window-ms> <settle-ms> <variant>... \
-             (default, sampled)"
+             ({VARIANTS})"
         );
     };
     let kind = match workload.as_str() {
@@ -48,7 +52,7 @@ fn main() -> Result<()> {
     let window = Duration::from_millis(window_ms.parse().context("window-ms")?);
     let settle = Duration::from_millis(settle_ms.parse().context("settle-ms")?);
     if variants.is_empty() {
-        bail!("name at least one variant (default, sampled)");
+        bail!("name at least one variant ({VARIANTS})");
     }
 
     let (_, symbols) = kallsyms::load()?;
@@ -56,15 +60,28 @@ fn main() -> Result<()> {
     let locks = vmap_locks::discover(detect_design(btf.as_ref()), &symbols, btf.as_ref());
     let mut loaded: Vec<(String, Probes)> = Vec::new();
     for name in variants {
-        let options = match name.as_str() {
-            "default" => ProbeOptions::default(),
-            "sampled" => ProbeOptions {
-                sample_unlocated: true,
-                ..ProbeOptions::default()
-            },
-            other => bail!("unknown variant {other} (default, sampled)"),
+        let sampled = ProbeOptions {
+            sample_unlocated: true,
+            ..ProbeOptions::default()
+        };
+        // Which programs the variant keeps attached (by name).
+        let all = |_: &str| true;
+        let (options, keep): (ProbeOptions, &dyn Fn(&str) -> bool) = match name.as_str() {
+            "default" => (ProbeOptions::default(), &all),
+            "sampled" => (sampled, &all),
+            "empty" => (
+                ProbeOptions {
+                    empty_programs: true,
+                    ..ProbeOptions::default()
+                },
+                &all,
+            ),
+            "sampled-contention" => (sampled, &|p: &str| p.contains("contention")),
+            "sampled-vmalloc" => (sampled, &|p: &str| p.contains("vmap_area")),
+            other => bail!("unknown variant {other} ({VARIANTS})"),
         };
         let mut probes = probe::attach_all(options, &symbols, btf.as_ref(), &locks)?;
+        probes.links.retain(&mut probes.ebpf, keep)?;
         if probes.links.is_empty() {
             bail!("variant {name}: nothing could be attached");
         }

@@ -65,6 +65,13 @@ pub struct BenchArgs {
     /// toggle: milliseconds per window (the programs switch between windows).
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(50..=60_000))]
     pub window_ms: u32,
+    /// toggle: what is switched on in turn: `default` (what record and daemon attach),
+    /// `sampled` (with --sample-unlocated), `empty` (programs that return at once: the
+    /// hooks' dispatch floor), `sampled-contention` and `sampled-vmalloc` (`sampled` on one
+    /// family of tracepoints).
+    #[arg(long, value_delimiter = ',', default_value = "default,sampled,empty",
+          value_parser = ["default", "sampled", "empty", "sampled-contention", "sampled-vmalloc"])]
+    pub variants: Vec<String>,
     /// toggle: milliseconds at the start of each window that are not measured (the switch
     /// and its after-effects).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=60_000))]

@@ -88,6 +88,17 @@ impl Links {
         self.attached.is_empty()
     }
 
+    /// Detach and forget the links whose program `keep` refuses (the bench's per-hook variants).
+    pub fn retain(&mut self, ebpf: &mut Ebpf, keep: impl Fn(&str) -> bool) -> Result<()> {
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.attached)
+            .into_iter()
+            .partition(|a| keep(&a.program));
+        self.attached = dropped;
+        let detached = self.detach_all(ebpf);
+        self.attached = kept;
+        detached
+    }
+
     /// Detach every program (the kernel stops running them at once); maps keep their contents.
     pub fn detach_all(&mut self, ebpf: &mut Ebpf) -> Result<()> {
         // Reverse order: the exits go before their entries, as attach_all added them after.

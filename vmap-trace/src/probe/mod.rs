@@ -158,7 +158,7 @@ pub fn probe_config(
         stack_depth: options.stack_keying().depth,
         stack_samples: options.stack_keying().samples_per_cpu_s,
         other_lock_period: other_locks.period,
-        _pad: 0,
+        empty_programs: u32::from(options.empty_programs),
         vmap_lock_addrs: other_locks.static_locks,
         vmap_nodes_start: other_locks.nodes.start,
         vmap_nodes_end: other_locks.nodes.end,
@@ -191,6 +191,9 @@ pub struct ProbeOptions {
     pub other_lock_period: Option<u32>,
     /// Sample other locks even where the vmap locks cannot all be located.
     pub sample_unlocated: bool,
+    /// Programs that return at once and record nothing: the hooks' dispatch cost alone, the
+    /// floor of `cargo xtask bench toggle`. Never set by the commands.
+    pub empty_programs: bool,
 }
 
 impl ProbeOptions {
