@@ -72,6 +72,10 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "default,sampled,empty",
           value_parser = ["default", "sampled", "empty", "sampled-contention", "sampled-vmalloc"])]
     pub variants: Vec<String>,
+    /// toggle: report on the windows an earlier run saved (target/bench-toggle-<workload>.jsonl)
+    /// instead of running; needs no root.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
     /// toggle: milliseconds at the start of each window that are not measured (the switch
     /// and its after-effects).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=60_000))]

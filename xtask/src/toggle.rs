@@ -151,17 +151,17 @@ fn example_binary(build: bool) -> Result<PathBuf> {
 }
 
 pub fn toggle(args: &BenchArgs) -> Result<()> {
+    if let Some(path) = &args.from {
+        return analyse_saved(path);
+    }
     require_root("bench toggle")?;
     let bin = example_binary(!args.no_build)?;
     let variants: Vec<&str> = args.variants.iter().map(String::as_str).collect();
-    let cycle = 2 * (variants.len() + 1);
     println!("## Toggled A/B: {}", machine_description());
     println!();
     println!(
         "Windows of {} ms, the first {} ms of each (the switch settling) not measured, {} s per \
-         workload, cycle `off, {}, off, sham`; the first cycle is dropped. Extra time per \
-         operation in each state's windows against the untraced windows on either side; 95% \
-         interval of the mean (normal approximation).",
+         workload, cycle `off, {}, off, sham`; the first cycle is dropped. {ESTIMATE}",
         args.window_ms,
         args.settle_ms,
         args.toggle_seconds,
@@ -188,53 +188,83 @@ pub fn toggle(args: &BenchArgs) -> Result<()> {
             );
         }
         let raw = String::from_utf8_lossy(&out.stdout);
-        // Kept for other analyses of the same run.
+        // Kept for other analyses of the same run (`--from`).
         let saved = workspace_root().join(format!("target/bench-toggle-{workload}.jsonl"));
         std::fs::write(&saved, raw.as_bytes())
             .with_context(|| format!("writing {}", saved.display()))?;
         eprintln!("bench toggle: windows written to {}", saved.display());
-        let windows = parse_windows(&raw, cycle)?;
-        let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
-        for w in &windows {
-            *by_state.entry(w.state.as_str()).or_default() += 1;
-        }
-        let off: Vec<&Window> = windows.iter().filter(|w| w.state == "off").collect();
-        let off_rate =
-            off.iter().map(|w| w.ops as f64).sum::<f64>() / off.iter().map(|w| w.secs).sum::<f64>();
+        let windows = parse_windows(&raw, 2 * (variants.len() + 1))?;
         println!();
-        let switches: Vec<f64> = windows
-            .iter()
-            .filter(|w| w.state != "sham")
-            .map(|w| w.switch_secs * 1e3)
-            .collect();
-        let switch_ms = switches.iter().sum::<f64>() / switches.len().max(1) as f64;
-        println!(
-            "### `stress {workload}`: {} windows, untraced {off_rate:.0} ops/s, a switch took \
-             {switch_ms:.2} ms on average",
-            windows.len()
-        );
+        println!("### `stress {workload}`");
         for line in stderr.lines().filter(|l| l.starts_with("variant ")) {
             println!("- {line}");
         }
-        println!();
-        println!(
-            "| state | windows | extra time per op, mean (95% interval) | median | at most 1% |"
-        );
-        println!("|---|---:|---:|---:|---|");
-        for state in variants.iter().chain(&["sham"]) {
-            let Some(s) = Slowdown::of(&windows, state) else {
-                bail!("{workload}: too few `{state}` windows between untraced ones ({by_state:?})");
-            };
-            let verdict = match *state {
-                "sham" => "(A/A control: should contain 0)",
-                "empty" => "(the floor: any program on these hooks)",
-                _ => s.verdict(1.0),
-            };
-            println!(
-                "| {state} | {} | {:+.2}% ({:+.2}% .. {:+.2}%) | {:+.2}% | {verdict} |",
-                s.windows, s.mean_pct, s.low_pct, s.high_pct, s.median_pct
-            );
+        report(&windows, &variants)?;
+    }
+    Ok(())
+}
+
+const ESTIMATE: &str = "Extra time per operation in each state's windows against the untraced \
+                        windows on either side (mean log difference); 95% interval of the mean \
+                        (normal approximation).";
+
+/// `--from`: the report of windows saved by an earlier run; the variants are the states found.
+fn analyse_saved(path: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let all = parse_windows(&text, 0)?;
+    let mut variants: Vec<&str> = Vec::new();
+    for w in &all {
+        if w.state != "off" && w.state != "sham" && !variants.contains(&w.state.as_str()) {
+            variants.push(&w.state);
         }
+    }
+    if variants.is_empty() {
+        bail!("{}: no traced windows", path.display());
+    }
+    let windows = parse_windows(&text, 2 * (variants.len() + 1))?;
+    println!("## Toggled A/B, windows saved in {}", path.display());
+    println!();
+    println!("The first cycle is dropped. {ESTIMATE}");
+    report(&windows, &variants)
+}
+
+/// One workload's table.
+fn report(windows: &[Window], variants: &[&str]) -> Result<()> {
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in windows {
+        *by_state.entry(w.state.as_str()).or_default() += 1;
+    }
+    let off: Vec<&Window> = windows.iter().filter(|w| w.state == "off").collect();
+    let off_rate =
+        off.iter().map(|w| w.ops as f64).sum::<f64>() / off.iter().map(|w| w.secs).sum::<f64>();
+    let switches: Vec<f64> = windows
+        .iter()
+        .filter(|w| w.state != "sham")
+        .map(|w| w.switch_secs * 1e3)
+        .collect();
+    let switch_ms = switches.iter().sum::<f64>() / switches.len().max(1) as f64;
+    println!();
+    println!(
+        "{} windows, untraced {off_rate:.0} ops/s, a switch took {switch_ms:.2} ms on average.",
+        windows.len()
+    );
+    println!();
+    println!("| state | windows | extra time per op, mean (95% interval) | median | at most 1% |");
+    println!("|---|---:|---:|---:|---|");
+    for state in variants.iter().chain(&["sham"]) {
+        let Some(s) = Slowdown::of(windows, state) else {
+            bail!("too few `{state}` windows between untraced ones ({by_state:?})");
+        };
+        let verdict = match *state {
+            "sham" => "(A/A control: should contain 0)",
+            "empty" => "(the floor: any program on these hooks)",
+            _ => s.verdict(1.0),
+        };
+        println!(
+            "| {state} | {} | {:+.2}% ({:+.2}% .. {:+.2}%) | {:+.2}% | {verdict} |",
+            s.windows, s.mean_pct, s.low_pct, s.high_pct, s.median_pct
+        );
     }
     Ok(())
 }
