@@ -124,16 +124,21 @@ fn criterion(bench: &str) -> Result<()> {
 // ------------------------------------------------------------------------------ common
 
 fn release_binary(build: bool) -> Result<PathBuf> {
-    let bin = workspace_root().join("target/release/vmap-trace");
+    release_artifact("vmap-trace", &[], build)
+}
+
+/// `target/release/<artifact>` of the vmap-trace package, built first (`cargo build --release
+/// -p vmap-trace <extra>`) unless `build` is false.
+pub fn release_artifact(artifact: &str, extra: &[&str], build: bool) -> Result<PathBuf> {
+    let bin = workspace_root().join("target/release").join(artifact);
     if build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        run_checked(Command::new(cargo).current_dir(workspace_root()).args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "vmap-trace",
-        ]))?;
+        run_checked(
+            Command::new(cargo)
+                .current_dir(workspace_root())
+                .args(["build", "--release", "--locked", "-p", "vmap-trace"])
+                .args(extra),
+        )?;
     } else if !bin.exists() {
         bail!(
             "{} does not exist: build it, or drop --no-build",

@@ -15,15 +15,13 @@
 //! user-space process of record/daemon (reading maps every few seconds), which `bench
 //! overhead` measures.
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::bench::{machine_description, require_root, BenchArgs};
+use crate::bench::{machine_description, release_artifact, require_root, BenchArgs};
 use crate::ebpf::workspace_root;
-use crate::setup::run_checked;
 
 /// One window as the example prints it.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,34 +126,13 @@ pub fn parse_windows(text: &str, skip: usize) -> Result<Vec<Window>> {
     Ok(windows)
 }
 
-fn example_binary(build: bool) -> Result<PathBuf> {
-    let bin = workspace_root().join("target/release/examples/tracing_toggle");
-    if build {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        run_checked(Command::new(cargo).current_dir(workspace_root()).args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "vmap-trace",
-            "--example",
-            "tracing_toggle",
-        ]))?;
-    } else if !bin.exists() {
-        bail!(
-            "{} does not exist: build it, or drop --no-build",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
 pub fn toggle(args: &BenchArgs) -> Result<()> {
     if let Some(path) = &args.from {
         return analyse_saved(path);
     }
     require_root("bench toggle")?;
-    let bin = example_binary(!args.no_build)?;
+    let example = ["--example", "tracing_toggle"];
+    let bin = release_artifact("examples/tracing_toggle", &example, !args.no_build)?;
     let variants: Vec<&str> = args.variants.iter().map(String::as_str).collect();
     println!("## Toggled A/B: {}", machine_description());
     println!();
@@ -273,18 +250,21 @@ fn report(windows: &[Window], variants: &[&str]) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// A run whose untraced rate drifts by 30% over its length, with 3% noise per window, and
-    /// whose traced windows are 1.5% slower: the estimate finds 1.5%, the sham windows 0.
-    #[test]
-    fn slowdown_cancels_drift_and_finds_the_cost() {
-        // xorshift64: uniform in [0, 1).
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut uniform = move || {
+    /// xorshift64: uniform in [0, 1), reproducible.
+    fn uniform(mut x: u64) -> impl FnMut() -> f64 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        }
+    }
+
+    /// A run whose untraced rate drifts by 30% over its length, with 3% noise per window, and
+    /// whose traced windows are 1.5% slower: the estimate finds 1.5%, the sham windows 0.
+    #[test]
+    fn slowdown_cancels_drift_and_finds_the_cost() {
+        let mut uniform = uniform(0x9e37_79b9_7f4a_7c15);
         let cycle = ["off", "default", "off", "sham"];
         let n = 4000;
         let windows: Vec<Window> = (0..n)
@@ -318,13 +298,7 @@ mod tests {
     /// mean of rate ratios would read about +1% here (the noise's variance).
     #[test]
     fn noise_alone_reads_as_no_cost() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut uniform = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut uniform = uniform(0x2545_f491_4f6c_dd1d);
         let windows: Vec<Window> = (0..40_000)
             .map(|i| Window {
                 window: i,
