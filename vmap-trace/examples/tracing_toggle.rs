@@ -8,8 +8,13 @@
 //! `default` (what `record` and `daemon` attach), `sampled` (the same with
 //! `--sample-unlocated`: what kernels whose vmap locks can be located get by default), `empty`
 //! (programs that return at once on the same hooks: the dispatch floor), and
-//! `sampled-contention` / `sampled-vmalloc` (`sampled` on the contention or the vmalloc
-//! tracepoints only). Each variant is loaded once at
+//! `kprobe` (`default` with `--prefer-kprobe`), and `sampled-contention` / `sampled-vmalloc`
+//! (`sampled` on the contention or the vmalloc tracepoints only).
+//!
+//! Each window's line also carries what the programs counted while it ran (`allocs`: the
+//! `vmalloc:alloc_vmap_area` hits, `fn_calls`: the vmap function calls timed), read between
+//! detaching one variant and attaching the next: 0 in untraced windows. vm-test checks that on
+//! Debian's kernels, where fentry and kprobe links are made too. Each variant is loaded once at
 //! the start (its maps live for the whole run) and only its links are made and removed. A
 //! sham window switches nothing: comparing it with its neighbours is the A/A control.
 //!
@@ -22,12 +27,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use aya::maps::PerCpuArray;
 use vmap_trace::kernel::{btf::KernelBtf, kallsyms, vmap_locks};
 use vmap_trace::probe::{self, ProbeOptions, Probes};
 use vmap_trace::session::detect_design;
 use vmap_trace::stress::{self, StressConfig, WorkloadKind};
+use vmap_trace_common::{OpCounter, WaitStats, FUNC_SLOTS};
 
-const VARIANTS: &str = "default, sampled, empty, sampled-contention, sampled-vmalloc";
+const VARIANTS: &str = "default, sampled, empty, kprobe, sampled-contention, sampled-vmalloc";
 
 /// Progress granularity: windows and settling times are whole ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -76,6 +83,13 @@ fn main() -> Result<()> {
                 },
                 &all,
             ),
+            "kprobe" => (
+                ProbeOptions {
+                    prefer_kprobe: true,
+                    ..ProbeOptions::default()
+                },
+                &all,
+            ),
             "sampled-contention" => (sampled, &|p: &str| p.contains("contention")),
             "sampled-vmalloc" => (sampled, &|p: &str| p.contains("vmap_area")),
             other => bail!("unknown variant {other} ({VARIANTS})"),
@@ -87,8 +101,9 @@ fn main() -> Result<()> {
         }
         probes.detach_all()?;
         eprintln!(
-            "variant {name}: {} links, other locks timed 1 in {}",
+            "variant {name}: {} links ({}), other locks timed 1 in {}",
             probes.links.len(),
+            probes.links.summary(),
             probes.other_locks.period
         );
         loaded.push((name.clone(), probes));
@@ -122,6 +137,7 @@ fn main() -> Result<()> {
     let (mut index, mut tick) = (0usize, 0usize);
     let mut measured_from = (0u64, Instant::now());
     let mut failure: Option<anyhow::Error> = None;
+    let mut last_counted = counts(&loaded)?;
     let result = stress::run_workload_with_progress(kind, &config, &stop, |sample| {
         if failure.is_some() {
             return;
@@ -138,10 +154,19 @@ fn main() -> Result<()> {
         let state = cycle[index % cycle.len()];
         let next = cycle[(index + 1) % cycle.len()];
         let switch_start = Instant::now();
+        // Counted while this window ran: read with nothing attached, between the two halves
+        // of the switch.
+        let mut counted = (0, 0);
         let switched = (|| -> Result<()> {
             if let Some(v) = state.filter(|&v| v != usize::MAX) {
                 loaded[v].1.detach_all()?;
             }
+            let now_counted = counts(&loaded)?;
+            counted = (
+                now_counted.0 - last_counted.0,
+                now_counted.1 - last_counted.1,
+            );
+            last_counted = now_counted;
             if let Some(v) = next.filter(|&v| v != usize::MAX) {
                 loaded[v].1.attach_again()?;
             }
@@ -149,10 +174,12 @@ fn main() -> Result<()> {
         })();
         let switch_secs = switch_start.elapsed().as_secs_f64();
         println!(
-            "{{\"window\":{index},\"state\":\"{}\",\"ops\":{},\"secs\":{:.6},\"switch_secs\":{switch_secs:.6}}}",
+            "{{\"window\":{index},\"state\":\"{}\",\"ops\":{},\"secs\":{:.6},\"switch_secs\":{switch_secs:.6},\"allocs\":{},\"fn_calls\":{}}}",
             label(state, &loaded),
             ops - measured_from.0,
-            (now - measured_from.1).as_secs_f64()
+            (now - measured_from.1).as_secs_f64(),
+            counted.0,
+            counted.1
         );
         if let Err(e) = switched {
             failure = Some(e);
@@ -171,4 +198,24 @@ fn main() -> Result<()> {
     let result = result?;
     eprintln!("{} windows, {} ops", index, result.ops);
     Ok(())
+}
+
+/// `vmalloc:alloc_vmap_area` hits and timed vmap function calls, over every variant's maps.
+fn counts(loaded: &[(String, Probes)]) -> Result<(u64, u64)> {
+    let (mut allocs, mut calls) = (0, 0);
+    for (_, probes) in loaded {
+        let ops: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(probes.ebpf.map("OP_COUNTS").context("OP_COUNTS map")?)?;
+        allocs += ops.get(&(OpCounter::Allocs as u32), 0)?.iter().sum::<u64>();
+        let latency: PerCpuArray<_, WaitStats> = PerCpuArray::try_from(
+            probes
+                .ebpf
+                .map("FUNC_LATENCY")
+                .context("FUNC_LATENCY map")?,
+        )?;
+        for slot in 0..FUNC_SLOTS {
+            calls += latency.get(&slot, 0)?.iter().map(|s| s.count).sum::<u64>();
+        }
+    }
+    Ok((allocs, calls))
 }

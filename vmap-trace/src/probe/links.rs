@@ -79,6 +79,27 @@ impl Links {
         self.attached.iter().filter(|a| a.link.is_some()).count()
     }
 
+    /// How many links of each kind, e.g. "tp_btf 5, fentry 6, fexit 6" (kprobe counts
+    /// kretprobes too).
+    pub fn summary(&self) -> String {
+        let mut kinds: Vec<(&str, usize)> = Vec::new();
+        for a in &self.attached {
+            let kind = match a.target {
+                Target::TpBtf => "tp_btf",
+                Target::Tracepoint { .. } => "tracepoint",
+                Target::FEntry => "fentry",
+                Target::FExit => "fexit",
+                Target::KProbe { .. } => "kprobe",
+            };
+            match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((kind, 1)),
+            }
+        }
+        let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        parts.join(", ")
+    }
+
     /// Links made by `add`, attached or not.
     pub fn len(&self) -> usize {
         self.attached.len()

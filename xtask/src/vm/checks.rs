@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::KernelSeries;
 
+#[derive(Debug)]
 pub struct CheckResult {
     pub name: String,
     pub ok: bool,
@@ -152,6 +153,7 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         ));
         return r;
     };
+    r.push(links_toggle(s.get("links_toggle")));
     let cpus = s
         .get("nproc")
         .map(|(b, _)| b.trim().to_string())
@@ -437,6 +439,81 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     r
 }
 
+/// The guest's `links_toggle` section: `tracing_toggle` switching the default programs
+/// (fentry/fexit where the kernel allows) and the kprobe variant on and off. Detached, nothing
+/// may be counted; attached again, allocations and vmap function calls must be.
+fn links_toggle(section: Option<&(String, i32)>) -> CheckResult {
+    const NAME: &str = "programs detach and attach again (fentry and kprobe links)";
+    let Some((body, rc)) = section else {
+        return result(NAME, false, "section missing from serial output");
+    };
+    if *rc != 0 {
+        return result(
+            NAME,
+            false,
+            format!("rc={rc}: {}", body.lines().last().unwrap_or("")),
+        );
+    }
+    let variant = |name: &str| {
+        body.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("variant {name}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let (default, kprobe) = (variant("default"), variant("kprobe"));
+    if !kprobe.contains("kprobe ") {
+        return result(
+            NAME,
+            false,
+            format!("kprobe variant made no kprobe links: {kprobe:?}"),
+        );
+    }
+    let windows: Vec<Value> = body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|v| v["window"].is_u64())
+        .collect();
+    let count = |w: &Value, key: &str| w[key].as_u64().unwrap_or(u64::MAX);
+    let mut problems = Vec::new();
+    for w in &windows {
+        let state = w["state"].as_str().unwrap_or("?");
+        let (allocs, calls) = (count(w, "allocs"), count(w, "fn_calls"));
+        let untraced = state == "off" || state == "sham";
+        if untraced && (allocs, calls) != (0, 0) {
+            problems.push(format!(
+                "{state} window {} counted {allocs} allocations, {calls} calls",
+                w["window"]
+            ));
+        }
+        if !untraced && (allocs == 0 || allocs == u64::MAX) {
+            problems.push(format!(
+                "{state} window {} counted no allocation",
+                w["window"]
+            ));
+        }
+    }
+    for state in ["default", "kprobe"] {
+        let traced: Vec<&Value> = windows.iter().filter(|w| w["state"] == state).collect();
+        if traced.is_empty() {
+            problems.push(format!("no {state} window"));
+        } else if !traced
+            .iter()
+            .any(|w| count(w, "fn_calls") > 0 && count(w, "fn_calls") != u64::MAX)
+        {
+            problems.push(format!("{state} windows timed no vmap function call"));
+        }
+    }
+    let detail = format!(
+        "{} windows; default: {default}; kprobe: {kprobe}",
+        windows.len()
+    );
+    if problems.is_empty() {
+        result(NAME, true, detail)
+    } else {
+        result(NAME, false, format!("{}; {detail}", problems.join("; ")))
+    }
+}
+
 /// Cycles of the guest's `locktiming_cycles` loop.
 const LOCK_TIMING_CYCLES: usize = 10;
 
@@ -457,6 +534,31 @@ fn lock_timing_cycles(text: &str) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_toggle_needs_nothing_counted_while_detached() {
+        let ok = "variant default: 29 links (tp_btf 5, fentry 12, fexit 12), other locks timed 1 in 8\n\
+                  variant kprobe: 29 links (tp_btf 5, kprobe 24), other locks timed 1 in 8\n\
+                  {\"window\":0,\"state\":\"off\",\"ops\":5,\"secs\":0.25,\"allocs\":0,\"fn_calls\":0}\n\
+                  {\"window\":1,\"state\":\"default\",\"ops\":5,\"secs\":0.25,\"allocs\":40,\"fn_calls\":90}\n\
+                  {\"window\":2,\"state\":\"off\",\"ops\":5,\"secs\":0.25,\"allocs\":0,\"fn_calls\":0}\n\
+                  {\"window\":3,\"state\":\"kprobe\",\"ops\":5,\"secs\":0.25,\"allocs\":30,\"fn_calls\":70}\n\
+                  10 windows, 20 ops";
+        let good = links_toggle(Some(&(ok.to_string(), 0)));
+        assert!(good.ok, "{good:?}");
+        let leaked = ok.replace(
+            "\"state\":\"off\",\"ops\":5,\"secs\":0.25,\"allocs\":0",
+            "\"state\":\"off\",\"ops\":5,\"secs\":0.25,\"allocs\":3",
+        );
+        let bad = links_toggle(Some(&(leaked, 0)));
+        assert!(!bad.ok && bad.detail.contains("off window"), "{bad:?}");
+        let no_kprobes = ok.replace("kprobe 24", "fentry 24");
+        assert!(!links_toggle(Some(&(no_kprobes, 0))).ok);
+        let no_calls = ok.replace("\"fn_calls\":70", "\"fn_calls\":0");
+        assert!(!links_toggle(Some(&(no_calls, 0))).ok);
+        assert!(!links_toggle(Some(&(ok.to_string(), 1))).ok);
+        assert!(!links_toggle(None).ok);
+    }
 
     #[test]
     fn splits_sections_with_chatter_around() {

@@ -47,6 +47,11 @@ section report_text vmap-trace report /tmp/r.rec --top 10
 section record_kprobe vmap-trace record --prefer-kprobe -o /tmp/k.rec -- vmap-trace stress mix --duration 2 --quiet
 section report_kprobe vmap-trace report /tmp/k.rec --format json --max-rows 5
 
+# Detaching and attaching the programs again (probe/links.rs, what `bench toggle` relies on)
+# with this kernel's fentry/fexit links and, forced, its kprobe/kretprobe links: every window
+# says what was counted in it, which must be nothing while detached.
+section links_toggle tracing_toggle mix 3 250 0 default kprobe
+
 # An independent count of the same functions: the kernel's own kprobe events, enabled only
 # while a pty stress runs, inside vmap-trace's window. Arming and disarming kprobe events
 # itself allocates vmap areas (vmap-trace sees those, the events cannot), so that footprint

@@ -13,7 +13,8 @@ use crate::setup::run_checked;
 const GUEST_INIT: &str = include_str!("guest-init.sh");
 
 /// A static vmap-trace (no shared libraries in the initramfs), in its own target dir so the
-/// RUSTFLAGS change does not rebuild the normal one.
+/// RUSTFLAGS change does not rebuild the normal one; its `tracing_toggle` example, which
+/// detaches and attaches the programs, is built beside it (`examples/`).
 pub fn build_static_binary() -> Result<PathBuf> {
     let root = workspace_root();
     let target_dir = root.join("target/vm-build");
@@ -28,6 +29,9 @@ pub fn build_static_binary() -> Result<PathBuf> {
                 "--locked",
                 "-p",
                 "vmap-trace",
+                "--bins",
+                "--example",
+                "tracing_toggle",
                 "--target",
                 "x86_64-unknown-linux-gnu",
                 "--target-dir",
@@ -50,14 +54,19 @@ pub fn build_initramfs(binary: &Path) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("busybox not found (apt-get install busybox-static)"))?;
     fs::copy(busybox, stage.join("bin/busybox"))?;
     fs::copy(binary, stage.join("bin/vmap-trace"))?;
+    let toggle = binary
+        .parent()
+        .map(|dir| dir.join("examples/tracing_toggle"))
+        .ok_or_else(|| anyhow!("{} has no directory", binary.display()))?;
+    fs::copy(&toggle, stage.join("bin/tracing_toggle"))
+        .with_context(|| format!("copying {}", toggle.display()))?;
     let init = stage.join("init");
     fs::write(&init, GUEST_INIT)?;
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
-    fs::set_permissions(
-        stage.join("bin/vmap-trace"),
-        fs::Permissions::from_mode(0o755),
-    )?;
+    for bin in ["bin/vmap-trace", "bin/tracing_toggle"] {
+        fs::set_permissions(stage.join(bin), fs::Permissions::from_mode(0o755))?;
+    }
     let out = vm_dir().join("initrd.gz");
     run_checked(
         Command::new("sh")
