@@ -4,22 +4,23 @@
 //! on either side, which cancels the machine's drift: separate runs seconds apart differ by
 //! more than the 1% being measured on a 2-vCPU machine.
 //!
-//! The windows repeat `off, <variant 1>, off, <variant 2>, ..., off, sham`. Variants:
-//! `default` (what `record` and `daemon` attach), `sampled` (the same with
-//! `--sample-unlocated`: what kernels whose vmap locks can be located get by default), `empty`
-//! (programs that return at once on the same hooks: the dispatch floor), and
-//! `kprobe` (`default` with `--prefer-kprobe`), and `sampled-contention` / `sampled-vmalloc`
-//! (`sampled` on the contention or the vmalloc tracepoints only).
-//!
-//! Each window's line also carries what the programs counted while it ran (`allocs`: the
-//! `vmalloc:alloc_vmap_area` hits, `fn_calls`: the vmap function calls timed), read between
-//! detaching one variant and attaching the next: 0 in untraced windows. vm-test checks that on
-//! Debian's kernels, where fentry and kprobe links are made too. Each variant is loaded once at
-//! the start (its maps live for the whole run) and only its links are made and removed. A
-//! sham window switches nothing: comparing it with its neighbours is the A/A control.
+//! The windows repeat `off, <variant 1>, off, <variant 2>, ..., off, sham`. Each variant is
+//! loaded once at the start (its maps live for the whole run); only its links are made and
+//! removed. A sham window switches nothing: compared with its neighbours, it is the A/A
+//! control. Variants:
+//! - `default`: what `record` and `daemon` attach;
+//! - `sampled`: the same with `--sample-unlocated`, what kernels whose vmap locks can be
+//!   located get by default;
+//! - `empty`: programs that return at once on the same hooks, the dispatch floor;
+//! - `kprobe`: `default` with `--prefer-kprobe`;
+//! - `sampled-contention`, `sampled-vmalloc`: `sampled` on one family of tracepoints only.
 //!
 //! Each window's first `settle-ms` are not measured: the switch itself (patching the
 //! tracepoints' call sites, RCU callbacks) is a cost a user pays once, not while tracing.
+//! Each window's line also says what the programs counted while it ran (`allocs`: the
+//! `vmalloc:alloc_vmap_area` hits, `fn_calls`: the vmap function calls timed), read between
+//! detaching one variant and attaching the next, so 0 in untraced windows; vm-test checks that
+//! on Debian's kernels, where fentry and kprobe links are made too.
 //!
 //! Needs root. Usage: tracing_toggle <workload> <seconds> <window-ms> <settle-ms> <variant>...
 
@@ -35,6 +36,16 @@ use vmap_trace::stress::{self, StressConfig, WorkloadKind};
 use vmap_trace_common::{OpCounter, WaitStats, FUNC_SLOTS};
 
 const VARIANTS: &str = "default, sampled, empty, kprobe, sampled-contention, sampled-vmalloc";
+
+/// What a window has attached.
+#[derive(Clone, Copy)]
+enum Slot {
+    Off,
+    /// Index into the loaded variants.
+    Variant(usize),
+    /// Nothing, like `Off`, but reported apart: the A/A control.
+    Sham,
+}
 
 /// Progress granularity: windows and settling times are whole ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -109,15 +120,15 @@ fn main() -> Result<()> {
         loaded.push((name.clone(), probes));
     }
     // off, variant, off, variant, ..., off, sham
-    let mut cycle: Vec<Option<usize>> = Vec::new();
+    let mut cycle: Vec<Slot> = Vec::new();
     for v in 0..loaded.len() {
-        cycle.extend([None, Some(v)]);
+        cycle.extend([Slot::Off, Slot::Variant(v)]);
     }
-    cycle.extend([None, Some(usize::MAX)]);
-    let label = |slot: Option<usize>, loaded: &[(String, Probes)]| match slot {
-        None => "off".to_string(),
-        Some(usize::MAX) => "sham".to_string(),
-        Some(v) => loaded[v].0.clone(),
+    cycle.extend([Slot::Off, Slot::Sham]);
+    let label = |slot: Slot, loaded: &[(String, Probes)]| match slot {
+        Slot::Off => "off".to_string(),
+        Slot::Sham => "sham".to_string(),
+        Slot::Variant(v) => loaded[v].0.clone(),
     };
 
     // The runner reports progress every tick; a window is `window / TICK` ticks, of which the
@@ -158,7 +169,7 @@ fn main() -> Result<()> {
         // of the switch.
         let mut counted = (0, 0);
         let switched = (|| -> Result<()> {
-            if let Some(v) = state.filter(|&v| v != usize::MAX) {
+            if let Slot::Variant(v) = state {
                 loaded[v].1.detach_all()?;
             }
             let now_counted = counts(&loaded)?;
@@ -167,7 +178,7 @@ fn main() -> Result<()> {
                 now_counted.1 - last_counted.1,
             );
             last_counted = now_counted;
-            if let Some(v) = next.filter(|&v| v != usize::MAX) {
+            if let Slot::Variant(v) = next {
                 loaded[v].1.attach_again()?;
             }
             Ok(())
