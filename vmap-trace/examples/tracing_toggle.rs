@@ -22,7 +22,9 @@
 //! detaching one variant and attaching the next, so 0 in untraced windows; vm-test checks that
 //! on Debian's kernels, where fentry and kprobe links are made too.
 //!
-//! Needs root. Usage: tracing_toggle <workload> <seconds> <window-ms> <settle-ms> <variant>...
+//! Needs root. Usage: tracing_toggle <workload> <length> <window-ms> <settle-ms> <variant>...
+//! where `<length>` is seconds, or `<N>cycles` to stop after N whole cycles however long the
+//! switches take (under QEMU without KVM, detaching fentry links takes seconds to minutes).
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -52,9 +54,9 @@ const TICK: Duration = Duration::from_millis(10);
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [workload, seconds, window_ms, settle_ms, variants @ ..] = args.as_slice() else {
+    let [workload, length, window_ms, settle_ms, variants @ ..] = args.as_slice() else {
         bail!(
-            "usage: tracing_toggle <workload> <seconds> <window-ms> <settle-ms> <variant>... \
+            "usage: tracing_toggle <workload> <seconds|Ncycles> <window-ms> <settle-ms> <variant>... \
              ({VARIANTS})"
         );
     };
@@ -66,7 +68,11 @@ fn main() -> Result<()> {
         "bpfmap" => WorkloadKind::Bpfmap,
         other => bail!("unknown workload {other}"),
     };
-    let seconds: f64 = seconds.parse().context("seconds")?;
+    // Seconds, or whole cycles with no time limit (an hour at most).
+    let (seconds, cycles): (f64, Option<usize>) = match length.strip_suffix("cycles") {
+        Some(n) => (3600.0, Some(n.parse().context("<N>cycles")?)),
+        None => (length.parse().context("seconds")?, None),
+    };
     let window = Duration::from_millis(window_ms.parse().context("window-ms")?);
     let settle = Duration::from_millis(settle_ms.parse().context("settle-ms")?);
     if variants.is_empty() {
@@ -197,6 +203,9 @@ fn main() -> Result<()> {
         }
         index += 1;
         tick = 0;
+        if cycles.is_some_and(|n| index >= n * cycle.len()) {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         // Measured from here when there is no settling time.
         measured_from = (ops, Instant::now());
     });
