@@ -213,6 +213,13 @@ const NOTES: &str = r#"
   primitives with entry kprobes only (acquisition times are derived from release times) and
   times the vmap functions with kprobes (no BPF trampolines), and each guest runs a loop of
   `--lock-timing` attach/detach cycles as a regression check.
+- **Detaching fentry/fexit links is slow without KVM.** Each guest also switches the default
+  programs (fentry/fexit) and the kprobe variant on and off once (`tracing_toggle`, the
+  measuring half of `cargo xtask bench toggle`) and checks that nothing is counted while they
+  are detached. Under `stress mix` the fentry variant took 7-9 s to attach and 11 s (6.12) or
+  112 s (6.1) to detach, as every trampoline update waits for RCU grace periods that busy
+  vCPUs taking turns on one host thread delay; under `stress pty`, whose tasks sleep often,
+  3.6 s on 6.1. A daemon pays this once at start and stop; it is why the check runs pty.
 - **Frozen guests are retried.** Each guest writes a heartbeat to the kernel-log port; vm-test
   stops a guest whose logs stop growing for 90 s, says in which section it froze, keeps its
   logs (`target/vm/*.failed-N.log`) and boots it again, up to three boots per kernel.
