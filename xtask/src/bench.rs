@@ -59,7 +59,8 @@ pub struct BenchArgs {
     /// overhead: rounds of the interleaved sequence.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: u32,
-    /// toggle: seconds of stress per workload (a sixth of it traced by each variant).
+    /// toggle: seconds of stress per workload; each variant is attached in one window of
+    /// every 2 x (variants + 1).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=86_400))]
     pub toggle_seconds: u32,
     /// toggle: milliseconds per window (the programs switch between windows).
@@ -67,10 +68,10 @@ pub struct BenchArgs {
     pub window_ms: u32,
     /// toggle: what is switched on in turn: `default` (what record and daemon attach),
     /// `sampled` (with --sample-unlocated), `empty` (programs that return at once: the
-    /// hooks' dispatch floor), `sampled-contention` and `sampled-vmalloc` (`sampled` on one
-    /// family of tracepoints).
+    /// hooks' dispatch floor), `kprobe` (`default` with --prefer-kprobe), `sampled-contention`
+    /// and `sampled-vmalloc` (`sampled` on one family of tracepoints).
     #[arg(long, value_delimiter = ',', default_value = "default,sampled,empty",
-          value_parser = ["default", "sampled", "empty", "sampled-contention", "sampled-vmalloc"])]
+          value_parser = ["default", "sampled", "empty", "kprobe", "sampled-contention", "sampled-vmalloc"])]
     pub variants: Vec<String>,
     /// toggle: report on the windows an earlier run saved (target/bench-toggle-<workload>.jsonl)
     /// instead of running; needs no root.
