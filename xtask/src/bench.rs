@@ -397,7 +397,7 @@ fn foreign_bpf_programs(ours: &[u32]) -> Vec<String> {
     found
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
     match n {

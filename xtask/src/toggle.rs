@@ -20,7 +20,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::bench::{machine_description, release_artifact, require_root, BenchArgs};
+use crate::bench::{machine_description, median, release_artifact, require_root, BenchArgs};
 use crate::ebpf::workspace_root;
 
 /// One window as the example prints it.
@@ -76,12 +76,7 @@ impl Slowdown {
         let mean = values.iter().sum::<f64>() / n as f64;
         let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         let half = 1.96 * (var / n as f64).sqrt();
-        values.sort_by(f64::total_cmp);
-        let median = if n % 2 == 1 {
-            values[n / 2]
-        } else {
-            (values[n / 2 - 1] + values[n / 2]) / 2.0
-        };
+        let median = median(&mut values);
         let pct = |log: f64| log.exp_m1() * 100.0;
         Some(Slowdown {
             windows: n,

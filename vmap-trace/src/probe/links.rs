@@ -53,15 +53,12 @@ pub struct Links {
     attached: Vec<Attachment>,
 }
 
+/// [`super::attach::program`] with anyhow's error.
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the object"))?;
-    p.try_into()
-        .with_context(|| format!("program {name} has another type"))
+    super::attach::program(ebpf, name).map_err(anyhow::Error::msg)
 }
 
 impl Links {

@@ -379,19 +379,16 @@ fn try_attach(
     btf: Option<&Btf>,
     links: &mut links::Links,
 ) -> Result<(), String> {
-    let program = ebpf
-        .program_mut(prog_name)
-        .ok_or_else(|| format!("program {prog_name} missing from the object"))?;
     match mechanism {
         Mechanism::TpBtf => {
             let btf = btf.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux)")?;
-            let prog: &mut BtfTracePoint = program.try_into().map_err(|e| reason(&e))?;
+            let prog: &mut BtfTracePoint = attach::program(ebpf, prog_name)?;
             prog.load(event, btf).map_err(|e| reason(&e))?;
             let link = prog.attach().map_err(|e| reason(&e))?;
             links.add(prog_name, links::Target::TpBtf, links::LinkId::TpBtf(link));
         }
         Mechanism::Tracepoint => {
-            let prog: &mut TracePoint = program.try_into().map_err(|e| reason(&e))?;
+            let prog: &mut TracePoint = attach::program(ebpf, prog_name)?;
             prog.load().map_err(|e| reason(&e))?;
             let link = prog.attach(category, event).map_err(|e| reason(&e))?;
             let target = links::Target::Tracepoint {
