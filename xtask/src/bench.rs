@@ -69,9 +69,11 @@ pub struct BenchArgs {
     /// toggle: what is switched on in turn: `default` (what record and daemon attach),
     /// `sampled` (with --sample-unlocated), `empty` (programs that return at once: the
     /// hooks' dispatch floor), `kprobe` (`default` with --prefer-kprobe), `sampled-contention`
-    /// and `sampled-vmalloc` (`sampled` on one family of tracepoints).
+    /// and `sampled-vmalloc` (`sampled` on one family of tracepoints), `vmap-only` (`sampled`
+    /// with other locks' contentions never timed: the cheapest set that still gives every
+    /// metric the daemon must export).
     #[arg(long, value_delimiter = ',', default_value = "default,sampled,empty",
-          value_parser = ["default", "sampled", "empty", "kprobe", "sampled-contention", "sampled-vmalloc"])]
+          value_parser = ["default", "sampled", "empty", "kprobe", "sampled-contention", "sampled-vmalloc", "vmap-only"])]
     pub variants: Vec<String>,
     /// toggle: report on the windows an earlier run saved (target/bench-toggle-<workload>.jsonl)
     /// instead of running; needs no root.
