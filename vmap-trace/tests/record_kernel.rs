@@ -428,7 +428,8 @@ fn per_task_and_per_lock_waits_add_up_to_the_per_cpu_waits() {
     );
 }
 
-/// `--sample-other-locks`: one contention in 8 of other locks timed and counted 8 times. The
+/// `--sample-other-locks`: by default one contention in `DEFAULT_OTHER_LOCK_PERIOD` (64) of
+/// other locks timed and counted that many times. The
 /// totals must still match perf lock's count, and every table must add up as before.
 /// `--sample-unlocated`, because kernels without data symbols in kallsyms (this one, often)
 /// cannot tell the vmap locks apart in the kernel; where they can be told apart, the plain
@@ -456,14 +457,18 @@ fn sampled_other_locks_still_count_every_contention() {
     run(&mut cmd);
     let report = report_json(&rec);
     let p = &report["profile"];
-    assert_eq!(p["meta"]["other_lock_period"], 8, "{}", p["meta"]);
+    let period = u64::from(vmap_trace_common::DEFAULT_OTHER_LOCK_PERIOD);
+    assert_eq!(p["meta"]["other_lock_period"], period, "{}", p["meta"]);
     let notes = p["meta"]["notes"].to_string();
-    assert!(notes.contains("one contention in 8"), "{notes}");
+    assert!(
+        notes.contains(&format!("one contention in {period}")),
+        "{notes}"
+    );
     let (_, ours) = stack_and_lock_sums(p, "count");
     let perf = perf_lock_contentions(&data);
     let diff = (ours as f64 - perf as f64).abs() / perf as f64;
     eprintln!(
-        "contentions: vmap-trace {ours} (other locks 1 in 8), perf lock {perf} ({:.2}% apart)",
+        "contentions: vmap-trace {ours} (other locks 1 in {period}), perf lock {perf} ({:.2}% apart)",
         diff * 100.0
     );
     assert!(ours > 10_000, "stress pty should contend, saw {ours}");
@@ -472,8 +477,8 @@ fn sampled_other_locks_still_count_every_contention() {
         "contentions: vmap-trace {ours}, perf lock {perf} ({:.1}% apart)",
         diff * 100.0
     );
-    // Only the sampled waits reach the tables, each counted 8 times: with no vmap lock
-    // located (always timed, counted once) the per-CPU counts are multiples of 8. Per-task,
+    // Only the sampled waits reach the tables, each counted `period` times: with no vmap lock
+    // located (always timed, counted once) the per-CPU counts are multiples of it. Per-task,
     // per-stack (every sampled wait's stack: --stack-samples 0), per-CPU and per-lock totals
     // agree.
     if p["meta"]["vmap_locks"]
@@ -481,7 +486,7 @@ fn sampled_other_locks_still_count_every_contention() {
         .is_none_or(|l| l.is_empty())
     {
         for cpu in p["cpus"].as_array().unwrap() {
-            assert_eq!(cpu["count"].as_u64().unwrap() % 8, 0, "{cpu}");
+            assert_eq!(cpu["count"].as_u64().unwrap() % period, 0, "{cpu}");
         }
     }
     let (task_count, cpu_count) = task_and_cpu_sums(p, "count");
@@ -517,7 +522,7 @@ fn sampled_other_locks_still_count_every_contention() {
             "{notes}"
         );
     } else {
-        assert_eq!(meta["other_lock_period"], 8, "{meta}");
+        assert_eq!(meta["other_lock_period"], period, "{meta}");
         assert!(notes.contains("the vmap locks are exact"), "{notes}");
     }
 }

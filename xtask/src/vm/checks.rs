@@ -383,13 +383,15 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
     }
 
     // Debian's kernels list data symbols, so the vmap locks are located and only other locks'
-    // contentions are sampled (--sample-other-locks, default 8); the local kernel cannot
-    // show this path (no data symbols in its kallsyms).
+    // contentions are sampled (--sample-other-locks, by default one in
+    // DEFAULT_OTHER_LOCK_PERIOD); the local kernel cannot show this path (no data symbols in
+    // its kallsyms).
     let meta = &report["profile"]["meta"];
     let notes = meta["notes"].to_string();
+    let period = vmap_trace_common::DEFAULT_OTHER_LOCK_PERIOD;
     r.push(result(
-        "other locks sampled 1 in 8, vmap locks exact",
-        meta["other_lock_period"] == 8 && notes.contains("the vmap locks are exact"),
+        &format!("other locks sampled 1 in {period}, vmap locks exact"),
+        meta["other_lock_period"] == period && notes.contains("the vmap locks are exact"),
         format!("other_lock_period {}", meta["other_lock_period"]),
     ));
 
