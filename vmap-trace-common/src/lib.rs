@@ -175,10 +175,11 @@ pub struct ProbeConfig {
 /// Static vmap locks `ProbeConfig` can name (legacy: four; node-sharded: two).
 pub const STATIC_VMAP_LOCKS: usize = 4;
 /// `--sample-other-locks` by default: one contention in 64 of locks other than the vmap locks.
-/// Under `stress pty` (1.3 tty-mutex contentions per operation) timing one in 8 cost about
-/// 0.5% of the workload's CPU beyond timing none (docs/performance.md, seventh round); one in
-/// 64 leaves about a sixteenth of that, and a CPU still times thousands of waits per second
-/// where other locks contend that much.
+/// Under `stress pty` (1.3 tty-mutex contentions per operation) timing one in 8, with the
+/// stacks of those waits, cost about 0.5% of the workload's CPU beyond timing none; one in 64
+/// times an eighth as many waits, and a CPU still times thousands per second where other locks
+/// contend that much. On pty the gain is not resolved (docs/performance.md, seventh round): the
+/// stack captures, budgeted per second whatever the period, are most of that 0.5%.
 pub const DEFAULT_OTHER_LOCK_PERIOD: u32 = 64;
 
 /// Frames captured per contended stack by default (`--stack-depth`).

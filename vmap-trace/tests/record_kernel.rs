@@ -429,8 +429,8 @@ fn per_task_and_per_lock_waits_add_up_to_the_per_cpu_waits() {
 }
 
 /// `--sample-other-locks`: by default one contention in `DEFAULT_OTHER_LOCK_PERIOD` (64) of
-/// other locks timed and counted that many times. The
-/// totals must still match perf lock's count, and every table must add up as before.
+/// other locks timed and counted that many times. The totals must still match perf lock's
+/// count, and every table must add up as before.
 /// `--sample-unlocated`, because kernels without data symbols in kallsyms (this one, often)
 /// cannot tell the vmap locks apart in the kernel; where they can be told apart, the plain
 /// default samples too, and a second recording checks that.
