@@ -16,7 +16,12 @@
 //! - `sampled-contention`, `sampled-vmalloc`: `sampled` on one family of tracepoints only;
 //! - `vmap-only`: `sampled` with other locks' contentions never timed (counted nowhere): the
 //!   cheapest configuration that still gives every metric issue 7 names (operation counts,
-//!   the lazy backlog, the vmap locks' waits).
+//!   the lazy backlog, the vmap locks' waits);
+//! - `sampled-stacks10`: `sampled` with 10 stack captures per CPU and second instead of the
+//!   default 100: what stack capture costs.
+//!
+//! A window's line has its operations in all (`ops`) and per workload kind (`kind_ops`: `mix`
+//! runs four kinds side by side).
 //!
 //! Each window's first `settle-ms` are not measured: the switch itself (patching the
 //! tracepoints' call sites, RCU callbacks) is a cost a user pays once, not while tracing.
@@ -41,7 +46,7 @@ use vmap_trace::stress::{self, StressConfig, WorkloadKind};
 use vmap_trace_common::{OpCounter, WaitStats, FUNC_SLOTS};
 
 const VARIANTS: &str =
-    "default, sampled, empty, kprobe, sampled-contention, sampled-vmalloc, vmap-only";
+    "default, sampled, empty, kprobe, sampled-contention, sampled-vmalloc, vmap-only, sampled-stacks10";
 
 /// What a window has attached.
 #[derive(Clone, Copy)]
@@ -121,6 +126,14 @@ fn main() -> Result<()> {
                 },
                 &all,
             ),
+            // The stack budget a tenth of the default: what stack capture costs.
+            "sampled-stacks10" => (
+                ProbeOptions {
+                    stack_samples: Some(10),
+                    ..sampled
+                },
+                &all,
+            ),
             other => bail!("unknown variant {other} ({VARIANTS})"),
         };
         let mut probes = probe::attach_all(options, &symbols, btf.as_ref(), &locks)?;
@@ -165,6 +178,9 @@ fn main() -> Result<()> {
     let stop = AtomicBool::new(false);
     let (mut index, mut tick) = (0usize, 0usize);
     let mut measured_from = (0u64, Instant::now());
+    // Per workload kind (mix runs four): each kind's own rate varies less than their sum,
+    // whose composition shifts from window to window.
+    let mut kinds_from: Vec<u64> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
     let mut last_counted = counts(&loaded)?;
     let result = stress::run_workload_with_progress(kind, &config, &stop, |sample| {
@@ -173,9 +189,15 @@ fn main() -> Result<()> {
         }
         let now = Instant::now();
         let ops: u64 = sample.per_kind.iter().map(|k| k.ops).sum();
+        let kind_ops: Vec<(&str, u64)> = sample
+            .per_kind
+            .iter()
+            .map(|k| (k.kind.name(), k.ops))
+            .collect();
         tick += 1;
         if tick == settle_ticks {
             measured_from = (ops, now);
+            kinds_from = kind_ops.iter().map(|k| k.1).collect();
         }
         if tick < ticks {
             return;
@@ -202,10 +224,18 @@ fn main() -> Result<()> {
             Ok(())
         })();
         let switch_secs = switch_start.elapsed().as_secs_f64();
+        let kind_ops: Vec<String> = kind_ops
+            .iter()
+            .enumerate()
+            .map(|(k, &(name, n))| {
+                format!("\"{name}\":{}", n - kinds_from.get(k).copied().unwrap_or(0))
+            })
+            .collect();
         println!(
-            "{{\"window\":{index},\"state\":\"{}\",\"ops\":{},\"secs\":{:.6},\"switch_secs\":{switch_secs:.6},\"allocs\":{},\"fn_calls\":{}}}",
+            "{{\"window\":{index},\"state\":\"{}\",\"ops\":{},\"kind_ops\":{{{}}},\"secs\":{:.6},\"switch_secs\":{switch_secs:.6},\"allocs\":{},\"fn_calls\":{}}}",
             label(state, &loaded),
             ops - measured_from.0,
+            kind_ops.join(","),
             (now - measured_from.1).as_secs_f64(),
             counted.0,
             counted.1
@@ -220,6 +250,7 @@ fn main() -> Result<()> {
         }
         // Measured from here when there is no settling time.
         measured_from = (ops, Instant::now());
+        kinds_from = sample.per_kind.iter().map(|k| k.ops).collect();
     });
     for (_, probes) in &mut loaded {
         probes.detach_all()?;

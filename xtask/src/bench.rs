@@ -71,9 +71,10 @@ pub struct BenchArgs {
     /// hooks' dispatch floor), `kprobe` (`default` with --prefer-kprobe), `sampled-contention`
     /// and `sampled-vmalloc` (`sampled` on one family of tracepoints), `vmap-only` (`sampled`
     /// with other locks' contentions never timed: the cheapest set that still gives every
-    /// metric the daemon must export).
+    /// metric the daemon must export), `sampled-stacks10` (`sampled` with 10 stack captures per
+    /// CPU and second instead of the default 100: what stack capture costs).
     #[arg(long, value_delimiter = ',', default_value = "default,sampled,empty",
-          value_parser = ["default", "sampled", "empty", "kprobe", "sampled-contention", "sampled-vmalloc", "vmap-only"])]
+          value_parser = ["default", "sampled", "empty", "kprobe", "sampled-contention", "sampled-vmalloc", "vmap-only", "sampled-stacks10"])]
     pub variants: Vec<String>,
     /// toggle: report on the windows an earlier run saved (target/bench-toggle-<workload>.jsonl)
     /// instead of running; needs no root.

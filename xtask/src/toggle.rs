@@ -30,14 +30,22 @@ pub struct Window {
     /// `off`, `sham` or a variant's name.
     pub state: String,
     pub ops: u64,
+    /// Operations per workload kind (`mix` runs four side by side); empty in files saved
+    /// before kinds were recorded.
+    pub kind_ops: BTreeMap<String, u64>,
     pub secs: f64,
     /// How long detaching and attaching took at the window's end (not measured in any window).
     pub switch_secs: f64,
 }
 
 impl Window {
-    fn rate(&self) -> f64 {
-        self.ops as f64 / self.secs
+    /// The log of the window's rate, all kinds (`None`) or one; None when there is none.
+    fn log_rate(&self, kind: Option<&str>) -> Option<f64> {
+        let ops = match kind {
+            None => self.ops,
+            Some(k) => *self.kind_ops.get(k)?,
+        };
+        (ops > 0 && self.secs > 0.0).then(|| (ops as f64 / self.secs).ln())
     }
 }
 
@@ -63,11 +71,47 @@ impl Slowdown {
     /// difference is not. Windows without an untraced neighbour on each side (the ends of
     /// the run) are left out.
     pub fn of(windows: &[Window], state: &str) -> Option<Slowdown> {
+        Slowdown::over(windows, state, |w| log_difference(w, None))
+    }
+
+    /// [`Slowdown::of`] one workload kind's operations alone.
+    pub fn of_kind(windows: &[Window], state: &str, kind: &str) -> Option<Slowdown> {
+        Slowdown::over(windows, state, |w| log_difference(w, Some(kind)))
+    }
+
+    /// [`Slowdown::of`] the work done rather than the operations: each kind's operations
+    /// weighted by its cost per operation (`costs`, from [`fit_op_costs`]). Under `mix` the
+    /// kinds' shares of the CPU swing from window to window (a fork storm's batches), and with
+    /// them the sum of operations, the cheap kinds' counting for as much as the dear ones';
+    /// the work done stays put, and tracing shows as less of it. Windows missing a kind are
+    /// left out.
+    pub fn of_work(
+        windows: &[Window],
+        state: &str,
+        costs: &BTreeMap<String, f64>,
+    ) -> Option<Slowdown> {
+        let log_work = |w: &Window| -> Option<f64> {
+            let mut work = 0.0;
+            for (kind, cost) in costs {
+                work += *w.kind_ops.get(kind)? as f64 * cost;
+            }
+            (work > 0.0 && w.secs > 0.0).then(|| (work / w.secs).ln())
+        };
+        Slowdown::over(windows, state, |w| {
+            Some((log_work(&w[0])? + log_work(&w[2])?) / 2.0 - log_work(&w[1])?)
+        })
+    }
+
+    /// The statistic over every traced window of `state` between two untraced ones.
+    fn over(
+        windows: &[Window],
+        state: &str,
+        diff: impl Fn(&[Window]) -> Option<f64>,
+    ) -> Option<Slowdown> {
         let mut values: Vec<f64> = windows
             .windows(3)
             .filter(|w| w[1].state == state && w[0].state == "off" && w[2].state == "off")
-            .filter(|w| w.iter().all(|x| x.ops > 0 && x.secs > 0.0))
-            .map(|w| (w[0].rate().ln() + w[2].rate().ln()) / 2.0 - w[1].rate().ln())
+            .filter_map(diff)
             .collect();
         let n = values.len();
         if n < 2 {
@@ -99,6 +143,86 @@ impl Slowdown {
     }
 }
 
+/// Each kind's cost per operation, relative (seconds of a window per operation, up to a
+/// common factor), by least squares over the untraced windows: a window's length against
+/// the operations of each kind in it. None with fewer than two kinds, too few windows, or a
+/// fit that gives a kind no positive cost (the kinds' counts move together).
+pub fn fit_op_costs(windows: &[Window]) -> Option<BTreeMap<String, f64>> {
+    let mut kinds: Vec<&str> = Vec::new();
+    for w in windows {
+        for k in w.kind_ops.keys() {
+            if !kinds.contains(&k.as_str()) {
+                kinds.push(k);
+            }
+        }
+    }
+    let n = kinds.len();
+    if n < 2 {
+        return None;
+    }
+    // Normal equations A^T A x = A^T b, rows: untraced windows with every kind counted.
+    let mut ata = vec![vec![0.0f64; n]; n];
+    let mut atb = vec![0.0f64; n];
+    let mut rows = 0;
+    for w in windows.iter().filter(|w| w.state == "off") {
+        let Some(row) = kinds
+            .iter()
+            .map(|k| w.kind_ops.get(*k).map(|&o| o as f64))
+            .collect::<Option<Vec<f64>>>()
+        else {
+            continue;
+        };
+        rows += 1;
+        for i in 0..n {
+            atb[i] += row[i] * w.secs;
+            for j in 0..n {
+                ata[i][j] += row[i] * row[j];
+            }
+        }
+    }
+    if rows < 10 * n {
+        return None;
+    }
+    // Gaussian elimination with partial pivoting; a pivot this small next to the largest
+    // diagonal term means the kinds' counts are (nearly) proportional: no fit.
+    let scale = (0..n).map(|i| ata[i][i]).fold(0.0f64, f64::max);
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&a, &b| ata[a][col].abs().total_cmp(&ata[b][col].abs()))?;
+        ata.swap(col, pivot);
+        atb.swap(col, pivot);
+        if ata[col][col].abs() <= 1e-9 * scale {
+            return None;
+        }
+        let pivot_row = ata[col].clone();
+        for r in col + 1..n {
+            let f = ata[r][col] / pivot_row[col];
+            for (v, p) in ata[r].iter_mut().zip(&pivot_row).skip(col) {
+                *v -= f * p;
+            }
+            atb[r] -= f * atb[col];
+        }
+    }
+    let mut x = vec![0.0f64; n];
+    for r in (0..n).rev() {
+        let tail: f64 = (r + 1..n).map(|c| ata[r][c] * x[c]).sum();
+        x[r] = (atb[r] - tail) / ata[r][r];
+    }
+    if x.iter().any(|&c| !(c.is_finite() && c > 0.0)) {
+        return None;
+    }
+    Some(kinds.iter().map(|k| k.to_string()).zip(x).collect())
+}
+
+/// The untraced neighbours' mean log rate minus the traced window's (`w` is off, traced, off).
+fn log_difference(w: &[Window], kind: Option<&str>) -> Option<f64> {
+    let (before, traced, after) = (
+        w[0].log_rate(kind)?,
+        w[1].log_rate(kind)?,
+        w[2].log_rate(kind)?,
+    );
+    Some((before + after) / 2.0 - traced)
+}
+
 /// Parse the example's output; the first `skip` windows (start-up) are dropped.
 pub fn parse_windows(text: &str, skip: usize) -> Result<Vec<Window>> {
     let mut windows = Vec::new();
@@ -109,6 +233,14 @@ pub fn parse_windows(text: &str, skip: usize) -> Result<Vec<Window>> {
                 window: v["window"].as_u64()? as usize,
                 state: v["state"].as_str()?.to_string(),
                 ops: v["ops"].as_u64()?,
+                kind_ops: match v.get("kind_ops") {
+                    None => BTreeMap::new(),
+                    Some(kinds) => kinds
+                        .as_object()?
+                        .iter()
+                        .map(|(k, n)| Some((k.clone(), n.as_u64()?)))
+                        .collect::<Option<_>>()?,
+                },
                 secs: v["secs"].as_f64()?,
                 switch_secs: v["switch_secs"].as_f64().unwrap_or(0.0),
             })
@@ -238,7 +370,74 @@ fn report(windows: &[Window], variants: &[&str]) -> Result<()> {
             s.windows, s.mean_pct, s.low_pct, s.high_pct, s.median_pct
         );
     }
+    report_kinds(windows, variants);
     Ok(())
+}
+
+/// Under a workload of several kinds (`mix`): the work done (operations weighted by each
+/// kind's cost) and each kind alone.
+fn report_kinds(windows: &[Window], variants: &[&str]) {
+    let mut kinds: Vec<&str> = Vec::new();
+    for w in windows {
+        for k in w.kind_ops.keys() {
+            if !kinds.contains(&k.as_str()) {
+                kinds.push(k);
+            }
+        }
+    }
+    if kinds.len() < 2 {
+        return;
+    }
+    let costs = fit_op_costs(windows);
+    println!();
+    match &costs {
+        Some(costs) => {
+            let cheapest = costs.values().copied().fold(f64::INFINITY, f64::min);
+            let relative: Vec<String> = costs
+                .iter()
+                .map(|(k, c)| format!("{k} {:.1}", c / cheapest))
+                .collect();
+            println!(
+                "Per workload kind. `work`: each window's operations weighted by their kind's cost \
+                 per operation, fitted on the untraced windows (relative costs: {}); the kinds' \
+                 shares of the CPU swing between windows and move the sum of operations, not the \
+                 work. Each kind alone below it.",
+                relative.join(", ")
+            );
+        }
+        None => println!(
+            "Per workload kind (the kinds' costs per operation could not be fitted, so no \
+             `work` row)."
+        ),
+    }
+    println!();
+    println!("| state | measure | windows | extra time per op, mean (95% interval) | median | at most 1% |");
+    println!("|---|---|---:|---:|---:|---|");
+    for state in variants.iter().chain(&["sham"]) {
+        let work = costs
+            .as_ref()
+            .map(|c| ("work", Slowdown::of_work(windows, state, c)));
+        let rows = work.into_iter().chain(
+            kinds
+                .iter()
+                .map(|k| (*k, Slowdown::of_kind(windows, state, k))),
+        );
+        for (measure, s) in rows {
+            let Some(s) = s else {
+                println!("| {state} | {measure} | too few windows | | | |");
+                continue;
+            };
+            let verdict = match *state {
+                "sham" => "(A/A control)",
+                "empty" => "(floor)",
+                _ => s.verdict(1.0),
+            };
+            println!(
+                "| {state} | {measure} | {} | {:+.2}% ({:+.2}% .. {:+.2}%) | {:+.2}% | {verdict} |",
+                s.windows, s.mean_pct, s.low_pct, s.high_pct, s.median_pct
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +472,7 @@ mod tests {
                     window: i,
                     state: state.into(),
                     ops: (rate * 0.25) as u64,
+                    kind_ops: BTreeMap::new(),
                     secs: 0.25,
                     switch_secs: 0.001,
                 }
@@ -300,6 +500,7 @@ mod tests {
                 state: if i % 2 == 0 { "off" } else { "sham" }.into(),
                 // Log-uniform noise of standard deviation 0.12.
                 ops: (80_000.0 * (0.12 * 3.46 * (uniform() - 0.5)).exp()) as u64,
+                kind_ops: BTreeMap::new(),
                 secs: 1.0,
                 switch_secs: 0.0,
             })
@@ -309,12 +510,77 @@ mod tests {
         assert!(s.low_pct < 0.0 && 0.0 < s.high_pct, "{s:?}");
     }
 
+    /// A `mix`-like run: two kinds, one 30 times dearer per operation, whose shares of the
+    /// CPU swing between a third and two thirds from window to window, each 1.5% slower when
+    /// traced. The sum of operations is swamped by the swings; the work done finds 1.5% with
+    /// a narrow interval, and the fitted costs are the true ones.
+    #[test]
+    fn work_sees_through_shifting_shares() {
+        let mut uniform = uniform(0x1234_5678_9abc_def1);
+        let cycle = ["off", "sampled", "off", "sham"];
+        let windows: Vec<Window> = (0..8000)
+            .map(|i| {
+                let state = cycle[i % cycle.len()];
+                let cost = if state == "sampled" { 1.015 } else { 1.0 };
+                let share = 1.0 / 3.0 + uniform() / 3.0;
+                let mut noise = || 1.0 + 0.01 * (uniform() - 0.5);
+                // 0.25 s of two CPUs: fork 300 us per op, pty 10 us.
+                let fork = (0.5 * share / 300e-6 * noise() / cost) as u64;
+                let pty = (0.5 * (1.0 - share) / 10e-6 * noise() / cost) as u64;
+                Window {
+                    window: i,
+                    state: state.into(),
+                    ops: fork + pty,
+                    kind_ops: BTreeMap::from([("fork".into(), fork), ("pty".into(), pty)]),
+                    secs: 0.25,
+                    switch_secs: 0.0,
+                }
+            })
+            .collect();
+        let costs = fit_op_costs(&windows).unwrap();
+        let ratio = costs["fork"] / costs["pty"];
+        assert!((ratio - 30.0).abs() < 0.5, "{costs:?}");
+        let total = Slowdown::of(&windows, "sampled").unwrap();
+        let work = Slowdown::of_work(&windows, "sampled", &costs).unwrap();
+        assert!((work.mean_pct - 1.5).abs() < 0.1, "{work:?}");
+        assert!(work.high_pct - work.low_pct < 0.2, "{work:?}");
+        assert!(
+            total.high_pct - total.low_pct > 10.0 * (work.high_pct - work.low_pct),
+            "the total's interval {total:?} against the work's {work:?}"
+        );
+        let sham = Slowdown::of_work(&windows, "sham", &costs).unwrap();
+        assert!(sham.low_pct < 0.0 && 0.0 < sham.high_pct, "{sham:?}");
+        // A kind missing from a window leaves that window out.
+        let mut gap = windows.clone();
+        gap[1].kind_ops.remove("fork");
+        let fewer = Slowdown::of_work(&gap, "sampled", &costs).unwrap();
+        assert_eq!(fewer.windows, work.windows - 1);
+        // One kind, or kinds that always move together: nothing to fit.
+        let single: Vec<Window> = windows
+            .iter()
+            .map(|w| Window {
+                kind_ops: BTreeMap::from([("pty".into(), w.ops)]),
+                ..w.clone()
+            })
+            .collect();
+        assert!(fit_op_costs(&single).is_none());
+        let twins: Vec<Window> = windows
+            .iter()
+            .map(|w| Window {
+                kind_ops: BTreeMap::from([("a".into(), w.ops), ("b".into(), w.ops)]),
+                ..w.clone()
+            })
+            .collect();
+        assert!(fit_op_costs(&twins).is_none());
+    }
+
     #[test]
     fn only_windows_between_untraced_ones_count() {
         let w = |i: usize, state: &str, ops: u64| Window {
             window: i,
             state: state.into(),
             ops,
+            kind_ops: BTreeMap::new(),
             secs: 0.5,
             switch_secs: 0.0,
         };
@@ -351,6 +617,12 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].state, "default");
         assert_eq!(w[0].ops, 19344);
+        assert!(w[0].kind_ops.is_empty());
+        let mix = "{\"window\":0,\"state\":\"off\",\"ops\":30,\"kind_ops\":{\"fork\":10,\"pty\":20},\"secs\":0.2}\n";
+        let w = parse_windows(mix, 0).unwrap();
+        assert_eq!(w[0].kind_ops["fork"], 10);
+        assert_eq!(w[0].kind_ops["pty"], 20);
+        assert!(parse_windows(&mix.replace("10", "\"x\""), 0).is_err());
         let err = parse_windows("not json\n", 0).unwrap_err();
         assert!(format!("{err:#}").contains("line 1"), "{err:#}");
     }
