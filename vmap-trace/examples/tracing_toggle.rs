@@ -4,9 +4,9 @@
 //! on either side, which cancels the machine's drift: separate runs seconds apart differ by
 //! more than the 1% being measured on a 2-vCPU machine.
 //!
-//! The windows repeat `off, <variant 1>, off, <variant 2>, ..., off, sham`. Each variant is
-//! loaded once at the start (its maps live for the whole run); only its links are made and
-//! removed. A sham window switches nothing: compared with its neighbours, it is the A/A
+//! The windows repeat `off, <variant 1>, off, <variant 2>, ..., off, sham`, the traced ones in
+//! a new (seeded) order every cycle. Each variant is loaded once at the start (its maps live
+//! for the whole run); only its links are made and removed. A sham window switches nothing: compared with its neighbours, it is the A/A
 //! control. Variants:
 //! - `default`: what `record` and `daemon` attach;
 //! - `sampled`: the same with `--sample-unlocated`, what kernels whose vmap locks can be
@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::PerCpuArray;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use vmap_trace::kernel::{btf::KernelBtf, kallsyms, vmap_locks};
 use vmap_trace::probe::{self, ProbeOptions, Probes};
 use vmap_trace::session::detect_design;
@@ -150,12 +152,24 @@ fn main() -> Result<()> {
         );
         loaded.push((name.clone(), probes));
     }
-    // off, variant, off, variant, ..., off, sham
-    let mut cycle: Vec<Slot> = Vec::new();
-    for v in 0..loaded.len() {
-        cycle.extend([Slot::Off, Slot::Variant(v)]);
-    }
-    cycle.extend([Slot::Off, Slot::Sham]);
+    // off, variant, off, variant, ..., off, sham; the traced slots in a new order every
+    // cycle, so that a workload with a rhythm of its own (mix's fork batches) cannot beat with
+    // the cycle and favour one state (a fixed order once made the sham windows of a mix run
+    // 1% slower than their neighbours). Seeded: the same run gives the same order.
+    let mut traced: Vec<Slot> = (0..loaded.len()).map(Slot::Variant).collect();
+    traced.push(Slot::Sham);
+    let cycle_len = 2 * traced.len();
+    let mut order = rand_chacha::ChaCha8Rng::seed_from_u64(0x7066_6c69);
+    let mut schedule: Vec<Slot> = Vec::new();
+    let mut slot_at = |i: usize| {
+        while schedule.len() <= i {
+            traced.shuffle(&mut order);
+            for &t in &traced {
+                schedule.extend([Slot::Off, t]);
+            }
+        }
+        schedule[i]
+    };
     let label = |slot: Slot, loaded: &[(String, Probes)]| match slot {
         Slot::Off => "off".to_string(),
         Slot::Sham => "sham".to_string(),
@@ -202,8 +216,7 @@ fn main() -> Result<()> {
         if tick < ticks {
             return;
         }
-        let state = cycle[index % cycle.len()];
-        let next = cycle[(index + 1) % cycle.len()];
+        let (state, next) = (slot_at(index), slot_at(index + 1));
         let switch_start = Instant::now();
         // Counted while this window ran: read with nothing attached, between the two halves
         // of the switch.
@@ -245,7 +258,7 @@ fn main() -> Result<()> {
         }
         index += 1;
         tick = 0;
-        if cycles.is_some_and(|n| index >= n * cycle.len()) {
+        if cycles.is_some_and(|n| index >= n * cycle_len) {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         // Measured from here when there is no settling time.

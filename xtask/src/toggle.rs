@@ -6,7 +6,8 @@
 //! rounds are run. Here the stress workload runs once, in the `tracing_toggle` example
 //! (vmap-trace's library: the same programs and defaults as `record` and `daemon`, each
 //! variant loaded once), which detaches and attaches the programs between windows: `off,
-//! <variant 1>, off, <variant 2>, ..., off, sham`. Each traced window is compared with the
+//! <variant 1>, off, <variant 2>, ..., off, sham`, the traced windows in a new order every
+//! cycle (a workload's own rhythm cannot beat with it). Each traced window is compared with the
 //! untraced windows on either side, a quarter second away, so slow drifts cancel; the sham
 //! windows (nothing switched) are the A/A control, and the `empty` variant (programs that
 //! return at once) is the floor any eBPF tool on these hooks pays. The first `--settle-ms` of
@@ -265,7 +266,8 @@ pub fn toggle(args: &BenchArgs) -> Result<()> {
     println!();
     println!(
         "Windows of {} ms, the first {} ms of each (the switch settling) not measured, {} s per \
-         workload, cycle `off, {}, off, sham`; the first cycle is dropped. {ESTIMATE}",
+         workload, cycle `off, {}, off, sham` with the traced windows in a new order every \
+         cycle; the first cycle is dropped. {ESTIMATE}",
         args.window_ms,
         args.settle_ms,
         args.toggle_seconds,
