@@ -144,11 +144,8 @@ impl Slowdown {
     }
 }
 
-/// Each kind's cost per operation, relative (seconds of a window per operation, up to a
-/// common factor), by least squares over the untraced windows: a window's length against
-/// the operations of each kind in it. None with fewer than two kinds, too few windows, or a
-/// fit that gives a kind no positive cost (the kinds' counts move together).
-pub fn fit_op_costs(windows: &[Window]) -> Option<BTreeMap<String, f64>> {
+/// The workload kinds the windows counted operations of, in order of first appearance.
+fn kinds_of(windows: &[Window]) -> Vec<&str> {
     let mut kinds: Vec<&str> = Vec::new();
     for w in windows {
         for k in w.kind_ops.keys() {
@@ -157,6 +154,15 @@ pub fn fit_op_costs(windows: &[Window]) -> Option<BTreeMap<String, f64>> {
             }
         }
     }
+    kinds
+}
+
+/// Each kind's cost per operation, relative (seconds of a window per operation, up to a
+/// common factor), by least squares over the untraced windows: a window's length against
+/// the operations of each kind in it. None with fewer than two kinds, too few windows, or a
+/// fit that gives a kind no positive cost (the kinds' counts move together).
+pub fn fit_op_costs(windows: &[Window]) -> Option<BTreeMap<String, f64>> {
+    let kinds = kinds_of(windows);
     let n = kinds.len();
     if n < 2 {
         return None;
@@ -379,14 +385,7 @@ fn report(windows: &[Window], variants: &[&str]) -> Result<()> {
 /// Under a workload of several kinds (`mix`): the work done (operations weighted by each
 /// kind's cost) and each kind alone.
 fn report_kinds(windows: &[Window], variants: &[&str]) {
-    let mut kinds: Vec<&str> = Vec::new();
-    for w in windows {
-        for k in w.kind_ops.keys() {
-            if !kinds.contains(&k.as_str()) {
-                kinds.push(k);
-            }
-        }
-    }
+    let kinds = kinds_of(windows);
     if kinds.len() < 2 {
         return;
     }
