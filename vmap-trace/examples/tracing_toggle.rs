@@ -6,8 +6,8 @@
 //!
 //! The windows repeat `off, <variant 1>, off, <variant 2>, ..., off, sham`, the traced ones in
 //! a new (seeded) order every cycle. Each variant is loaded once at the start (its maps live
-//! for the whole run); only its links are made and removed. A sham window switches nothing: compared with its neighbours, it is the A/A
-//! control. Variants:
+//! for the whole run); only its links are made and removed. A sham window switches nothing:
+//! compared with its neighbours, it is the A/A control. Variants:
 //! - `default`: what `record` and `daemon` attach;
 //! - `sampled`: the same with `--sample-unlocated`, what kernels whose vmap locks can be
 //!   located get by default;
@@ -191,10 +191,10 @@ fn main() -> Result<()> {
     };
     let stop = AtomicBool::new(false);
     let (mut index, mut tick) = (0usize, 0usize);
-    let mut measured_from = (0u64, Instant::now());
-    // Per workload kind (mix runs four): each kind's own rate varies less than their sum,
-    // whose composition shifts from window to window.
-    let mut kinds_from: Vec<u64> = Vec::new();
+    // Each workload kind's operations (mix runs four) when the window's measured part began,
+    // and when: a kind's own rate varies less than their sum, whose composition shifts from
+    // window to window. Empty: from the start.
+    let mut measured_from: (Vec<u64>, Instant) = (Vec::new(), Instant::now());
     let mut failure: Option<anyhow::Error> = None;
     let mut last_counted = counts(&loaded)?;
     let result = stress::run_workload_with_progress(kind, &config, &stop, |sample| {
@@ -202,16 +202,10 @@ fn main() -> Result<()> {
             return;
         }
         let now = Instant::now();
-        let ops: u64 = sample.per_kind.iter().map(|k| k.ops).sum();
-        let kind_ops: Vec<(&str, u64)> = sample
-            .per_kind
-            .iter()
-            .map(|k| (k.kind.name(), k.ops))
-            .collect();
+        let kind_totals: Vec<u64> = sample.per_kind.iter().map(|k| k.ops).collect();
         tick += 1;
         if tick == settle_ticks {
-            measured_from = (ops, now);
-            kinds_from = kind_ops.iter().map(|k| k.1).collect();
+            measured_from = (kind_totals.clone(), now);
         }
         if tick < ticks {
             return;
@@ -237,17 +231,22 @@ fn main() -> Result<()> {
             Ok(())
         })();
         let switch_secs = switch_start.elapsed().as_secs_f64();
-        let kind_ops: Vec<String> = kind_ops
+        let kind_ops: Vec<u64> = kind_totals
             .iter()
             .enumerate()
-            .map(|(k, &(name, n))| {
-                format!("\"{name}\":{}", n - kinds_from.get(k).copied().unwrap_or(0))
-            })
+            .map(|(k, &n)| n - measured_from.0.get(k).copied().unwrap_or(0))
+            .collect();
+        let ops: u64 = kind_ops.iter().sum();
+        let kind_ops: Vec<String> = sample
+            .per_kind
+            .iter()
+            .zip(&kind_ops)
+            .map(|(k, n)| format!("\"{}\":{n}", k.kind.name()))
             .collect();
         println!(
             "{{\"window\":{index},\"state\":\"{}\",\"ops\":{},\"kind_ops\":{{{}}},\"secs\":{:.6},\"switch_secs\":{switch_secs:.6},\"allocs\":{},\"fn_calls\":{}}}",
             label(state, &loaded),
-            ops - measured_from.0,
+            ops,
             kind_ops.join(","),
             (now - measured_from.1).as_secs_f64(),
             counted.0,
@@ -262,8 +261,7 @@ fn main() -> Result<()> {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         // Measured from here when there is no settling time.
-        measured_from = (ops, Instant::now());
-        kinds_from = sample.per_kind.iter().map(|k| k.ops).collect();
+        measured_from = (kind_totals, Instant::now());
     });
     for (_, probes) in &mut loaded {
         probes.detach_all()?;

@@ -72,12 +72,12 @@ impl Slowdown {
     /// difference is not. Windows without an untraced neighbour on each side (the ends of
     /// the run) are left out.
     pub fn of(windows: &[Window], state: &str) -> Option<Slowdown> {
-        Slowdown::over(windows, state, |w| log_difference(w, None))
+        Slowdown::over(windows, state, |w| w.log_rate(None))
     }
 
     /// [`Slowdown::of`] one workload kind's operations alone.
     pub fn of_kind(windows: &[Window], state: &str, kind: &str) -> Option<Slowdown> {
-        Slowdown::over(windows, state, |w| log_difference(w, Some(kind)))
+        Slowdown::over(windows, state, |w| w.log_rate(Some(kind)))
     }
 
     /// [`Slowdown::of`] the work done rather than the operations: each kind's operations
@@ -98,21 +98,21 @@ impl Slowdown {
             }
             (work > 0.0 && w.secs > 0.0).then(|| (work / w.secs).ln())
         };
-        Slowdown::over(windows, state, |w| {
-            Some((log_work(&w[0])? + log_work(&w[2])?) / 2.0 - log_work(&w[1])?)
-        })
+        Slowdown::over(windows, state, log_work)
     }
 
-    /// The statistic over every traced window of `state` between two untraced ones.
+    /// The statistic over every traced window of `state` between two untraced ones: the
+    /// neighbours' mean `log_rate` minus the traced window's (windows where it is None are
+    /// left out).
     fn over(
         windows: &[Window],
         state: &str,
-        diff: impl Fn(&[Window]) -> Option<f64>,
+        log_rate: impl Fn(&Window) -> Option<f64>,
     ) -> Option<Slowdown> {
         let mut values: Vec<f64> = windows
             .windows(3)
             .filter(|w| w[1].state == state && w[0].state == "off" && w[2].state == "off")
-            .filter_map(diff)
+            .filter_map(|w| Some((log_rate(&w[0])? + log_rate(&w[2])?) / 2.0 - log_rate(&w[1])?))
             .collect();
         let n = values.len();
         if n < 2 {
@@ -218,16 +218,6 @@ pub fn fit_op_costs(windows: &[Window]) -> Option<BTreeMap<String, f64>> {
         return None;
     }
     Some(kinds.iter().map(|k| k.to_string()).zip(x).collect())
-}
-
-/// The untraced neighbours' mean log rate minus the traced window's (`w` is off, traced, off).
-fn log_difference(w: &[Window], kind: Option<&str>) -> Option<f64> {
-    let (before, traced, after) = (
-        w[0].log_rate(kind)?,
-        w[1].log_rate(kind)?,
-        w[2].log_rate(kind)?,
-    );
-    Some((before + after) / 2.0 - traced)
 }
 
 /// Parse the example's output; the first `skip` windows (start-up) are dropped.
