@@ -444,6 +444,8 @@ pub struct Engine<'w, D: Design> {
     groups: &'w [ThreadGroup],
     open: Option<&'w OpenLoop>,
     pub stats: OpStats,
+    /// Design actions run, warm-up included.
+    pub events: u64,
 }
 
 impl<'w, D: Design> Engine<'w, D> {
@@ -505,6 +507,7 @@ impl<'w, D: Design> Engine<'w, D> {
             groups,
             open,
             stats: OpStats::new(group_count),
+            events: 0,
         }
     }
 
@@ -604,6 +607,7 @@ impl<'w, D: Design> Engine<'w, D> {
             let mut cx =
                 self.actors[a as usize].cx(a, t, &self.env, &mut self.rng, &mut self.requests);
             let outcome = self.design.act_packed(act, &mut cx);
+            self.events += 1;
             let served = self.serve_requests(t);
             match outcome {
                 Outcome::At(next) => t = next,

@@ -33,6 +33,8 @@ mod queue;
 pub mod recording;
 pub mod report;
 mod run;
+#[doc(hidden)]
+pub mod skeleton;
 pub mod space;
 mod stats;
 mod steps;

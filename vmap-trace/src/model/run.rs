@@ -83,6 +83,9 @@ pub struct RunResult {
     pub alloc_failures: u64,
     /// Spinlock and atomic-line acquisitions simulated in the measured window.
     pub lock_operations: u64,
+    /// Design actions the engine ran, each at an event in time order, warm-up included: the
+    /// unit of the simulation's own cost (host time per event, `cargo xtask bench model`).
+    pub events: u64,
 }
 
 impl RunResult {
@@ -267,6 +270,7 @@ fn run_engine<D: EngineDesign>(
         counters: core.counters.clone(),
         alloc_failures: core.alloc_failures,
         lock_operations: core.locks.total_acquisitions(),
+        events: engine.events,
     }
 }
 
