@@ -4,8 +4,8 @@
 //! second on one core.
 //!
 //! Then the same number of events through the model's irreducible core alone
-//! ([`vmap_trace::model::skeleton`]: the event queue, one lock section and the variability
-//! draws per event, nothing else), and the ratio of the node-sharded run's time per event to
+//! ([`vmap_trace::model::skeleton`]: the event queue, one lock section and as many variability
+//! draws per event as the model makes, nothing else), and the ratio of the node-sharded run's time per event to
 //! the skeleton's: how far the model is from the floor any simulation of one event per locked
 //! step pays on this machine.
 //!
@@ -68,15 +68,20 @@ fn bench(c: &mut Criterion) {
     let floor_secs = start.elapsed().as_secs_f64();
     assert_eq!(skeleton_run.events, events);
     println!(
-        "skeleton (queue, one lock section and the draws per event, nothing else): {events} \
+        "skeleton (queue, one lock section and {:.2} draws per event, nothing else): {events} \
          events in {floor_secs:.2} s host time, {:.1} ns per event; the node-sharded model \
          takes {:.1}x that per event",
+        skeleton_run.draws as f64 / events as f64,
         floor_secs * 1e9 / events as f64,
         node_secs / floor_secs
     );
-    let no_draws = SkeletonConfig { cv: 0.0, ..floor };
+    let no_draws = SkeletonConfig {
+        cost_cv: 0.0,
+        transfer_cv: 0.0,
+        ..floor
+    };
     let start = Instant::now();
-    skeleton::run(&no_draws);
+    std::hint::black_box(skeleton::run(&no_draws));
     println!(
         "skeleton without variability draws: {:.2} s host time",
         start.elapsed().as_secs_f64()

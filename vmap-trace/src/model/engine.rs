@@ -412,12 +412,12 @@ struct OpenCpu {
 }
 
 /// Bits of an event key holding the actor; the rest hold the time.
-const ACTOR_BITS: u32 = 18;
+pub(crate) const ACTOR_BITS: u32 = 18;
 /// Simulated time must stay below this (2^46 ps, about 70 s).
 const MAX_TIME: Ps = 1 << (64 - ACTOR_BITS);
 
 /// The actor of an event key.
-fn actor_of(key: u64) -> u32 {
+pub(crate) fn actor_of(key: u64) -> u32 {
     (key & ((1 << ACTOR_BITS) - 1)) as u32
 }
 

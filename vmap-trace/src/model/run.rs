@@ -83,7 +83,7 @@ pub struct RunResult {
     pub alloc_failures: u64,
     /// Spinlock and atomic-line acquisitions simulated in the measured window.
     pub lock_operations: u64,
-    /// Design actions the engine ran, each at an event in time order, warm-up included: the
+    /// Design actions the engine ran (in global time order), warm-up included: the
     /// unit of the simulation's own cost (host time per event, `cargo xtask bench model`).
     pub events: u64,
 }
