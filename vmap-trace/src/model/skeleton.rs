@@ -120,7 +120,7 @@ pub fn run(cfg: &SkeletonConfig) -> SkeletonRun {
     let transfer = TimeDraw::new(ps(transfer_ns), 1.0, transfer_cv);
     let hold_jitter = Jitter::new(1.0, cost_cv);
     let hold_mean = ps(hold_ns);
-    let work = TimeDraw::new(ps(work_ns), 1.0, cost_cv);
+    let work_draw = TimeDraw::new(ps(work_ns), 1.0, cost_cv);
     let mut lock_state = vec![
         Lock {
             free_at: 0,
@@ -143,7 +143,12 @@ pub fn run(cfg: &SkeletonConfig) -> SkeletonRun {
         end: 0,
         wait_p99_ns: 0,
     };
-    let mut transfers = 0u64;
+    // Every variate is counted where it is drawn (the tests check the draws per event).
+    let mut draws = 0u64;
+    let mut variate = |rng: &mut SimRng| {
+        draws += 1;
+        table.draw(rng)
+    };
     let mut until_shared = shared_every;
     while out.events < events {
         let Some(key) = queue.first() else { break };
@@ -166,11 +171,14 @@ pub fn run(cfg: &SkeletonConfig) -> SkeletonRun {
         let held = t < lock.free_at;
         let mut grant = t.max(lock.free_at);
         if lock.owner != a {
-            grant += transfer.sample(&table, &mut rng);
-            transfers += 1;
+            // `TimeDraw::sample`, with the variate counted.
+            grant += transfer.base;
+            if transfer.slope > 0 {
+                grant += mul_q32(transfer.slope, variate(&mut rng));
+            }
         }
         let hold = if cost_cv > 0.0 {
-            mul_q32(hold_mean, hold_jitter.factor(table.draw(&mut rng)))
+            mul_q32(hold_mean, hold_jitter.factor(variate(&mut rng)))
         } else {
             hold_mean
         };
@@ -182,15 +190,17 @@ pub fn run(cfg: &SkeletonConfig) -> SkeletonRun {
         out.wait_total += wait;
         out.hold_total += hold;
         hist.record(wait);
-        let work = work.sample(&table, &mut rng);
+        let mut work = work_draw.base;
+        if work_draw.slope > 0 {
+            work += mul_q32(work_draw.slope, variate(&mut rng));
+        }
         out.work_total += work;
         queue.push(a, (release + work) << ACTOR_BITS | u64::from(a));
         queue.finish();
         out.events += 1;
         out.end = t;
     }
-    let per_section = u64::from(cost_cv > 0.0) * 2;
-    out.draws = out.events * per_section + transfers * u64::from(transfer_cv > 0.0);
+    out.draws = draws;
     out.wait_p99_ns = hist.value_at_quantile(0.99);
     out
 }
@@ -232,6 +242,20 @@ mod tests {
         let spread = run(&hashed(128, 64));
         assert!(spread.contended < all_on_one.contended / 2, "{spread:?}");
         assert!(a.contended < spread.contended, "{a:?} {spread:?}");
+        // Each coefficient drives its own draws: holds and work (two per event) with `cost_cv`,
+        // transfers with `transfer_cv`.
+        let no_transfer_cv = run(&SkeletonConfig {
+            transfer_cv: 0.0,
+            ..cfg
+        });
+        assert_eq!(no_transfer_cv.draws, 2 * no_transfer_cv.events);
+        let no_cost_cv = run(&SkeletonConfig {
+            cost_cv: 0.0,
+            ..cfg
+        });
+        assert_eq!(no_cost_cv.hold_total, 50_000 * no_cost_cv.events);
+        let transfers = no_cost_cv.draws as f64 / no_cost_cv.events as f64;
+        assert!((0.2..=0.33).contains(&transfers), "{transfers}");
         // Without variability nothing is drawn and every hold is exactly the mean.
         let fixed = run(&SkeletonConfig {
             cost_cv: 0.0,
