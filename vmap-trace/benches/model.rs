@@ -5,9 +5,9 @@
 //!
 //! Then the same number of events through the model's irreducible core alone
 //! ([`vmap_trace::model::skeleton`]: the event queue, one lock section and as many variability
-//! draws per event as the model makes, nothing else), and the ratio of the node-sharded run's time per event to
-//! the skeleton's: how far the model is from the floor any simulation of one event per locked
-//! step pays on this machine.
+//! draws per event as the model makes, nothing else), and the ratio of the node-sharded run's
+//! time per event to the skeleton's: how far the model is from the floor any simulation of
+//! one event per locked step pays on this machine.
 //!
 //! cargo bench -p vmap-trace --bench model
 

@@ -91,6 +91,30 @@ impl SkeletonConfig {
     }
 }
 
+/// The model's draws, each variate counted where it is drawn (the tests check the draws per
+/// event; the model itself does not count).
+struct CountedDraws<'t> {
+    table: &'t ExpTable,
+    count: u64,
+}
+
+impl CountedDraws<'_> {
+    #[inline(always)]
+    fn variate(&mut self, rng: &mut SimRng) -> u64 {
+        self.count += 1;
+        self.table.draw(rng)
+    }
+
+    /// [`TimeDraw::sample`], counted.
+    #[inline(always)]
+    fn sample(&mut self, draw: &TimeDraw, rng: &mut SimRng) -> Ps {
+        if draw.slope == 0 {
+            return draw.base;
+        }
+        draw.base + mul_q32(draw.slope, self.variate(rng))
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Lock {
     free_at: Ps,
@@ -143,11 +167,9 @@ pub fn run(cfg: &SkeletonConfig) -> SkeletonRun {
         end: 0,
         wait_p99_ns: 0,
     };
-    // Every variate is counted where it is drawn (the tests check the draws per event).
-    let mut draws = 0u64;
-    let mut variate = |rng: &mut SimRng| {
-        draws += 1;
-        table.draw(rng)
+    let mut draws = CountedDraws {
+        table: &table,
+        count: 0,
     };
     let mut until_shared = shared_every;
     while out.events < events {
@@ -171,14 +193,10 @@ pub fn run(cfg: &SkeletonConfig) -> SkeletonRun {
         let held = t < lock.free_at;
         let mut grant = t.max(lock.free_at);
         if lock.owner != a {
-            // `TimeDraw::sample`, with the variate counted.
-            grant += transfer.base;
-            if transfer.slope > 0 {
-                grant += mul_q32(transfer.slope, variate(&mut rng));
-            }
+            grant += draws.sample(&transfer, &mut rng);
         }
         let hold = if cost_cv > 0.0 {
-            mul_q32(hold_mean, hold_jitter.factor(variate(&mut rng)))
+            mul_q32(hold_mean, hold_jitter.factor(draws.variate(&mut rng)))
         } else {
             hold_mean
         };
@@ -190,17 +208,14 @@ pub fn run(cfg: &SkeletonConfig) -> SkeletonRun {
         out.wait_total += wait;
         out.hold_total += hold;
         hist.record(wait);
-        let mut work = work_draw.base;
-        if work_draw.slope > 0 {
-            work += mul_q32(work_draw.slope, variate(&mut rng));
-        }
+        let work = draws.sample(&work_draw, &mut rng);
         out.work_total += work;
         queue.push(a, (release + work) << ACTOR_BITS | u64::from(a));
         queue.finish();
         out.events += 1;
         out.end = t;
     }
-    out.draws = draws;
+    out.draws = draws.count;
     out.wait_p99_ns = hist.value_at_quantile(0.99);
     out
 }
