@@ -111,18 +111,71 @@ pub fn kptr_restrict() -> Option<u32> {
 
 /// What to tell a user whose kallsyms shows only zeros.
 pub fn hidden_addresses_hint() -> String {
-    let current = kptr_restrict()
-        .map(|v| format!(" (kptr_restrict is {v})"))
-        .unwrap_or_default();
-    format!(
-        "/proc/kallsyms shows zero addresses{current}: kernel stacks cannot be symbolized. \
-         Run as root with `sysctl kernel.kptr_restrict=0` (or 1, which root can read)"
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    hidden_addresses_advice(
+        kptr_restrict(),
+        paranoid,
+        crate::kernel::privileges::has_cap_syslog(),
     )
+}
+
+/// The kernel's rule (kallsyms_show_value): kptr_restrict 2 hides addresses from everyone;
+/// 1 shows them to CAP_SYSLOG; 0 shows them to CAP_SYSLOG, or to anyone when
+/// perf_event_paranoid is 1 or lower.
+fn hidden_addresses_advice(kptr: Option<u32>, paranoid: Option<i32>, cap_syslog: bool) -> String {
+    let lead = "/proc/kallsyms shows zero addresses: kernel stacks cannot be symbolized";
+    match kptr {
+        Some(v) if v >= 2 => format!(
+            "{lead}. kptr_restrict is {v}, which hides them even from root:              `sysctl kernel.kptr_restrict=1` shows them to processes with CAP_SYSLOG"
+        ),
+        Some(v) if !cap_syslog => {
+            let or_paranoid = if v == 0 {
+                format!(
+                    ", or lower kernel.perf_event_paranoid to 1 (it is {})",
+                    paranoid.map_or("unknown".into(), |p| p.to_string())
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "{lead}. kptr_restrict is {v} and this process lacks CAP_SYSLOG: run as root \
+                 or grant CAP_SYSLOG{or_paranoid}"
+            )
+        }
+        Some(v) => format!(
+            "{lead}, although kptr_restrict is {v} and this process has CAP_SYSLOG \
+             (a security module may be hiding them)"
+        ),
+        None => format!("{lead}; /proc/sys/kernel/kptr_restrict cannot be read"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_address_advice_follows_the_kernel_rule() {
+        let strict = hidden_addresses_advice(Some(2), Some(2), true);
+        assert!(strict.contains("kptr_restrict=1"), "{strict}");
+        // kptr_restrict 0 without CAP_SYSLOG: the missing capability, not "set it to 0".
+        let no_cap = hidden_addresses_advice(Some(0), Some(2), false);
+        assert!(no_cap.contains("lacks CAP_SYSLOG"), "{no_cap}");
+        assert!(
+            no_cap.contains("perf_event_paranoid to 1 (it is 2)"),
+            "{no_cap}"
+        );
+        assert!(!no_cap.contains("kptr_restrict=0"), "{no_cap}");
+        let one = hidden_addresses_advice(Some(1), None, false);
+        assert!(
+            one.contains("lacks CAP_SYSLOG") && !one.contains("paranoid"),
+            "{one}"
+        );
+        let odd = hidden_addresses_advice(Some(1), None, true);
+        assert!(odd.contains("security module"), "{odd}");
+    }
 
     #[test]
     fn hidden_addresses_detected() {

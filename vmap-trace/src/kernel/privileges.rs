@@ -1,7 +1,9 @@
 //! Can this process load tracing BPF programs?
 use anyhow::{bail, Result};
 
+const CAP_SYSLOG: u32 = 34;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_RESOURCE: u32 = 24;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
@@ -24,6 +26,19 @@ fn has(caps: u64, cap: u32) -> bool {
 pub fn can_trace() -> bool {
     effective_caps()
         .is_some_and(|c| has(c, CAP_SYS_ADMIN) || (has(c, CAP_BPF) && has(c, CAP_PERFMON)))
+}
+
+/// CAP_SYSLOG lets /proc/kallsyms show addresses (unless kptr_restrict is 2).
+pub fn has_cap_syslog() -> bool {
+    effective_caps().is_some_and(|c| has(c, CAP_SYSLOG))
+}
+
+/// Whether RLIMIT_NPROC binds this process: the kernel's fork exempts root and CAP_SYS_ADMIN
+/// or CAP_SYS_RESOURCE holders (copy_process).
+pub fn can_exceed_nproc() -> bool {
+    // SAFETY: getuid cannot fail.
+    let root = unsafe { libc::getuid() } == 0;
+    root || effective_caps().is_some_and(|c| has(c, CAP_SYS_ADMIN) || has(c, CAP_SYS_RESOURCE))
 }
 
 pub fn require_bpf() -> Result<()> {
