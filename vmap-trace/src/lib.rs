@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod flamegraph;
 pub mod kernel;
 pub mod model;
+pub mod output;
 pub mod probe;
 pub mod profile;
 pub mod report;

@@ -162,6 +162,92 @@ fn fails(out: &Output) -> String {
     err
 }
 
+/// `-o` never destroys what it names: the inputs, a FIFO, a symlink, an existing file's
+/// inode, mode and owner (output paths of the reliability issue; all in a temporary directory).
+#[test]
+fn output_paths_are_treated_as_the_users() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let rec = save(dir.path(), "a.rec", &profile("6.1.0-test", 2_000_000));
+    let original = std::fs::read(&rec).unwrap();
+    let r = rec.to_str().unwrap();
+
+    // The input itself, directly and through a symlink: refused, input intact.
+    let err = fails(&vmap_trace(&["flamegraph", r, "-o", r]));
+    assert!(err.contains("it is the input"), "{err}");
+    let alias = dir.path().join("alias.svg");
+    std::os::unix::fs::symlink(&rec, &alias).unwrap();
+    fails(&vmap_trace(&[
+        "flamegraph",
+        r,
+        "-o",
+        alias.to_str().unwrap(),
+    ]));
+    let b = save(dir.path(), "b.rec", &profile("6.12.0-test", 1_000_000));
+    let err = fails(&vmap_trace(&["diff", r, b.to_str().unwrap(), "-o", r]));
+    assert!(err.contains("it is the input"), "{err}");
+    assert_eq!(std::fs::read(&rec).unwrap(), original);
+
+    // A directory: refused with a hint.
+    let err = fails(&vmap_trace(&[
+        "flamegraph",
+        r,
+        "-o",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert!(err.contains("is a directory"), "{err}");
+
+    // An existing file: same inode, mode and owner afterwards.
+    let svg = dir.path().join("kept.svg");
+    std::fs::write(&svg, b"old").unwrap();
+    std::fs::set_permissions(&svg, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let before = std::fs::metadata(&svg).unwrap();
+    ok(&vmap_trace(&["flamegraph", r, "-o", svg.to_str().unwrap()]));
+    let after = std::fs::metadata(&svg).unwrap();
+    assert_eq!((after.ino(), after.mode() & 0o777), (before.ino(), 0o604));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+
+    // A FIFO: written through, still a FIFO.
+    let fifo = dir.path().join("pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    ok(&vmap_trace(&[
+        "flamegraph",
+        r,
+        "--folded",
+        "-o",
+        fifo.to_str().unwrap(),
+    ]));
+    let through = String::from_utf8(reader.join().unwrap()).unwrap();
+    assert!(
+        through.contains("[spinlock vmap_area_lock] 2000000"),
+        "{through}"
+    );
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A symlink to a new file: the link stays, its target is written.
+    let link = dir.path().join("link.svg");
+    std::os::unix::fs::symlink("target.svg", &link).unwrap();
+    ok(&vmap_trace(&[
+        "flamegraph",
+        r,
+        "-o",
+        link.to_str().unwrap(),
+    ]));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(dir.path().join("target.svg"))
+        .unwrap()
+        .contains("<svg"));
+}
+
 #[test]
 fn folded_to_stdout_and_svg_to_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::flamegraph::{is_stdout, write_output, StackArgs};
+use super::flamegraph::{check_output, is_stdout, write_output, StackArgs};
 use crate::flamegraph::{self, DiffOptions, Graph, Side};
 use crate::profile::recording;
 
@@ -47,6 +47,7 @@ pub struct DiffArgs {
 }
 
 pub fn run(args: DiffArgs) -> Result<()> {
+    check_output(&args.output, &[&args.before, &args.after])?;
     let before = recording::load(&args.before)?;
     let after = recording::load(&args.after)?;
     let opts = DiffOptions {

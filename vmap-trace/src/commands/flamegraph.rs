@@ -84,6 +84,7 @@ pub struct FlamegraphArgs {
 }
 
 pub fn run(args: FlamegraphArgs) -> Result<()> {
+    check_output(&args.output, &[&args.file])?;
     let profile = recording::load(&args.file)?;
     let graph = flamegraph::flamegraph(&profile, &args.stacks.fold_options()?)?;
     write_output(&args.output, |w| graph.write_as(args.folded, w))?;
@@ -106,8 +107,9 @@ pub(crate) fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
-/// Write to `path` (or standard output for `-`) through `write`. A file is written under a
-/// temporary name and renamed, so a failed render never leaves half an SVG behind.
+/// Write to `path` (or standard output for `-`) through `write`. A file is rendered in full
+/// first and then written by [`crate::output::write`], so a failed render never leaves half an
+/// SVG behind and the target is treated as the user's (see that module).
 pub(crate) fn write_output(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<()>,
@@ -123,41 +125,16 @@ pub(crate) fn write_output(
             other => other,
         };
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "cannot write {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
+    let mut rendered = Vec::new();
+    write(&mut rendered)?;
+    crate::output::write(path, &rendered)
+}
+
+/// Check an output path before reading the inputs: it must be writable and none of them.
+pub(crate) fn check_output(path: &Path, inputs: &[&Path]) -> Result<()> {
+    if !is_stdout(path) {
+        crate::output::check(path, inputs)?;
     }
-    let tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut w = BufWriter::new(tmp);
-    write(&mut w)?;
-    let tmp = w
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // Temporary files are private (0600); an SVG is made to be shared, so give it the mode a
-    // plain create would have had (0666 less the umask).
-    let mask = unsafe {
-        // SAFETY: umask only swaps the process's mask; it is restored at once, before any
-        // other file is created.
-        let mask = libc::umask(0);
-        libc::umask(mask);
-        mask
-    };
-    let mode = 0o666 & !(mask as u32);
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
