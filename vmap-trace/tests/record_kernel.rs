@@ -664,6 +664,214 @@ fn sigterm_still_writes_the_recording() {
     assert!(stderr.contains("stopped by signal"), "{stderr}");
 }
 
+/// Start `record -o rec` and wait until its probes are attached (it prints "via" lines).
+fn start_recording(rec: &Path, extra: &[&str]) -> std::process::Child {
+    let child = Command::new(BIN)
+        .args(["record", "-o"])
+        .arg(rec)
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attaching takes about a second here; the recording must have started by then.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    child
+}
+
+#[test]
+fn sighup_sigint_and_sigterm_each_leave_a_complete_recording() {
+    require_root!();
+    let dir = scratch();
+    for (name, signal) in [
+        ("hup", libc::SIGHUP),
+        ("int", libc::SIGINT),
+        ("term", libc::SIGTERM),
+    ] {
+        let rec = dir.path().join(format!("{name}.rec"));
+        let mut child = start_recording(&rec, &[]);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+        assert!(status.success(), "SIG{name}: {status}\n{stderr}");
+        assert!(stderr.contains("stopped by signal"), "SIG{name}: {stderr}");
+        let report = report_json(&rec);
+        assert!(
+            report["profile"]["meta"]["duration_ns"].as_u64().unwrap() > 300_000_000,
+            "SIG{name}"
+        );
+    }
+}
+
+/// The BPF objects (programs, maps, links) a process holds, from its fds' fdinfo.
+fn bpf_ids(pid: u32) -> Vec<(&'static str, u32)> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let info = std::fs::read_to_string(fd.unwrap().path()).unwrap_or_default();
+        for line in info.lines() {
+            for kind in ["prog_id", "map_id", "link_id"] {
+                if let Some(id) = line
+                    .strip_prefix(kind)
+                    .and_then(|r| r.trim_start_matches(':').trim().parse().ok())
+                {
+                    ids.push((kind, id));
+                }
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Whether a BPF object of that kind and id still exists (BPF_*_GET_FD_BY_ID).
+fn bpf_object_exists(kind: &str, id: u32) -> bool {
+    let cmd = match kind {
+        "prog_id" => 13,
+        "map_id" => 14,
+        _ => 30, // BPF_LINK_GET_FD_BY_ID
+    };
+    let mut attr = [0u32; 4];
+    attr[0] = id;
+    // SAFETY: bpf(2) reads `attr` (id, next_id, open_flags) of the size given.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 16) };
+    if fd >= 0 {
+        // SAFETY: closing the fd we were just given.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+}
+
+#[test]
+fn sigkill_leaves_no_program_map_or_link_behind() {
+    require_root!();
+    let dir = scratch();
+    let mut child = start_recording(&dir.path().join("killed.rec"), &[]);
+    let ids = bpf_ids(child.id());
+    assert!(
+        ids.iter().any(|(k, _)| *k == "prog_id") && ids.iter().any(|(k, _)| *k == "link_id"),
+        "record holds programs and links: {ids:?}"
+    );
+    assert!(ids.iter().all(|&(k, id)| bpf_object_exists(k, id)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The kernel frees them once the last fd is closed, after an RCU grace period.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = ids.clone();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left.retain(|&(k, id)| bpf_object_exists(k, id));
+    }
+    assert!(
+        left.is_empty(),
+        "still attached after SIGKILL: {left:?} of {ids:?}"
+    );
+}
+
+#[test]
+fn output_targets_are_checked_first_and_never_replaced() {
+    require_root!();
+    use std::os::unix::fs::FileTypeExt;
+    let dir = scratch();
+    // A directory fails before anything is attached, not after the recording.
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["record", "-d", "30", "-o"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is a directory") && !err.contains(" via "),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // A device node of our own (the null device), never the system's /dev/null.
+    let node = dir.path().join("null");
+    let c = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; makedev(1, 3) is the null device.
+    assert_eq!(
+        unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+        0
+    );
+    run(Command::new(BIN)
+        .args(["record", "-d", "1", "-o"])
+        .arg(&node));
+    assert!(std::fs::metadata(&node)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+}
+
+#[test]
+fn a_full_disk_keeps_the_recording_elsewhere_and_still_reports() {
+    require_root!();
+    let dir = scratch();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    // A 4 KiB tmpfs: room for the temporary file's name, not for a recording.
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4k", "tmpfs"])
+        .arg(&full));
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&full);
+    let fallback = dir.path().join("tmp");
+    std::fs::create_dir(&fallback).unwrap();
+    let out = Command::new(BIN)
+        .args(["record", "-d", "1", "--report", "-o"])
+        .arg(full.join("x.rec"))
+        .env("TMPDIR", &fallback)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("saved to"), "{err}");
+    // The report was printed all the same.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("vmap"),
+        "no report on stdout"
+    );
+    let kept: Vec<PathBuf> = std::fs::read_dir(&fallback)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(err.contains(kept[0].to_str().unwrap()), "{err}");
+    report_json(&kept[0]);
+}
+
+#[test]
+fn record_durations_take_units_and_reject_absurd_values() {
+    // Argument errors come before any privilege check: no root needed.
+    let out = Command::new(BIN)
+        .args(["record", "-d", "1e30", "-o", "/nonexistent/x.rec"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("out of range") && !err.contains("panicked"),
+        "{err}"
+    );
+    // "10s" parses: the run fails later, on the output directory.
+    let out = Command::new(BIN)
+        .args(["record", "-d", "10s", "-o", "/nonexistent/x.rec"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+}
+
 #[test]
 fn unprivileged_record_is_a_clear_error() {
     require_root!(); // needs root to drop to another user

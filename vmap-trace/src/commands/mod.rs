@@ -3,6 +3,7 @@
 pub mod daemon;
 pub mod diff;
 pub mod doctor;
+pub mod duration;
 pub mod flamegraph;
 pub mod record;
 pub mod report;

@@ -1,6 +1,6 @@
 //! `vmap-trace record`: attach, aggregate in the kernel, write a recording.
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,14 +13,19 @@ use crate::session::TraceSession;
 
 /// Record vmap allocator activity and lock contention to a file.
 ///
-/// Runs until --duration elapses, the given command exits, or Ctrl-C / SIGTERM; in every
-/// case everything aggregated so far is written.
+/// Runs until --duration elapses, the given command exits, or Ctrl-C / SIGTERM / SIGHUP (a
+/// closed terminal or ssh session); in every case everything aggregated so far is written. If
+/// the output cannot be written (a full disk), the recording is saved in the temporary
+/// directory instead and the error says where.
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
-    /// Stop after this many seconds (default: until Ctrl-C, or until COMMAND exits).
-    #[arg(short, long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
-    /// Where to write the recording.
+    /// Stop after this long: seconds, or with a unit (500ms, 30s, 10m, 1h). Default: until
+    /// Ctrl-C, or until COMMAND exits.
+    #[arg(short, long, value_name = "DURATION", value_parser = super::duration::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Where to write the recording. An existing file is overwritten in place (keeping its
+    /// owner and mode) only once the new recording is safely written beside it; a symlink is
+    /// followed; a device or FIFO is written to; a directory is refused at once.
     #[arg(short, long, value_name = "FILE", default_value = "vmap-trace.rec")]
     pub output: PathBuf,
     /// Print a summary report when done.
@@ -59,16 +64,14 @@ pub struct RecordArgs {
 }
 
 pub fn run(args: RecordArgs) -> Result<()> {
-    if let Some(d) = args.duration {
-        if !(d > 0.0 && d.is_finite()) {
-            bail!("--duration must be a positive number of seconds, got {d}");
-        }
-    }
     // Fail on an unwritable output now, not after a long recording.
-    check_writable(&args.output)?;
+    crate::output::check(&args.output, &[])?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for sig in STOP_SIGNALS {
+        // A second signal ends the process at once, for a recording that does not stop.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .context("cannot install signal handler")?;
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("cannot install signal handler")?;
     }
@@ -94,7 +97,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
 
     let mut child = spawn(&args.command)?;
     let tty = std::io::stderr().is_terminal();
-    let limit = args.duration.map(Duration::from_secs_f64);
+    let limit = args.duration;
     let mut stopped_by = "duration";
     let mut ticks = 0u64;
     loop {
@@ -102,7 +105,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
         ticks += 1;
         if ticks % 10 == 0 {
             if let Err(e) = session.resolve_user_stacks() {
-                eprintln!("vmap-trace: symbolizing user stacks: {e:#}");
+                note(format_args!("symbolizing user stacks: {e:#}"));
             }
         }
         if stop.load(Ordering::Relaxed) {
@@ -110,10 +113,15 @@ pub fn run(args: RecordArgs) -> Result<()> {
             break;
         }
         if let Some(c) = child.as_mut() {
-            if let Some(status) = c.try_wait()? {
+            // An error waiting for the command ends the run, but the recording is still saved.
+            let exited = c.try_wait().unwrap_or_else(|e| {
+                note(format_args!("cannot wait for the command: {e}"));
+                c.kill().ok().and_then(|()| c.wait().ok())
+            });
+            if let Some(status) = exited {
                 stopped_by = "command exit";
                 if !status.success() {
-                    eprintln!("vmap-trace: command exited with {status}");
+                    note(format_args!("command exited with {status}"));
                 }
                 child = None;
                 break;
@@ -123,15 +131,18 @@ pub fn run(args: RecordArgs) -> Result<()> {
             break;
         }
         if tty {
-            eprint!(
+            // Not eprint!: see `note`.
+            let mut err = std::io::stderr();
+            let _ = write!(
+                err,
                 "\rrecording... {:.1} s  (Ctrl-C to stop)",
                 session.elapsed().as_secs_f64()
             );
-            let _ = std::io::stderr().flush();
+            let _ = err.flush();
         }
     }
     if tty {
-        eprintln!();
+        let _ = writeln!(std::io::stderr());
     }
     // The command may just have exited; its user stacks are symbolized while it is a zombie
     // at best, so resolve what is left before the final read.
@@ -143,11 +154,21 @@ pub fn run(args: RecordArgs) -> Result<()> {
         let _ = c.kill();
         let _ = c.wait();
     }
-    recording::save(&profile, &args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
-    eprintln!(
-        "vmap-trace: wrote {} ({:.1} s, stopped by {stopped_by}; {} allocs, {} contentions{})",
-        args.output.display(),
+    let saved = save(&profile, &args.output);
+    if args.report {
+        // Even when the file could not be written: the report is the user's other copy.
+        let mut out = std::io::stdout().lock();
+        let text = crate::report::text::render(&profile, &Default::default());
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                note(format_args!("cannot print the report: {e}"));
+            }
+        }
+    }
+    let written = saved?;
+    note(format_args!(
+        "wrote {} ({:.1} s, stopped by {stopped_by}; {} allocs, {} contentions{})",
+        written.display(),
         profile.meta.duration_s(),
         profile.ops.allocs,
         profile.total_wait().count,
@@ -156,14 +177,52 @@ pub fn run(args: RecordArgs) -> Result<()> {
         } else {
             String::new()
         }
-    );
-    if args.report {
-        print!(
-            "{}",
-            crate::report::text::render(&profile, &Default::default())
-        );
-    }
+    ));
     Ok(())
+}
+
+/// A message on stderr that cannot panic: after SIGHUP the terminal is gone, and a failed
+/// write must not lose the recording.
+fn note(message: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "vmap-trace: {message}");
+}
+
+/// The signals that end a recording cleanly: Ctrl-C, `kill`, and a closed terminal.
+pub const STOP_SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+
+/// Write the recording to `path`; if that fails, to a fresh file in the temporary directory,
+/// so that a full disk or a vanished directory never loses what was recorded. Returns the
+/// path written, or an error that names where the recording went.
+fn save(profile: &crate::profile::Profile, path: &Path) -> Result<PathBuf> {
+    let bytes = recording::encode(profile);
+    let err = match crate::output::write(path, &bytes) {
+        Ok(()) => return Ok(path.to_path_buf()),
+        Err(e) => e,
+    };
+    match save_fallback(&bytes) {
+        Ok(kept) => Err(err.context(format!(
+            "the recording was saved to {} instead",
+            kept.display()
+        ))),
+        Err(e2) => Err(err.context(format!(
+            "the recording is LOST: it could not be saved to the temporary directory either ({e2})"
+        ))),
+    }
+}
+
+fn save_fallback(bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix("vmap-trace-")
+        .suffix(".rec")
+        .tempfile_in(std::env::temp_dir())?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    let (_, path) = tmp.keep().map_err(|e| e.error)?;
+    Ok(path)
 }
 
 fn spawn(command: &[String]) -> Result<Option<Child>> {
@@ -175,21 +234,4 @@ fn spawn(command: &[String]) -> Result<Option<Child>> {
         .spawn()
         .with_context(|| format!("cannot run {prog}"))?;
     Ok(Some(child))
-}
-
-fn check_writable(path: &std::path::Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !dir.is_dir() {
-        bail!(
-            "cannot write {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
-    }
-    tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write to {}", dir.display()))?;
-    Ok(())
 }
