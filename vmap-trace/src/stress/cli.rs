@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 use super::{signal, BpfMapShape, ProgressSample, StressConfig, StressResult, WorkloadKind};
 use super::{MAX_BPF_VALUE_SIZE, MAX_DRIVERS, MAX_LIVE_PER_DRIVER};
+use crate::commands::duration::parse_duration;
 
 /// `vmap-trace stress` arguments.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -27,7 +28,10 @@ use super::{MAX_BPF_VALUE_SIZE, MAX_DRIVERS, MAX_LIVE_PER_DRIVER};
         bpfmap   a BPF array map created and closed: maps over 32 KiB are vmalloc'd, frees are \
         lazy and purged in batches (2 per op: the area and its page array). Needs CAP_BPF.\n  \
         mix      all four at once, --threads split between them (at least one each)\n\n\
-        Ctrl-C or SIGTERM stops early and still prints the summary; a second one kills.\n\n\
+        Limits: a run may hold at most half of the tasks (pid_max, threads-max, RLIMIT_NPROC), \
+        open files (RLIMIT_NOFILE), ptys (kernel.pty.max) and available memory (BPF maps) that \
+        are free when it starts; a larger --threads x --live is refused before anything starts.\n\n\
+        Ctrl-C, SIGTERM or SIGHUP stops early and still prints the summary; a second one kills.\n\n\
         Examples:\n  \
         vmap-trace stress pty --duration 2\n  \
         vmap-trace stress mix --threads 8 --json\n  \
@@ -95,58 +99,34 @@ impl StressArgs {
     }
 }
 
-/// Parse "2", "0.5", "2s" or "500ms" into a positive duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 5, 0.5, 2s, 500ms)"))?;
-    let secs = value * scale;
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("`{text}`: the duration must be greater than zero"));
-    }
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}`: duration out of range"))
-}
-
 /// Run `vmap-trace stress` and print its progress and result.
 pub fn run(args: StressArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    // Before the plan is printed, so a refused run prints only why.
+    super::limits::check_system(args.workload, &config)?;
     signal::STOP_REQUESTED.store(false, Ordering::SeqCst);
     signal::install_stop_handlers().context("installing the SIGINT/SIGTERM handlers")?;
 
-    let show_progress = !args.json && !args.quiet;
-    if show_progress {
-        println!("{}", describe_plan(args.workload, &config));
-    }
+    let mut out = Output::new(!args.json && !args.quiet);
+    out.line(&describe_plan(args.workload, &config));
     let result = super::run_workload_with_progress(
         args.workload,
         &config,
         &signal::STOP_REQUESTED,
-        |sample| {
-            if show_progress {
-                println!("{}", progress_line(sample));
-            }
-        },
+        |sample| out.line(&progress_line(sample)),
     )?;
 
+    out.show = true;
     if args.json {
         let json = serde_json::to_string_pretty(&result).context("serializing the result")?;
-        println!("{json}");
+        out.line(&json);
     } else {
-        print!("{}", summary(&result));
+        out.text(&summary(&result));
     }
-    std::io::stdout().flush().ok();
     for kind in &result.per_kind {
         if kind.failed_ops > 0 {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "vmap-trace: warning: {} {} operations failed and were retried (last: {})",
                 kind.failed_ops,
                 kind.kind,
@@ -155,6 +135,42 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Standard output that a closed pipe (`| head -1`) silences instead of panicking: the run
+/// goes on to its --duration, because the load is what the user asked for.
+struct Output {
+    show: bool,
+    closed: bool,
+}
+
+impl Output {
+    fn new(show: bool) -> Self {
+        Output {
+            show,
+            closed: false,
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        self.text(&format!("{line}\n"));
+    }
+
+    fn text(&mut self, text: &str) {
+        if !self.show || self.closed {
+            return;
+        }
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            self.closed = true;
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                let _ = writeln!(std::io::stderr(), "vmap-trace: standard output: {e}");
+            }
+        }
+    }
 }
 
 fn describe_plan(kind: WorkloadKind, config: &StressConfig) -> String {
@@ -299,17 +315,6 @@ mod tests {
         ] {
             assert!(parse(argv).is_err(), "{argv:?} should be rejected");
         }
-    }
-
-    #[test]
-    fn duration_forms() {
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration(" 250ms "), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("1e300").is_err());
-        assert!(parse_duration("NaN").is_err());
-        assert!(parse_duration("").is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod bpfmap;
 mod cli;
 mod driver;
 mod fork;
+pub mod limits;
 mod mix;
 mod pty;
 mod runner;

@@ -15,6 +15,15 @@ use super::{KindResult, StressConfig, StressResult, WorkloadKind};
 /// Ctrl-C feels immediate and a 1 s run ends within a few ms of its deadline.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Sets the halt flag when dropped, panics included.
+struct HaltOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for HaltOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Progress of one basic workload at a sampling point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KindProgress {
@@ -56,6 +65,7 @@ pub fn run_workload_with_progress(
     mut on_progress: impl FnMut(&ProgressSample),
 ) -> anyhow::Result<StressResult> {
     config.validate()?;
+    super::limits::check_system(kind, config)?;
     let plan = mix::driver_plan(kind, config.drivers);
     let counters: Vec<KindCounters> = plan.iter().map(|_| KindCounters::default()).collect();
     // Tells every driver to finish its current round and return.
@@ -67,6 +77,9 @@ pub fn run_workload_with_progress(
     let mut stopped_early = false;
 
     let (elapsed, driver_error) = std::thread::scope(|scope| {
+        // However this closure ends (a panic in `on_progress` included), the drivers are told
+        // to stop, or the scope would wait for them forever.
+        let _halt_on_exit = HaltOnDrop(&halt);
         let mut drivers: Vec<(WorkloadKind, ScopedJoinHandle<'_, anyhow::Result<()>>)> = Vec::new();
         let mut spawn_error = None;
         'spawn: for ((kind, count), counters) in plan.iter().copied().zip(&counters) {
@@ -293,6 +306,37 @@ mod tests {
         assert_eq!(result.per_kind.len(), 1);
         assert_eq!(result.per_kind[0].drivers, 2);
         assert!(!result.stopped_early);
+    }
+
+    #[test]
+    fn a_panicking_progress_callback_stops_the_drivers() {
+        // Before the halt guard, the scope waited forever for drivers nobody told to stop.
+        let mut config = StressConfig::new(Duration::from_secs(3600));
+        config.drivers = 2;
+        config.live_per_driver = Some(2);
+        config.progress_interval = Duration::from_millis(20);
+        let never = AtomicBool::new(false);
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_workload_with_progress(WorkloadKind::Threads, &config, &never, |_| {
+                panic!("progress output failed")
+            })
+        }));
+        assert!(outcome.is_err(), "the callback's panic propagates");
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn more_than_the_system_allows_is_refused_before_starting() {
+        let mut config = StressConfig::new(Duration::from_secs(3600));
+        config.drivers = crate::stress::MAX_DRIVERS;
+        config.live_per_driver = Some(crate::stress::MAX_LIVE_PER_DRIVER);
+        let never = AtomicBool::new(false);
+        let err = run_workload(WorkloadKind::Threads, &config, &never).unwrap_err();
+        assert!(
+            err.to_string().contains("tasks (threads and processes)"),
+            "{err}"
+        );
     }
 
     fn run_for_test(kind: WorkloadKind, config: &StressConfig) -> StressResult {

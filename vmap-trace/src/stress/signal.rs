@@ -1,4 +1,4 @@
-//! Ctrl-C / SIGTERM handling for the CLI: the first signal asks the run to stop (so it still
+//! Ctrl-C / SIGTERM / SIGHUP handling for the CLI: the first signal asks the run to stop (so it still
 //! reaps its children, closes its fds and prints its summary); a second one terminates.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,14 +12,14 @@ extern "C" fn request_stop(_signal: libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
 }
 
-/// Install the handler for SIGINT and SIGTERM.
+/// Install the handler for SIGINT, SIGTERM and SIGHUP (a closed terminal).
 ///
 /// SA_RESETHAND restores the default action after the first delivery, so a second Ctrl-C
 /// kills a run that does not stop fast enough. SA_RESTART keeps blocking calls (waitpid,
 /// read) from failing with EINTR. Forked children inherit the handler, which is harmless:
 /// they only wait on a pipe and exit.
 pub fn install_stop_handlers() -> std::io::Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; the handler only
         // touches an atomic.
         unsafe {
