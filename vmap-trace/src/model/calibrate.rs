@@ -9,7 +9,7 @@
 use anyhow::{bail, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::model::params::ModelParams;
+use crate::model::params::{ModelParams, COST_SCALE_RANGE};
 use crate::model::run::{simulate, RunConfig};
 use crate::model::workload::{Drive, SizeClass, ThreadGroup, Workload};
 use crate::model::{Design, KernelVariant};
@@ -92,6 +92,7 @@ pub fn calibrate_pair(
     let mut f0 = pair_latency(params, target, s0, seed)? - goal;
     let mut s1 = goal / (f0 + goal);
     for _ in 0..12 {
+        check_scale(s1, goal)?;
         let f1 = pair_latency(params, target, s1, seed)? - goal;
         if f1.abs() / goal < TOLERANCE {
             return Ok(s1);
@@ -107,9 +108,24 @@ pub fn calibrate_pair(
                  (cache misses, line transfers) allow at this configuration"
             );
         }
+        check_scale(next, goal)?;
         (s0, f0, s1) = (s1, f1, next);
     }
     bail!("calibration did not converge on a pair latency of {goal:.0} ns")
+}
+
+/// A scale outside [`COST_SCALE_RANGE`] means the target is not a vmalloc latency this model
+/// can represent; say so before simulating at it (a near-zero scale never ends).
+fn check_scale(scale: f64, goal_ns: f64) -> anyhow::Result<()> {
+    if !(scale.is_finite() && COST_SCALE_RANGE.contains(&scale)) {
+        bail!(
+            "a pair latency of {goal_ns:.3e} ns would need a cost scale of {scale:.3e}, outside \
+             the {}..{} the model represents (published figures are 0.5 to 50 us)",
+            COST_SCALE_RANGE.start(),
+            COST_SCALE_RANGE.end()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -137,5 +153,26 @@ mod tests {
             ..target
         };
         assert!(calibrate_pair(&params, &bad, 3).is_err());
+    }
+
+    #[test]
+    fn absurd_targets_fail_at_once() {
+        // 1e-300 us used to drive the scale to ~1e-300, where simulated time stands still.
+        let params = ModelParams::default();
+        for ns in [1e-297, 1e-3, 1e15] {
+            let target = CalibrationTarget {
+                design: Design::Legacy,
+                variant: KernelVariant::V6_10,
+                pages: 1,
+                pair_latency_ns: ns,
+            };
+            let started = std::time::Instant::now();
+            let err = calibrate_pair(&params, &target, 3).unwrap_err().to_string();
+            assert!(err.contains("cost scale"), "{ns}: {err}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{ns}"
+            );
+        }
     }
 }

@@ -421,6 +421,15 @@ pub(crate) fn actor_of(key: u64) -> u32 {
     (key & ((1 << ACTOR_BITS) - 1)) as u32
 }
 
+/// A run reached the simulated-time horizon before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the simulation reached its horizon of {:.0} s of simulated time before the end of the run \
+     (a load too light to reach the run's end, or a run too long)",
+    MAX_TIME as f64 / 1e12
+)]
+pub struct HorizonReached;
+
 /// A simulation in progress.
 pub struct Engine<'w, D: Design> {
     pub design: D,
@@ -513,7 +522,16 @@ impl<'w, D: Design> Engine<'w, D> {
 
     /// Warm up for at least `min_warmup` and until `warm(design)` holds (at most `max_warmup`),
     /// forget the warm-up's statistics, then simulate `measure` more.
-    pub fn run(&mut self, min_warmup: Ps, max_warmup: Ps, warm: impl Fn(&D) -> bool, measure: Ps) {
+    ///
+    /// Fails if the run would execute an event at the time horizon ([`MAX_TIME`], about 70 s):
+    /// events are clamped there, so a run whose end lies past it would never end.
+    pub fn run(
+        &mut self,
+        min_warmup: Ps,
+        max_warmup: Ps,
+        warm: impl Fn(&D) -> bool,
+        measure: Ps,
+    ) -> Result<(), HorizonReached> {
         let threads: Vec<u32> = (0..self.actors.len() as u32).collect();
         for a in threads {
             // Threads start within the first microsecond so they do not move in lockstep.
@@ -535,11 +553,15 @@ impl<'w, D: Design> Engine<'w, D> {
                 Some(end) if t >= end => break,
                 _ => {}
             }
+            if t >= MAX_TIME - 1 {
+                return Err(HorizonReached);
+            }
             self.now = t;
             self.queue.start(a);
             self.advance(a, t);
             self.queue.finish();
         }
+        Ok(())
     }
 
     /// Give `actor` its next event at `at`. Returns whether that is the earliest event when

@@ -115,6 +115,34 @@ pub struct ComparisonReport {
     pub sweep: Vec<Comparison>,
 }
 
+/// Shortest recording whose rates the model takes (`record` itself polls every 100 ms).
+pub const MIN_DURATION_S: f64 = 1e-3;
+/// A vmalloc costs at least hundreds of ns on one CPU; 4096 CPUs cannot do more than this.
+pub const MAX_ALLOCS_PER_S: f64 = 1e10;
+/// Allocations a simulated run needs for its figures to mean anything; a light load gets a
+/// longer simulated run (cheap: few events), up to [`MAX_SIMULATED_MS`].
+const MIN_SIMULATED_ALLOCS: f64 = 100.0;
+/// Longest simulated run `simulate` accepts.
+const MAX_SIMULATED_MS: f64 = 60_000.0;
+
+/// `cfg` with a simulated duration long enough for [`MIN_SIMULATED_ALLOCS`] at `allocs_per_s`,
+/// or an error for a load too light for that within [`MAX_SIMULATED_MS`].
+fn run_config_for(allocs_per_s: f64, cfg: &RunConfig) -> anyhow::Result<RunConfig> {
+    let needed_ms = MIN_SIMULATED_ALLOCS / allocs_per_s * 1e3;
+    ensure!(
+        needed_ms <= MAX_SIMULATED_MS,
+        "{allocs_per_s:.3e} allocations/s is too light a load to model: the model needs \
+         {MIN_SIMULATED_ALLOCS} allocations within {} s of simulated time, i.e. at least {:.2}/s. \
+         At such rates vmap allocations almost never overlap, so their locks cannot contend",
+        MAX_SIMULATED_MS / 1e3,
+        MIN_SIMULATED_ALLOCS / (MAX_SIMULATED_MS / 1e3)
+    );
+    Ok(RunConfig {
+        duration_ms: cfg.duration_ms.max(needed_ms),
+        ..cfg.clone()
+    })
+}
+
 impl MeasuredWorkload {
     /// Read a MeasuredWorkload JSON document.
     pub fn from_json(text: &str) -> anyhow::Result<MeasuredWorkload> {
@@ -131,12 +159,19 @@ impl MeasuredWorkload {
             self.cpus
         );
         ensure!(
-            self.duration_s.is_finite() && self.duration_s > 0.0,
-            "duration_s must be > 0"
+            self.duration_s.is_finite() && self.duration_s >= MIN_DURATION_S,
+            "the recording lasted {} s: a rate cannot be measured over less than {MIN_DURATION_S} s",
+            self.duration_s
         );
         ensure!(
             self.allocs_per_s.is_finite() && self.allocs_per_s > 0.0,
             "allocs_per_s must be > 0"
+        );
+        ensure!(
+            self.allocs_per_s <= MAX_ALLOCS_PER_S,
+            "{:.3e} allocations/s is beyond any machine (the model accepts up to {MAX_ALLOCS_PER_S:e}): \
+             is the recording damaged?",
+            self.allocs_per_s
         );
         ensure!(
             self.frees_per_s.is_finite() && self.frees_per_s >= 0.0,
@@ -286,10 +321,11 @@ pub fn compare_measured(
     measured.validate()?;
     let (scale, calibration) = calibrate(measured, params, cfg.variant, cfg.seed)?;
     let calibrated = params.with_cost_scale(scale);
+    let workload = measured.workload(measured.cpus);
     let recorded = compare(
         &calibrated.with_cpus(measured.cpus),
-        &measured.workload(measured.cpus),
-        cfg,
+        &workload,
+        &run_config_for(measured.allocs_per_s, cfg)?,
     )
     .context("recorded configuration")?;
     let own = result_of(&recorded, measured.design);
@@ -325,8 +361,14 @@ pub fn compare_measured(
     }
     let mut sweep = Vec::new();
     for &cpus in cpus_sweep {
-        let c = compare(&calibrated.with_cpus(cpus), &measured.workload(cpus), cfg)
-            .with_context(|| format!("{cpus} CPUs"))?;
+        let workload = measured.workload(cpus);
+        let rate = measured.allocs_per_s * f64::from(cpus) / f64::from(measured.cpus);
+        let c = compare(
+            &calibrated.with_cpus(cpus),
+            &workload,
+            &run_config_for(rate, cfg)?,
+        )
+        .with_context(|| format!("{cpus} CPUs"))?;
         sweep.push(c);
     }
     Ok(ComparisonReport {
@@ -347,12 +389,14 @@ impl ComparisonReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Recording: {} kernel {} on {} CPUs. Calibration: {} (cost scale {:.3}).",
+            "Recording: {} kernel {} on {} CPUs. Calibration: {} (cost scale {:.3}). \
+             Simulated: {:.0} ms.",
             self.design.name(),
             self.kernel_release,
             self.cpus,
             self.calibration,
-            self.cost_scale
+            self.cost_scale,
+            result_of(&self.recorded, self.design).simulated_ms
         );
         let _ = writeln!(out);
         let _ = writeln!(

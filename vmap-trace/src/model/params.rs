@@ -111,6 +111,10 @@ impl Default for Hardware {
     }
 }
 
+/// The cost scales the model accepts. Outside them simulated time would barely advance per
+/// event (a run would take forever) or a single lock section would outlast a run.
+pub const COST_SCALE_RANGE: std::ops::RangeInclusive<f64> = 1e-3..=1e3;
+
 /// CPU time of each piece of kernel work, ns, before `cost_scale`. Critical-section costs are the
 /// fixed part; rb-tree walks add `tree_level_ns` per cached level (and `Hardware::dram_ns` per
 /// level that misses), and shared cache lines add transfers (see [`SharedLines`]).
@@ -370,9 +374,12 @@ impl ModelParams {
                 "costs.{name} must be a finite number >= 0, got {v}"
             );
         }
-        if !(self.cost_scale.is_finite() && self.cost_scale > 0.0) {
+        if !(self.cost_scale.is_finite() && COST_SCALE_RANGE.contains(&self.cost_scale)) {
             bail!(
-                "cost_scale must be a positive number, got {}",
+                "cost_scale must be between {} and {} (a machine 1000 times faster or slower \
+                 than the reference), got {}",
+                COST_SCALE_RANGE.start(),
+                COST_SCALE_RANGE.end(),
                 self.cost_scale
             );
         }

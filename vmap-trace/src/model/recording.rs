@@ -134,6 +134,66 @@ mod tests {
             .contains("no vmalloc activity"));
     }
 
+    /// `model --from` on recordings of every extreme rate and duration ends within a bound,
+    /// with a result or a clear error. Before the fix, 50 allocations in an hour spun forever
+    /// (events were clamped at the simulated-time horizon, and the run's end lay past it).
+    #[test]
+    fn extreme_recordings_end_in_bounded_time() {
+        use crate::model::measured::compare_measured;
+        use crate::model::params::ModelParams;
+        use crate::model::run::RunConfig;
+        use std::time::{Duration, Instant};
+        const BOUND: Duration = Duration::from_secs(60);
+        let cfg = RunConfig {
+            warmup_ms: 1.0,
+            duration_ms: 5.0,
+            ..RunConfig::default()
+        };
+        let durations_ns: [u64; 5] = [
+            1,
+            1_000_000,
+            1_000_000_000,
+            3_600_000_000_000,
+            30 * 86_400_000_000_000,
+        ];
+        let rates_per_s = [1e-6, 1e-3, 0.05, 1.0, 1e3, 1e5, 1e7];
+        let (mut results, mut errors) = (0, 0);
+        for &duration_ns in &durations_ns {
+            for &rate in &rates_per_s {
+                let mut p = sample_profile();
+                p.meta.duration_ns = duration_ns;
+                let allocs = (rate * duration_ns as f64 / 1e9).round() as u64;
+                p.ops.allocs = allocs;
+                p.ops.frees = allocs;
+                let started = Instant::now();
+                let outcome = measured_from_profile(&p).and_then(|m| {
+                    compare_measured(&m, &ModelParams::default(), &[1, 8], &cfg)
+                        .map_err(|e| format!("{e:#}"))
+                });
+                let took = started.elapsed();
+                let case = format!("{rate}/s over {duration_ns} ns ({allocs} allocs)");
+                assert!(took < BOUND, "{case}: took {took:?}");
+                match outcome {
+                    Ok(report) => {
+                        results += 1;
+                        assert!(
+                            report.recorded.legacy.simulated_ms >= cfg.duration_ms,
+                            "{case}"
+                        );
+                    }
+                    Err(why) => {
+                        errors += 1;
+                        // A clear error says what is wrong, in words.
+                        assert!(why.len() > 20 && !why.contains("panicked"), "{case}: {why}");
+                    }
+                }
+            }
+        }
+        // The ordinary cases give results; the absurd ones give errors.
+        assert!(results >= 8, "{results} results, {errors} errors");
+        assert!(errors >= 8, "{results} results, {errors} errors");
+    }
+
     #[test]
     fn per_node_lock_names_fold_into_one_class() {
         assert_eq!(model_lock_name("vmap_node[3].busy"), "vmap_node.busy");

@@ -184,22 +184,22 @@ pub fn simulate(
         Design::Legacy => {
             let design = Legacy::new(&env, &plan);
             drop(plan);
-            Ok(run_engine(
+            run_engine(
                 Engine::new(design, env, load, cfg.seed),
                 cfg,
                 Legacy::core,
                 &meta,
-            ))
+            )
         }
         Design::NodeSharded => {
             let design = Node::new(&env, &plan, cfg.variant);
             drop(plan);
-            Ok(run_engine(
+            run_engine(
                 Engine::new(design, env, load, cfg.seed),
                 cfg,
                 Node::core,
                 &meta,
-            ))
+            )
         }
     }
 }
@@ -217,14 +217,14 @@ fn run_engine<D: EngineDesign>(
     cfg: &RunConfig,
     core: fn(&D) -> &Core,
     meta: &Meta<'_>,
-) -> RunResult {
+) -> anyhow::Result<RunResult> {
     let warm = |d: &D| core(d).completed_purges > 0;
     engine.run(
         ns(cfg.warmup_ms * 1e6),
         ns(MAX_WARMUP_MS * 1e6),
         warm,
         ns(cfg.duration_ms * 1e6),
-    );
+    )?;
     let duration = ns(cfg.duration_ms * 1e6);
     let core = core(&engine.design);
     let secs = cfg.duration_ms / 1e3;
@@ -254,7 +254,7 @@ fn run_engine<D: EngineDesign>(
         .map(|l| l.wait_total_ns)
         .sum();
     let threads = engine.threads();
-    RunResult {
+    Ok(RunResult {
         design: meta.design,
         kernel: meta.kernel.clone(),
         cpus: meta.params.machine.cpus,
@@ -271,7 +271,7 @@ fn run_engine<D: EngineDesign>(
         alloc_failures: core.alloc_failures,
         lock_operations: core.locks.total_acquisitions(),
         events: engine.events,
-    }
+    })
 }
 
 /// Both designs on the same configuration.
