@@ -89,6 +89,65 @@ fn stress_cli_json_result_for_unprivileged_threads_workload() {
     assert_eq!(json["per_kind"][0]["live_per_driver"], 8);
 }
 
+/// `stress ... | head -1`: the reader goes away after one line. The run must neither panic
+/// nor outlive its --duration (it used to spin for minutes at full CPU).
+#[test]
+fn stress_cli_keeps_its_duration_when_stdout_closes() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args([
+            "stress",
+            "threads",
+            "-d",
+            "2",
+            "--threads",
+            "2",
+            "--live",
+            "4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout); // as `head -1` does
+    let deadline = started + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("stress outlived its 2 s duration by far after stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it kept its duration"
+    );
+}
+
+/// More tasks than the system has pids: refused at once, with the numbers and the fix.
+#[test]
+fn stress_cli_refuses_more_than_the_system_allows() {
+    let out = stress(&["threads", "--threads", "1024", "--live", "4096", "-d", "60"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tasks (threads and processes)") && err.contains("--live"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing started, nothing printed");
+}
+
 #[test]
 fn stress_cli_bpfmap_without_privileges_says_what_is_needed() {
     // SAFETY: geteuid cannot fail.
