@@ -8,6 +8,7 @@
 pub mod collect;
 pub mod commands;
 pub mod daemon;
+pub mod escape;
 pub mod flamegraph;
 pub mod kernel;
 pub mod model;
