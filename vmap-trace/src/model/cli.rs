@@ -162,7 +162,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         let report = validate(&published, &params, &opts)?;
         match format {
             Format::Text => print!("{}", report.render(&published)),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            Format::Json => println!("{}", json(&report)?),
         }
         return Ok(());
     }
@@ -204,7 +204,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         let report = compare_measured(&measured, &params, &cpus_list, &cfg)?;
         match args.format {
             Format::Text => print!("{}", report.render()),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            Format::Json => println!("{}", json(&report)?),
         }
         return Ok(());
     }
@@ -262,9 +262,9 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     }
     match (args.format, sweep) {
         (Format::Json, _) if !comparisons.is_empty() => {
-            println!("{}", serde_json::to_string_pretty(&comparisons)?)
+            println!("{}", json(&comparisons)?)
         }
-        (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&singles)?),
+        (Format::Json, _) => println!("{}", json(&singles)?),
         (Format::Text, true) if !comparisons.is_empty() => {
             print!("{}", render_sweep(&comparisons, &workload.name))
         }
@@ -281,6 +281,12 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pretty JSON whose recorded strings (a recording's kernel, a workload file's name) cannot
+/// reach a terminal raw (`crate::escape::json`).
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(crate::escape::json(serde_json::to_string_pretty(value)?))
 }
 
 fn load_params(path: Option<&Path>) -> anyhow::Result<ModelParams> {
