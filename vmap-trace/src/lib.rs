@@ -16,5 +16,6 @@ pub mod probe;
 pub mod profile;
 pub mod report;
 pub mod session;
+pub mod stdout;
 pub mod stress;
 pub mod top;
