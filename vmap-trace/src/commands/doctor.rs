@@ -372,14 +372,11 @@ pub fn render_text(r: &DoctorReport) -> String {
 
 pub fn run(args: DoctorArgs) -> Result<()> {
     let report = examine();
-    match args.format {
-        DoctorFormat::Text => print!("{}", render_text(&report)),
-        DoctorFormat::Json => println!(
-            "{}",
-            crate::escape::json(serde_json::to_string_pretty(&report)?)
-        ),
-    }
-    Ok(())
+    let text = match args.format {
+        DoctorFormat::Text => render_text(&report),
+        DoctorFormat::Json => crate::escape::json(serde_json::to_string_pretty(&report)?) + "\n",
+    };
+    crate::stdout::print(&text).map(drop)
 }
 
 #[cfg(test)]

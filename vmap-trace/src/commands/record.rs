@@ -158,10 +158,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
         }
     );
     if args.report {
-        print!(
-            "{}",
-            crate::report::text::render(&profile, &Default::default())
-        );
+        crate::stdout::print(&crate::report::text::render(&profile, &Default::default()))?;
     }
     Ok(())
 }

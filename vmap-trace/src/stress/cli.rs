@@ -1,6 +1,5 @@
 //! `vmap-trace stress`: command-line front end of [`super::run_workload_with_progress`].
 
-use std::io::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -8,6 +7,7 @@ use anyhow::Context as _;
 
 use super::{signal, BpfMapShape, ProgressSample, StressConfig, StressResult, WorkloadKind};
 use super::{MAX_BPF_VALUE_SIZE, MAX_DRIVERS, MAX_LIVE_PER_DRIVER};
+use crate::stdout::Written;
 
 /// `vmap-trace stress` arguments.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -124,7 +124,11 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
 
     let show_progress = !args.json && !args.quiet;
     if show_progress {
-        println!("{}", describe_plan(args.workload, &config));
+        let plan = describe_plan(args.workload, &config) + "\n";
+        if crate::stdout::print(&plan)? == Written::ReaderGone {
+            // Nobody reads the output: generating load for it is pointless.
+            return Ok(());
+        }
     }
     let result = super::run_workload_with_progress(
         args.workload,
@@ -137,13 +141,12 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         },
     )?;
 
-    if args.json {
-        let json = serde_json::to_string_pretty(&result).context("serializing the result")?;
-        println!("{json}");
+    let out = if args.json {
+        serde_json::to_string_pretty(&result).context("serializing the result")? + "\n"
     } else {
-        print!("{}", summary(&result));
-    }
-    std::io::stdout().flush().ok();
+        summary(&result)
+    };
+    crate::stdout::print(&out)?;
     for kind in &result.per_kind {
         if kind.failed_ops > 0 {
             eprintln!(
