@@ -8,6 +8,7 @@
 pub mod collect;
 pub mod commands;
 pub mod daemon;
+pub mod escape;
 pub mod flamegraph;
 pub mod kernel;
 pub mod model;
@@ -16,5 +17,6 @@ pub mod probe;
 pub mod profile;
 pub mod report;
 pub mod session;
+pub mod stdout;
 pub mod stress;
 pub mod top;

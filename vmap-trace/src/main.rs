@@ -56,7 +56,9 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vmap-trace: error: {e:#}");
+            // Errors quote recordings and file names: nothing in them may reach the terminal raw.
+            let text = format!("{e:#}");
+            eprintln!("vmap-trace: error: {}", vmap_trace::escape::message(&text));
             std::process::ExitCode::FAILURE
         }
     }

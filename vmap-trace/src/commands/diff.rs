@@ -78,7 +78,7 @@ pub fn run(args: DiffArgs) -> Result<()> {
     if !is_stdout(&args.output) {
         eprintln!(
             "vmap-trace: wrote {} ({} stacks)",
-            args.output.display(),
+            crate::escape::field(&args.output.display().to_string()),
             graph.folded.lines.len()
         );
     }

@@ -9,6 +9,7 @@ use aya::{
 };
 use serde::Serialize;
 
+use crate::escape::field;
 use crate::kernel::{btf::KernelBtf, config, kallsyms, privileges, tracefs};
 use crate::probe::{self, Hook, ProbeOptions};
 use crate::profile::HookStatus;
@@ -309,6 +310,8 @@ pub fn examine() -> DoctorReport {
     DoctorReport { findings: f, hooks }
 }
 
+/// The findings for people. Details quote the kernel (refusals, paths, symbols): shown
+/// escaped, as every view shows text it did not write itself (`crate::escape`).
 pub fn render_text(r: &DoctorReport) -> String {
     let mut o = String::new();
     for f in &r.findings {
@@ -317,7 +320,7 @@ pub fn render_text(r: &DoctorReport) -> String {
             Status::Missing => "NO  ",
             Status::Info => "    ",
         };
-        o += &format!("{mark}{:<40} {}\n", f.item, f.detail);
+        o += &format!("{mark}{:<40} {}\n", field(&f.item), field(&f.detail));
         if let Some(c) = &f.cost {
             o += &format!("    {:<40} -> {c}\n", "");
         }
@@ -338,7 +341,7 @@ pub fn render_text(r: &DoctorReport) -> String {
                 {
                     j += 1;
                 }
-                let names: Vec<&str> = hooks[i..j].iter().map(|h| h.hook.as_str()).collect();
+                let names: Vec<_> = hooks[i..j].iter().map(|h| field(&h.hook)).collect();
                 let label = if names.len() > 1 {
                     format!("{} (+{} more)", names[0], names.len() - 1)
                 } else {
@@ -357,7 +360,7 @@ pub fn render_text(r: &DoctorReport) -> String {
                         "  {:<40}   not {}: {}\n",
                         "",
                         rej.mechanism.label(),
-                        rej.reason
+                        field(&rej.reason)
                     );
                 }
                 i = j;
@@ -369,11 +372,11 @@ pub fn render_text(r: &DoctorReport) -> String {
 
 pub fn run(args: DoctorArgs) -> Result<()> {
     let report = examine();
-    match args.format {
-        DoctorFormat::Text => print!("{}", render_text(&report)),
-        DoctorFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-    }
-    Ok(())
+    let text = match args.format {
+        DoctorFormat::Text => render_text(&report),
+        DoctorFormat::Json => crate::escape::json(serde_json::to_string_pretty(&report)?) + "\n",
+    };
+    crate::stdout::print(&text).map(drop)
 }
 
 #[cfg(test)]
@@ -395,5 +398,28 @@ mod tests {
         assert!(t.contains("ok  btf"));
         assert!(!t.contains("-> x"));
         assert!(t.contains("not tested (needs root)"));
+    }
+
+    #[test]
+    fn kernel_text_is_shown_escaped() {
+        use crate::escape::tests::{assert_inert, HOSTILE, HOSTILE_SHOWN};
+        let r = DoctorReport {
+            findings: vec![finding("kprobes", false, HOSTILE, "no latency")],
+            hooks: Some(vec![HookStatus {
+                hook: "fn:find_vmap_area".into(),
+                mechanism: None,
+                rejected: vec![crate::profile::Rejection {
+                    mechanism: crate::profile::Mechanism::Kprobe,
+                    reason: HOSTILE.into(),
+                }],
+            }]),
+        };
+        let t = render_text(&r);
+        assert_inert(&t, false);
+        assert!(
+            t.contains(&format!("NO  kprobes{:34}{HOSTILE_SHOWN}\n", "")),
+            "{t}"
+        );
+        assert!(t.contains(&format!("not kprobe: {HOSTILE_SHOWN}\n")), "{t}");
     }
 }

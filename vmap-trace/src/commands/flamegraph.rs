@@ -1,9 +1,9 @@
 //! `vmap-trace flamegraph`: a recording's contended kernel stacks as an SVG flamegraph or as
 //! folded text. The work is in `crate::flamegraph`; this file parses arguments and writes.
-use std::io::{self, BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::flamegraph::{self, ClassFilter, FoldOptions, Graph, LockSelector, StackFilter, Weight};
 use crate::profile::recording;
@@ -96,7 +96,7 @@ pub fn run(args: FlamegraphArgs) -> Result<()> {
         };
         eprintln!(
             "vmap-trace: wrote {} ({} stacks, {amount})",
-            args.output.display(),
+            crate::escape::field(&args.output.display().to_string()),
             graph.folded.len()
         );
     }
@@ -115,15 +115,7 @@ pub(crate) fn write_output(
     write: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<()> {
     if is_stdout(path) {
-        let stdout = io::stdout();
-        let mut w = BufWriter::new(stdout.lock());
-        let written =
-            write(&mut w).and_then(|()| w.flush().context("cannot write to standard output"));
-        // `| head` closing the pipe early is the reader's choice, not a failure.
-        return match written {
-            Err(e) if is_broken_pipe(&e) => Ok(()),
-            other => other,
-        };
+        return crate::stdout::write_with(write).map(drop);
     }
     let mut rendered = Vec::new();
     write(&mut rendered)?;
@@ -136,13 +128,4 @@ pub(crate) fn check_output(path: &Path, inputs: &[&Path]) -> Result<()> {
         crate::output::check(path, inputs)?;
     }
     Ok(())
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-            || cause
-                .downcast_ref::<crate::flamegraph::FlamegraphError>()
-                .is_some_and(|f| matches!(f, crate::flamegraph::FlamegraphError::Render(io) if io.kind() == io::ErrorKind::BrokenPipe))
-    })
 }

@@ -157,18 +157,15 @@ pub fn run(args: RecordArgs) -> Result<()> {
     let saved = save(&profile, &args.output);
     if args.report {
         // Even when the file could not be written: the report is the user's other copy.
-        let mut out = std::io::stdout().lock();
         let text = crate::report::text::render(&profile, &Default::default());
-        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                note(format_args!("cannot print the report: {e}"));
-            }
+        if let Err(e) = crate::stdout::print(&text) {
+            note(format_args!("cannot print the report: {e:#}"));
         }
     }
     let written = saved?;
     note(format_args!(
         "wrote {} ({:.1} s, stopped by {stopped_by}; {} allocs, {} contentions{})",
-        written.display(),
+        crate::escape::field(&written.display().to_string()),
         profile.meta.duration_s(),
         profile.ops.allocs,
         profile.total_wait().count,

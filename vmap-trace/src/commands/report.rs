@@ -3,7 +3,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::flamegraph::write_output;
 use crate::profile::recording;
 use crate::report::csv::CsvTable;
 use crate::report::{compare, csv, json, text, ReportOptions};
@@ -66,14 +65,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         ReportFormat::Json => json::render(&profile, args.max_rows) + "\n",
         ReportFormat::Csv => csv::render(&profile, args.table.unwrap_or(CsvTable::Locks)),
     };
-    print_out(&out)
-}
-
-/// Standard output, where `| head` closing the pipe early is not an error.
-fn print_out(s: &str) -> Result<()> {
-    write_output(Path::new("-"), |w| {
-        w.write_all(s.as_bytes()).map_err(Into::into)
-    })
+    crate::stdout::print(&out).map(drop)
 }
 
 fn run_compare(args: &ReportArgs, before_path: &Path, after_path: &Path) -> Result<()> {
@@ -92,5 +84,5 @@ fn run_compare(args: &ReportArgs, before_path: &Path, after_path: &Path) -> Resu
         ReportFormat::Json => compare::render_json(&c) + "\n",
         ReportFormat::Csv => compare::render_csv(&c),
     };
-    print_out(&out)
+    crate::stdout::print(&out).map(drop)
 }

@@ -397,6 +397,36 @@ mod tests {
     }
 
     #[test]
+    fn hostile_file_and_frame_names_render_valid_xml() {
+        use crate::escape::tests::{assert_inert, HOSTILE, HOSTILE_SHOWN};
+        let (before, after) = (sample_profile(), crate::profile::tests::hostile_profile());
+        let name = format!("{HOSTILE}.rec");
+        let g = diff(
+            Side {
+                name: &name,
+                profile: &before,
+            },
+            Side {
+                name: "b.rec",
+                profile: &after,
+            },
+            &DiffOptions::default(),
+        )
+        .unwrap();
+        let folded = g.folded.to_text();
+        assert_inert(&folded, false);
+        let mut svg = Vec::new();
+        g.write_svg(&mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        crate::flamegraph::svg::tests::assert_valid_xml(&svg);
+        assert_inert(&svg, true);
+        assert!(
+            svg.contains(&format!("lock wait time, {HOSTILE_SHOWN}.rec → b.rec")),
+            "{svg}"
+        );
+    }
+
+    #[test]
     fn negate_draws_before_widths_and_names_the_failing_side() {
         let before = sample_profile();
         let mut after = sample_profile();

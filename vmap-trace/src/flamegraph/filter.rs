@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::str::FromStr;
 
+use crate::escape;
 use crate::profile::{lock_kind, LockClass, Profile, StackWait};
 use crate::report::format_ns;
 
@@ -108,7 +109,7 @@ impl StackFilter {
             None => None,
             Some(task) if !profile.meta.stack_keys.per_task => {
                 return Err(FlamegraphError::NoPerTaskStacks {
-                    task: task.clone(),
+                    task: escape::field(task).into_owned(),
                     detail: describe_task(profile, task),
                 });
             }
@@ -116,7 +117,7 @@ impl StackFilter {
                 let selector = TaskSelector::parse(task);
                 if !profile.stacks.iter().any(|s| selector.matches(s)) {
                     return Err(FlamegraphError::UnknownTask {
-                        task: task.clone(),
+                        task: escape::field(task).into_owned(),
                         known: busiest_processes(profile),
                     });
                 }
@@ -165,7 +166,8 @@ impl TaskSelector {
     pub fn matches(&self, stack: &StackWait) -> bool {
         match (self, &stack.task) {
             (TaskSelector::Pid(p), Some(t)) => t.tgid == *p,
-            (TaskSelector::Comm(c), Some(t)) => t.comm == *c,
+            // The name as recorded, or as the views show it (escaped).
+            (TaskSelector::Comm(c), Some(t)) => t.comm == *c || escape::field(&t.comm) == *c,
             (_, None) => false,
         }
     }
@@ -186,7 +188,9 @@ fn busiest_processes(profile: &Profile) -> String {
     }
     v.iter()
         .take(10)
-        .map(|((pid, comm), ns)| format!("{comm} ({pid}): {}", format_ns(*ns as f64)))
+        .map(|((pid, comm), ns)| {
+            format!("{} ({pid}): {}", escape::field(comm), format_ns(*ns as f64))
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -244,7 +248,7 @@ fn list_locks(profile: &Profile) -> String {
         let _ = write!(
             out,
             "\n  {:<40} {:#x}  {}, {} waits, {}",
-            l.name.as_deref().unwrap_or("(unnamed)"),
+            escape::field(l.name.as_deref().unwrap_or("(unnamed)")),
             l.lock_addr,
             lock_kind(l.flags),
             l.wait.count,
@@ -280,7 +284,7 @@ fn describe_task(profile: &Profile, task: &str) -> String {
             .tasks
             .iter()
             .take(10)
-            .map(|t| format!("{} ({})", t.comm, t.tid))
+            .map(|t| format!("{} ({})", escape::field(&t.comm), t.tid))
             .collect();
         return if known.is_empty() {
             "no task totals were recorded either".into()
@@ -296,7 +300,7 @@ fn describe_task(profile: &Profile, task: &str) -> String {
         .map(|t| {
             format!(
                 "{} (tid {}): {} waits, {}",
-                t.comm,
+                escape::field(&t.comm),
                 t.tid,
                 t.count,
                 format_ns(t.total_ns as f64)
@@ -409,6 +413,53 @@ mod tests {
             f.resolve(&p),
             Err(FlamegraphError::UnknownLock { .. })
         ));
+    }
+
+    #[test]
+    fn messages_show_recorded_names_escaped_and_match_them_as_shown() {
+        use crate::escape::tests::{assert_inert, HOSTILE, HOSTILE_SHOWN};
+        let p = crate::profile::tests::hostile_profile();
+        let unknown = |f: StackFilter| f.resolve(&p).unwrap_err().to_string();
+        let locks = unknown(StackFilter {
+            locks: vec![LockSelector::Name("nosuch".into())],
+            ..Default::default()
+        });
+        assert_inert(&locks, false);
+        assert!(
+            locks.contains(&format!("\n  mutex{HOSTILE_SHOWN} 0x2000")),
+            "{locks}"
+        );
+        let tasks = unknown(StackFilter {
+            task: Some("nosuch".into()),
+            ..Default::default()
+        });
+        assert_inert(&tasks, false);
+        assert!(
+            tasks.contains(&format!("{HOSTILE_SHOWN} (42): 450.00 us")),
+            "{tasks}"
+        );
+        let mut totals_only = p.clone();
+        totals_only.meta.stack_keys.per_task = false;
+        let totals = StackFilter {
+            task: Some(HOSTILE.into()),
+            ..Default::default()
+        }
+        .resolve(&totals_only)
+        .unwrap_err()
+        .to_string();
+        assert_inert(&totals, false);
+        assert!(
+            totals.contains(&format!("{HOSTILE_SHOWN} (tid 42): 14 waits")),
+            "{totals}"
+        );
+        // A task is found by the name the views show as well as by the recorded one.
+        for name in [HOSTILE, HOSTILE_SHOWN] {
+            let f = StackFilter {
+                task: Some(name.into()),
+                ..Default::default()
+            };
+            assert!(f.resolve(&p).unwrap().matches(&p.stacks[0]), "{name:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 
+use crate::escape;
 use crate::profile::attribution::canonical_function;
 use crate::profile::{LockClass, Profile};
 
@@ -191,25 +192,21 @@ pub fn fold(profile: &Profile, opts: &FoldOptions) -> Result<Folded, FlamegraphE
 }
 
 /// Append one frame, keeping the folded format intact: `;` separates frames and a line ends at
-/// a newline, so neither may appear inside a name.
+/// a newline, so neither may appear inside a name. Control characters (a line break among
+/// them) and bidi overrides are shown escaped, as in every view (`crate::escape`).
 fn push_frame(line: &mut String, name: &str) {
     if !line.is_empty() {
         line.push(';');
     }
-    let name = name.trim();
+    let escaped = escape::field(name);
+    let name = escaped.trim();
     if name.is_empty() {
         line.push_str("[unknown]");
-        return;
-    }
-    if !name.contains(|c: char| c == ';' || c.is_control()) {
+    } else if name.contains(';') {
+        line.extend(name.chars().map(|c| if c == ';' { ':' } else { c }));
+    } else {
         line.push_str(name);
-        return;
     }
-    line.extend(name.chars().map(|c| match c {
-        ';' => ':',
-        c if c.is_control() => ' ',
-        c => c,
-    }));
 }
 
 /// Why a hold-weighted graph cannot be drawn: no hold times at all, or only per lock.
@@ -509,11 +506,37 @@ mod tests {
         let folded = fold(&p, &FoldOptions::default()).unwrap();
         let text = folded.to_text();
         assert!(
-            text.contains("0xffffffff81234567;odd:name here;_raw_spin_lock;"),
+            text.contains("0xffffffff81234567;odd:name\\x0ahere;_raw_spin_lock;"),
             "{text}"
         );
         assert_eq!(text.lines().count(), 2);
         assert_eq!(Folded::parse(&text).unwrap(), folded);
+    }
+
+    #[test]
+    fn hostile_task_frame_and_lock_names_are_shown_escaped() {
+        use crate::escape::tests::{assert_inert, HOSTILE_SHOWN};
+        let opts = FoldOptions {
+            user_stacks: true,
+            ..Default::default()
+        };
+        let text = fold(&crate::profile::tests::hostile_profile(), &opts)
+            .unwrap()
+            .to_text();
+        assert_inert(&text, false);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        // `;` separates frames, so the `;` of an escape sequence reads `:`.
+        let shown = HOSTILE_SHOWN.replace(';', ":");
+        assert!(
+            text.starts_with(&format!(
+                "{shown} (42);main{shown};[kernel];entry{shown};__vmalloc_node_range_noprof;"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(";[mutex mutex{shown}] 400000\n")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -170,6 +170,30 @@ mod tests {
     }
 
     #[test]
+    fn hostile_recordings_render_valid_xml_with_the_names_escaped() {
+        use crate::escape::tests::{assert_inert, HOSTILE_SHOWN};
+        let opts = FoldOptions {
+            user_stacks: true,
+            ..Default::default()
+        };
+        let g = flamegraph(&crate::profile::tests::hostile_profile(), &opts).unwrap();
+        let svg = svg_of(&g);
+        svg::tests::assert_valid_xml(&svg);
+        assert_inert(&svg, true);
+        let shown = HOSTILE_SHOWN.replace(';', ":");
+        assert!(svg.contains(&format!("<title>{shown} (42) (")), "{svg}");
+        assert!(svg.contains(&format!("<title>entry{shown} (")), "{svg}");
+        assert!(
+            svg.contains(&format!("6.1.0{HOSTILE_SHOWN} · legacy")),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(&format!("on host{HOSTILE_SHOWN} (4 CPUs)")),
+            "{svg}"
+        );
+    }
+
+    #[test]
     fn count_weight_reads_in_waits() {
         let g = flamegraph(
             &sample_profile(),

@@ -1,8 +1,10 @@
 //! SVG rendering with the inferno library, plus the titles that say what a graph shows.
+use std::borrow::Cow;
 use std::io::Write;
 
 use inferno::flamegraph::{color, from_lines, Options, Palette, TextTruncateDirection};
 
+use crate::escape;
 use crate::profile::{AllocatorDesign, Profile, RecordingMeta};
 
 use super::error::FlamegraphError;
@@ -39,13 +41,16 @@ impl RenderOptions {
 
 /// Render folded lines (`stack WEIGHT`, or `stack FIRST SECOND` for a differential graph, drawn
 /// with SECOND's widths and coloured by SECOND - FIRST) to SVG. Lines need not be sorted or
-/// unique.
+/// unique. Whatever they and the labels hold, the SVG is valid XML: XML 1.0 forbids most
+/// control characters even as character references, so they are shown escaped
+/// (`crate::escape`), as in every view.
 pub fn render<'a, I, W>(lines: I, options: &RenderOptions, writer: W) -> Result<(), FlamegraphError>
 where
     I: IntoIterator<Item = &'a str>,
     W: Write,
 {
-    let lines: Vec<&str> = lines.into_iter().collect();
+    let escaped: Vec<Cow<'a, str>> = lines.into_iter().map(escape::field).collect();
+    let lines: Vec<&str> = escaped.iter().map(|l| l.as_ref()).collect();
     // inferno sorts its input unless told it is sorted. `Folded` output usually is (sorted by
     // stack), but line order can differ from stack order when a frame contains a space, so
     // check rather than assume: a linear scan is far cheaper than the sort it saves.
@@ -53,10 +58,12 @@ where
     let (labels, scale) = (&options.labels, options.scale);
     let mut opts = Options::default();
     opts.no_sort = sorted;
-    opts.title = labels.title.clone();
-    opts.subtitle = labels.subtitle.clone();
-    // inferno writes notes inside an XML comment, where `--` is not allowed.
-    opts.notes = labels.notes.replace("--", "- -");
+    opts.title = escape::field(&labels.title).into_owned();
+    opts.subtitle = labels
+        .subtitle
+        .as_deref()
+        .map(|s| escape::field(s).into_owned());
+    opts.notes = comment_text(&escape::field(&labels.notes));
     opts.count_name = scale.unit.to_string();
     opts.factor = scale.factor;
     opts.colors = Palette::Basic(color::BasicPalette::Hot);
@@ -68,6 +75,22 @@ where
     opts.text_truncate_direction = TextTruncateDirection::Right;
     from_lines(&mut opts, lines, writer)?;
     Ok(())
+}
+
+/// Text for inside an XML comment (inferno writes the notes in one), where `--` is not
+/// allowed, and so not a `-` just before the closing `-->`: a space splits each such pair.
+fn comment_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '-' && out.ends_with('-') {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    if out.ends_with('-') {
+        out.push(' ');
+    }
+    out
 }
 
 /// `node-sharded`: the design in a word, for titles.
@@ -134,7 +157,7 @@ pub fn loss_suffix(profile: &Profile) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::flamegraph::units::{display_scale, Quantity};
 
@@ -163,6 +186,73 @@ mod tests {
             !svg.contains("samples,"),
             "no raw sample counts in tooltips"
         );
+    }
+
+    #[test]
+    fn hostile_labels_and_frames_still_make_valid_xml() {
+        use crate::escape::tests::{assert_inert, HOSTILE, HOSTILE_SHOWN};
+        let labels = Labels {
+            title: format!("title {HOSTILE}"),
+            subtitle: Some(format!("sub {HOSTILE}")),
+            notes: format!("notes {HOSTILE} --- -"),
+        };
+        // U+FFFF: not a control, but not an XML character either.
+        let (frame, lock) = (format!("f{HOSTILE}\u{ffff}"), format!("[mutex {HOSTILE}]"));
+        let lines = [format!("{frame};{lock} 7"), format!("{frame};g 3")];
+        let mut svg = Vec::new();
+        render(
+            lines.iter().map(String::as_str),
+            &RenderOptions::new(labels, display_scale(Quantity::Events, 10)),
+            &mut svg,
+        )
+        .unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert_valid_xml(&svg);
+        assert_inert(&svg, true);
+        assert!(svg.contains(&format!("title {HOSTILE_SHOWN}")), "{svg}");
+        assert!(svg.contains(&format!("sub {HOSTILE_SHOWN}")), "{svg}");
+        assert!(
+            svg.contains(&format!("NOTES: notes {HOSTILE_SHOWN} - - - - ")),
+            "{svg}"
+        );
+    }
+
+    /// Well-formed XML 1.0 (quick-xml, comments checked) whose text, attributes, comments and
+    /// character references hold only characters XML 1.0 allows.
+    pub(crate) fn assert_valid_xml(svg: &str) {
+        use quick_xml::events::Event;
+        use quick_xml::{Reader, XmlVersion};
+        let xml_char = |c: char| {
+            matches!(c, '\t' | '\n' | '\r' | ' '..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+                || c >= '\u{10000}'
+        };
+        let check = |text: &str, what: &str| {
+            if let Some(c) = text.chars().find(|&c| !xml_char(c)) {
+                panic!("{c:?} is not an XML 1.0 character, in {what}: {text:?}");
+            }
+        };
+        check(svg, "the document");
+        let mut reader = Reader::from_str(svg);
+        reader.config_mut().check_comments = true;
+        loop {
+            match reader.read_event() {
+                Ok(Event::Start(e) | Event::Empty(e)) => {
+                    for a in e.attributes() {
+                        let a = a.expect("well-formed attribute");
+                        let value = a.normalized_value(XmlVersion::Implicit1_0).unwrap();
+                        check(&value, "an attribute");
+                    }
+                }
+                Ok(Event::GeneralRef(r)) => {
+                    if let Some(c) = r.resolve_char_ref().unwrap() {
+                        check(&c.to_string(), "a character reference");
+                    }
+                }
+                Ok(Event::Eof) => break,
+                Ok(_) => {}
+                Err(e) => panic!("not well-formed at {}: {e}", reader.buffer_position()),
+            }
+        }
     }
 
     #[test]

@@ -140,10 +140,11 @@ pub enum ModelCommand {
 
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     if args.list_workloads {
-        for (name, what) in preset_names() {
-            println!("{name:<14} {what}");
-        }
-        return Ok(());
+        let list: String = preset_names()
+            .iter()
+            .map(|(name, what)| format!("{name:<14} {what}\n"))
+            .collect();
+        return print(&list);
     }
     let params = load_params(args.params.as_deref())?;
     if let Some(ModelCommand::Validate {
@@ -160,11 +161,10 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             ..ValidationOptions::default()
         };
         let report = validate(&published, &params, &opts)?;
-        match format {
-            Format::Text => print!("{}", report.render(&published)),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        }
-        return Ok(());
+        return print(&match format {
+            Format::Text => report.render(&published),
+            Format::Json => json(&report)?,
+        });
     }
     let cfg = RunConfig {
         design: Design::Legacy,
@@ -202,11 +202,10 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     };
     if let Some(measured) = measured {
         let report = compare_measured(&measured, &params, &cpus_list, &cfg)?;
-        match args.format {
-            Format::Text => print!("{}", report.render()),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        }
-        return Ok(());
+        return print(&match args.format {
+            Format::Text => report.render(),
+            Format::Json => json(&report)?,
+        });
     }
     let workload = load_workload(&args.workload)?;
     let params = match args.calibrate_pair_us {
@@ -260,27 +259,33 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             }
         }
     }
-    match (args.format, sweep) {
-        (Format::Json, _) if !comparisons.is_empty() => {
-            println!("{}", serde_json::to_string_pretty(&comparisons)?)
-        }
-        (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&singles)?),
+    print(&match (args.format, sweep) {
+        (Format::Json, _) if !comparisons.is_empty() => json(&comparisons)?,
+        (Format::Json, _) => json(&singles)?,
         (Format::Text, true) if !comparisons.is_empty() => {
-            print!("{}", render_sweep(&comparisons, &workload.name))
+            render_sweep(&comparisons, &workload.name)
         }
         (Format::Text, _) => {
-            for c in &comparisons {
-                print!("{}", render_comparison(c, &workload.name, args.seed));
-            }
-            for (i, r) in singles.iter().enumerate() {
-                if i > 0 {
-                    println!();
-                }
-                print!("{}", render_single(r, &workload.name, args.seed));
-            }
+            let comparisons = comparisons
+                .iter()
+                .map(|c| render_comparison(c, &workload.name, args.seed));
+            let singles = singles
+                .iter()
+                .map(|r| render_single(r, &workload.name, args.seed));
+            comparisons.chain(singles).collect::<Vec<_>>().join("\n")
         }
-    }
-    Ok(())
+    })
+}
+
+/// The command's output on standard output, in one write.
+fn print(text: &str) -> anyhow::Result<()> {
+    crate::stdout::print(text).map(drop)
+}
+
+/// Pretty JSON, one line break at the end, whose recorded strings (a recording's kernel, a
+/// workload file's name) cannot reach a terminal raw (`crate::escape::json`).
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(crate::escape::json(serde_json::to_string_pretty(value)?) + "\n")
 }
 
 fn load_params(path: Option<&Path>) -> anyhow::Result<ModelParams> {

@@ -392,7 +392,7 @@ impl ComparisonReport {
             "Recording: {} kernel {} on {} CPUs. Calibration: {} (cost scale {:.3}). \
              Simulated: {:.0} ms.",
             self.design.name(),
-            self.kernel_release,
+            crate::escape::field(&self.kernel_release),
             self.cpus,
             self.calibration,
             self.cost_scale,
@@ -498,6 +498,31 @@ mod tests {
         assert_eq!(o.lookups_per_alloc, 0.5);
         assert!(o.cpu_share.is_empty());
         assert!(MeasuredWorkload::from_json("{\"design\": \"legacy\"}").is_err());
+    }
+
+    #[test]
+    fn a_recorded_kernel_release_is_shown_escaped() {
+        use crate::escape::tests::{assert_inert, HOSTILE, HOSTILE_SHOWN};
+        let m = MeasuredWorkload {
+            kernel_release: HOSTILE.into(),
+            uncontended: None,
+            ..sample()
+        };
+        let cfg = RunConfig {
+            duration_ms: 2.0,
+            warmup_ms: 0.0,
+            ..RunConfig::default()
+        };
+        let text = compare_measured(&m, &ModelParams::default(), &[2], &cfg)
+            .unwrap()
+            .render();
+        assert_inert(&text, false);
+        assert!(
+            text.contains(&format!(
+                "Recording: legacy kernel {HOSTILE_SHOWN} on 4 CPUs"
+            )),
+            "{text}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::escape::field;
 use crate::model::engine::OpKind;
 use crate::model::run::{Comparison, RunResult};
 use crate::model::stats::LockSummary;
@@ -32,8 +33,10 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// Header line describing a run's configuration.
+/// Header line describing a run's configuration. Workload names come from files (and
+/// recordings), so they are shown escaped.
 pub fn describe(r: &RunResult, workload: &str, seed: u64) -> String {
+    let workload = field(workload);
     let nodes = r
         .nodes
         .map(|n| format!(", {n} vmap nodes"))
@@ -240,7 +243,8 @@ pub fn render_sweep(rows: &[Comparison], workload: &str) -> String {
     };
     let _ = writeln!(
         out,
-        "workload {workload}: CPU sweep (both designs, same seed)"
+        "workload {}: CPU sweep (both designs, same seed)",
+        field(workload)
     );
     let _ = writeln!(out);
     let _ = writeln!(
@@ -327,6 +331,35 @@ pub fn render_single(r: &RunResult, workload: &str, seed: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workload_names_are_shown_escaped() {
+        use crate::escape::tests::{assert_inert, HOSTILE, HOSTILE_SHOWN};
+        use crate::model::run::{compare, RunConfig};
+        use crate::model::{Design, KernelVariant, ModelParams, Workload};
+        let params = ModelParams::default().with_cpus(2);
+        let mut workload = Workload::preset("pair").unwrap();
+        workload.name = HOSTILE.into();
+        let cfg = RunConfig {
+            design: Design::Legacy,
+            variant: KernelVariant::V6_10,
+            seed: 1,
+            warmup_ms: 0.0,
+            duration_ms: 1.0,
+        };
+        let c = compare(&params, &workload, &cfg).unwrap();
+        for text in [
+            render_comparison(&c, &workload.name, 1),
+            render_sweep(std::slice::from_ref(&c), &workload.name),
+            render_single(&c.legacy, &workload.name, 1),
+        ] {
+            assert_inert(&text, false);
+            assert!(
+                text.contains(&format!("workload {HOSTILE_SHOWN}")),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn units_are_readable() {

@@ -761,6 +761,59 @@ pub(crate) mod tests {
         }
     }
 
+    /// `sample_profile` with a hostile string (`escape::tests::HOSTILE`) in every text field a
+    /// recording carries, stacks keyed by process with user frames: what a crafted recording,
+    /// or a task that renamed itself, puts in front of a view.
+    pub fn hostile_profile() -> Profile {
+        use crate::escape::tests::HOSTILE;
+        let h = |prefix: &str| format!("{prefix}{HOSTILE}");
+        let mut p = sample_profile();
+        let m = &mut p.meta;
+        (m.tool_version, m.kernel_release, m.hostname) = (h("0.1.0"), h("6.1.0"), h("host"));
+        m.notes = vec![h("note")];
+        m.hooks[0].hook = h("lock:contention_begin");
+        m.hooks[0].rejected = vec![Rejection {
+            mechanism: Mechanism::Fentry,
+            reason: h("refused"),
+        }];
+        m.vmap_locks = vec![crate::kernel::vmap_locks::VmapLock {
+            name: h("vmap_node[0].busy"),
+            addr: 0x1000,
+            kind: crate::kernel::vmap_locks::VmapLockKind::Spinlock,
+        }];
+        m.stack_keys.per_task = true;
+        m.stack_keys.user_stacks = true;
+        p.locks[1].name = Some(h("mutex"));
+        for s in &mut p.stacks {
+            let mut frames = s.frames.to_vec();
+            frames.push(frame(&h("entry")));
+            s.frames = frames.into();
+            s.user_frames = vec![frame(&h("main"))];
+            s.task = Some(StackTask {
+                tgid: 42,
+                comm: HOSTILE.into(),
+            });
+        }
+        // Taken under alloc_vmap_area, not by it: the report then names the call site too.
+        p.stacks[0].attribution.call_site = Some(h("site"));
+        p.stacks[1].attribution.call_site = Some(h("caller"));
+        p.tasks[0].comm = HOSTILE.into();
+        p.functions[0].symbol = Some(h("alloc_vmap_area"));
+        p.functions.push(FunctionLatency {
+            function: h("fn"),
+            symbol: None,
+            latency: WaitHistogram::default(),
+            per_cpu: vec![],
+        });
+        p.lock_timing = vec![VmapLockTiming {
+            name: h("vmap_area_lock"),
+            lock_addr: 0x1000,
+            wait: p.locks[0].wait.clone(),
+            hold: p.locks[0].wait.clone(),
+        }];
+        p
+    }
+
     #[test]
     fn evictions_are_described_but_are_not_lost_events() {
         let mut l = Losses::default();

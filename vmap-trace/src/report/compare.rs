@@ -11,6 +11,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::escape::{self, field};
 use crate::profile::attribution::canonical_function;
 use crate::profile::{lock_kind, LockClass, Profile};
 
@@ -268,8 +269,8 @@ pub fn render_text(c: &Comparison, top: usize) -> String {
     let side = |s: &SideInfo| {
         format!(
             "{}  {} · {} · {:.2} s · {} CPUs{}",
-            s.name,
-            s.kernel_release,
+            field(&s.name),
+            field(&s.kernel_release),
             s.design,
             s.duration_ns as f64 / 1e9,
             s.cpus,
@@ -307,7 +308,7 @@ pub fn render_text(c: &Comparison, top: usize) -> String {
         let _ = writeln!(
             o,
             "{:<34} {:<13} {:>10} {:>10} {:>12} {:>12} {:>9}",
-            d.key,
+            field(&d.key),
             d.kind.as_deref().unwrap_or(""),
             count(&d.before),
             count(&d.after),
@@ -377,7 +378,7 @@ pub fn render_text(c: &Comparison, top: usize) -> String {
 }
 
 pub fn render_json(c: &Comparison) -> String {
-    serde_json::to_string_pretty(c).expect("comparison serializes")
+    escape::json(serde_json::to_string_pretty(c).expect("comparison serializes"))
 }
 
 /// The comparison as one CSV table (`vmap-trace-csv/1`, table `compare`).
@@ -556,6 +557,42 @@ mod tests {
             .unwrap()
             .iter()
             .any(|d| d["after"].is_null()));
+    }
+
+    #[test]
+    fn recorded_strings_and_file_names_are_shown_escaped() {
+        use crate::escape::tests::{assert_inert, HOSTILE, HOSTILE_SHOWN};
+        use crate::profile::tests::hostile_profile;
+        let (before, after) = (sample_profile(), hostile_profile());
+        let c = compare(&format!("{HOSTILE}.rec"), &before, "b.rec", &after);
+        let text = render_text(&c, 10);
+        assert_inert(&text, false);
+        assert!(
+            text.contains(&format!("before: {HOSTILE_SHOWN}.rec  6.1.0-test")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("after:  b.rec  6.1.0{HOSTILE_SHOWN} · legacy")),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(
+                |l| l.starts_with(&format!("mutex{HOSTILE_SHOWN} mutex")) && l.ends_with("new")
+            ),
+            "{text}"
+        );
+        let csv = render_csv(&c);
+        assert_inert(&csv, false);
+        assert!(
+            csv.contains(&format!(",lock,mutex{HOSTILE_SHOWN},mutex,")),
+            "{csv}"
+        );
+        // JSON stays exact: the escapes decode to the recorded strings.
+        let json = render_json(&c);
+        assert_inert(&json, false);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["before"]["name"], format!("{HOSTILE}.rec"));
+        assert_eq!(v["after"]["kernel_release"], format!("6.1.0{HOSTILE}"));
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! columns of each table are documented in docs/report-schema.md; within a schema version
 //! columns are only ever appended, never renamed, removed or reordered.
 //!
-//! Quoting follows RFC 4180. Free-text cells (task names, which any local user can set) that
-//! start with `=`, `+`, `-`, `@`, tab or CR get a leading `'`, so a spreadsheet shows them
-//! instead of evaluating them as formulas.
+//! Text cells show control characters and bidi overrides escaped (`crate::escape`), so a row
+//! stays on one line and a terminal showing the file interprets nothing. Quoting follows
+//! RFC 4180. Free-text cells (task names, which any local user can set) that start with `=`,
+//! `+`, `-`, `@`, tab or CR get a leading `'`, so a spreadsheet shows them instead of
+//! evaluating them as formulas.
 use std::borrow::Cow;
 
+use crate::escape::field;
 use crate::profile::{lock_kind, LockClass, Profile};
 
 use super::per_second;
@@ -93,8 +96,8 @@ impl Cell {
 
     fn render(&self) -> Cow<'_, str> {
         match self {
-            Cell::Text(s) => escape(s),
-            Cell::UserText(s) => Cow::Owned(escape(&defuse_formula(s)).into_owned()),
+            Cell::Text(s) => Cow::Owned(escape(&field(s)).into_owned()),
+            Cell::UserText(s) => Cow::Owned(escape(&defuse_formula(&field(s))).into_owned()),
             Cell::Int(v) => Cow::Owned(v.to_string()),
             Cell::Float(v) if v.is_finite() => Cow::Owned(format!("{v:.1}")),
             Cell::Float(_) => Cow::Borrowed(""),
@@ -499,7 +502,8 @@ fn lock_timing(p: &Profile, name: &'static str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::tests::sample_profile;
+    use crate::profile::tests::{hostile_profile, sample_profile};
+    use crate::profile::TaskWaitSummary;
 
     /// A minimal RFC 4180 reader, to check what we write parses back to the same fields.
     fn parse_csv(text: &str) -> Vec<Vec<String>> {
@@ -547,6 +551,7 @@ mod tests {
     #[test]
     fn awkward_task_names_round_trip_through_a_csv_reader() {
         let mut p = sample_profile();
+        // The line break is shown escaped, so the row stays on one line.
         p.tasks[0].comm = "a,\"b\"\nc".into();
         let rows = parse_csv(&render(&p, CsvTable::Tasks));
         assert_eq!(
@@ -560,7 +565,7 @@ mod tests {
                 "tasks",
                 "42",
                 "42",
-                "a,\"b\"\nc",
+                "a,\"b\"\\x0ac",
                 "14",
                 "450000",
                 "200000"
@@ -570,19 +575,51 @@ mod tests {
     }
 
     #[test]
+    fn recorded_strings_are_shown_escaped_and_still_defused() {
+        use crate::escape::tests::{assert_inert, HOSTILE, HOSTILE_SHOWN};
+        let mut p = hostile_profile();
+        p.tasks.push(TaskWaitSummary {
+            comm: format!("=cmd|{HOSTILE}"),
+            ..p.tasks[0].clone()
+        });
+        for table in ALL_TABLES {
+            let text = render(&p, table);
+            assert_inert(&text, false);
+            let rows = parse_csv(&text);
+            assert!(rows.iter().all(|r| r.len() == rows[0].len()), "{text}");
+        }
+        let tasks = parse_csv(&render(&p, CsvTable::Tasks));
+        assert_eq!(tasks[1][4], HOSTILE_SHOWN);
+        assert_eq!(
+            tasks[2][4],
+            format!("'=cmd|{HOSTILE_SHOWN}"),
+            "still a formula"
+        );
+        let stacks = render(&p, CsvTable::Stacks);
+        assert!(
+            stacks.contains(&format!(",entry{HOSTILE_SHOWN};__vmalloc")),
+            "{stacks}"
+        );
+        let summary = render(&p, CsvTable::Summary);
+        assert!(summary.contains(&format!(",hostname,host{HOSTILE_SHOWN}\n")));
+    }
+
+    const ALL_TABLES: [CsvTable; 10] = [
+        CsvTable::Summary,
+        CsvTable::Locks,
+        CsvTable::VmapSites,
+        CsvTable::Stacks,
+        CsvTable::Ops,
+        CsvTable::Cpus,
+        CsvTable::Tasks,
+        CsvTable::Functions,
+        CsvTable::FunctionCpus,
+        CsvTable::LockTiming,
+    ];
+
+    #[test]
     fn every_table_has_a_versioned_header_and_rectangular_rows() {
-        for table in [
-            CsvTable::Summary,
-            CsvTable::Locks,
-            CsvTable::VmapSites,
-            CsvTable::Stacks,
-            CsvTable::Ops,
-            CsvTable::Cpus,
-            CsvTable::Tasks,
-            CsvTable::Functions,
-            CsvTable::FunctionCpus,
-            CsvTable::LockTiming,
-        ] {
+        for table in ALL_TABLES {
             let text = render(&sample_profile(), table);
             let rows = parse_csv(&text);
             assert_eq!(&rows[0][..2], ["schema", "table"], "{text}");

@@ -16,7 +16,8 @@ struct JsonReport<'a> {
 }
 
 /// `max_rows` keeps only the heaviest stacks and tasks (all when None): stacks dominate the
-/// size of a recording.
+/// size of a recording. Strings are exact; what serde_json leaves raw that a terminal would
+/// interpret is `\u`-escaped (`crate::escape::json`).
 pub fn render(p: &Profile, max_rows: Option<usize>) -> String {
     let whole = p;
     let trimmed;
@@ -37,13 +38,23 @@ pub fn render(p: &Profile, max_rows: Option<usize>) -> String {
         vmap_call_sites: whole.vmap_call_sites(),
         profile: p,
     };
-    serde_json::to_string_pretty(&report).expect("report serializes")
+    crate::escape::json(serde_json::to_string_pretty(&report).expect("report serializes"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::profile::tests::sample_profile;
+
+    #[test]
+    fn recorded_strings_are_exact_but_never_raw_controls() {
+        use crate::escape::tests::{assert_inert, HOSTILE};
+        let text = render(&crate::profile::tests::hostile_profile(), None);
+        assert_inert(&text, false);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["profile"]["tasks"][0]["comm"], HOSTILE);
+        assert_eq!(v["profile"]["meta"]["notes"][0], format!("note{HOSTILE}"));
+    }
 
     #[test]
     fn json_has_schema_and_tables() {

@@ -44,10 +44,11 @@ pub fn per_second(n: u64, secs: f64) -> f64 {
     }
 }
 
-/// A lock's display name: its symbol, or its address and kind.
+/// A lock's display name: its symbol (escaped: recordings carry any name), or its address and
+/// kind.
 pub fn lock_label(name: Option<&str>, addr: u64, flags: u32) -> String {
     match name {
-        Some(n) => n.to_string(),
+        Some(n) => crate::escape::field(n).into_owned(),
         None => format!("{addr:#x} ({})", crate::profile::lock_kind(flags)),
     }
 }

@@ -2,6 +2,7 @@
 use std::fmt::Write;
 
 use super::{format_ns, lock_label, per_second, ReportOptions};
+use crate::escape::field;
 use crate::profile::{Log2Histogram, Profile};
 
 pub fn render(p: &Profile, opts: &ReportOptions) -> String {
@@ -11,7 +12,10 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     let _ = writeln!(
         o,
         "vmap-trace report: {} on {}, {} CPUs, {:.2} s",
-        m.kernel_release, m.hostname, m.cpus, secs
+        field(&m.kernel_release),
+        field(&m.hostname),
+        m.cpus,
+        secs
     );
     let _ = writeln!(o, "allocator design: {}", m.design.label());
     let hooks: Vec<String> = m
@@ -20,7 +24,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         .map(|h| {
             format!(
                 "{}={}",
-                h.hook,
+                field(&h.hook),
                 h.mechanism.map(|m| m.label()).unwrap_or("unavailable")
             )
         })
@@ -35,7 +39,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         }
     }
     for n in &m.notes {
-        let _ = writeln!(o, "note: {n}");
+        let _ = writeln!(o, "note: {}", field(n));
     }
     if let Some(line) = p.stack_sampling.describe() {
         let _ = writeln!(o, "note: {line}");
@@ -74,12 +78,12 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         );
         for s in &sites {
             let func = if s.direct {
-                s.vmap_function.clone()
+                field(&s.vmap_function).into_owned()
             } else {
                 format!(
                     "{} (via {})",
-                    s.vmap_function,
-                    s.call_site.as_deref().unwrap_or("?")
+                    field(&s.vmap_function),
+                    field(s.call_site.as_deref().unwrap_or("?"))
                 )
             };
             let _ = writeln!(
@@ -119,7 +123,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
             let _ = writeln!(
                 o,
                 "{:<26} {:>10} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10}",
-                t.name,
+                field(&t.name),
                 t.wait.count,
                 format_ns(t.wait.total_ns as f64),
                 format_ns(t.wait.mean_ns().unwrap_or(0.0)),
@@ -142,13 +146,13 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         for f in &p.functions {
             if f.latency.count == 0 {
                 let why = p.explain_function(&f.function).unwrap_or_default();
-                let _ = writeln!(o, "{:<26} {:>10}  {why}", f.function, 0);
+                let _ = writeln!(o, "{:<26} {:>10}  {why}", field(&f.function), 0);
                 continue;
             }
             let _ = writeln!(
                 o,
                 "{:<26} {:>10} {:>10.1} {:>10} {:>10} {:>10}",
-                f.function,
+                field(&f.function),
                 f.latency.count,
                 per_second(f.latency.count, secs),
                 format_ns(f.latency.mean_ns().unwrap_or(0.0)),
@@ -166,11 +170,11 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
             }
         }
     }
-    let missing: Vec<&str> = m
+    let missing: Vec<_> = m
         .hooks
         .iter()
         .filter(|h| h.hook.starts_with("fn:") && h.mechanism.is_none())
-        .map(|h| h.hook.trim_start_matches("fn:"))
+        .map(|h| field(h.hook.trim_start_matches("fn:")))
         .collect();
     if !missing.is_empty() {
         let _ = writeln!(
@@ -236,8 +240,8 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                 .iter()
                 .filter(|s| s.lock_addr == l.lock_addr && s.flags == l.flags)
                 .max_by_key(|s| s.total_ns)
-                .and_then(|s| s.attribution.call_site.clone())
-                .unwrap_or_else(|| "?".into());
+                .and_then(|s| s.attribution.call_site.as_deref())
+                .map_or_else(|| "?".into(), field);
             let _ = writeln!(
                 o,
                 "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10}  {caller}",
@@ -289,7 +293,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
             o,
             "{:>8} {:<16} {:>8} waits {:>12}  max {}",
             t.tid,
-            t.comm,
+            field(&t.comm),
             t.count,
             format_ns(t.total_ns as f64),
             format_ns(t.max_ns as f64)
@@ -332,7 +336,27 @@ fn per_cpu_line(cpus: &[crate::profile::CpuLatency]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::tests::sample_profile;
+    use crate::escape::tests::{assert_inert, HOSTILE_SHOWN};
+    use crate::profile::tests::{hostile_profile, sample_profile};
+
+    #[test]
+    fn recorded_strings_are_shown_escaped_not_interpreted() {
+        let text = render(&hostile_profile(), &ReportOptions::default());
+        assert_inert(&text, false);
+        for shown in [
+            format!("6.1.0{HOSTILE_SHOWN} on host{HOSTILE_SHOWN}, 4 CPUs"),
+            format!("probes: lock:contention_begin{HOSTILE_SHOWN}=tp_btf"),
+            format!("note: note{HOSTILE_SHOWN}\n"),
+            format!("alloc_vmap_area (via site{HOSTILE_SHOWN})"),
+            format!("vmap_area_lock{HOSTILE_SHOWN} "),
+            format!("fn{HOSTILE_SHOWN}          0  probed but never called"),
+            format!("mutex{HOSTILE_SHOWN} "),
+            format!("  caller{HOSTILE_SHOWN}\n"),
+            format!("      42 {HOSTILE_SHOWN}       14 waits"),
+        ] {
+            assert!(text.contains(&shown), "{shown:?} not in\n{text}");
+        }
+    }
 
     #[test]
     fn renders_every_section_with_figures() {

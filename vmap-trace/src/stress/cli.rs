@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use super::{signal, BpfMapShape, ProgressSample, StressConfig, StressResult, WorkloadKind};
 use super::{MAX_BPF_VALUE_SIZE, MAX_DRIVERS, MAX_LIVE_PER_DRIVER};
 use crate::commands::duration::parse_duration;
+use crate::stdout::Written;
 
 /// `vmap-trace stress` arguments.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -116,13 +117,12 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
         |sample| out.line(&progress_line(sample)),
     )?;
 
-    out.show = true;
-    if args.json {
-        let json = serde_json::to_string_pretty(&result).context("serializing the result")?;
-        out.line(&json);
+    let out = if args.json {
+        serde_json::to_string_pretty(&result).context("serializing the result")? + "\n"
     } else {
-        out.text(&summary(&result));
-    }
+        summary(&result)
+    };
+    crate::stdout::print(&out)?;
     for kind in &result.per_kind {
         if kind.failed_ops > 0 {
             let _ = writeln!(
@@ -137,8 +137,8 @@ pub fn run(args: StressArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Standard output that a closed pipe (`| head -1`) silences instead of panicking: the run
-/// goes on to its --duration, because the load is what the user asked for.
+/// The plan and progress lines: a closed pipe (`| head -1`) silences them instead of ending
+/// the run, which goes on to its --duration, because the load is what the user asked for.
 struct Output {
     show: bool,
     closed: bool,
@@ -160,14 +160,12 @@ impl Output {
         if !self.show || self.closed {
             return;
         }
-        let mut stdout = std::io::stdout().lock();
-        if let Err(e) = stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            self.closed = true;
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                let _ = writeln!(std::io::stderr(), "vmap-trace: standard output: {e}");
+        match crate::stdout::print(text) {
+            Ok(Written::All) => {}
+            Ok(Written::ReaderGone) => self.closed = true,
+            Err(e) => {
+                self.closed = true;
+                let _ = writeln!(std::io::stderr(), "vmap-trace: {e:#}");
             }
         }
     }

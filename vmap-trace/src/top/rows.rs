@@ -2,12 +2,15 @@
 //!
 //! Rows cover everything seen since the last reset, with figures from the shown window: a lock
 //! that went quiet keeps its row (with zero rates, sorted below the active ones) instead of
-//! flickering in and out between refreshes.
+//! flickering in and out between refreshes. Names (task names any user sets, symbols) are
+//! shown escaped, as in every view (`crate::escape`): ratatui would drop control characters
+//! silently and pass bidi overrides on.
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
 use super::app::SortKey;
 use super::window::{LockKey, Window, WindowMax};
+use crate::escape;
 use crate::profile::attribution::canonical_function;
 use crate::profile::{LockClass, LockWait, StackWait};
 
@@ -150,7 +153,9 @@ pub fn lock_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Loc
             // Figures from the shown window when it has stacks for the lock, else from the
             // whole period, so a quiet lock still says where it is taken.
             let stacks = shown_stacks.get(&key).or_else(|| period_stacks.get(&key));
-            let top_caller = heaviest(stacks).and_then(caller_label);
+            let top_caller = heaviest(stacks)
+                .and_then(caller_label)
+                .map(|l| escape::field(&l).into_owned());
             let stack_ns: u64 = stacks.map_or(0, |v| v.iter().map(|s| s.total_ns).sum());
             let vmap_ns: u64 = stacks.map_or(0, |v| {
                 v.iter()
@@ -164,8 +169,8 @@ pub fn lock_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Loc
             let site = heaviest(period_stacks.get(&key).or(stacks))
                 .and_then(|s| s.attribution.call_site.as_deref());
             let label = match (&name, site) {
-                (Some(n), _) => n.clone(),
-                (None, Some(site)) => format!("{kind} in {site}"),
+                (Some(n), _) => escape::field(n).into_owned(),
+                (None, Some(site)) => format!("{kind} in {}", escape::field(site)),
                 (None, None) => crate::report::lock_label(None, key.0, key.1),
             };
             LockRow {
@@ -290,7 +295,7 @@ pub fn task_rows(shown: &Window, since_reset: &Window, sort: SortKey) -> Vec<Tas
         rows.push(TaskRow {
             tid: t.tid,
             tgid: t.tgid,
-            comm: t.comm.clone(),
+            comm: escape::field(&t.comm).into_owned(),
             contentions_per_s: shown.rate(count),
             wait_per_s: shown.rate(total),
             avg_ns: (count > 0).then(|| total as f64 / count as f64),
@@ -534,6 +539,26 @@ mod tests {
         assert_eq!(rows[1].avg_ns, None);
         // still attributed from the period since reset
         assert_eq!(rows[1].label, "mutex in tty_lock");
+    }
+
+    #[test]
+    fn names_are_shown_escaped() {
+        use crate::escape::tests::{assert_inert, HOSTILE_SHOWN};
+        let p = crate::profile::tests::hostile_profile();
+        let w = Window::between(&zero_like(&p), &p);
+        let tasks = task_rows(&w, &w, SortKey::Wait);
+        assert_eq!(tasks[0].comm, HOSTILE_SHOWN);
+        let locks = lock_rows(&w, &w, SortKey::Wait);
+        assert_eq!(locks[0].label, format!("mutex{HOSTILE_SHOWN}"));
+        let caller = locks[0].top_caller.as_deref().unwrap();
+        assert!(
+            caller.starts_with(&format!("caller{HOSTILE_SHOWN}")),
+            "{caller}"
+        );
+        for r in &locks {
+            assert_inert(&r.label, false);
+            assert_inert(r.top_caller.as_deref().unwrap_or(""), false);
+        }
     }
 
     #[test]

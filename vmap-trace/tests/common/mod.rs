@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 use std::process::{Command, Output};
 
+pub mod recording;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_vmap-trace");
 
 pub fn is_root() -> bool {
