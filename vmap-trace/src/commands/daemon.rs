@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::daemon::connections::{
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
 use crate::daemon::exposition::MetricsOptions;
 use crate::daemon::log::{LogFormat, Logger};
-use crate::daemon::{DaemonConfig, RecordConfig};
+use crate::daemon::{DaemonConfig, RecordConfig, ServerLimits};
 use crate::probe::ProbeOptions;
 
 /// `vmap-trace daemon` arguments.
@@ -21,6 +24,11 @@ use crate::probe::ProbeOptions;
         value is cumulative since the daemon attached: use rate() / increase() in PromQL.\n\n\
         Stops cleanly on SIGTERM or SIGINT: last recording written, probes detached, exit 0. \
         Needs root (CAP_BPF and CAP_PERFMON). Metric reference: docs/daemon.md.\n\n\
+        Idle and slow clients are \
+        bounded: at most --max-connections at once (at the cap the oldest connection with no \
+        request in flight is closed to admit a new one, so scrapes and recordings always get \
+        file descriptors), --header-timeout for a request head, --idle-timeout between \
+        requests.\n\n\
         Examples:\n  \
         sudo vmap-trace daemon\n  \
         sudo vmap-trace daemon --listen 0.0.0.0:9464 --record-dir /var/lib/vmap-trace --keep 12\n  \
@@ -34,6 +42,25 @@ pub struct DaemonArgs {
     /// Address and port to serve /metrics on (port 0 picks a free one; the log says which).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
     pub listen: SocketAddr,
+
+    /// Most HTTP connections open at once; at the cap the oldest one with no request in
+    /// flight is closed to admit a new one. Lowered at start if the file descriptor limit
+    /// cannot hold this many beside a reserve for recordings.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    pub max_connections: u64,
+
+    /// Seconds a client has to send a whole request head once its first byte arrived
+    /// (slowloris clients and unfinished requests are closed then).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+
+    /// Seconds a connection may stay open without a request (after it is accepted or between
+    /// keep-alive requests).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
 
     /// Write a recording (`vmap-trace report` reads it) to this directory every
     /// --record-every seconds and on shutdown. Created if missing.
@@ -80,6 +107,11 @@ impl DaemonArgs {
     pub fn config(&self) -> DaemonConfig {
         DaemonConfig {
             listen: self.listen,
+            limits: ServerLimits {
+                max_connections: self.max_connections as usize,
+                header_timeout: Duration::from_secs(self.header_timeout),
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+            },
             record: self.record_dir.as_ref().map(|dir| RecordConfig {
                 dir: dir.clone(),
                 every: Duration::from_secs(self.record_every),
@@ -121,6 +153,7 @@ mod tests {
     fn defaults() {
         let config = parse(&[]).unwrap().config();
         assert_eq!(config.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(config.limits, ServerLimits::default());
         assert_eq!(config.record, None);
         assert_eq!(
             config.metrics,
@@ -202,8 +235,33 @@ mod tests {
             &["--keep", "2"],
             &["--log-format", "colour"],
             &["--top-locks", "-1"],
+            &["--max-connections", "0"],
+            &["--header-timeout", "0"],
+            &["--idle-timeout", "0"],
         ] {
             assert!(parse(argv).is_err(), "{argv:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn server_limit_flags() {
+        let config = parse(&[
+            "--max-connections",
+            "8",
+            "--header-timeout",
+            "3",
+            "--idle-timeout",
+            "20",
+        ])
+        .unwrap()
+        .config();
+        assert_eq!(
+            config.limits,
+            ServerLimits {
+                max_connections: 8,
+                header_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(20),
+            }
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::connections::ServerLimits;
 use super::exposition::MetricsOptions;
+use super::fds;
 use super::log::{Level, Logger};
 use super::recorder::RecordingRotation;
 use super::sampler::{ProfileSource, RecordingSchedule, Sampler, SamplerOptions};
@@ -28,6 +30,8 @@ pub struct RecordConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
     pub listen: SocketAddr,
+    /// Connection cap and deadlines of the HTTP server.
+    pub limits: ServerLimits,
     pub record: Option<RecordConfig>,
     pub metrics: MetricsOptions,
     /// What to attach beyond the tracepoints (vmap function latency, `--lock-timing`).
@@ -100,6 +104,7 @@ where
         }),
         None => None,
     };
+    let nofile = raise_fd_limit(log);
     let listener = server::bind(config.listen)?;
     let bound = listener
         .local_addr()
@@ -124,6 +129,7 @@ where
         },
         log,
     )?;
+    let limits = connection_limits(config.limits, nofile, log);
     log.info(format!("serving metrics on http://{bound}/metrics"));
     match &recording {
         Some(r) => log.info(format!(
@@ -141,7 +147,8 @@ where
             let name = stop.wait().await;
             let _ = stopped_tx.send(name);
         };
-        let result = server::serve(listener, server::router(sampler.client()), shutdown).await;
+        let router = server::router(sampler.client());
+        let result = server::serve(listener, router, limits, log, shutdown).await;
         (result, stopped_rx.await.ok())
     });
     match &served {
@@ -166,6 +173,60 @@ where
     log.info("probes detached; exiting");
     served.0?;
     flushed
+}
+
+/// Raise the soft descriptor limit (see `fds`); returns the limit in force.
+fn raise_fd_limit(log: Logger) -> Option<fds::NofileLimit> {
+    match fds::raise_nofile_limit() {
+        Ok((before, after)) => {
+            if after.soft != before.soft {
+                log.info(format!(
+                    "file descriptor limit raised from {} to {}",
+                    before.soft, after.soft
+                ));
+            }
+            Some(after)
+        }
+        Err(e) => {
+            log.warning(format!(
+                "cannot read or raise the file descriptor limit: {e}"
+            ));
+            None
+        }
+    }
+}
+
+/// The limits to serve with: `--max-connections`, lowered if the descriptor limit cannot hold
+/// that many beside what is open now (after attach) and the reserve for recordings.
+fn connection_limits(
+    asked: ServerLimits,
+    nofile: Option<fds::NofileLimit>,
+    log: Logger,
+) -> ServerLimits {
+    let (Some(nofile), Ok(open)) = (nofile, fds::open_fds()) else {
+        return asked;
+    };
+    let cap = fds::connection_cap(asked.max_connections, nofile.soft, open);
+    let line = format!(
+        "at most {cap} connections (file descriptors: limit {}, {open} open, {} reserved for \
+         recordings and map reads); header timeout {} s, idle timeout {} s",
+        nofile.soft,
+        fds::FD_RESERVE,
+        asked.header_timeout.as_secs_f64(),
+        asked.idle_timeout.as_secs_f64()
+    );
+    if cap < asked.max_connections {
+        log.warning(format!(
+            "{line}: fewer than --max-connections {}; raise LimitNOFILE to allow more",
+            asked.max_connections
+        ));
+    } else {
+        log.info(line);
+    }
+    ServerLimits {
+        max_connections: cap,
+        ..asked
+    }
 }
 
 /// SIGTERM and SIGINT as one future.
@@ -199,6 +260,7 @@ mod tests {
     fn config(listen: &str, record: Option<RecordConfig>) -> DaemonConfig {
         DaemonConfig {
             listen: listen.parse().unwrap(),
+            limits: ServerLimits::default(),
             record,
             metrics: MetricsOptions::default(),
             probes: ProbeOptions::default(),
