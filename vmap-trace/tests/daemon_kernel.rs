@@ -107,8 +107,13 @@ impl Daemon {
     }
 
     /// SIGTERM, then wait for the exit; returns whether it exited 0, and the full log.
-    fn terminate(mut self) -> (bool, Vec<String>) {
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+    fn terminate(self) -> (bool, Vec<String>) {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Send `signal`, then wait for the exit; returns whether it exited 0, and the full log.
+    fn stop_with(mut self, signal: i32) -> (bool, Vec<String>) {
+        unsafe { libc::kill(self.pid(), signal) };
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -117,7 +122,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "daemon did not exit within 30 s of SIGTERM; log:\n{}",
+                    "daemon did not exit within 30 s of signal {signal}; log:\n{}",
                     self.log.join("\n")
                 );
             }
@@ -425,5 +430,57 @@ impl Drop for Guard {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// The tests below fail, rather than pass, when not run as root.
+fn must_be_root() {
+    assert!(
+        is_root(),
+        "needs root (it attaches to the running kernel): run `sudo cargo xtask test`, or as \
+         root `cargo test --release -p vmap-trace --test daemon_kernel -- --test-threads=1`"
+    );
+}
+
+/// SIGHUP (terminal or ssh session closed), SIGINT and SIGTERM each stop the daemon cleanly:
+/// exit 0, a log line naming the signal, and a last recording that loads and reports.
+#[test]
+fn daemon_sighup_sigint_and_sigterm_each_leave_a_complete_last_recording() {
+    must_be_root();
+    for (signal, name) in [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGTERM, "SIGTERM"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        // No periodic recording within the test: the only file is the last one.
+        let d = Daemon::start(&["--record-dir", dir.path().to_str().unwrap()]);
+        stress("pty", "1");
+        let scraped = must(&d.scrape(), "vmap_trace_vmalloc_allocs_total", &[]);
+        let (clean, log) = d.stop_with(signal);
+        let log = log.join("\n");
+        assert!(clean, "{name}: exit 0; log:\n{log}");
+        assert!(log.contains(&format!("received {name}")), "{log}");
+        assert!(log.contains("probes detached"), "{log}");
+        let files = rotated(dir.path());
+        assert_eq!(files.len(), 1, "{name}: {files:?}");
+        assert!(log.contains(&format!("wrote the last recording {}", files[0].display())));
+        let profile = vmap_trace::profile::recording::load(&files[0])
+            .unwrap_or_else(|e| panic!("{name}: the last recording does not load: {e:#}"));
+        assert!(
+            profile.ops.allocs as f64 >= scraped,
+            "{name}: holds what was scraped"
+        );
+        let report = common::run(
+            Command::new(BIN)
+                .args(["report", "--format", "json"])
+                .arg(&files[0]),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+        assert_eq!(json["schema"], "vmap-trace-report/1", "{name}");
+        assert_eq!(
+            json["profile"]["ops"]["allocs"], profile.ops.allocs,
+            "{name}"
+        );
     }
 }

@@ -22,8 +22,8 @@ use crate::probe::ProbeOptions;
         backlog, lock wait histograms for the locks that waited most (the rest summed as \
         lock=\"(other)\"), per-vmap-function and per-CPU wait, and lost-event counters. Every \
         value is cumulative since the daemon attached: use rate() / increase() in PromQL.\n\n\
-        Stops cleanly on SIGTERM or SIGINT: last recording written, probes detached, exit 0. \
-        Needs root (CAP_BPF and CAP_PERFMON). Metric reference: docs/daemon.md.\n\n\
+        Stops cleanly on SIGTERM, SIGINT or SIGHUP: last recording written, probes detached, \
+        exit 0. Needs root (CAP_BPF and CAP_PERFMON). Metric reference: docs/daemon.md.\n\n\
         Idle and slow clients are \
         bounded: at most --max-connections at once (at the cap the oldest connection with no \
         request in flight is closed to admit a new one, so scrapes and recordings always get \

@@ -8,7 +8,7 @@
 //!    snapshot -> lock_series (top-N, monotonic)  ──▶   GET /metrics ─▶ cached exposition text
 //!             -> exposition (prometheus-client)       connections: cap, idle/header deadlines
 //!             -> recorder (periodic + final recordings, rotation)
-//!  run: flags -> bind -> attach -> serve until SIGTERM/SIGINT -> final recording -> detach
+//!  run: flags -> bind -> attach -> serve until SIGTERM/SIGINT/SIGHUP -> final recording -> detach
 //!  fds: descriptor limit raised, connection cap below it with a reserve for recordings
 //!  log: journald-friendly stderr lines
 //! ```

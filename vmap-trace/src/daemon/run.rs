@@ -1,5 +1,5 @@
-//! The daemon's life: check the outputs, bind, attach, serve until SIGTERM/SIGINT, write the
-//! last recording, detach.
+//! The daemon's life: check the outputs, bind, attach, serve until SIGTERM, SIGINT or SIGHUP,
+//! write the last recording, detach.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,7 +39,7 @@ pub struct DaemonConfig {
     pub log: Logger,
 }
 
-/// Run with the live tracing session until SIGTERM or SIGINT.
+/// Run with the live tracing session until SIGTERM, SIGINT or SIGHUP.
 pub fn run(config: DaemonConfig) -> Result<()> {
     let (log, probes) = (config.log, config.probes);
     run_with(config, move || start_session(probes, log))
@@ -229,10 +229,12 @@ fn connection_limits(
     }
 }
 
-/// SIGTERM and SIGINT as one future.
+/// SIGTERM, SIGINT and SIGHUP as one future. SIGHUP (the terminal or ssh session closed)
+/// would otherwise kill the daemon without its last recording.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -240,6 +242,7 @@ impl StopSignals {
         Ok(StopSignals {
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
         })
     }
 
@@ -247,6 +250,7 @@ impl StopSignals {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
         }
     }
 }
