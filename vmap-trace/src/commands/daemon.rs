@@ -1,5 +1,5 @@
 //! `vmap-trace daemon`: arguments, validated into a `DaemonConfig`, then `daemon::run`.
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,7 +24,8 @@ use crate::probe::ProbeOptions;
         value is cumulative since the daemon attached: use rate() / increase() in PromQL.\n\n\
         Stops cleanly on SIGTERM, SIGINT or SIGHUP: last recording written, probes detached, \
         exit 0. Needs root (CAP_BPF and CAP_PERFMON). Metric reference: docs/daemon.md.\n\n\
-        Idle and slow clients are \
+        There is no authentication: an address other than loopback (127.0.0.1, ::1) makes the \
+        metrics reachable from the network, and the daemon warns. Idle and slow clients are \
         bounded: at most --max-connections at once (at the cap the oldest connection with no \
         request in flight is closed to admit a new one, so scrapes and recordings always get \
         file descriptors), --header-timeout for a request head, --idle-timeout between \
@@ -39,8 +40,11 @@ use crate::probe::ProbeOptions;
         curl -s http://127.0.0.1:9464/metrics | grep vmap_trace_lock_wait_seconds_count"
 )]
 pub struct DaemonArgs {
-    /// Address and port to serve /metrics on (port 0 picks a free one; the log says which).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    /// Address or host name and port to serve /metrics on (port 0 picks a free one; the log
+    /// says which). A host name is resolved once, at start, to its first IPv4 address if it
+    /// has one. Not loopback: reachable from the network, without authentication (warned).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9464",
+          value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Most HTTP connections open at once; at the cap the oldest one with no request in
@@ -128,6 +132,28 @@ impl DaemonArgs {
             log: Logger::new(self.log_format),
         }
     }
+}
+
+/// `--listen`: an address, or a host name resolved now (a usage error if it resolves to
+/// nothing), so `localhost:9464` works as it does for Prometheus' own targets.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let resolved = value.to_socket_addrs().map_err(|e| {
+        format!("{e} (expected HOST:PORT or ADDRESS:PORT, e.g. localhost:9464 or 127.0.0.1:9464)")
+    })?;
+    prefer_ipv4(resolved.collect()).ok_or_else(|| format!("{value} resolves to no address"))
+}
+
+/// The first IPv4 address, else the first: `localhost` is then 127.0.0.1, the default's
+/// address, which is what a scraper configured with 127.0.0.1 reaches.
+fn prefer_ipv4(addrs: Vec<SocketAddr>) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
 }
 
 pub fn run(args: DaemonArgs) -> Result<()> {
@@ -238,9 +264,30 @@ mod tests {
             &["--max-connections", "0"],
             &["--header-timeout", "0"],
             &["--idle-timeout", "0"],
+            &["--listen", "localhost"],
         ] {
             assert!(parse(argv).is_err(), "{argv:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn listen_accepts_host_names_and_prefers_ipv4() {
+        let config = parse(&["--listen", "localhost:9464"]).unwrap().config();
+        assert_eq!(config.listen, "127.0.0.1:9464".parse().unwrap());
+        let v6 = parse(&["--listen", "[::1]:0"]).unwrap().config();
+        assert_eq!(v6.listen, "[::1]:0".parse().unwrap());
+        let both = vec!["[::1]:1".parse().unwrap(), "127.0.0.1:1".parse().unwrap()];
+        assert_eq!(prefer_ipv4(both), Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(
+            prefer_ipv4(vec!["[::1]:1".parse().unwrap()]),
+            Some("[::1]:1".parse().unwrap())
+        );
+        assert_eq!(prefer_ipv4(Vec::new()), None);
+        let err = parse(&["--listen", "localhost"]).err().unwrap().to_string();
+        assert!(
+            err.contains("--listen") && err.contains("HOST:PORT"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -96,6 +96,9 @@ where
     F: FnOnce() -> Result<S> + Send + 'static,
 {
     let log = config.log;
+    if let Some(warning) = exposure_warning(config.listen) {
+        log.warning(warning);
+    }
     // Every check that can fail on bad input happens before the probes are attached.
     let recording = match &config.record {
         Some(r) => Some(RecordingSchedule {
@@ -173,6 +176,17 @@ where
     log.info("probes detached; exiting");
     served.0?;
     flushed
+}
+
+/// The warning for an address other machines can reach: the metrics have no authentication.
+pub fn exposure_warning(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().to_canonical().is_loopback()).then(|| {
+        format!(
+            "--listen {listen} is not a loopback address: /metrics will be reachable from the \
+             network, without authentication or TLS; use 127.0.0.1 (the default) unless a \
+             firewall or the network decides who may connect"
+        )
+    })
 }
 
 /// Raise the soft descriptor limit (see `fds`); returns the limit in force.
@@ -306,6 +320,25 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn only_addresses_beyond_loopback_are_warned_about() {
+        for local in [
+            "127.0.0.1:9464",
+            "127.1.2.3:1",
+            "[::1]:9464",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert_eq!(exposure_warning(local.parse().unwrap()), None, "{local}");
+        }
+        for exposed in ["0.0.0.0:9464", "[::]:9464", "192.0.2.1:9464"] {
+            let warning = exposure_warning(exposed.parse().unwrap()).expect(exposed);
+            assert!(
+                warning.contains(exposed) && warning.contains("without authentication"),
+                "{warning}"
+            );
+        }
     }
 
     #[test]
