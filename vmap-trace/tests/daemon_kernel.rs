@@ -788,7 +788,7 @@ fn daemon_under_abuse_keeps_answering_scrapes_and_writing_recordings() {
     let (slow, partial) = (lives(&abuse.slow), lives(&abuse.partial));
     eprintln!(
         "abuse: {IDLE_CONNECTIONS} idle + 20 slowloris + 30 partial connections opened in \
-         {:.0} ms; {} idle connections opened in all, the closed ones replaced for {} s; cap \
+         {:.0} ms; {} idle connections closed in all, replaced by the client for {} s; cap \
          {cap}; the daemon held at most {} sockets ({} fds of 1024)\n\
          scrapes: {} answered, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n\
          idle connections cut after: p50 {:.2} s, max {:.2} s ({} within 1 s: made room at \
