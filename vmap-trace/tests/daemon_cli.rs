@@ -34,6 +34,11 @@ fn daemon_help_lists_every_flag_and_the_default_address() {
         "--lock-timing",
         "--log-format",
         "SIGTERM",
+        "SIGHUP",
+        "--max-connections",
+        "--header-timeout",
+        "--idle-timeout",
+        "loopback",
     ] {
         assert!(
             help.contains(needle),
@@ -47,6 +52,48 @@ fn daemon_bad_listen_address_is_a_usage_error() {
     let out = daemon(&["--listen", "localhost-ish"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--listen"), "{}", stderr(&out));
+}
+
+#[test]
+fn daemon_listen_accepts_a_host_name() {
+    // The port is taken, so the daemon stops at the bind, before attaching: the error names
+    // the address localhost was resolved to.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = daemon(&["--listen", &format!("localhost:{port}")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn daemon_warns_when_the_address_is_not_loopback() {
+    // The unwritable --record-dir stops the daemon before it binds anything: nothing listens
+    // beyond loopback, even for a moment.
+    let run = |listen: &str| {
+        daemon(&[
+            "--listen",
+            listen,
+            "--log-format",
+            "plain",
+            "--record-dir",
+            "/proc/vmap-trace-test",
+        ])
+    };
+    let out = run("0.0.0.0:9464");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("vmap-trace: warning: --listen 0.0.0.0:9464 is not a loopback address")
+            && err.contains("reachable from the network, without authentication"),
+        "{err}"
+    );
+    let out = run("127.0.0.1:9464");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("loopback"), "{}", stderr(&out));
 }
 
 #[test]

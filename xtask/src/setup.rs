@@ -16,6 +16,8 @@ const APT_PACKAGES: &[&str] = &[
     "tmux",
     "chromium",
     "util-linux",
+    // The daemon's SIGKILL test lists the kernel's BPF programs and links with it.
+    "bpftool",
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 

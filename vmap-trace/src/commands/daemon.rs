@@ -1,13 +1,16 @@
 //! `vmap-trace daemon`: arguments, validated into a `DaemonConfig`, then `daemon::run`.
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::daemon::connections::{
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
 use crate::daemon::exposition::MetricsOptions;
 use crate::daemon::log::{LogFormat, Logger};
-use crate::daemon::{DaemonConfig, RecordConfig};
+use crate::daemon::{DaemonConfig, RecordConfig, ServerLimits};
 use crate::probe::ProbeOptions;
 
 /// `vmap-trace daemon` arguments.
@@ -19,8 +22,14 @@ use crate::probe::ProbeOptions;
         backlog, lock wait histograms for the locks that waited most (the rest summed as \
         lock=\"(other)\"), per-vmap-function and per-CPU wait, and lost-event counters. Every \
         value is cumulative since the daemon attached: use rate() / increase() in PromQL.\n\n\
-        Stops cleanly on SIGTERM or SIGINT: last recording written, probes detached, exit 0. \
-        Needs root (CAP_BPF and CAP_PERFMON). Metric reference: docs/daemon.md.\n\n\
+        Stops cleanly on SIGTERM, SIGINT or SIGHUP: last recording written, probes detached, \
+        exit 0. Needs root (CAP_BPF and CAP_PERFMON). Metric reference: docs/daemon.md.\n\n\
+        There is no authentication: an address other than loopback (127.0.0.1, ::1) makes the \
+        metrics reachable from the network, and the daemon warns. Idle and slow clients are \
+        bounded: at most --max-connections at once (at the cap the oldest connection with no \
+        request in flight is closed to admit a new one, so scrapes and recordings always get \
+        file descriptors), --header-timeout for a request head, --idle-timeout between \
+        requests.\n\n\
         Examples:\n  \
         sudo vmap-trace daemon\n  \
         sudo vmap-trace daemon --listen 0.0.0.0:9464 --record-dir /var/lib/vmap-trace --keep 12\n  \
@@ -31,9 +40,31 @@ use crate::probe::ProbeOptions;
         curl -s http://127.0.0.1:9464/metrics | grep vmap_trace_lock_wait_seconds_count"
 )]
 pub struct DaemonArgs {
-    /// Address and port to serve /metrics on (port 0 picks a free one; the log says which).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    /// Address or host name and port to serve /metrics on (port 0 picks a free one; the log
+    /// says which). A host name is resolved once, at start, to its first IPv4 address if it
+    /// has one. Not loopback: reachable from the network, without authentication (warned).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9464",
+          value_parser = parse_listen)]
     pub listen: SocketAddr,
+
+    /// Most HTTP connections open at once; at the cap the oldest one with no request in
+    /// flight is closed to admit a new one. Lowered at start if the file descriptor limit
+    /// cannot hold this many beside a reserve for recordings.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    pub max_connections: u64,
+
+    /// Seconds a client has to send a whole request head once its first byte arrived
+    /// (slowloris clients and unfinished requests are closed then).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+
+    /// Seconds a connection may stay open without a request (after it is accepted or between
+    /// keep-alive requests).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
 
     /// Write a recording (`vmap-trace report` reads it) to this directory every
     /// --record-every seconds and on shutdown. Created if missing.
@@ -80,6 +111,11 @@ impl DaemonArgs {
     pub fn config(&self) -> DaemonConfig {
         DaemonConfig {
             listen: self.listen,
+            limits: ServerLimits {
+                max_connections: self.max_connections as usize,
+                header_timeout: Duration::from_secs(self.header_timeout),
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+            },
             record: self.record_dir.as_ref().map(|dir| RecordConfig {
                 dir: dir.clone(),
                 every: Duration::from_secs(self.record_every),
@@ -96,6 +132,28 @@ impl DaemonArgs {
             log: Logger::new(self.log_format),
         }
     }
+}
+
+/// `--listen`: an address, or a host name resolved now (a usage error if it resolves to
+/// nothing), so `localhost:9464` works as it does for Prometheus' own targets.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let resolved = value.to_socket_addrs().map_err(|e| {
+        format!("{e} (expected HOST:PORT or ADDRESS:PORT, e.g. localhost:9464 or 127.0.0.1:9464)")
+    })?;
+    prefer_ipv4(resolved.collect()).ok_or_else(|| format!("{value} resolves to no address"))
+}
+
+/// The first IPv4 address, else the first: `localhost` is then 127.0.0.1, the default's
+/// address, which is what a scraper configured with 127.0.0.1 reaches.
+fn prefer_ipv4(addrs: Vec<SocketAddr>) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
 }
 
 pub fn run(args: DaemonArgs) -> Result<()> {
@@ -121,6 +179,7 @@ mod tests {
     fn defaults() {
         let config = parse(&[]).unwrap().config();
         assert_eq!(config.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(config.limits, ServerLimits::default());
         assert_eq!(config.record, None);
         assert_eq!(
             config.metrics,
@@ -202,8 +261,54 @@ mod tests {
             &["--keep", "2"],
             &["--log-format", "colour"],
             &["--top-locks", "-1"],
+            &["--max-connections", "0"],
+            &["--header-timeout", "0"],
+            &["--idle-timeout", "0"],
+            &["--listen", "localhost"],
         ] {
             assert!(parse(argv).is_err(), "{argv:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn listen_accepts_host_names_and_prefers_ipv4() {
+        let config = parse(&["--listen", "localhost:9464"]).unwrap().config();
+        assert_eq!(config.listen, "127.0.0.1:9464".parse().unwrap());
+        let v6 = parse(&["--listen", "[::1]:0"]).unwrap().config();
+        assert_eq!(v6.listen, "[::1]:0".parse().unwrap());
+        let both = vec!["[::1]:1".parse().unwrap(), "127.0.0.1:1".parse().unwrap()];
+        assert_eq!(prefer_ipv4(both), Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(
+            prefer_ipv4(vec!["[::1]:1".parse().unwrap()]),
+            Some("[::1]:1".parse().unwrap())
+        );
+        assert_eq!(prefer_ipv4(Vec::new()), None);
+        let err = parse(&["--listen", "localhost"]).err().unwrap().to_string();
+        assert!(
+            err.contains("--listen") && err.contains("HOST:PORT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn server_limit_flags() {
+        let config = parse(&[
+            "--max-connections",
+            "8",
+            "--header-timeout",
+            "3",
+            "--idle-timeout",
+            "20",
+        ])
+        .unwrap()
+        .config();
+        assert_eq!(
+            config.limits,
+            ServerLimits {
+                max_connections: 8,
+                header_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(20),
+            }
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The daemon's life: check the outputs, bind, attach, serve until SIGTERM/SIGINT, write the
-//! last recording, detach.
+//! The daemon's life: check the outputs, bind, attach, serve until SIGTERM, SIGINT or SIGHUP,
+//! write the last recording, detach.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::connections::ServerLimits;
 use super::exposition::MetricsOptions;
+use super::fds;
 use super::log::{Level, Logger};
 use super::recorder::RecordingRotation;
 use super::sampler::{ProfileSource, RecordingSchedule, Sampler, SamplerOptions};
@@ -28,6 +30,8 @@ pub struct RecordConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
     pub listen: SocketAddr,
+    /// Connection cap and deadlines of the HTTP server.
+    pub limits: ServerLimits,
     pub record: Option<RecordConfig>,
     pub metrics: MetricsOptions,
     /// What to attach beyond the tracepoints (vmap function latency, `--lock-timing`).
@@ -35,7 +39,7 @@ pub struct DaemonConfig {
     pub log: Logger,
 }
 
-/// Run with the live tracing session until SIGTERM or SIGINT.
+/// Run with the live tracing session until SIGTERM, SIGINT or SIGHUP.
 pub fn run(config: DaemonConfig) -> Result<()> {
     let (log, probes) = (config.log, config.probes);
     run_with(config, move || start_session(probes, log))
@@ -92,6 +96,9 @@ where
     F: FnOnce() -> Result<S> + Send + 'static,
 {
     let log = config.log;
+    if let Some(warning) = exposure_warning(config.listen) {
+        log.warning(warning);
+    }
     // Every check that can fail on bad input happens before the probes are attached.
     let recording = match &config.record {
         Some(r) => Some(RecordingSchedule {
@@ -100,6 +107,7 @@ where
         }),
         None => None,
     };
+    let nofile = raise_fd_limit(log);
     let listener = server::bind(config.listen)?;
     let bound = listener
         .local_addr()
@@ -124,6 +132,7 @@ where
         },
         log,
     )?;
+    let limits = connection_limits(config.limits, nofile, log);
     log.info(format!("serving metrics on http://{bound}/metrics"));
     match &recording {
         Some(r) => log.info(format!(
@@ -141,7 +150,8 @@ where
             let name = stop.wait().await;
             let _ = stopped_tx.send(name);
         };
-        let result = server::serve(listener, server::router(sampler.client()), shutdown).await;
+        let router = server::router(sampler.client());
+        let result = server::serve(listener, router, limits, log, shutdown).await;
         (result, stopped_rx.await.ok())
     });
     match &served {
@@ -168,10 +178,77 @@ where
     flushed
 }
 
-/// SIGTERM and SIGINT as one future.
+/// The warning for an address other machines can reach: the metrics have no authentication.
+pub fn exposure_warning(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().to_canonical().is_loopback()).then(|| {
+        format!(
+            "--listen {listen} is not a loopback address: /metrics will be reachable from the \
+             network, without authentication or TLS; use 127.0.0.1 (the default) unless a \
+             firewall or the network decides who may connect"
+        )
+    })
+}
+
+/// Raise the soft descriptor limit (see `fds`); returns the limit in force.
+fn raise_fd_limit(log: Logger) -> Option<fds::NofileLimit> {
+    match fds::raise_nofile_limit() {
+        Ok((before, after)) => {
+            if after.soft != before.soft {
+                log.info(format!(
+                    "file descriptor limit raised from {} to {}",
+                    before.soft, after.soft
+                ));
+            }
+            Some(after)
+        }
+        Err(e) => {
+            log.warning(format!(
+                "cannot read or raise the file descriptor limit: {e}"
+            ));
+            None
+        }
+    }
+}
+
+/// The limits to serve with: `--max-connections`, lowered if the descriptor limit cannot hold
+/// that many beside what is open now (after attach) and the reserve for recordings.
+fn connection_limits(
+    asked: ServerLimits,
+    nofile: Option<fds::NofileLimit>,
+    log: Logger,
+) -> ServerLimits {
+    let (Some(nofile), Ok(open)) = (nofile, fds::open_fds()) else {
+        return asked;
+    };
+    let cap = fds::connection_cap(asked.max_connections, nofile.soft, open);
+    let line = format!(
+        "at most {cap} connections (file descriptors: limit {}, {open} open, {} reserved for \
+         recordings and map reads); header timeout {} s, idle timeout {} s",
+        nofile.soft,
+        fds::FD_RESERVE,
+        asked.header_timeout.as_secs_f64(),
+        asked.idle_timeout.as_secs_f64()
+    );
+    if cap < asked.max_connections {
+        log.warning(format!(
+            "{line}: fewer than --max-connections {}; raise LimitNOFILE to allow more",
+            asked.max_connections
+        ));
+    } else {
+        log.info(line);
+    }
+    ServerLimits {
+        max_connections: cap,
+        ..asked
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP as one future. SIGHUP (the terminal or ssh session closed)
+/// would otherwise kill the daemon without its last recording.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -179,6 +256,7 @@ impl StopSignals {
         Ok(StopSignals {
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
         })
     }
 
@@ -186,6 +264,7 @@ impl StopSignals {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
         }
     }
 }
@@ -199,6 +278,7 @@ mod tests {
     fn config(listen: &str, record: Option<RecordConfig>) -> DaemonConfig {
         DaemonConfig {
             listen: listen.parse().unwrap(),
+            limits: ServerLimits::default(),
             record,
             metrics: MetricsOptions::default(),
             probes: ProbeOptions::default(),
@@ -240,6 +320,25 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn only_addresses_beyond_loopback_are_warned_about() {
+        for local in [
+            "127.0.0.1:9464",
+            "127.1.2.3:1",
+            "[::1]:9464",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert_eq!(exposure_warning(local.parse().unwrap()), None, "{local}");
+        }
+        for exposed in ["0.0.0.0:9464", "[::]:9464", "192.0.2.1:9464"] {
+            let warning = exposure_warning(exposed.parse().unwrap()).expect(exposed);
+            assert!(
+                warning.contains(exposed) && warning.contains("without authentication"),
+                "{warning}"
+            );
+        }
     }
 
     #[test]
