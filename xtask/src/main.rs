@@ -37,8 +37,13 @@ enum Command {
     /// Benchmarks, reported as ratios measured in one run (see docs/performance.md).
     Bench(bench::BenchArgs),
     /// Boot Debian's 6.1 and 6.12 kernels under QEMU and check vmap-trace's kprobe/fentry
-    /// probes, lock names and latencies in each (installs QEMU, downloads the kernels).
+    /// probes, lock names and latencies in each (installs QEMU, downloads the kernels through
+    /// a private apt configuration in target/vm/apt/). `--kernel matrix` boots the six-kernel
+    /// matrix (5.10 .. 7.x) instead.
     VmTest(vm::VmTestArgs),
+    /// Download and extract Debian kernels (vmlinuz, config, System.map) into
+    /// target/vm/kernels/ without booting them; `--kernel matrix` fetches all six of the matrix.
+    VmFetch(vm::VmFetchArgs),
     /// Everything CI runs: setup, stale-object check, build, unit and root integration tests,
     /// then `vm-test` on Debian 6.1 and 6.12.
     Test {
@@ -59,6 +64,7 @@ fn main() -> Result<()> {
         Command::Demo { seconds } => demo::run(seconds),
         Command::Bench(args) => bench::run(args),
         Command::VmTest(args) => vm::run(args),
+        Command::VmFetch(args) => vm::fetch(args),
         Command::Test { no_setup, no_vm } => test::run(no_setup, no_vm),
     }
 }

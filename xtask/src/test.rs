@@ -34,6 +34,7 @@ pub fn run(no_setup: bool, no_vm: bool) -> Result<()> {
             cpus: 4,
             timeout: 600,
             write_docs: false,
+            refresh_apt: false,
         })?;
     }
     Ok(())

@@ -202,10 +202,10 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         .as_str()
         .unwrap_or("?")
         .to_string();
-    let want_design = if series == KernelSeries::V6_1 {
-        "legacy"
-    } else {
+    let want_design = if series.node_sharded() {
         "node_sharded"
+    } else {
+        "legacy"
     };
     r.push(result("design detected", design == want_design, design));
 
@@ -266,7 +266,7 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
             format!("total {total}, per CPU (cpu, calls) {cpus:?}"),
         ));
     }
-    if series == KernelSeries::V6_12 {
+    if series.node_sharded() {
         for f in ["purge_vmap_node", "decay_va_pool_node"] {
             let n = function_count(&report, f);
             r.push(result(
@@ -335,10 +335,10 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
             )
         })
     };
-    let globals: &[&str] = if series == KernelSeries::V6_1 {
-        &["vmap_area_lock", "free_vmap_area_lock"]
-    } else {
+    let globals: &[&str] = if series.node_sharded() {
         &["free_vmap_area_lock"]
+    } else {
+        &["vmap_area_lock", "free_vmap_area_lock"]
     };
     for name in globals {
         let t = timing(&report, name);
@@ -348,7 +348,7 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
             describe(t),
         ));
     }
-    if series == KernelSeries::V6_12 {
+    if series.node_sharded() {
         let nodes: std::collections::BTreeSet<String> = report["profile"]["lock_timing"]
             .as_array()
             .into_iter()

@@ -80,67 +80,6 @@ pub fn build_initramfs(binary: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The newest image package of the series, from apt's lists (refreshed when empty).
-fn newest_package(series: KernelSeries) -> Result<String> {
-    let search = || -> Result<Vec<String>> {
-        let out = Command::new("apt-cache")
-            .args(["search", "--names-only", series.package_regex()])
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_string)
-            .collect())
-    };
-    let mut names = search()?;
-    if names.is_empty() {
-        run_checked(Command::new("apt-get").args(["update", "-q"]))?;
-        names = search()?;
-    }
-    names.sort_by_key(|n| version_key(n));
-    names.pop().ok_or_else(|| {
-        anyhow!(
-            "no Debian kernel package matches {}",
-            series.package_regex()
-        )
-    })
-}
-
-/// Numeric parts of a package name, for version ordering (6.1.0-9 < 6.1.0-56).
-fn version_key(name: &str) -> Vec<u64> {
-    name.split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap_or(0))
-        .collect()
-}
-
-/// Download (cached) and extract the kernel image.
-pub fn fetch_kernel(series: KernelSeries) -> Result<PathBuf> {
-    let pkg = newest_package(series)?;
-    let dir = vm_dir().join("kernels").join(&pkg);
-    let vmlinuz = dir.join("vmlinuz");
-    if vmlinuz.exists() {
-        return Ok(vmlinuz);
-    }
-    fs::create_dir_all(&dir)?;
-    eprintln!("vm-test: downloading {pkg}");
-    run_checked(
-        Command::new("apt-get")
-            .current_dir(&dir)
-            .args(["download", "-q", &pkg]),
-    )?;
-    let deb = fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| anyhow!("apt-get download left no .deb in {}", dir.display()))?;
-    run_checked(Command::new("sh").current_dir(&dir).arg("-c").arg(format!(
-        "dpkg-deb --fsys-tarfile '{}' | tar -x --wildcards './boot/vmlinuz-*' './boot/config-*' && mv boot/vmlinuz-* vmlinuz && mv boot/config-* config",
-        deb.display()
-    )))?;
-    fs::remove_file(&deb)?;
-    Ok(vmlinuz)
-}
-
 /// QEMU's TCG in one thread for all vCPUs. With the default multi-threaded TCG, probing the
 /// lock primitives (`record --lock-timing`) oopsed or froze Debian's 6.1 about once per 5-30
 /// attach/detach cycles (calls through NULL in the code being patched: `scheduler_tick` ->
@@ -324,16 +263,5 @@ mod tests {
             Some("record".to_string())
         );
         assert_eq!(super::running_section(""), None);
-    }
-
-    #[test]
-    fn orders_debian_kernel_versions() {
-        let mut v = vec![
-            "linux-image-6.1.0-9-amd64-unsigned",
-            "linux-image-6.1.0-56-amd64-unsigned",
-            "linux-image-6.1.0-10-amd64-unsigned",
-        ];
-        v.sort_by_key(|n| super::version_key(n));
-        assert_eq!(v.last().unwrap(), &"linux-image-6.1.0-56-amd64-unsigned");
     }
 }

@@ -1,8 +1,12 @@
 //! `cargo xtask vm-test`: boot Debian's 6.1 (legacy vmap design) and 6.12 (node-sharded)
 //! kernels under QEMU (TCG) with a static vmap-trace in the initramfs, run it for real with
 //! kprobes/fentry, and check the results read back from the serial console.
+//! `cargo xtask vm-fetch`: only download and extract kernels (vmlinuz, config, System.map),
+//! e.g. the whole matrix (`--kernel matrix`) for reading their symbols and configs.
+mod apt;
 mod checks;
 mod guest;
+mod kernels;
 mod matrix;
 
 use std::path::PathBuf;
@@ -11,38 +15,87 @@ use anyhow::{bail, Result};
 
 use crate::ebpf::workspace_root;
 
-/// Debian kernel series under test.
+/// Debian kernel series, each chosen from the private apt lists (apt.rs): bullseye, bookworm,
+/// trixie and sid, with their -updates and -security suites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelSeries {
+    /// Debian 11 bullseye's newest 5.10 (legacy design, no purge lock, no lock tracepoints).
+    #[value(name = "5.10")]
+    V5_10,
+    /// Bookworm's newest 6.1 (legacy design).
     #[value(name = "6.1")]
     V6_1,
+    /// The oldest 6.1 bookworm still serves (its verifier is older than the newest's).
+    #[value(name = "6.1-oldest")]
+    V6_1Oldest,
+    /// Bookworm's newest 6.12+deb12 backport (node-sharded design).
     #[value(name = "6.12")]
     V6_12,
+    /// Trixie's newest 6.12+deb13.
+    #[value(name = "6.12-deb13")]
+    V6_12Deb13,
+    /// Trixie's newest 6.12+deb13 PREEMPT_RT flavour (rt_mutex-based spinlocks).
+    #[value(name = "6.12-rt")]
+    V6_12Rt,
+    /// Sid's newest 7.x.
+    #[value(name = "7.x")]
+    V7,
+    /// What CI boots (`cargo xtask test`): 6.1 and 6.12. Kept to these two: every guest adds
+    /// minutes to CI.
     All,
+    /// The kernel matrix: 5.10, 6.1-oldest, 6.1, 6.12-deb13, 6.12-rt and 7.x.
+    Matrix,
 }
 
 impl KernelSeries {
     fn expand(self) -> Vec<KernelSeries> {
+        use KernelSeries::*;
         match self {
-            KernelSeries::All => vec![KernelSeries::V6_1, KernelSeries::V6_12],
+            All => vec![V6_1, V6_12],
+            Matrix => vec![V5_10, V6_1Oldest, V6_1, V6_12Deb13, V6_12Rt, V7],
             k => vec![k],
         }
     }
 
     pub fn label(self) -> &'static str {
         match self {
+            KernelSeries::V5_10 => "5.10",
             KernelSeries::V6_1 => "6.1",
+            KernelSeries::V6_1Oldest => "6.1-oldest",
             KernelSeries::V6_12 => "6.12",
+            KernelSeries::V6_12Deb13 => "6.12-deb13",
+            KernelSeries::V6_12Rt => "6.12-rt",
+            KernelSeries::V7 => "7.x",
             KernelSeries::All => "all",
+            KernelSeries::Matrix => "matrix",
         }
     }
 
-    /// Package name pattern (apt-cache search regex) of the newest image in the series.
-    fn package_regex(self) -> &'static str {
-        match self {
-            KernelSeries::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
-            KernelSeries::V6_12 => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$",
-            KernelSeries::All => unreachable!(),
+    /// The node-sharded vmap design (6.9+) rather than the legacy global locks.
+    pub fn node_sharded(self) -> bool {
+        use KernelSeries::*;
+        matches!(self, V6_12 | V6_12Deb13 | V6_12Rt | V7)
+    }
+
+    /// Which packages make up the series and which one to take.
+    fn spec(self) -> kernels::Spec {
+        use kernels::{Layout::*, Pick::*};
+        let (release_prefix, flavour, deb, pick, layout) = match self {
+            KernelSeries::V5_10 => ("5.10.0-", "-amd64", None, Newest, Image),
+            KernelSeries::V6_1 => ("6.1.0-", "-amd64", None, Newest, Image),
+            KernelSeries::V6_1Oldest => ("6.1.0-", "-amd64", None, Oldest, Image),
+            KernelSeries::V6_12 => ("6.12.", "-amd64", Some("deb12"), Newest, Image),
+            KernelSeries::V6_12Deb13 => ("6.12.", "-amd64", Some("deb13"), Newest, Image),
+            KernelSeries::V6_12Rt => ("6.12.", "-rt-amd64", Some("deb13"), Newest, Image),
+            KernelSeries::V7 => ("7.", "-amd64", None, Newest, Split),
+            KernelSeries::All | KernelSeries::Matrix => unreachable!("expand() first"),
+        };
+        kernels::Spec {
+            release_prefix,
+            flavour,
+            deb,
+            pick,
+            layout,
         }
     }
 }
@@ -61,6 +114,39 @@ pub struct VmTestArgs {
     /// Also regenerate docs/kernels.md from these runs (and this machine's `doctor`).
     #[arg(long)]
     pub write_docs: bool,
+    /// Refresh the private apt lists even if they are less than a day old.
+    #[arg(long)]
+    pub refresh_apt: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VmFetchArgs {
+    /// Which Debian kernel(s) to download.
+    #[arg(long, value_enum, default_value = "all")]
+    pub kernel: KernelSeries,
+    /// Refresh the private apt lists even if they are less than a day old.
+    #[arg(long)]
+    pub refresh_apt: bool,
+}
+
+/// The private apt state (target/vm/apt/), its lists refreshed when due.
+fn private_apt(refresh: bool) -> Result<apt::PrivateApt> {
+    apt::PrivateApt::prepare(vm_dir().join("apt"), refresh)
+}
+
+/// `cargo xtask vm-fetch`: choose, download and extract the kernels without booting them.
+pub fn fetch(args: VmFetchArgs) -> Result<()> {
+    let apt = private_apt(args.refresh_apt)?;
+    for series in args.kernel.expand() {
+        let kernel = kernels::fetch(series, &apt)?;
+        println!(
+            "{}: {}: {}",
+            series.label(),
+            kernel.package,
+            kernels::describe(&kernel)
+        );
+    }
+    Ok(())
 }
 
 /// This machine's own column: `doctor` only (no stress run here would show vmap locks).
@@ -121,13 +207,14 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     crate::setup::install_apt(&["qemu-system-x86", "busybox-static", "cpio", "gzip"])?;
     let binary = guest::build_static_binary()?;
     let initrd = guest::build_initramfs(&binary)?;
+    let apt = private_apt(args.refresh_apt)?;
     let mut failures = Vec::new();
     let mut runs = Vec::new();
     if args.write_docs {
         runs.push(local_run(&binary)?);
     }
     for series in args.kernel.expand() {
-        let kernel = guest::fetch_kernel(series)?;
+        let kernel = kernels::fetch(series, &apt)?.vmlinuz();
         let Some(serial) = boot_with_retries(series, &kernel, &initrd, &args)? else {
             failures.push(format!(
                 "{}: guest did not finish ({MAX_BOOTS} boots)",
