@@ -68,7 +68,10 @@ pub struct Member {
 }
 
 /// Files every fetched kernel has.
-pub const REQUIRED_FILES: &[&str] = &["vmlinuz", "config", "System.map"];
+pub const REQUIRED_FILES: &[&str] = &["vmlinuz", "config"];
+/// The real System.map: only in the -dbg package (0.8-1.2 GB to download), so fetched only
+/// when asked for (research on which functions and symbols a kernel has), not for vm-test.
+pub const SYSTEM_MAP: &str = "System.map";
 
 impl Spec {
     /// The package-name prefix to list (`apt-cache pkgnames`).
@@ -121,9 +124,9 @@ impl Spec {
         .map(|(_, n)| n.to_string())
     }
 
-    /// What to extract, and from which packages. System.map always comes from the -dbg
+    /// What to extract, and from which packages. System.map, when wanted, comes from the -dbg
     /// package: the image packages ship a one-line placeholder that says so.
-    pub fn members(&self, package: &str) -> Vec<Member> {
+    pub fn members(&self, package: &str, system_map: bool) -> Vec<Member> {
         let release = self.release(package).unwrap_or(package);
         let dbg = format!("linux-image-{release}-dbg");
         let member = |package: &str, pattern, file, required| Member {
@@ -148,12 +151,14 @@ impl Spec {
                 ]
             }
         };
-        members.push(member(
-            &dbg,
-            "./usr/lib/debug/*System.map*",
-            "System.map",
-            true,
-        ));
+        if system_map {
+            members.push(member(
+                &dbg,
+                "./usr/lib/debug/*System.map*",
+                SYSTEM_MAP,
+                true,
+            ));
+        }
         members
     }
 }
@@ -187,7 +192,7 @@ impl Kernel {
 }
 
 /// Choose the series' package from the private lists; download and extract what is missing.
-pub fn fetch(series: KernelSeries, apt: &PrivateApt) -> Result<Kernel> {
+pub fn fetch(series: KernelSeries, apt: &PrivateApt, system_map: bool) -> Result<Kernel> {
     let spec = series.spec();
     let names = apt.package_names(&spec.name_prefix())?;
     let package = spec.choose(&names).ok_or_else(|| {
@@ -200,7 +205,7 @@ pub fn fetch(series: KernelSeries, apt: &PrivateApt) -> Result<Kernel> {
     })?;
     let dir = vm_dir().join("kernels").join(&package);
     fs::create_dir_all(&dir)?;
-    let members = spec.members(&package);
+    let members = spec.members(&package, system_map);
     // Only missing required files trigger a download: a package without the optional
     // changelog must not be downloaded again on every run.
     let mut packages: Vec<&str> = Vec::new();
@@ -216,7 +221,9 @@ pub fn fetch(series: KernelSeries, apt: &PrivateApt) -> Result<Kernel> {
         let ours: Vec<&Member> = members.iter().filter(|m| m.package == pkg).collect();
         fetch_package(apt, pkg, &ours, &dir)?;
     }
-    check_system_map(&dir.join("System.map"))?;
+    if system_map {
+        check_system_map(&dir.join(SYSTEM_MAP))?;
+    }
     Ok(Kernel { package, dir })
 }
 
@@ -286,9 +293,15 @@ fn check_system_map(path: &Path) -> Result<()> {
 /// What `fetch` left where, and from which package versions, for messages.
 pub fn describe(kernel: &Kernel) -> String {
     let manifest = fs::read_to_string(kernel.dir.join("packages.txt")).unwrap_or_default();
+    let files: Vec<&str> = REQUIRED_FILES
+        .iter()
+        .chain([&SYSTEM_MAP])
+        .copied()
+        .filter(|f| kernel.dir.join(f).exists())
+        .collect();
     format!(
         "{} in {} (from: {})",
-        REQUIRED_FILES.join(", "),
+        files.join(", "),
         kernel.dir.display(),
         manifest.trim().replace('\n', "; ")
     )
@@ -423,12 +436,18 @@ mod tests {
             Some("6.1.0-47-amd64")
         );
         assert_eq!(image.name_prefix(), "linux-image-6.1.0-");
-        let m = image.members("linux-image-6.1.0-47-amd64-unsigned");
+        let m = image.members("linux-image-6.1.0-47-amd64-unsigned", true);
         assert_eq!(m[0].package, "linux-image-6.1.0-47-amd64-unsigned");
         assert_eq!(m.last().unwrap().package, "linux-image-6.1.0-47-amd64-dbg");
+        // Without System.map, no -dbg download (vm-test's case).
+        let lean = image.members("linux-image-6.1.0-47-amd64-unsigned", false);
+        assert!(
+            lean.iter().all(|x| !x.package.ends_with("-dbg")),
+            "{lean:?}"
+        );
         let split = KernelSeries::V7.spec();
         assert_eq!(split.name_prefix(), "linux-binary-unsigned-7.");
-        let m = split.members("linux-binary-unsigned-7.2.13+deb14-amd64");
+        let m = split.members("linux-binary-unsigned-7.2.13+deb14-amd64", true);
         let from = |file: &str| {
             m.iter()
                 .find(|x| x.file == file)
@@ -443,7 +462,7 @@ mod tests {
             from("System.map"),
             Some("linux-image-7.2.13+deb14-amd64-dbg")
         );
-        for file in REQUIRED_FILES {
+        for file in REQUIRED_FILES.iter().chain([&SYSTEM_MAP]) {
             assert!(m.iter().any(|x| x.file == *file && x.required), "{file}");
         }
     }

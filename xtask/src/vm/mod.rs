@@ -127,6 +127,10 @@ pub struct VmFetchArgs {
     /// Refresh the private apt lists even if they are less than a day old.
     #[arg(long)]
     pub refresh_apt: bool,
+    /// Also extract the real System.map, from the -dbg package (a 0.8-1.2 GB download each;
+    /// vm-test does not need it).
+    #[arg(long)]
+    pub system_map: bool,
 }
 
 /// The private apt state (target/vm/apt/), its lists refreshed when due.
@@ -138,7 +142,7 @@ fn private_apt(refresh: bool) -> Result<apt::PrivateApt> {
 pub fn fetch(args: VmFetchArgs) -> Result<()> {
     let apt = private_apt(args.refresh_apt)?;
     for series in args.kernel.expand() {
-        let kernel = kernels::fetch(series, &apt)?;
+        let kernel = kernels::fetch(series, &apt, args.system_map)?;
         println!(
             "{}: {}: {}",
             series.label(),
@@ -214,7 +218,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
         runs.push(local_run(&binary)?);
     }
     for series in args.kernel.expand() {
-        let kernel = kernels::fetch(series, &apt)?.vmlinuz();
+        let kernel = kernels::fetch(series, &apt, false)?.vmlinuz();
         let Some(serial) = boot_with_retries(series, &kernel, &initrd, &args)? else {
             failures.push(format!(
                 "{}: guest did not finish ({MAX_BOOTS} boots)",
