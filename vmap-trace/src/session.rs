@@ -164,7 +164,23 @@ impl TraceSession {
     }
 
     pub fn snapshot(&mut self) -> Result<Profile> {
-        let duration_ns = self.started.elapsed().as_nanos() as u64;
+        self.snapshot_after(self.started.elapsed())
+    }
+
+    /// The last snapshot: the programs are detached first, so the tables stop changing while
+    /// they are read (a live walk of an LRU table can meet keys inserted during the walk, more
+    /// than it holds at any one time). The recording ends when the detaching starts. A failed
+    /// detach still reads the maps: what was recorded is never dropped for it.
+    pub fn finish(mut self) -> Result<Profile> {
+        let duration = self.started.elapsed();
+        if let Err(e) = self.probes.detach_all() {
+            log::warn!("detaching before the final read failed ({e:#}); reading the maps live");
+        }
+        self.snapshot_after(duration)
+    }
+
+    fn snapshot_after(&mut self, duration: std::time::Duration) -> Result<Profile> {
+        let duration_ns = duration.as_nanos() as u64;
         let mut meta = self.meta.clone();
         meta.duration_ns = duration_ns;
         collect::read(

@@ -147,8 +147,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
     // The command may just have exited; its user stacks are symbolized while it is a zombie
     // at best, so resolve what is left before the final read.
     let _ = session.resolve_user_stacks();
-    let profile = session.snapshot()?;
-    drop(session); // detach before anything slow
+    let profile = session.finish()?; // detached before anything slow
     if let Some(mut c) = child {
         // We stopped first (duration or signal): don't leave the workload running.
         let _ = c.kill();

@@ -61,6 +61,27 @@ pub enum FlamegraphError {
     #[error("folded stacks, line {line_no}: expected `frame;frame;... COUNT`, got `{line}`")]
     BadFoldedLine { line_no: usize, line: String },
 
+    /// Not a `source`: the message already carries the io error, and `{:#}` would print it
+    /// twice.
     #[error("cannot render the flamegraph: {0}")]
-    Render(#[from] io::Error),
+    Render(io::Error),
+}
+
+impl From<io::Error> for FlamegraphError {
+    fn from(e: io::Error) -> Self {
+        FlamegraphError::Render(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_render_error_names_its_io_error_once() {
+        let e: anyhow::Error =
+            FlamegraphError::from(io::Error::from_raw_os_error(libc::ENOSPC)).into();
+        let text = format!("{e:#}");
+        assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+    }
 }
