@@ -9,6 +9,7 @@ pub mod collect;
 pub mod commands;
 pub mod daemon;
 pub mod flamegraph;
+pub mod input;
 pub mod kernel;
 pub mod model;
 pub mod probe;

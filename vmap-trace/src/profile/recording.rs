@@ -23,11 +23,9 @@ pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
-    #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// Not a readable regular file of a sane size (see `crate::input`).
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("{path}: not a vmap-trace recording (it does not start with the vmap-trace header)")]
     Foreign { path: String },
     #[error("{path}: recording header is damaged: {detail}")]
@@ -118,12 +116,8 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<Profile, RecordingError> {
 }
 
 pub fn load(path: &Path) -> Result<Profile, RecordingError> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| RecordingError::Io {
-        path: name.clone(),
-        source,
-    })?;
-    decode(&bytes, &name)
+    let bytes = crate::input::read(path, crate::input::RECORDING)?;
+    decode(&bytes, &path.display().to_string())
 }
 
 /// Write atomically: temporary file in the same directory, fsync, rename.
