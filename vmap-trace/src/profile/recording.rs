@@ -32,11 +32,22 @@ pub enum RecordingError {
     BadHeader { path: String, detail: String },
     #[error("{path}: recording format {found} is newer than this vmap-trace reads (up to {FORMAT_VERSION}); upgrade vmap-trace")]
     TooNew { path: String, found: u32 },
+    /// Formats are numbered from 1: no vmap-trace ever wrote format 0.
+    #[error("{path}: recording header is damaged: format 0 does not exist (formats start at 1)")]
+    FormatZero { path: String },
     #[error("{path}: recording is truncated: header promises {expected} bytes of data, file has {actual}")]
     Truncated {
         path: String,
         expected: u64,
         actual: u64,
+    },
+    /// More bytes than the header promises: two recordings concatenated, or data appended.
+    /// Reading only the promised part would silently report on part of the file.
+    #[error("{path}: recording has {extra} bytes after the {length} bytes of data its header promises (two recordings concatenated?); a file holds one recording")]
+    TrailingData {
+        path: String,
+        length: u64,
+        extra: u64,
     },
     #[error("{path}: recording is corrupt: checksum mismatch (expected {expected:#010x}, computed {actual:#010x})")]
     Checksum {
@@ -92,15 +103,25 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<Profile, RecordingError> {
             found: header.format,
         });
     }
+    if header.format == 0 {
+        return Err(RecordingError::FormatZero { path: p() });
+    }
     let body = &rest[nl + 1..];
-    if (body.len() as u64) < header.length {
+    let actual = body.len() as u64;
+    if actual < header.length {
         return Err(RecordingError::Truncated {
             path: p(),
             expected: header.length,
-            actual: body.len() as u64,
+            actual,
         });
     }
-    let body = &body[..header.length as usize];
+    if actual > header.length {
+        return Err(RecordingError::TrailingData {
+            path: p(),
+            length: header.length,
+            extra: actual - header.length,
+        });
+    }
     let actual = crc32fast::hash(body);
     if actual != header.crc32 {
         return Err(RecordingError::Checksum {
@@ -176,5 +197,38 @@ mod tests {
             decode(&bytes[..MAGIC.len() + 3], "f"),
             Err(RecordingError::BadHeader { .. })
         ));
+    }
+
+    #[test]
+    fn rejects_concatenated_recordings_and_trailing_bytes() {
+        let one = encode(&sample_profile());
+        let two = [one.clone(), one.clone()].concat();
+        let err = decode(&two, "f").unwrap_err();
+        assert!(
+            matches!(err, RecordingError::TrailingData { extra, .. } if extra == one.len() as u64),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("two recordings concatenated"),
+            "{err}"
+        );
+        let mut newline = one.clone();
+        newline.push(b'\n');
+        assert!(matches!(
+            decode(&newline, "f"),
+            Err(RecordingError::TrailingData { extra: 1, .. })
+        ));
+        assert!(decode(&one, "f").is_ok());
+    }
+
+    #[test]
+    fn rejects_format_zero() {
+        let bytes = encode(&sample_profile());
+        let zero = String::from_utf8(bytes)
+            .unwrap()
+            .replacen("\"format\":1", "\"format\":0", 1);
+        let err = decode(zero.as_bytes(), "f").unwrap_err();
+        assert!(matches!(err, RecordingError::FormatZero { .. }), "{err}");
+        assert!(err.to_string().contains("format 0 does not exist"), "{err}");
     }
 }
