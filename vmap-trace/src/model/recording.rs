@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{Design, MeasuredWorkload};
-use crate::profile::{AllocatorDesign, Log2Histogram, Profile};
+use crate::profile::sums::saturating_sum;
+use crate::profile::{AllocatorDesign, Log2Histogram, Profile, WaitHistogram};
 
 /// What a recording (or a window of one) measured, as the model takes it, or why it cannot.
 pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, String> {
@@ -38,8 +39,9 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
     };
     let cpus = m.cpus.max(1);
     let per_cpu = &ops.allocs_per_cpu;
-    let per_cpu_alloc_share = if per_cpu.len() <= cpus as usize && per_cpu.iter().sum::<u64>() > 0 {
-        let total = per_cpu.iter().sum::<u64>() as f64;
+    let per_cpu_total = saturating_sum(per_cpu.iter().copied());
+    let per_cpu_alloc_share = if per_cpu.len() <= cpus as usize && per_cpu_total > 0 {
+        let total = per_cpu_total as f64;
         per_cpu.iter().map(|&n| n as f64 / total).collect()
     } else {
         Vec::new()
@@ -56,12 +58,8 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
     let mut waits: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for t in &window.lock_timing {
         let name = model_lock_name(&t.name);
-        let h = holds.entry(name.clone()).or_default();
-        h.0 += t.hold.count;
-        h.1 += t.hold.total_ns;
-        let w = waits.entry(name).or_default();
-        w.0 += t.wait.count;
-        w.1 += t.wait.total_ns;
+        add_to(holds.entry(name.clone()).or_default(), &t.hold);
+        add_to(waits.entry(name).or_default(), &t.wait);
     }
     Ok(MeasuredWorkload {
         design,
@@ -97,6 +95,13 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
             )
             .collect(),
     })
+}
+
+/// Add one lock's (count, total) to a per-class sum, saturating (in-memory windows are not
+/// checked as recordings are: `profile::sums`).
+fn add_to(sum: &mut (u64, u64), w: &WaitHistogram) {
+    sum.0 = sum.0.saturating_add(w.count);
+    sum.1 = sum.1.saturating_add(w.total_ns);
 }
 
 /// `vmap_node[3].busy.lock` -> `vmap_node.busy.lock`; global locks keep their names.

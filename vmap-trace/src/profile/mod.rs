@@ -6,6 +6,7 @@
 pub mod attribution;
 pub mod histogram;
 pub mod recording;
+pub mod sums;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,7 +172,7 @@ impl StackSampling {
 
     /// Contentions seen by the sampler.
     pub fn seen(&self) -> u64 {
-        self.captured + self.skipped
+        self.captured.saturating_add(self.skipped)
     }
 
     /// One stack captured in this many contentions.
@@ -359,11 +360,13 @@ pub struct Losses {
 impl Losses {
     /// Contention events lost from some table (not counting task evictions).
     pub fn total(&self) -> u64 {
-        self.inflight_full
-            + self.lock_map_full
-            + self.stack_capture_failed
-            + self.stack_keys_full
-            + self.calls_inflight_full
+        sums::saturating_sum([
+            self.inflight_full,
+            self.lock_map_full,
+            self.stack_capture_failed,
+            self.stack_keys_full,
+            self.calls_inflight_full,
+        ])
     }
 
     /// Human-readable lines for every non-zero counter.
@@ -412,7 +415,11 @@ impl Losses {
     /// Whether some table evicted entries: per-lock or per-stack rows may then not add up to
     /// the per-CPU totals, though no event was lost outright.
     pub fn evicted(&self) -> bool {
-        self.tasks_evicted + self.lock_keys_evicted + self.stack_keys_evicted > 0
+        sums::saturating_sum([
+            self.tasks_evicted,
+            self.lock_keys_evicted,
+            self.stack_keys_evicted,
+        ]) > 0
     }
 }
 
@@ -523,8 +530,8 @@ impl Profile {
                     sites.last_mut().unwrap()
                 }
             };
-            site.count += s.count;
-            site.total_ns += s.total_ns;
+            site.count = site.count.saturating_add(s.count);
+            site.total_ns = site.total_ns.saturating_add(s.total_ns);
             site.max_ns = site.max_ns.max(s.max_ns);
         }
         sites.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
@@ -538,16 +545,16 @@ impl Profile {
             .locks
             .iter()
             .map(|l| {
-                let vmap_ns: u64 = self
-                    .stacks
-                    .iter()
-                    .filter(|s| {
-                        s.lock_addr == l.lock_addr
-                            && s.flags == l.flags
-                            && s.attribution.class == LockClass::Vmap
-                    })
-                    .map(|s| s.total_ns)
-                    .sum();
+                let vmap_ns = sums::saturating_sum(
+                    self.stacks
+                        .iter()
+                        .filter(|s| {
+                            s.lock_addr == l.lock_addr
+                                && s.flags == l.flags
+                                && s.attribution.class == LockClass::Vmap
+                        })
+                        .map(|s| s.total_ns),
+                );
                 (l.clone(), l.wait.total_ns.saturating_sub(vmap_ns))
             })
             .filter(|(_, other_ns)| *other_ns > 0)
@@ -566,11 +573,12 @@ impl Profile {
 
     /// Total wait through vmap stacks.
     pub fn vmap_wait_ns(&self) -> u64 {
-        self.stacks
-            .iter()
-            .filter(|s| s.attribution.class == LockClass::Vmap)
-            .map(|s| s.total_ns)
-            .sum()
+        sums::saturating_sum(
+            self.stacks
+                .iter()
+                .filter(|s| s.attribution.class == LockClass::Vmap)
+                .map(|s| s.total_ns),
+        )
     }
 }
 

@@ -57,6 +57,9 @@ pub enum RecordingError {
     },
     #[error("{path}: recording is corrupt: {detail}")]
     Body { path: String, detail: String },
+    /// Well-formed, but with figures no recording can hold (see `profile::sums`).
+    #[error("{path}: recording is corrupt: {detail}")]
+    Implausible { path: String, detail: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,11 +70,16 @@ struct Header {
 }
 
 pub fn encode(profile: &Profile) -> Vec<u8> {
-    let body = serde_json::to_vec(profile).expect("a Profile always serializes");
+    seal(&serde_json::to_vec(profile).expect("a Profile always serializes"))
+}
+
+/// A recording of `body` (a Profile as JSON, or anything a test wants `decode` to reach):
+/// magic, then a current-format header with its length and checksum.
+pub fn seal(body: &[u8]) -> Vec<u8> {
     let header = Header {
         format: FORMAT_VERSION,
         length: body.len() as u64,
-        crc32: crc32fast::hash(&body),
+        crc32: crc32fast::hash(body),
     };
     let mut out = MAGIC.to_vec();
     out.extend(serde_json::to_vec(&header).expect("header serializes"));
@@ -130,10 +138,13 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<Profile, RecordingError> {
             actual,
         });
     }
-    serde_json::from_slice(body).map_err(|e| RecordingError::Body {
+    let profile: Profile = serde_json::from_slice(body).map_err(|e| RecordingError::Body {
         path: p(),
         detail: e.to_string(),
-    })
+    })?;
+    super::sums::check(&profile)
+        .map_err(|detail| RecordingError::Implausible { path: p(), detail })?;
+    Ok(profile)
 }
 
 pub fn load(path: &Path) -> Result<Profile, RecordingError> {
@@ -219,6 +230,36 @@ mod tests {
             Err(RecordingError::TrailingData { extra: 1, .. })
         ));
         assert!(decode(&one, "f").is_ok());
+    }
+
+    /// `profile` with its body edited as JSON, sealed again (length and checksum).
+    fn reencoded(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v = serde_json::to_value(sample_profile()).unwrap();
+        edit(&mut v);
+        seal(&serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn rejects_counters_that_cannot_be_added_up() {
+        let bytes = reencoded(|v| {
+            v["stacks"][0]["total_ns"] = u64::MAX.into();
+        });
+        let err = decode(&bytes, "f").unwrap_err();
+        assert!(matches!(err, RecordingError::Implausible { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "f: recording is corrupt: stacks' wait totals add up to more than 2^64"
+        );
+    }
+
+    #[test]
+    fn rejects_a_histogram_with_more_buckets_than_bits() {
+        let bytes = reencoded(|v| {
+            v["ops"]["size_pages"]["buckets"] = vec![1u64; 65].into();
+        });
+        let err = decode(&bytes, "f").unwrap_err();
+        assert!(matches!(err, RecordingError::Body { .. }), "{err}");
+        assert!(err.to_string().contains("has 65 buckets"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! instead of evaluating them as formulas.
 use std::borrow::Cow;
 
+use crate::profile::sums::saturating_sum;
 use crate::profile::{lock_kind, LockClass, Profile};
 
 use super::per_second;
@@ -243,16 +244,16 @@ fn locks(p: &Profile, name: &'static str) -> String {
     let mut locks: Vec<_> = p.locks.iter().collect();
     locks.sort_by_key(|l| std::cmp::Reverse(l.wait.total_ns));
     for l in locks {
-        let vmap_ns: u64 = p
-            .stacks
-            .iter()
-            .filter(|s| {
-                s.lock_addr == l.lock_addr
-                    && s.flags == l.flags
-                    && s.attribution.class == LockClass::Vmap
-            })
-            .map(|s| s.total_ns)
-            .sum();
+        let vmap_ns = saturating_sum(
+            p.stacks
+                .iter()
+                .filter(|s| {
+                    s.lock_addr == l.lock_addr
+                        && s.flags == l.flags
+                        && s.attribution.class == LockClass::Vmap
+                })
+                .map(|s| s.total_ns),
+        );
         w.row(&[
             Cell::opt_text(l.name.as_deref()),
             hex(l.lock_addr),
