@@ -593,6 +593,11 @@ impl Profile {
             // max at or past it (and past every lower bound) is the site's max.
             let threshold = vmap_trace_common::STACK_SAMPLE_ALWAYS_NS;
             site.estimated &= exact < threshold.max(bound);
+            // Rows at least their own means still leave the site below its mean when a row
+            // has wait but no count (only a damaged recording has one): hold the site to it.
+            let whole = ShownMax::of(site.count, site.total_ns, site.max_ns, false);
+            site.max_ns = whole.ns;
+            site.estimated |= whole.estimated;
         }
         sites.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
         sites
@@ -937,6 +942,18 @@ pub(crate) mod tests {
         let site = &p.vmap_call_sites()[0];
         assert_eq!(site.count, 12);
         assert_eq!((site.max_ns, site.estimated), (70_000, false));
+    }
+
+    #[test]
+    fn a_site_is_never_below_its_mean_even_with_a_row_of_no_count() {
+        // Fuzz case 8737: a stack of the site with count 0 but wait time.
+        let mut p = sample_profile();
+        let mut empty = p.stacks[0].clone();
+        (empty.count, empty.total_ns, empty.max_ns) = (0, 500_000, 0);
+        p.stacks.push(empty);
+        let site = &p.vmap_call_sites()[0];
+        assert_eq!((site.count, site.total_ns), (10, 550_000));
+        assert_eq!((site.max_ns, site.estimated), (55_000, true));
     }
 
     #[test]
