@@ -262,6 +262,30 @@ mod tests {
         assert!(err.to_string().contains("has 65 buckets"), "{err}");
     }
 
+    /// The recordings tests/fuzz_recording.rs mutates, kept in step with the profiles they
+    /// encode; `VMAP_TRACE_WRITE_FIXTURES=1` rewrites them after a change of `Profile`.
+    #[test]
+    fn fixtures_hold_the_test_profiles() {
+        use crate::profile::tests::rich_profile;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (name, profile) in [
+            ("sample.rec", sample_profile()),
+            ("rich.rec", rich_profile()),
+        ] {
+            let path = dir.join(name);
+            if std::env::var_os("VMAP_TRACE_WRITE_FIXTURES").is_some() {
+                save(&profile, &path).unwrap();
+            }
+            let stored = load(&path).unwrap_or_else(|e| {
+                panic!("{e}: run with VMAP_TRACE_WRITE_FIXTURES=1 to write it")
+            });
+            assert!(
+                stored == profile,
+                "{name} is stale: run with VMAP_TRACE_WRITE_FIXTURES=1"
+            );
+        }
+    }
+
     #[test]
     fn rejects_format_zero() {
         let bytes = encode(&sample_profile());
