@@ -129,6 +129,12 @@ impl WaitHistogram {
         self.hist.quantile_upper(0.99).map(|v| v.min(self.max_ns))
     }
 
+    /// The max as views show it: measured, raised to the mean where a racing kernel update
+    /// left it below (`ShownMax`).
+    pub fn shown_max(&self) -> super::ShownMax {
+        super::ShownMax::of(self.count, self.total_ns, self.max_ns, false)
+    }
+
     pub fn add(&mut self, other: &WaitHistogram) {
         self.count = self.count.saturating_add(other.count);
         self.total_ns = self.total_ns.saturating_add(other.total_ns);

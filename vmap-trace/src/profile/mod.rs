@@ -332,6 +332,13 @@ pub struct CpuWait {
     pub max_ns: u64,
 }
 
+impl CpuWait {
+    /// The max as views show it (see `WaitHistogram::shown_max`).
+    pub fn shown_max(&self) -> ShownMax {
+        ShownMax::of(self.count, self.total_ns, self.max_ns, false)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskWaitSummary {
     pub tid: u32,
@@ -340,6 +347,13 @@ pub struct TaskWaitSummary {
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+}
+
+impl TaskWaitSummary {
+    /// The max as views show it (see `WaitHistogram::shown_max`).
+    pub fn shown_max(&self) -> ShownMax {
+        ShownMax::of(self.count, self.total_ns, self.max_ns, false)
+    }
 }
 
 /// Latency of one vmap function, entry to return (fentry/fexit or kprobe/kretprobe).

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use crate::profile::sums::saturating_sum;
-use crate::profile::{lock_kind, LockClass, Profile, ShownMax, WaitHistogram};
+use crate::profile::{lock_kind, LockClass, Profile, WaitHistogram};
 
 use super::per_second;
 
@@ -264,10 +264,10 @@ fn locks(p: &Profile, name: &'static str) -> String {
             Cell::Int(l.wait.total_ns),
             Cell::opt_float(l.wait.mean_ns()),
             Cell::opt_int(l.wait.p99_ns()),
-            Cell::Int(wait_max(&l.wait).ns),
+            Cell::Int(l.wait.shown_max().ns),
             Cell::Int(vmap_ns),
             Cell::Int(l.wait.total_ns.saturating_sub(vmap_ns)),
-            Cell::Bool(wait_max(&l.wait).estimated),
+            Cell::Bool(l.wait.shown_max().estimated),
         ]);
     }
     w.finish()
@@ -395,7 +395,7 @@ fn cpus(p: &Profile, name: &'static str) -> String {
             .get(c.cpu as usize)
             .copied()
             .unwrap_or(0);
-        let max = ShownMax::of(c.count, c.total_ns, c.max_ns, false);
+        let max = c.shown_max();
         w.row(&[
             Cell::Int(c.cpu as u64),
             Cell::Int(c.count),
@@ -422,7 +422,7 @@ fn tasks(p: &Profile, name: &'static str) -> String {
         ],
     );
     for t in &p.tasks {
-        let max = ShownMax::of(t.count, t.total_ns, t.max_ns, false);
+        let max = t.shown_max();
         w.row(&[
             Cell::Int(t.tid as u64),
             Cell::Int(t.tgid as u64),
@@ -484,7 +484,7 @@ fn function_cpus(p: &Profile, name: &'static str) -> String {
 
 /// `calls,total_ns,mean_ns,p99_le_ns,max_ns,max_estimated` of one latency histogram.
 fn latency_cells(l: &WaitHistogram) -> [Cell; 6] {
-    let max = wait_max(l);
+    let max = l.shown_max();
     [
         Cell::Int(l.count),
         Cell::Int(l.total_ns),
@@ -493,11 +493,6 @@ fn latency_cells(l: &WaitHistogram) -> [Cell; 6] {
         Cell::Int(max.ns),
         Cell::Bool(max.estimated),
     ]
-}
-
-/// A histogram's max as shown: measured, so estimated only where it was below the mean.
-fn wait_max(w: &WaitHistogram) -> ShownMax {
-    ShownMax::of(w.count, w.total_ns, w.max_ns, false)
 }
 
 fn lock_timing(p: &Profile, name: &'static str) -> String {
@@ -527,13 +522,13 @@ fn lock_timing(p: &Profile, name: &'static str) -> String {
             Cell::Int(t.wait.total_ns),
             Cell::opt_float(t.wait.mean_ns()),
             Cell::opt_int(t.wait.p99_ns()),
-            Cell::Int(wait_max(&t.wait).ns),
+            Cell::Int(t.wait.shown_max().ns),
             Cell::Int(t.hold.total_ns),
             Cell::opt_float(t.hold.mean_ns()),
             Cell::opt_int(t.hold.p99_ns()),
-            Cell::Int(wait_max(&t.hold).ns),
-            Cell::Bool(wait_max(&t.wait).estimated),
-            Cell::Bool(wait_max(&t.hold).estimated),
+            Cell::Int(t.hold.shown_max().ns),
+            Cell::Bool(t.wait.shown_max().estimated),
+            Cell::Bool(t.hold.shown_max().estimated),
         ]);
     }
     w.finish()

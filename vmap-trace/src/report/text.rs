@@ -5,7 +5,7 @@ use super::{
     format_max, format_ns, lock_label, per_second, ReportOptions, ESTIMATED_MAX_NOTE,
     RAISED_MAX_NOTE,
 };
-use crate::profile::{Log2Histogram, Profile, ShownMax, WaitHistogram};
+use crate::profile::{Log2Histogram, Profile, ShownMax};
 
 pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     let mut o = String::new();
@@ -165,7 +165,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                     .p99_ns()
                     .map(|v| format_ns(v as f64))
                     .unwrap_or_default(),
-                format_max(wait_max(&f.latency))
+                format_max(f.latency.shown_max())
             );
             if f.per_cpu.len() > 1 {
                 let _ = writeln!(o, "  per CPU: {}", per_cpu_line(&f.per_cpu));
@@ -174,7 +174,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                 let _ = writeln!(o, "  note: {why}");
             }
         }
-        raised_note(&mut o, p.functions.iter().map(|f| wait_max(&f.latency)));
+        raised_note(&mut o, p.functions.iter().map(|f| f.latency.shown_max()));
     }
     let missing: Vec<&str> = m
         .hooks
@@ -259,14 +259,14 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                     .p99_ns()
                     .map(|v| format_ns(v as f64))
                     .unwrap_or_default(),
-                format_max(wait_max(&l.wait))
+                format_max(l.wait.shown_max())
             );
         }
         if others.len() > opts.top {
             let _ = writeln!(o, "... {} more locks", others.len() - opts.top);
         }
         let shown = others.iter().take(opts.top);
-        raised_note(&mut o, shown.map(|(l, _)| wait_max(&l.wait)));
+        raised_note(&mut o, shown.map(|(l, _)| l.wait.shown_max()));
     }
 
     // 4. per CPU
@@ -304,15 +304,11 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
             t.comm,
             t.count,
             format_ns(t.total_ns as f64),
-            format_max(task_max(t))
+            format_max(t.shown_max())
         );
     }
-    raised_note(&mut o, p.tasks.iter().take(opts.top).map(task_max));
+    raised_note(&mut o, p.tasks.iter().take(opts.top).map(|t| t.shown_max()));
     o
-}
-
-fn task_max(t: &crate::profile::TaskWaitSummary) -> ShownMax {
-    ShownMax::of(t.count, t.total_ns, t.max_ns, false)
 }
 
 /// Explain `>=` under a table that printed one (rows other than stacks: see RAISED_MAX_NOTE).
@@ -320,11 +316,6 @@ fn raised_note(o: &mut String, mut maxima: impl Iterator<Item = ShownMax>) {
     if maxima.any(|m| m.estimated) {
         let _ = writeln!(o, "{RAISED_MAX_NOTE}");
     }
-}
-
-/// A histogram's max as shown: measured, so estimated only where it was below the mean.
-fn wait_max(w: &WaitHistogram) -> ShownMax {
-    ShownMax::of(w.count, w.total_ns, w.max_ns, false)
 }
 
 /// `cpu0 1500 x 2.0us, cpu1 500 x 2.0us, ...` (calls x mean), busiest first; long lists are cut.
