@@ -10,6 +10,7 @@ pub mod commands;
 pub mod daemon;
 pub mod escape;
 pub mod flamegraph;
+pub mod input;
 pub mod kernel;
 pub mod model;
 pub mod output;

@@ -477,7 +477,7 @@ fn csv_tables_are_versioned_and_complete() {
     let mut lines = locks.lines();
     assert_eq!(
         lines.next(),
-        Some("schema,table,lock_name,lock_addr,lock_kind,flags,count,total_ns,mean_ns,p99_le_ns,max_ns,vmap_wait_ns,other_wait_ns")
+        Some("schema,table,lock_name,lock_addr,lock_kind,flags,count,total_ns,mean_ns,p99_le_ns,max_ns,vmap_wait_ns,other_wait_ns,max_estimated")
     );
     assert!(lines.next().unwrap().starts_with(
         "vmap-trace-csv/1,locks,vmap_area_lock,0xffffffff82001000,spinlock,1,100,2000000,"

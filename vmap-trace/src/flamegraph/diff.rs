@@ -9,6 +9,7 @@
 //! recording ran longer or under more load.
 use std::io::{self, Write};
 
+use crate::profile::sums::saturating_sum;
 use crate::profile::Profile;
 
 use super::error::FlamegraphError;
@@ -63,11 +64,11 @@ pub struct DiffFolded {
 
 impl DiffFolded {
     pub fn total_first(&self) -> u64 {
-        self.lines.iter().map(|l| l.first).sum()
+        saturating_sum(self.lines.iter().map(|l| l.first))
     }
 
     pub fn total_second(&self) -> u64 {
-        self.lines.iter().map(|l| l.second).sum()
+        saturating_sum(self.lines.iter().map(|l| l.second))
     }
 
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<()> {

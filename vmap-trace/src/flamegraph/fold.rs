@@ -9,6 +9,7 @@ use std::io::{self, Write};
 
 use crate::escape;
 use crate::profile::attribution::canonical_function;
+use crate::profile::sums::saturating_sum;
 use crate::profile::{LockClass, Profile};
 
 use super::error::FlamegraphError;
@@ -42,7 +43,7 @@ impl Folded {
     /// Add `weight` to `stack` (`;`-separated, outermost first).
     pub fn add(&mut self, stack: &str, weight: u64) {
         match self.stacks.get_mut(stack) {
-            Some(w) => *w += weight,
+            Some(w) => *w = w.saturating_add(weight),
             None => {
                 self.stacks.insert(stack.to_string(), weight);
             }
@@ -50,7 +51,7 @@ impl Folded {
     }
 
     pub fn total(&self) -> u64 {
-        self.stacks.values().sum()
+        saturating_sum(self.stacks.values().copied())
     }
 
     /// Number of distinct stacks.

@@ -191,8 +191,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             Some(measured)
         }
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = read_model_input(path)?;
             Some(
                 MeasuredWorkload::from_json(&text)
                     .with_context(|| format!("in {}", path.display()))?,
@@ -292,8 +291,7 @@ fn load_params(path: Option<&Path>) -> anyhow::Result<ModelParams> {
     let Some(path) = path else {
         return Ok(ModelParams::default());
     };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = read_model_input(path)?;
     ModelParams::from_toml_str(&text).with_context(|| format!("in {}", path.display()))
 }
 
@@ -309,9 +307,13 @@ fn load_workload(spec: &str) -> anyhow::Result<Workload> {
             names.join(", ")
         );
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = read_model_input(path)?;
     Workload::from_toml_str(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// A TOML or JSON file of the model's, through the CLI's checked reader.
+fn read_model_input(path: &Path) -> anyhow::Result<String> {
+    Ok(crate::input::read_text(path, crate::input::MODEL_INPUT)?)
 }
 
 #[cfg(test)]

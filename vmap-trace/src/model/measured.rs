@@ -117,8 +117,6 @@ pub struct ComparisonReport {
 
 /// Shortest recording whose rates the model takes (`record` itself polls every 100 ms).
 pub const MIN_DURATION_S: f64 = 1e-3;
-/// A vmalloc costs at least hundreds of ns on one CPU; 4096 CPUs cannot do more than this.
-pub const MAX_ALLOCS_PER_S: f64 = 1e10;
 /// Allocations a simulated run needs for its figures to mean anything; a light load gets a
 /// longer simulated run (cheap: few events), up to [`MAX_SIMULATED_MS`].
 const MIN_SIMULATED_ALLOCS: f64 = 100.0;
@@ -142,6 +140,20 @@ fn run_config_for(allocs_per_s: f64, cfg: &RunConfig) -> anyhow::Result<RunConfi
         ..cfg.clone()
     })
 }
+
+/// A vmap lock held this long on average would stall the machine (a spinlock for a second is
+/// a soft lockup): calibrating on it would scale every cost beyond what the model can run.
+pub const MAX_MEAN_HOLD_NS: f64 = 1e9;
+
+/// How far measured lock holds may be from the model's for a calibration on them: machines
+/// differ by a few times, not by orders of magnitude, and a cost scale far off makes every
+/// simulated operation last seconds.
+const MAX_HOLD_RATIO: f64 = 1e3;
+
+/// Allocations per second and CPU past which a measurement cannot be real: a vmalloc takes
+/// microseconds, so a CPU making nothing else makes about a million a second. Simulating an
+/// impossible rate would only burn time (the model runs every one of them).
+pub const MAX_ALLOCS_PER_CPU_S: f64 = 1e7;
 
 impl MeasuredWorkload {
     /// Read a MeasuredWorkload JSON document.
@@ -167,11 +179,12 @@ impl MeasuredWorkload {
             self.allocs_per_s.is_finite() && self.allocs_per_s > 0.0,
             "allocs_per_s must be > 0"
         );
+        let per_cpu = self.allocs_per_s / self.cpus as f64;
         ensure!(
-            self.allocs_per_s <= MAX_ALLOCS_PER_S,
-            "{:.3e} allocations/s is beyond any machine (the model accepts up to {MAX_ALLOCS_PER_S:e}): \
-             is the recording damaged?",
-            self.allocs_per_s
+            per_cpu <= MAX_ALLOCS_PER_CPU_S,
+            "{:.3e} allocations/s per CPU is more than a CPU can make (at most {MAX_ALLOCS_PER_CPU_S:.0e}: \
+             each takes well over 100 ns); the recording or file is corrupt",
+            per_cpu
         );
         ensure!(
             self.frees_per_s.is_finite() && self.frees_per_s >= 0.0,
@@ -185,6 +198,14 @@ impl MeasuredWorkload {
             self.per_cpu_alloc_share.len() <= self.cpus as usize,
             "per_cpu_alloc_share has more entries than CPUs"
         );
+        for h in &self.lock_holds {
+            ensure!(
+                h.mean_ns.is_finite() && h.mean_ns > 0.0 && h.mean_ns <= MAX_MEAN_HOLD_NS,
+                "{}: a mean hold of {} ns is not a real one (0 to {MAX_MEAN_HOLD_NS:.0e} ns); the recording or file is corrupt",
+                h.lock,
+                h.mean_ns
+            );
+        }
         Ok(())
     }
 
@@ -276,7 +297,13 @@ fn calibrate(
             })
             .collect();
         if !ratios.is_empty() {
-            let scale = base.cost_scale * ratios.iter().sum::<f64>() / ratios.len() as f64;
+            let ratio = ratios.iter().sum::<f64>() / ratios.len() as f64;
+            ensure!(
+                (1.0 / MAX_HOLD_RATIO..=MAX_HOLD_RATIO).contains(&ratio),
+                "the measured lock holds are {ratio:.3e} times the model's: no machine is that much \
+                 faster or slower, so the model cannot calibrate on them"
+            );
+            let scale = base.cost_scale * ratio;
             return Ok((
                 scale,
                 format!(

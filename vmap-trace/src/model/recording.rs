@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{Design, MeasuredWorkload};
-use crate::profile::{AllocatorDesign, Log2Histogram, Profile};
+use crate::profile::sums::saturating_sum;
+use crate::profile::{AllocatorDesign, Log2Histogram, Profile, WaitHistogram};
 
 /// What a recording (or a window of one) measured, as the model takes it, or why it cannot.
 pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, String> {
@@ -38,8 +39,17 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
     };
     let cpus = m.cpus.max(1);
     let per_cpu = &ops.allocs_per_cpu;
-    let per_cpu_alloc_share = if per_cpu.len() <= cpus as usize && per_cpu.iter().sum::<u64>() > 0 {
-        let total = per_cpu.iter().sum::<u64>() as f64;
+    let per_cpu_total = saturating_sum(per_cpu.iter().copied());
+    // Both come from the same per-CPU counters: a breakdown that does not add up to the total
+    // is damage, and its shares could leave a CPU with a rate next to nothing.
+    if per_cpu_total > 0 && per_cpu_total != ops.allocs {
+        return Err(format!(
+            "its allocations per CPU add up to {per_cpu_total}, not to its {} allocations (corrupt)",
+            ops.allocs
+        ));
+    }
+    let per_cpu_alloc_share = if per_cpu.len() <= cpus as usize && per_cpu_total > 0 {
+        let total = per_cpu_total as f64;
         per_cpu.iter().map(|&n| n as f64 / total).collect()
     } else {
         Vec::new()
@@ -56,12 +66,8 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
     let mut waits: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for t in &window.lock_timing {
         let name = model_lock_name(&t.name);
-        let h = holds.entry(name.clone()).or_default();
-        h.0 += t.hold.count;
-        h.1 += t.hold.total_ns;
-        let w = waits.entry(name).or_default();
-        w.0 += t.wait.count;
-        w.1 += t.wait.total_ns;
+        add_to(holds.entry(name.clone()).or_default(), &t.hold);
+        add_to(waits.entry(name).or_default(), &t.wait);
     }
     Ok(MeasuredWorkload {
         design,
@@ -97,6 +103,13 @@ pub fn measured_from_profile(window: &Profile) -> Result<MeasuredWorkload, Strin
             )
             .collect(),
     })
+}
+
+/// Add one lock's (count, total) to a per-class sum, saturating (in-memory windows are not
+/// checked as recordings are: `profile::sums`).
+fn add_to(sum: &mut (u64, u64), w: &WaitHistogram) {
+    sum.0 = sum.0.saturating_add(w.count);
+    sum.1 = sum.1.saturating_add(w.total_ns);
 }
 
 /// `vmap_node[3].busy.lock` -> `vmap_node.busy.lock`; global locks keep their names.
@@ -192,6 +205,76 @@ mod tests {
         // The ordinary cases give results; the absurd ones give errors.
         assert!(results >= 8, "{results} results, {errors} errors");
         assert!(errors >= 8, "{results} results, {errors} errors");
+    }
+
+    #[test]
+    fn an_impossible_allocation_rate_is_refused_not_simulated() {
+        // Found by the fuzz campaign: 2^60 allocations in 2 s made `model --from` simulate
+        // at full load for seconds (and the 64-CPU sweep far longer).
+        let mut p = sample_profile();
+        p.ops.allocs = (1 << 60) + 1;
+        let m = measured_from_profile(&p).unwrap();
+        let cfg = crate::model::RunConfig {
+            duration_ms: 1.0,
+            ..Default::default()
+        };
+        let params = crate::model::ModelParams::default();
+        let err = crate::model::compare_measured(&m, &params, &[2], &cfg).unwrap_err();
+        assert!(
+            err.to_string().contains("is more than a CPU can make"),
+            "{err:#}"
+        );
+        // A busy but real rate, a million a second on each of the 4 CPUs, is accepted.
+        let mut busy = m;
+        busy.allocs_per_s = 4e6;
+        busy.validate().unwrap();
+    }
+
+    #[test]
+    fn allocations_per_cpu_must_add_up_to_the_total() {
+        // Fuzz case 0xd0b9/6237: one CPU's count set to 2^59 left the other a share of 10^-15,
+        // a rate so low that its next simulated allocation overflowed the model's clock.
+        let mut p = sample_profile();
+        p.ops.allocs_per_cpu = vec![1200, 1 << 59];
+        let err = measured_from_profile(&p).unwrap_err();
+        assert!(err.contains("add up to"), "{err}");
+        p.ops.allocs_per_cpu = vec![1500, 500];
+        let m = measured_from_profile(&p).unwrap();
+        assert_eq!(m.per_cpu_alloc_share, vec![0.75, 0.25]);
+    }
+
+    #[test]
+    fn an_impossible_lock_hold_is_refused_not_calibrated_on() {
+        // Fuzz case 14494: a mean hold of 37 minutes scaled every cost by about 10^10 and the
+        // simulation ran out of time (over a minute without an end, memory growing).
+        let mut p = sample_profile();
+        let hold = |count, total_ns| WaitHistogram {
+            count,
+            total_ns,
+            max_ns: total_ns,
+            hist: Default::default(),
+        };
+        p.lock_timing = vec![crate::profile::VmapLockTiming {
+            name: "vmap_area_lock".into(),
+            lock_addr: 0x1000,
+            wait: hold(0, 0),
+            hold: hold(500, 1 << 50),
+        }];
+        let err = measured_from_profile(&p).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("is not a real one"), "{err:#}");
+        p.lock_timing[0].hold = hold(500, 500 * 400);
+        measured_from_profile(&p).unwrap().validate().unwrap();
+        // Real, but a million times the model's hold: no calibration, rather than a model
+        // whose every operation lasts seconds.
+        p.lock_timing[0].hold = hold(500, 500 * 900_000_000);
+        let m = measured_from_profile(&p).unwrap();
+        let cfg = crate::model::RunConfig {
+            duration_ms: 1.0,
+            ..Default::default()
+        };
+        let params = crate::model::ModelParams::default();
+        let err = crate::model::compare_measured(&m, &params, &[2], &cfg).unwrap_err();
+        assert!(err.to_string().contains("cannot calibrate"), "{err:#}");
     }
 
     #[test]

@@ -64,13 +64,10 @@ pub struct Published {
 impl Published {
     /// Read and check the published file.
     pub fn load(path: &Path) -> anyhow::Result<Published> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "reading {} (the published measurements live in ../shared/model-validation \
-                 beside the project checkout)",
-                path.display()
-            )
-        })?;
+        let text = crate::input::read_text(path, crate::input::MODEL_INPUT).context(
+            "reading the published measurements (they live in ../shared/model-validation \
+             beside the project checkout)",
+        )?;
         Published::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 

@@ -6,9 +6,35 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Buckets")]
 pub struct Log2Histogram {
     /// Count per bucket; trailing zero buckets are trimmed.
     pub buckets: Vec<u64>,
+}
+
+/// Bucket i holds values from 2^i: a 64-bit value has no bucket past 63.
+pub const MAX_BUCKETS: usize = 64;
+
+/// A histogram as read, before its number of buckets is checked.
+#[derive(Deserialize)]
+struct Buckets {
+    buckets: Vec<u64>,
+}
+
+impl TryFrom<Buckets> for Log2Histogram {
+    type Error = String;
+
+    fn try_from(raw: Buckets) -> Result<Self, String> {
+        if raw.buckets.len() > MAX_BUCKETS {
+            return Err(format!(
+                "a log2 histogram has {} buckets, but 64-bit values fill at most {MAX_BUCKETS}",
+                raw.buckets.len()
+            ));
+        }
+        Ok(Log2Histogram {
+            buckets: raw.buckets,
+        })
+    }
 }
 
 impl Log2Histogram {
@@ -20,21 +46,21 @@ impl Log2Histogram {
     }
 
     pub fn total(&self) -> u64 {
-        self.buckets.iter().sum()
+        super::sums::saturating_sum(self.buckets.iter().copied())
     }
 
-    /// Lower bound of bucket `i`.
+    /// Lower bound of bucket `i` (saturated past the last bucket, which no histogram has).
     pub fn bucket_low(i: usize) -> u64 {
         if i == 0 {
             0
         } else {
-            1u64 << i
+            pow2(i)
         }
     }
 
-    /// Upper bound (exclusive) of bucket `i`.
+    /// Upper bound (exclusive) of bucket `i`, saturated at `u64::MAX` for the last bucket.
     pub fn bucket_high(i: usize) -> u64 {
-        1u64.checked_shl(i as u32 + 1).unwrap_or(u64::MAX)
+        pow2(i.saturating_add(1))
     }
 
     /// The value below which a fraction `q` (0..=1) of samples lie, as the upper bound of the
@@ -47,7 +73,7 @@ impl Log2Histogram {
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut seen = 0;
         for (i, &c) in self.buckets.iter().enumerate() {
-            seen += c;
+            seen = c.saturating_add(seen);
             if seen >= rank {
                 return Some(Self::bucket_high(i));
             }
@@ -60,7 +86,7 @@ impl Log2Histogram {
             self.buckets.resize(other.buckets.len(), 0);
         }
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
     }
 
@@ -74,6 +100,14 @@ impl Log2Histogram {
             .collect();
         Self::from_buckets(&raw)
     }
+}
+
+/// 2^i, or `u64::MAX` where that does not fit.
+fn pow2(i: usize) -> u64 {
+    u32::try_from(i)
+        .ok()
+        .and_then(|i| 1u64.checked_shl(i))
+        .unwrap_or(u64::MAX)
 }
 
 /// Count, total, max and distribution of waits (or holds, or latencies) in nanoseconds.
@@ -95,9 +129,15 @@ impl WaitHistogram {
         self.hist.quantile_upper(0.99).map(|v| v.min(self.max_ns))
     }
 
+    /// The max as views show it: measured, raised to the mean where a racing kernel update
+    /// left it below (`ShownMax`).
+    pub fn shown_max(&self) -> super::ShownMax {
+        super::ShownMax::of(self.count, self.total_ns, self.max_ns, false)
+    }
+
     pub fn add(&mut self, other: &WaitHistogram) {
-        self.count += other.count;
-        self.total_ns += other.total_ns;
+        self.count = self.count.saturating_add(other.count);
+        self.total_ns = self.total_ns.saturating_add(other.total_ns);
         self.max_ns = self.max_ns.max(other.max_ns);
         self.hist.add(&other.hist);
     }
@@ -116,6 +156,27 @@ mod tests {
         assert_eq!(h.quantile_upper(0.99), Some(4096));
         assert_eq!(h.quantile_upper(1.0), Some(8192));
         assert_eq!(Log2Histogram::default().quantile_upper(0.5), None);
+    }
+
+    #[test]
+    fn more_buckets_than_bits_are_refused_and_labels_never_wrap() {
+        let ok = format!("{{\"buckets\":{:?}}}", vec![1u64; 64]);
+        assert_eq!(
+            serde_json::from_str::<Log2Histogram>(&ok)
+                .unwrap()
+                .buckets
+                .len(),
+            64
+        );
+        let over = format!("{{\"buckets\":{:?}}}", vec![1u64; 65]);
+        let err = serde_json::from_str::<Log2Histogram>(&over).unwrap_err();
+        assert!(err.to_string().contains("has 65 buckets"), "{err}");
+        assert_eq!(Log2Histogram::bucket_low(63), 1 << 63);
+        assert_eq!(Log2Histogram::bucket_high(63), u64::MAX);
+        // Past the last bucket the bounds saturate instead of wrapping back to small values.
+        assert_eq!(Log2Histogram::bucket_low(64), u64::MAX);
+        assert_eq!(Log2Histogram::bucket_low(70), u64::MAX);
+        assert_eq!(Log2Histogram::bucket_high(usize::MAX), u64::MAX);
     }
 
     #[test]

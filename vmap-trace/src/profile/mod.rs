@@ -6,6 +6,7 @@
 pub mod attribution;
 pub mod histogram;
 pub mod recording;
+pub mod sums;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,7 +172,7 @@ impl StackSampling {
 
     /// Contentions seen by the sampler.
     pub fn seen(&self) -> u64 {
-        self.captured + self.skipped
+        self.captured.saturating_add(self.skipped)
     }
 
     /// One stack captured in this many contentions.
@@ -276,6 +277,46 @@ pub struct StackWait {
     pub max_ns: u64,
 }
 
+impl StackWait {
+    /// The longest wait of this row as views show it. With stack sampling, a captured stack
+    /// also stands for the short waits (under `STACK_SAMPLE_ALWAYS_NS`) passed over before it:
+    /// the kernel adds them to the row's count and total but does not know their longest, so
+    /// a row whose captured waits are all short may have waited longer than its max, up to
+    /// (never past) that threshold. Such a row's max is a lower bound: at least its mean.
+    pub fn shown_max(&self, sampling: &StackSampling) -> ShownMax {
+        let carried = sampling.is_sampled()
+            && self.max_ns < vmap_trace_common::STACK_SAMPLE_ALWAYS_NS
+            && self.count > 1;
+        ShownMax::of(self.count, self.total_ns, self.max_ns, carried)
+    }
+}
+
+/// A row's longest wait as the views show it: never below the row's mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShownMax {
+    pub ns: u64,
+    /// `ns` is a lower bound, not a measured maximum.
+    pub estimated: bool,
+}
+
+impl ShownMax {
+    /// The max of `count` waits totalling `total_ns` whose longest measured one was `max_ns`;
+    /// `carried`: the row may hold waits that were not compared with `max_ns`. A max below the
+    /// mean is impossible, so it is raised to the mean (rounded up) and marked: that happens
+    /// with carried waits, and where two CPUs' racing updates of a shared max lost the larger.
+    pub fn of(count: u64, total_ns: u64, max_ns: u64, carried: bool) -> ShownMax {
+        let mean_up = if count == 0 {
+            0
+        } else {
+            total_ns.div_ceil(count)
+        };
+        ShownMax {
+            ns: max_ns.max(mean_up),
+            estimated: carried || mean_up > max_ns,
+        }
+    }
+}
+
 /// The process a stack's waits came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackTask {
@@ -291,6 +332,13 @@ pub struct CpuWait {
     pub max_ns: u64,
 }
 
+impl CpuWait {
+    /// The max as views show it (see `WaitHistogram::shown_max`).
+    pub fn shown_max(&self) -> ShownMax {
+        ShownMax::of(self.count, self.total_ns, self.max_ns, false)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskWaitSummary {
     pub tid: u32,
@@ -299,6 +347,13 @@ pub struct TaskWaitSummary {
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+}
+
+impl TaskWaitSummary {
+    /// The max as views show it (see `WaitHistogram::shown_max`).
+    pub fn shown_max(&self) -> ShownMax {
+        ShownMax::of(self.count, self.total_ns, self.max_ns, false)
+    }
 }
 
 /// Latency of one vmap function, entry to return (fentry/fexit or kprobe/kretprobe).
@@ -359,11 +414,13 @@ pub struct Losses {
 impl Losses {
     /// Contention events lost from some table (not counting task evictions).
     pub fn total(&self) -> u64 {
-        self.inflight_full
-            + self.lock_map_full
-            + self.stack_capture_failed
-            + self.stack_keys_full
-            + self.calls_inflight_full
+        sums::saturating_sum([
+            self.inflight_full,
+            self.lock_map_full,
+            self.stack_capture_failed,
+            self.stack_keys_full,
+            self.calls_inflight_full,
+        ])
     }
 
     /// Human-readable lines for every non-zero counter.
@@ -412,7 +469,11 @@ impl Losses {
     /// Whether some table evicted entries: per-lock or per-stack rows may then not add up to
     /// the per-CPU totals, though no event was lost outright.
     pub fn evicted(&self) -> bool {
-        self.tasks_evicted + self.lock_keys_evicted + self.stack_keys_evicted > 0
+        sums::saturating_sum([
+            self.tasks_evicted,
+            self.lock_keys_evicted,
+            self.stack_keys_evicted,
+        ]) > 0
     }
 }
 
@@ -449,7 +510,12 @@ pub struct VmapCallSite {
     pub flags: u32,
     pub count: u64,
     pub total_ns: u64,
+    /// At least the mean; a lower bound when `estimated` (`StackWait::shown_max`).
     pub max_ns: u64,
+    /// Some of the site's stacks carry waits the stack sampler passed over, whose longest is
+    /// not known: `max_ns` is a lower bound.
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 impl Profile {
@@ -493,39 +559,59 @@ impl Profile {
 
     /// vmap contention grouped by the vmap function that took the lock, most wait first.
     pub fn vmap_call_sites(&self) -> Vec<VmapCallSite> {
+        type Key<'a> = (&'a str, u64, u32, Option<&'a str>);
+        let mut index: std::collections::HashMap<Key<'_>, usize> = Default::default();
         let mut sites: Vec<VmapCallSite> = Vec::new();
+        // Per site: the largest max of rows whose max is measured, and of those whose max is
+        // a lower bound (`StackWait::shown_max`).
+        let mut maxima: Vec<(u64, u64)> = Vec::new();
         for s in self
             .stacks
             .iter()
             .filter(|s| s.attribution.class == LockClass::Vmap)
         {
-            let func = s.attribution.vmap_function.clone().unwrap_or_default();
-            let existing = sites.iter_mut().find(|c| {
-                c.vmap_function == func
-                    && c.lock_addr == s.lock_addr
-                    && c.flags == s.flags
-                    && c.call_site == s.attribution.call_site
+            let a = &s.attribution;
+            let func = a.vmap_function.as_deref().unwrap_or_default();
+            let key = (func, s.lock_addr, s.flags, a.call_site.as_deref());
+            let i = *index.entry(key).or_insert_with(|| {
+                sites.push(VmapCallSite {
+                    vmap_function: func.to_string(),
+                    direct: a.is_direct(),
+                    call_site: a.call_site.clone(),
+                    lock_addr: s.lock_addr,
+                    lock_name: self.lock_name(s.lock_addr).map(str::to_string),
+                    flags: s.flags,
+                    count: 0,
+                    total_ns: 0,
+                    max_ns: 0,
+                    estimated: false,
+                });
+                maxima.push((0, 0));
+                sites.len() - 1
             });
-            let site = match existing {
-                Some(c) => c,
-                None => {
-                    sites.push(VmapCallSite {
-                        vmap_function: func,
-                        direct: s.attribution.is_direct(),
-                        call_site: s.attribution.call_site.clone(),
-                        lock_addr: s.lock_addr,
-                        lock_name: self.lock_name(s.lock_addr).map(str::to_string),
-                        flags: s.flags,
-                        count: 0,
-                        total_ns: 0,
-                        max_ns: 0,
-                    });
-                    sites.last_mut().unwrap()
-                }
-            };
-            site.count += s.count;
-            site.total_ns += s.total_ns;
-            site.max_ns = site.max_ns.max(s.max_ns);
+            let site = &mut sites[i];
+            site.count = site.count.saturating_add(s.count);
+            site.total_ns = site.total_ns.saturating_add(s.total_ns);
+            let shown = s.shown_max(&self.stack_sampling);
+            site.max_ns = site.max_ns.max(shown.ns);
+            site.estimated |= shown.estimated;
+            let (exact, bound) = &mut maxima[i];
+            if shown.estimated {
+                *bound = (*bound).max(shown.ns);
+            } else {
+                *exact = (*exact).max(shown.ns);
+            }
+        }
+        for (site, (exact, bound)) in sites.iter_mut().zip(maxima) {
+            // Waits passed over are shorter than the always-captured threshold: a measured
+            // max at or past it (and past every lower bound) is the site's max.
+            let threshold = vmap_trace_common::STACK_SAMPLE_ALWAYS_NS;
+            site.estimated &= exact < threshold.max(bound);
+            // Rows at least their own means still leave the site below its mean when a row
+            // has wait but no count (only a damaged recording has one): hold the site to it.
+            let whole = ShownMax::of(site.count, site.total_ns, site.max_ns, false);
+            site.max_ns = whole.ns;
+            site.estimated |= whole.estimated;
         }
         sites.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
         sites
@@ -538,16 +624,16 @@ impl Profile {
             .locks
             .iter()
             .map(|l| {
-                let vmap_ns: u64 = self
-                    .stacks
-                    .iter()
-                    .filter(|s| {
-                        s.lock_addr == l.lock_addr
-                            && s.flags == l.flags
-                            && s.attribution.class == LockClass::Vmap
-                    })
-                    .map(|s| s.total_ns)
-                    .sum();
+                let vmap_ns = sums::saturating_sum(
+                    self.stacks
+                        .iter()
+                        .filter(|s| {
+                            s.lock_addr == l.lock_addr
+                                && s.flags == l.flags
+                                && s.attribution.class == LockClass::Vmap
+                        })
+                        .map(|s| s.total_ns),
+                );
                 (l.clone(), l.wait.total_ns.saturating_sub(vmap_ns))
             })
             .filter(|(_, other_ns)| *other_ns > 0)
@@ -566,11 +652,12 @@ impl Profile {
 
     /// Total wait through vmap stacks.
     pub fn vmap_wait_ns(&self) -> u64 {
-        self.stacks
-            .iter()
-            .filter(|s| s.attribution.class == LockClass::Vmap)
-            .map(|s| s.total_ns)
-            .sum()
+        sums::saturating_sum(
+            self.stacks
+                .iter()
+                .filter(|s| s.attribution.class == LockClass::Vmap)
+                .map(|s| s.total_ns),
+        )
     }
 }
 
@@ -814,6 +901,94 @@ pub(crate) mod tests {
         p
     }
 
+    /// Every part of a recording filled in (node-sharded, sampled stacks with tasks and user
+    /// stacks, lock timing, per-CPU latencies, losses, a stack whose measured max is below
+    /// its mean): a seed for the fuzz campaign (tests/fuzz_recording.rs) that reaches every
+    /// table of every view.
+    pub fn rich_profile() -> Profile {
+        use crate::kernel::vmap_locks::{VmapLock, VmapLockKind};
+        let mut p = sample_profile();
+        let m = &mut p.meta;
+        m.design = AllocatorDesign::NodeSharded;
+        m.kernel_release = "6.12.0-test".into();
+        m.stack_keys = StackKeying {
+            per_task: true,
+            user_stacks: true,
+            samples_per_cpu_s: 100,
+            ..Default::default()
+        };
+        m.other_lock_period = 64;
+        m.notes = vec!["lock:contention_* see only waits that reach the MCS queue".into()];
+        m.hooks.push(HookStatus {
+            hook: "fn:alloc_vmap_area".into(),
+            mechanism: Some(Mechanism::Fentry),
+            rejected: vec![],
+        });
+        m.hooks.push(HookStatus {
+            hook: "fn:vm_map_ram".into(),
+            mechanism: None,
+            rejected: vec![Rejection {
+                mechanism: Mechanism::Kprobe,
+                reason: "kprobes are not enabled".into(),
+            }],
+        });
+        m.vmap_locks = vec![VmapLock {
+            name: "vmap_node[0].busy.lock".into(),
+            addr: 0x1000,
+            kind: VmapLockKind::Spinlock,
+        }];
+        p.locks[0].name = Some("vmap_node[0].busy.lock".into());
+        p.ops.size_pages = Log2Histogram::from_buckets(&[1200, 500, 0, 250, 50]);
+        p.ops.allocs_per_cpu = vec![1200, 800];
+        p.ops.alloc_pages = 4100;
+        (
+            p.ops.lazy_pages_last,
+            p.ops.lazy_pages_max,
+            p.ops.lazy_pages_peak,
+        ) = (30, 32768, 900);
+        for s in &mut p.stacks {
+            s.task = Some(StackTask {
+                tgid: 42,
+                comm: "sshd".into(),
+            });
+            s.user_frames = vec![frame("main"), frame("__libc_start_main")];
+        }
+        // `stress mix`: avg 3.74 us, max 851 ns, through the sampler's passed-over waits.
+        (p.stacks[0].count, p.stacks[0].total_ns, p.stacks[0].max_ns) = (10, 37_400, 851);
+        p.stack_sampling = StackSampling {
+            captured: 120,
+            skipped: 880,
+        };
+        p.losses = Losses {
+            stack_keys_full: 2,
+            tasks_evicted: 3,
+            stack_keys_evicted: 1,
+            ..Default::default()
+        };
+        let hist = |count, bucket: usize| {
+            let mut raw = vec![0; bucket + 1];
+            raw[bucket] = count;
+            Log2Histogram::from_buckets(&raw)
+        };
+        p.lock_timing = vec![VmapLockTiming {
+            name: "vmap_node[0].busy.lock".into(),
+            lock_addr: 0x1000,
+            wait: WaitHistogram {
+                count: 500,
+                total_ns: 250_000,
+                max_ns: 4_000,
+                hist: hist(500, 9),
+            },
+            hold: WaitHistogram {
+                count: 500,
+                total_ns: 400_000,
+                max_ns: 9_000,
+                hist: hist(500, 9),
+            },
+        }];
+        p
+    }
+
     #[test]
     fn evictions_are_described_but_are_not_lost_events() {
         let mut l = Losses::default();
@@ -859,6 +1034,81 @@ pub(crate) mod tests {
         assert_eq!(others[0].1, 400_000);
         assert_eq!(p.vmap_wait_ns(), 50_000);
         assert_eq!(p.total_wait().count, 14);
+    }
+
+    /// The stack sampler folds passed-over waits into the next capture's count and total,
+    /// not its max: `stress mix` showed alloc_vmap_area at avg 3.74 us, max 851 ns.
+    fn sampled_over(count: u64, total_ns: u64, max_ns: u64) -> Profile {
+        let mut p = sample_profile();
+        p.stack_sampling = StackSampling {
+            captured: 100,
+            skipped: 900,
+        };
+        (p.stacks[0].count, p.stacks[0].total_ns, p.stacks[0].max_ns) = (count, total_ns, max_ns);
+        p
+    }
+
+    #[test]
+    fn a_max_is_never_below_the_mean_and_a_bound_says_so() {
+        let p = sampled_over(10, 37_400, 851);
+        let shown = p.stacks[0].shown_max(&p.stack_sampling);
+        assert_eq!(
+            shown,
+            ShownMax {
+                ns: 3740,
+                estimated: true
+            }
+        );
+        let site = &p.vmap_call_sites()[0];
+        assert_eq!((site.max_ns, site.estimated), (3740, true));
+        // Below the mean but not sampled (a lost racing update): raised, and marked.
+        let mut racy = sampled_over(10, 37_400, 851);
+        racy.stack_sampling = StackSampling::default();
+        let shown = racy.stacks[0].shown_max(&racy.stack_sampling);
+        assert_eq!((shown.ns, shown.estimated), (3740, true));
+        // Sampled, but the max could hold carried waits: a bound even above the mean.
+        let p = sampled_over(10, 37_400, 9_000);
+        let shown = p.stacks[0].shown_max(&p.stack_sampling);
+        assert_eq!((shown.ns, shown.estimated), (9_000, true));
+        // A captured wait past the always-captured threshold beats every passed-over one.
+        let p = sampled_over(10, 370_000, 60_000);
+        let shown = p.stacks[0].shown_max(&p.stack_sampling);
+        assert_eq!((shown.ns, shown.estimated), (60_000, false));
+        // Unsampled and consistent: as measured.
+        let p = sample_profile();
+        let shown = p.stacks[0].shown_max(&p.stack_sampling);
+        assert_eq!((shown.ns, shown.estimated), (5_000, false));
+        assert_eq!(ShownMax::of(0, 0, 0, false).ns, 0);
+        assert_eq!(ShownMax::of(3, 10, 3, false).ns, 4, "the mean rounds up");
+    }
+
+    #[test]
+    fn a_site_is_exact_when_a_measured_max_beats_every_bound() {
+        let mut p = sampled_over(10, 37_400, 851);
+        let mut long = p.stacks[0].clone();
+        long.frames = vec![
+            frame("_raw_spin_lock"),
+            frame("alloc_vmap_area"),
+            frame("vmalloc"),
+        ]
+        .into();
+        (long.count, long.total_ns, long.max_ns) = (2, 130_000, 70_000);
+        p.stacks.push(long);
+        let site = &p.vmap_call_sites()[0];
+        assert_eq!(site.count, 12);
+        assert_eq!((site.max_ns, site.estimated), (70_000, false));
+    }
+
+    #[test]
+    fn a_site_is_never_below_its_mean_even_with_a_row_of_no_count() {
+        // Fuzz case 8737: a stack of the site with count 0 but wait time.
+        let mut p = sample_profile();
+        let mut empty = p.stacks[0].clone();
+        (empty.count, empty.total_ns, empty.max_ns) = (0, 500_000, 0);
+        p.stacks.push(empty);
+        let site = &p.vmap_call_sites()[0];
+        assert_eq!((site.count, site.total_ns), (10, 550_000));
+        assert_eq!((site.max_ns, site.estimated), (55_000, true));
     }
 
     #[test]

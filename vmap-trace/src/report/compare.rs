@@ -179,8 +179,7 @@ fn lock_rows(p: &Profile) -> Keyed {
         let e = m
             .entry((key, Some(lock_kind(l.flags).to_string())))
             .or_insert((0, Some(0)));
-        e.0 += l.wait.count;
-        e.1 = Some(e.1.unwrap_or(0) + l.wait.total_ns);
+        add_to(e, l.wait.count, l.wait.total_ns);
     }
     m
 }
@@ -200,10 +199,16 @@ fn vmap_function_rows(p: &Profile) -> Keyed {
             .unwrap_or("?")
             .to_string();
         let e = m.entry((f, None)).or_insert((0, Some(0)));
-        e.0 += s.count;
-        e.1 = Some(e.1.unwrap_or(0) + s.total_ns);
+        add_to(e, s.count, s.total_ns);
     }
     m
+}
+
+/// Add a count and a wait to a row, saturating: in-memory profiles are not checked as
+/// recordings are (`profile::sums`).
+fn add_to(row: &mut (u64, Option<u64>), count: u64, total_ns: u64) {
+    row.0 = row.0.saturating_add(count);
+    row.1 = Some(row.1.unwrap_or(0).saturating_add(total_ns));
 }
 
 fn total_rows(p: &Profile) -> Vec<(&'static str, u64, Option<u64>)> {
@@ -212,7 +217,9 @@ fn total_rows(p: &Profile) -> Vec<(&'static str, u64, Option<u64>)> {
         .stacks
         .iter()
         .filter(|s| s.attribution.class == LockClass::Vmap);
-    let (vmap_count, vmap_ns) = vmap.fold((0, 0), |(c, ns), s| (c + s.count, ns + s.total_ns));
+    let (vmap_count, vmap_ns) = vmap.fold((0u64, 0u64), |(c, ns), s| {
+        (c.saturating_add(s.count), ns.saturating_add(s.total_ns))
+    });
     vec![
         ("all contended lock wait", total.count, Some(total.total_ns)),
         ("wait through vmap functions", vmap_count, Some(vmap_ns)),

@@ -13,7 +13,8 @@
 use std::borrow::Cow;
 
 use crate::escape::field;
-use crate::profile::{lock_kind, LockClass, Profile};
+use crate::profile::sums::saturating_sum;
+use crate::profile::{lock_kind, LockClass, Profile, WaitHistogram};
 
 use super::per_second;
 
@@ -241,21 +242,22 @@ fn locks(p: &Profile, name: &'static str) -> String {
             "max_ns",
             "vmap_wait_ns",
             "other_wait_ns",
+            "max_estimated",
         ],
     );
     let mut locks: Vec<_> = p.locks.iter().collect();
     locks.sort_by_key(|l| std::cmp::Reverse(l.wait.total_ns));
     for l in locks {
-        let vmap_ns: u64 = p
-            .stacks
-            .iter()
-            .filter(|s| {
-                s.lock_addr == l.lock_addr
-                    && s.flags == l.flags
-                    && s.attribution.class == LockClass::Vmap
-            })
-            .map(|s| s.total_ns)
-            .sum();
+        let vmap_ns = saturating_sum(
+            p.stacks
+                .iter()
+                .filter(|s| {
+                    s.lock_addr == l.lock_addr
+                        && s.flags == l.flags
+                        && s.attribution.class == LockClass::Vmap
+                })
+                .map(|s| s.total_ns),
+        );
         w.row(&[
             Cell::opt_text(l.name.as_deref()),
             hex(l.lock_addr),
@@ -265,9 +267,10 @@ fn locks(p: &Profile, name: &'static str) -> String {
             Cell::Int(l.wait.total_ns),
             Cell::opt_float(l.wait.mean_ns()),
             Cell::opt_int(l.wait.p99_ns()),
-            Cell::Int(l.wait.max_ns),
+            Cell::Int(l.wait.shown_max().ns),
             Cell::Int(vmap_ns),
             Cell::Int(l.wait.total_ns.saturating_sub(vmap_ns)),
+            Cell::Bool(l.wait.shown_max().estimated),
         ]);
     }
     w.finish()
@@ -287,6 +290,7 @@ fn vmap_sites(p: &Profile, name: &'static str) -> String {
             "total_ns",
             "mean_ns",
             "max_ns",
+            "max_estimated",
         ],
     );
     for s in p.vmap_call_sites() {
@@ -301,6 +305,7 @@ fn vmap_sites(p: &Profile, name: &'static str) -> String {
             Cell::Int(s.total_ns),
             Cell::Float(s.total_ns as f64 / s.count.max(1) as f64),
             Cell::Int(s.max_ns),
+            Cell::Bool(s.estimated),
         ]);
     }
     w.finish()
@@ -320,12 +325,14 @@ fn stacks(p: &Profile, name: &'static str) -> String {
             "total_ns",
             "max_ns",
             "stack",
+            "max_estimated",
         ],
     );
     let mut stacks: Vec<_> = p.stacks.iter().collect();
     stacks.sort_by_key(|s| std::cmp::Reverse(s.total_ns));
     for s in stacks {
         let frames: Vec<String> = s.frames.iter().rev().map(|f| f.label()).collect();
+        let max = s.shown_max(&p.stack_sampling);
         w.row(&[
             Cell::opt_text(p.lock_name(s.lock_addr)),
             hex(s.lock_addr),
@@ -338,8 +345,9 @@ fn stacks(p: &Profile, name: &'static str) -> String {
             Cell::opt_text(s.attribution.call_site.as_deref()),
             Cell::Int(s.count),
             Cell::Int(s.total_ns),
-            Cell::Int(s.max_ns),
+            Cell::Int(max.ns),
             Cell::Text(frames.join(";")),
+            Cell::Bool(max.estimated),
         ]);
     }
     w.finish()
@@ -372,7 +380,17 @@ fn ops(p: &Profile, name: &'static str) -> String {
 }
 
 fn cpus(p: &Profile, name: &'static str) -> String {
-    let mut w = CsvWriter::new(name, &["cpu", "count", "total_ns", "max_ns", "allocs"]);
+    let mut w = CsvWriter::new(
+        name,
+        &[
+            "cpu",
+            "count",
+            "total_ns",
+            "max_ns",
+            "allocs",
+            "max_estimated",
+        ],
+    );
     for c in &p.cpus {
         let allocs = p
             .ops
@@ -380,12 +398,14 @@ fn cpus(p: &Profile, name: &'static str) -> String {
             .get(c.cpu as usize)
             .copied()
             .unwrap_or(0);
+        let max = c.shown_max();
         w.row(&[
             Cell::Int(c.cpu as u64),
             Cell::Int(c.count),
             Cell::Int(c.total_ns),
-            Cell::Int(c.max_ns),
+            Cell::Int(max.ns),
             Cell::Int(allocs),
+            Cell::Bool(max.estimated),
         ]);
     }
     w.finish()
@@ -394,16 +414,26 @@ fn cpus(p: &Profile, name: &'static str) -> String {
 fn tasks(p: &Profile, name: &'static str) -> String {
     let mut w = CsvWriter::new(
         name,
-        &["tid", "tgid", "comm", "count", "total_ns", "max_ns"],
+        &[
+            "tid",
+            "tgid",
+            "comm",
+            "count",
+            "total_ns",
+            "max_ns",
+            "max_estimated",
+        ],
     );
     for t in &p.tasks {
+        let max = t.shown_max();
         w.row(&[
             Cell::Int(t.tid as u64),
             Cell::Int(t.tgid as u64),
             Cell::UserText(t.comm.clone()),
             Cell::Int(t.count),
             Cell::Int(t.total_ns),
-            Cell::Int(t.max_ns),
+            Cell::Int(max.ns),
+            Cell::Bool(max.estimated),
         ]);
     }
     w.finish()
@@ -420,6 +450,7 @@ fn functions(p: &Profile, name: &'static str) -> String {
             "mean_ns",
             "p99_le_ns",
             "max_ns",
+            "max_estimated",
         ],
     );
     for f in &p.functions {
@@ -441,6 +472,7 @@ fn function_cpus(p: &Profile, name: &'static str) -> String {
             "mean_ns",
             "p99_le_ns",
             "max_ns",
+            "max_estimated",
         ],
     );
     for f in &p.functions {
@@ -453,14 +485,16 @@ fn function_cpus(p: &Profile, name: &'static str) -> String {
     w.finish()
 }
 
-/// `calls,total_ns,mean_ns,p99_le_ns,max_ns` of one latency histogram.
-fn latency_cells(l: &crate::profile::WaitHistogram) -> [Cell; 5] {
+/// `calls,total_ns,mean_ns,p99_le_ns,max_ns,max_estimated` of one latency histogram.
+fn latency_cells(l: &WaitHistogram) -> [Cell; 6] {
+    let max = l.shown_max();
     [
         Cell::Int(l.count),
         Cell::Int(l.total_ns),
         Cell::opt_float(l.mean_ns()),
         Cell::opt_int(l.p99_ns()),
-        Cell::Int(l.max_ns),
+        Cell::Int(max.ns),
+        Cell::Bool(max.estimated),
     ]
 }
 
@@ -479,6 +513,8 @@ fn lock_timing(p: &Profile, name: &'static str) -> String {
             "hold_mean_ns",
             "hold_p99_le_ns",
             "hold_max_ns",
+            "wait_max_estimated",
+            "hold_max_estimated",
         ],
     );
     for t in &p.lock_timing {
@@ -489,11 +525,13 @@ fn lock_timing(p: &Profile, name: &'static str) -> String {
             Cell::Int(t.wait.total_ns),
             Cell::opt_float(t.wait.mean_ns()),
             Cell::opt_int(t.wait.p99_ns()),
-            Cell::Int(t.wait.max_ns),
+            Cell::Int(t.wait.shown_max().ns),
             Cell::Int(t.hold.total_ns),
             Cell::opt_float(t.hold.mean_ns()),
             Cell::opt_int(t.hold.p99_ns()),
-            Cell::Int(t.hold.max_ns),
+            Cell::Int(t.hold.shown_max().ns),
+            Cell::Bool(t.wait.shown_max().estimated),
+            Cell::Bool(t.hold.shown_max().estimated),
         ]);
     }
     w.finish()
@@ -556,7 +594,17 @@ mod tests {
         let rows = parse_csv(&render(&p, CsvTable::Tasks));
         assert_eq!(
             rows[0],
-            ["schema", "table", "tid", "tgid", "comm", "count", "total_ns", "max_ns"]
+            [
+                "schema",
+                "table",
+                "tid",
+                "tgid",
+                "comm",
+                "count",
+                "total_ns",
+                "max_ns",
+                "max_estimated"
+            ]
         );
         assert_eq!(
             rows[1],
@@ -568,7 +616,8 @@ mod tests {
                 "a,\"b\"\\x0ac",
                 "14",
                 "450000",
-                "200000"
+                "200000",
+                "false"
             ]
         );
         assert_eq!(rows.len(), 2);
@@ -640,11 +689,11 @@ mod tests {
             rows[1][2..],
             [
                 "", "0x2000", "mutex", "32", "4", "400000", "100000.0", "131072", "200000", "0",
-                "400000"
+                "400000", "false"
             ]
         );
         assert_eq!(rows[2][2..6], ["vmap_area_lock", "0x1000", "spinlock", "1"]);
-        assert_eq!(rows[2][11..], ["50000", "0"]);
+        assert_eq!(rows[2][11..], ["50000", "0", "false"]);
 
         let rows = parse_csv(&render(&p, CsvTable::Stacks));
         assert_eq!(
@@ -659,7 +708,8 @@ mod tests {
                 "10",
                 "50000",
                 "5000",
-                "__vmalloc_node_range_noprof;alloc_vmap_area;_raw_spin_lock"
+                "__vmalloc_node_range_noprof;alloc_vmap_area;_raw_spin_lock",
+                "false"
             ]
         );
         let rows = parse_csv(&render(&p, CsvTable::Ops));
@@ -681,5 +731,34 @@ mod tests {
             ["alloc_vmap_area", "0", "1500", "3000000", "2000.0"]
         );
         assert_eq!(rows[2][2..5], ["alloc_vmap_area", "1", "500"]);
+    }
+
+    #[test]
+    fn a_max_below_the_mean_is_raised_and_marked() {
+        // `stress mix`: alloc_vmap_area at avg 3.74 us, max 851 ns (sampled-over waits).
+        let mut p = sample_profile();
+        p.stack_sampling.captured = 100;
+        p.stack_sampling.skipped = 900;
+        (p.stacks[0].count, p.stacks[0].total_ns, p.stacks[0].max_ns) = (10, 37_400, 851);
+        p.locks[1].wait.max_ns = 50_000; // below its mean of 100 us: a lost race
+        let cells = |table, key: &str| -> Vec<String> {
+            let rows = parse_csv(&render(&p, table));
+            let header = rows[0].clone();
+            let row = rows
+                .into_iter()
+                .find(|r| r.contains(&key.to_string()))
+                .unwrap();
+            let get = |c: &str| row[header.iter().position(|h| h == c).unwrap()].clone();
+            vec![get("max_ns"), get("max_estimated")]
+        };
+        assert_eq!(
+            cells(CsvTable::VmapSites, "alloc_vmap_area"),
+            ["3740", "true"]
+        );
+        assert_eq!(cells(CsvTable::Stacks, "vmap_area_lock"), ["3740", "true"]);
+        // Its captured waits reach 50 us, longer than any passed over: measured.
+        assert_eq!(cells(CsvTable::Stacks, "0x2000"), ["100000", "false"]);
+        assert_eq!(cells(CsvTable::Locks, "0x2000"), ["100000", "true"]);
+        assert_eq!(cells(CsvTable::Locks, "vmap_area_lock"), ["9000", "false"]);
     }
 }

@@ -35,6 +35,27 @@ pub fn format_ns(ns: f64) -> String {
     }
 }
 
+/// A max for a table: `>=3.74 us` when it is only a lower bound (`ShownMax`), so a reader
+/// never takes it for a measured maximum.
+pub fn format_max(max: crate::profile::ShownMax) -> String {
+    let ns = format_ns(max.ns as f64);
+    if max.estimated {
+        format!(">={ns}")
+    } else {
+        ns
+    }
+}
+
+/// Said under the vmap table when it has a `>=` max.
+pub const ESTIMATED_MAX_NOTE: &str =
+    "max >=X: at least X, not measured: the row includes short waits (under 50 us) the \
+     stack sampler passed over, counted in its count and total but not in its max; \
+     `record --stack-samples 0` measures every stack's max";
+
+/// Said under other tables when they have a `>=` max: a measured max below its row's mean.
+pub const RAISED_MAX_NOTE: &str = "max >=X: the recorded max was below the row's mean X (a racing \
+     update of the kernel's shared max kept a smaller wait): at least X";
+
 /// Rate per second over `secs`, guarding against zero-length recordings.
 pub fn per_second(n: u64, secs: f64) -> f64 {
     if secs > 0.0 {
@@ -66,5 +87,8 @@ mod tests {
         assert_eq!(per_second(10, 0.0), 0.0);
         assert_eq!(per_second(10, 2.0), 5.0);
         assert_eq!(lock_label(None, 0x10, 32), "0x10 (mutex)");
+        let max = |ns, estimated| format_max(crate::profile::ShownMax { ns, estimated });
+        assert_eq!(max(3740, true), ">=3.74 us");
+        assert_eq!(max(851, false), "851 ns");
     }
 }

@@ -1,9 +1,12 @@
 //! The table a user reads first.
 use std::fmt::Write;
 
-use super::{format_ns, lock_label, per_second, ReportOptions};
+use super::{
+    format_max, format_ns, lock_label, per_second, ReportOptions, ESTIMATED_MAX_NOTE,
+    RAISED_MAX_NOTE,
+};
 use crate::escape::field;
-use crate::profile::{Log2Histogram, Profile};
+use crate::profile::{Log2Histogram, Profile, ShownMax};
 
 pub fn render(p: &Profile, opts: &ReportOptions) -> String {
     let mut o = String::new();
@@ -94,8 +97,14 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                 s.count,
                 format_ns(s.total_ns as f64),
                 format_ns(s.total_ns as f64 / s.count.max(1) as f64),
-                format_ns(s.max_ns as f64)
+                format_max(ShownMax {
+                    ns: s.max_ns,
+                    estimated: s.estimated
+                })
             );
+        }
+        if sites.iter().any(|s| s.estimated) {
+            let _ = writeln!(o, "{ESTIMATED_MAX_NOTE}");
         }
     }
 
@@ -160,7 +169,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                     .p99_ns()
                     .map(|v| format_ns(v as f64))
                     .unwrap_or_default(),
-                format_ns(f.latency.max_ns as f64)
+                format_max(f.latency.shown_max())
             );
             if f.per_cpu.len() > 1 {
                 let _ = writeln!(o, "  per CPU: {}", per_cpu_line(&f.per_cpu));
@@ -169,6 +178,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                 let _ = writeln!(o, "  note: {why}");
             }
         }
+        raised_note(&mut o, p.functions.iter().map(|f| f.latency.shown_max()));
     }
     let missing: Vec<_> = m
         .hooks
@@ -253,12 +263,14 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
                     .p99_ns()
                     .map(|v| format_ns(v as f64))
                     .unwrap_or_default(),
-                format_ns(l.wait.max_ns as f64)
+                format_max(l.wait.shown_max())
             );
         }
         if others.len() > opts.top {
             let _ = writeln!(o, "... {} more locks", others.len() - opts.top);
         }
+        let shown = others.iter().take(opts.top);
+        raised_note(&mut o, shown.map(|(l, _)| l.wait.shown_max()));
     }
 
     // 4. per CPU
@@ -296,10 +308,18 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
             field(&t.comm),
             t.count,
             format_ns(t.total_ns as f64),
-            format_ns(t.max_ns as f64)
+            format_max(t.shown_max())
         );
     }
+    raised_note(&mut o, p.tasks.iter().take(opts.top).map(|t| t.shown_max()));
     o
+}
+
+/// Explain `>=` under a table that printed one (rows other than stacks: see RAISED_MAX_NOTE).
+fn raised_note(o: &mut String, mut maxima: impl Iterator<Item = ShownMax>) {
+    if maxima.any(|m| m.estimated) {
+        let _ = writeln!(o, "{RAISED_MAX_NOTE}");
+    }
 }
 
 /// `cpu0 1500 x 2.0us, cpu1 500 x 2.0us, ...` (calls x mean), busiest first; long lists are cut.
@@ -393,5 +413,28 @@ mod tests {
             text.contains("  per CPU: cpu0 1500 x 2.00 us, cpu1 500 x 2.00 us"),
             "{text}"
         );
+        assert!(!text.contains(">="), "{text}");
+    }
+
+    #[test]
+    fn a_max_below_the_mean_is_shown_as_a_bound() {
+        // `stress mix`: alloc_vmap_area at avg 3.74 us, max 851 ns (sampled-over waits).
+        let mut p = sample_profile();
+        p.stack_sampling.captured = 100;
+        p.stack_sampling.skipped = 900;
+        (p.stacks[0].count, p.stacks[0].total_ns, p.stacks[0].max_ns) = (10, 37_400, 851);
+        // A task whose recorded max lost a race.
+        p.tasks[0].max_ns = 1_000;
+        let text = render(&p, &ReportOptions::default());
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("alloc_vmap_area") && l.contains("vmap_area_lock"))
+            .expect("vmap row");
+        assert!(row.ends_with("3.74 us  >=3.74 us"), "{row}");
+        assert!(!text.contains("851 ns"), "{text}");
+        assert!(text.contains(ESTIMATED_MAX_NOTE), "{text}");
+        let task = text.lines().find(|l| l.contains("sshd")).unwrap();
+        assert!(task.ends_with("max >=32.14 us"), "{task}");
+        assert!(text.ends_with(&format!("{RAISED_MAX_NOTE}\n")), "{text}");
     }
 }
