@@ -234,7 +234,12 @@ pub fn diff(
         subtitle.push_str(" · ");
         subtitle.push_str(&opts.fold.filter.describe());
     }
-    let lost = before.profile.losses.total() + after.profile.losses.total();
+    // Each recording's losses fit in a u64 (`profile::sums`); two together need not.
+    let lost = before
+        .profile
+        .losses
+        .total()
+        .saturating_add(after.profile.losses.total());
     if lost > 0 {
         subtitle.push_str(&format!(" · {lost} events lost"));
     }
@@ -319,6 +324,27 @@ mod tests {
                 first: 30,
                 second: 30
             }]
+        );
+    }
+
+    #[test]
+    fn the_losses_of_two_recordings_add_without_overflow() {
+        // Fuzz case 0x77: each side's losses fit in a u64, their sum did not.
+        let mut before = sample_profile();
+        before.losses.inflight_full = u64::MAX;
+        let mut after = sample_profile();
+        after.losses.inflight_full = 1;
+        let side = |name, profile| Side { name, profile };
+        let g = diff(
+            side("a.rec", &before),
+            side("b.rec", &after),
+            &DiffOptions::default(),
+        )
+        .unwrap();
+        let subtitle = g.render.labels.subtitle.unwrap();
+        assert!(
+            subtitle.ends_with(&format!(" · {} events lost", u64::MAX)),
+            "{subtitle}"
         );
     }
 
