@@ -483,7 +483,9 @@ impl<'w, D: Design> Engine<'w, D> {
                         continue;
                     }
                     let interarrival = Exp::new(rate_per_ps).expect("positive rate");
-                    let first = interarrival.sample(&mut rng) as Ps;
+                    // Arrivals past the horizon never run; capping them there keeps every
+                    // later `t + work` far from overflowing.
+                    let first = (interarrival.sample(&mut rng) as Ps).min(MAX_TIME);
                     let state = OpenCpu {
                         next_alloc: first,
                         interarrival,
@@ -894,7 +896,8 @@ impl OpenCpu {
         let arrival = self.next_alloc;
         self.next_alloc = self
             .next_alloc
-            .saturating_add((self.interarrival.sample(rng) as Ps).max(1));
+            .saturating_add((self.interarrival.sample(rng) as Ps).max(1))
+            .min(MAX_TIME);
         let slot = self.free_slots.pop().unwrap_or(slots.len() as u32);
         let size = draw_size(&spec.sizes, rng);
         let op = alloc_op(slot, size, spec.vm_map_ram_share, rng);

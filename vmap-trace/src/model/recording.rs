@@ -277,6 +277,28 @@ mod tests {
         assert!(err.to_string().contains("cannot calibrate"), "{err:#}");
     }
 
+    /// A CPU with one allocation in 31 years: its next arrival lies far past the engine's
+    /// clock (2^64 ps), and `t + work` used to overflow (a panic in debug builds).
+    #[test]
+    fn a_cpu_whose_next_allocation_is_decades_away_does_not_overflow_the_clock() {
+        use crate::model::measured::compare_measured;
+        use crate::model::params::ModelParams;
+        use crate::model::run::RunConfig;
+        let mut p = sample_profile();
+        p.meta.duration_ns = 1_000_000_000_000_000_000;
+        p.ops.allocs = 2_000_000_000;
+        p.ops.frees = 2_000_000_000;
+        p.ops.allocs_per_cpu = vec![1_999_999_999, 1, 0, 0];
+        let m = measured_from_profile(&p).unwrap();
+        let cfg = RunConfig {
+            warmup_ms: 1.0,
+            duration_ms: 5.0,
+            ..RunConfig::default()
+        };
+        let report = compare_measured(&m, &ModelParams::default(), &[4], &cfg).unwrap();
+        assert!(report.recorded.legacy.simulated_ms >= cfg.duration_ms);
+    }
+
     #[test]
     fn per_node_lock_names_fold_into_one_class() {
         assert_eq!(model_lock_name("vmap_node[3].busy"), "vmap_node.busy");
