@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::visibility::{self, kprobe_hits};
 use super::KernelSeries;
 
 #[derive(Debug)]
@@ -98,14 +99,66 @@ fn timing<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|t| t["name"] == name)
 }
 
-/// kprobe_profile lines: `  alloc_vmap_area   <hits>   <misses>` (event name without group).
-fn kprobe_hits(text: &str, event: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        (f.next()? == event)
-            .then(|| f.next()?.parse().ok())
-            .flatten()
-    })
+/// Issue 18's checks of what the kernel lets vmap-trace see (visibility.rs), on the default-mode
+/// `record -- stress mix` run (`report_default`, `model_from`) and the kprobe_profile
+/// cross-check window; independent of the other checks, so each runs even if another
+/// section's JSON is missing.
+fn visibility_checks(s: &HashMap<String, (String, i32)>) -> Vec<CheckResult> {
+    let mut r = Vec::new();
+    match json(s, "report_default") {
+        Some(report) => {
+            r.push(visibility::vmap_lock_waits(&report));
+            r.extend(visibility::figures_nonzero_or_explained(&report));
+        }
+        None => r.push(result(
+            "default-mode stress mix report",
+            false,
+            "report_default JSON missing or unparsable",
+        )),
+    }
+    r.push(visibility::model_from(s.get("model_from")));
+    match (json(s, "report_crosscheck"), json(s, "report_toggle")) {
+        (Some(cross), Some(toggle)) => {
+            let text = |name: &str| s.get(name).map(|(b, _)| b.as_str()).unwrap_or("");
+            for source in visibility::OP_SOURCES {
+                r.push(visibility::op_matches_kprobe_profile(
+                    source,
+                    &cross,
+                    &toggle,
+                    text("kprobe_profile"),
+                    text("kprobe_profile_toggle"),
+                ));
+            }
+        }
+        _ => r.push(result(
+            "op counts vs kprobe_profile",
+            false,
+            "report_crosscheck or report_toggle JSON missing or unparsable",
+        )),
+    }
+    // Every hooks array the guest printed: doctor's and each recording's.
+    let mut hooks = Vec::new();
+    if let Some(doctor) = json(s, "doctor") {
+        hooks.push(("doctor", doctor["hooks"].clone()));
+    }
+    for name in [
+        "report",
+        "report_default",
+        "report_kprobe",
+        "report_crosscheck",
+    ] {
+        if let Some(report) = json(s, name) {
+            hooks.push((name, report["profile"]["meta"]["hooks"].clone()));
+        }
+    }
+    let sources: Vec<(&str, &Value)> = hooks.iter().map(|(n, h)| (*n, h)).collect();
+    let mut rejections = visibility::no_load_rejections(&sources);
+    if sources.is_empty() {
+        rejections.ok = false;
+        rejections.detail = "no doctor or report JSON to look at".into();
+    }
+    r.push(rejections);
+    r
 }
 
 pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckResult> {
@@ -119,6 +172,8 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
         "doctor",
         "record",
         "report",
+        "record_default",
+        "report_default",
         "record_kprobe",
         "report_kprobe",
         "record_toggle",
@@ -139,6 +194,7 @@ pub fn check(series: KernelSeries, serial: &str, out_dir: &Path) -> Vec<CheckRes
             )),
         }
     }
+    r.extend(visibility_checks(&s));
     let (Some(doctor), Some(report), Some(kreport), Some(creport), Some(treport)) = (
         json(&s, "doctor"),
         json(&s, "report"),
@@ -581,6 +637,10 @@ mod tests {
         assert_eq!(
             kprobe_hits("  alloc_vmap_area    1234    0\n", "alloc_vmap_area"),
             Some(1234)
+        );
+        assert_eq!(
+            kprobe_hits("  alloc_vmap_area    1234    0\n", "alloc"),
+            None
         );
     }
 

@@ -37,6 +37,12 @@ section uname uname -r
 section nproc nproc
 section doctor vmap-trace doctor --format json
 
+# The default mode (what users run) around `stress mix`: issue 18's checks read this one
+# (vmap lock waits by name, every figure non-zero or explained, `model --from`).
+section record_default vmap-trace record -o /tmp/m.rec -- vmap-trace stress mix --duration 4 --quiet
+section report_default vmap-trace report /tmp/m.rec --format json --max-rows 20
+section model_from vmap-trace model --from /tmp/m.rec --format json
+
 section record vmap-trace record --lock-timing -o /tmp/r.rec -- vmap-trace stress mix --duration 4 --quiet
 section report vmap-trace report /tmp/r.rec --format json --max-rows 20
 section report_text vmap-trace report /tmp/r.rec --top 10
@@ -61,7 +67,7 @@ SECTION_LIMIT=240
 # while a pty stress runs, inside vmap-trace's window. Arming and disarming kprobe events
 # itself allocates vmap areas (vmap-trace sees those, the events cannot), so that footprint
 # is measured on its own first and subtracted. pty has no helper processes that outlive it.
-for f in alloc_vmap_area free_vmap_area_noflush; do
+for f in alloc_vmap_area free_vmap_area_noflush __purge_vmap_area_lazy; do
     echo "p:vtcheck/$f $f" >> $T/kprobe_events
 done
 section record_toggle vmap-trace record -o /tmp/t.rec -- sh -c \

@@ -8,6 +8,7 @@ mod checks;
 mod guest;
 mod kernels;
 mod matrix;
+mod visibility;
 
 use std::path::PathBuf;
 
