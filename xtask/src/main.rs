@@ -36,16 +36,16 @@ enum Command {
     },
     /// Benchmarks, reported as ratios measured in one run (see docs/performance.md).
     Bench(bench::BenchArgs),
-    /// Boot Debian's 6.1 and 6.12 kernels under QEMU and check vmap-trace's kprobe/fentry
-    /// probes, lock names and latencies in each (installs QEMU, downloads the kernels through
-    /// a private apt configuration in target/vm/apt/). `--kernel matrix` boots the six-kernel
-    /// matrix (5.10 .. 7.x) instead.
+    /// Boot the six-kernel matrix (Debian 5.10, 6.1 oldest and newest, 6.12, 6.12-rt, 7.x)
+    /// under QEMU, two at a time, and check vmap-trace's probes, lock names, figures and
+    /// `model --from` in each (installs QEMU, downloads the kernels through a private apt
+    /// configuration in target/vm/apt/). `--kernel 6.1` etc. boots one.
     VmTest(vm::VmTestArgs),
     /// Download and extract Debian kernels (vmlinuz, config, System.map) into
     /// target/vm/kernels/ without booting them; `--kernel matrix` fetches all six of the matrix.
     VmFetch(vm::VmFetchArgs),
     /// Everything CI runs: setup, stale-object check, build, unit and root integration tests,
-    /// then `vm-test` on Debian 6.1 and 6.12.
+    /// then `vm-test` on the six-kernel matrix (downloaded while the host tests run).
     Test {
         /// Skip `setup` (the tools are known to be installed).
         #[arg(long)]
