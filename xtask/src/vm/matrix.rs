@@ -304,6 +304,30 @@ pub fn render(runs: &[KernelRun], command: &str) -> String {
 
 /// What the runs taught us, kept with the generated table.
 const NOTES: &str = r#"
+## What each guest checks (issue 18)
+
+`cargo xtask test` (CI) boots all six kernels, two guests at a time (each TCG guest is one host
+thread); `cargo xtask vm-test --kernel 6.1` (etc.) boots one. Besides the probe, lock-name and
+latency checks, each guest runs a default-mode `record -- stress mix --duration 4` and checks
+(xtask/src/vm/visibility.rs, one function per check, unit-tested on passing and failing outputs):
+
+- **contended waits on named vmap locks**: `profile.locks` has a row with waits at a vmap
+  lock's address (or name), and that row carries the name;
+- **ops = kprobe_profile**: `ops.allocs`, `ops.frees` and `ops.purges` of a `stress pty` window
+  equal the kernel's own kprobe event hits on `alloc_vmap_area`, `free_vmap_area_noflush` and
+  `__purge_vmap_area_lazy` over the same window (less what arming the events costs, measured
+  on its own); allocations and frees must have happened;
+- **every figure non-zero or explained**: each op figure, the lock, per-CPU, per-task and
+  stack tables and the function latencies are non-zero, or a note of the recording (or the
+  figure's `ops.sources` reason) names the figure and says why;
+- **`model --from`** succeeds on the recording;
+- **no program rejected by the verifier** in `doctor` or in any recording (a refusal from
+  `BPF_PROG_LOAD`, or one carrying a verifier log); a missing function or tracepoint is not
+  a rejection.
+
+`cargo xtask vm-test --from-logs` checks and renders the last run's serial logs again without
+booting (target/vm/serial-*.log).
+
 ## Notes
 
 - **find_vmap_area on 6.1.** Debian's 6.1 build inlines `find_vmap_area` into `find_vm_area`,
