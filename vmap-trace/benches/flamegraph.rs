@@ -131,6 +131,7 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
             kernel_release: "6.18.0-bench".into(),
             hostname: "bench".into(),
             design: AllocatorDesign::NodeSharded,
+            design_detail: None,
             cpus: 64,
             started_unix_s: 0,
             duration_ns: 10_000_000_000,

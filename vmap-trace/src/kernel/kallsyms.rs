@@ -55,6 +55,15 @@ impl DataSymbols {
     pub fn addr_of(&self, name: &str) -> Option<u64> {
         self.by_name.get(name).map(|n| n.addr)
     }
+    /// The first name (in sort order) starting with `prefix`: a function-local static is
+    /// listed as `name.N`, N chosen by the compiler.
+    pub fn first_with_prefix(&self, prefix: &str) -> Option<String> {
+        self.by_name
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .min()
+            .cloned()
+    }
     /// Whether kallsyms lists a symbol `name` (function or variable, any type).
     pub fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
