@@ -280,9 +280,10 @@ mod tests {
         );
     }
 
-    /// Lines as Debian sid's 7.2.13 lists them (System.map of linux-image-7.2.13+deb14-amd64-dbg,
-    /// docs/lab/kernel-matrix-facts-2026-12-03.md §4): `.data` variables typed `t`, `.bss` ones
-    /// `b`, beside real functions.
+    /// Debian sid's 7.2.13 as kallsyms lists it: `.data` variables typed `t`, `.bss` ones `b`,
+    /// beside real functions. The lines of `vmap_lazy_nr`, `vmap_nodes`, `_sdata` and `_edata`
+    /// are copied from its System.map (docs/lab/kernel-matrix-facts-2026-12-03.md §4); the
+    /// others have the types that file gives them at addresses made up in the same sections.
     const KALLSYMS_7_2: &str = "ffffffff81234560 t alloc_vmap_area\n\
                                 ffffffff83200000 T _sdata\n\
                                 ffffffff83209700 t vmap_lazy_nr\n\
