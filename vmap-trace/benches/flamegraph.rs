@@ -127,10 +127,12 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
     Profile {
         meta: RecordingMeta {
             stack_keys: Default::default(),
+            other_lock_period: 1,
             tool_version: "bench".into(),
             kernel_release: "6.18.0-bench".into(),
             hostname: "bench".into(),
             design: AllocatorDesign::NodeSharded,
+            design_detail: None,
             cpus: 64,
             started_unix_s: 0,
             duration_ns: 10_000_000_000,

@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 
 use crate::collect::{self, StackResolver};
-use crate::kernel::{btf::KernelBtf, kallsyms, vmap_locks};
+use crate::kernel::{btf::KernelBtf, design, kallsyms, vmap_locks};
 use crate::probe::{self, ProbeOptions, Probes};
 use crate::profile::{AllocatorDesign, HookStatus, Profile, RecordingMeta};
 
@@ -18,7 +18,8 @@ pub struct TraceSession {
     meta: RecordingMeta,
 }
 
-/// The allocator design, from the kernel's BTF: `struct vmap_node` exists from 6.9 on.
+/// The allocator design in the model's two kinds, from the kernel's BTF alone: `struct
+/// vmap_node` exists from 6.9 on. `kernel::design::detect` names it precisely.
 pub fn detect_design(btf: Option<&KernelBtf>) -> AllocatorDesign {
     match btf {
         Some(b) if b.has_struct("vmap_node") => AllocatorDesign::NodeSharded,
@@ -98,7 +99,8 @@ impl TraceSession {
         crate::kernel::privileges::require_bpf()?;
         let (vis, data_symbols) = kallsyms::load()?;
         let btf = KernelBtf::load().ok();
-        let design = detect_design(btf.as_ref());
+        let design_detail = design::detect(btf.as_ref(), &data_symbols, vis.kallsyms_all);
+        let design = design_detail.era.design();
         let vmap_locks = vmap_locks::discover(design, &data_symbols, btf.as_ref());
         let probes = probe::attach_all(options, &data_symbols, btf.as_ref(), &vmap_locks)?;
         let cpus = online_cpus();
@@ -119,6 +121,7 @@ impl TraceSession {
             kernel_release: kernel_release(),
             hostname: hostname(),
             design,
+            design_detail: Some(design_detail),
             cpus,
             started_unix_s: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -55,6 +55,7 @@ fn profile(kernel: &str, vmap_ns: u64) -> Profile {
             kernel_release: kernel.into(),
             hostname: "host".into(),
             design: AllocatorDesign::Legacy,
+            design_detail: None,
             cpus: 8,
             started_unix_s: 1_700_000_000,
             duration_ns: 5_000_000_000,

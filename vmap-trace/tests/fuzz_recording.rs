@@ -180,7 +180,9 @@ fn run_case(bytes: &[u8], baseline: &Profile) -> Reached {
 
 fn reports(p: &Profile) {
     for top in [0, 10, usize::MAX] {
-        text::render(p, &ReportOptions { top });
+        for verbose in [false, true] {
+            text::render(p, &ReportOptions { top, verbose });
+        }
     }
     for rows in [None, Some(1)] {
         let v: Value = serde_json::from_str(&json::render(p, rows)).expect("report JSON parses");

@@ -74,6 +74,7 @@ fn snapshot(k: u64) -> Profile {
             kernel_release: "6.9.0-test".into(),
             hostname: "box".into(),
             design: AllocatorDesign::NodeSharded,
+            design_detail: None,
             cpus: 2,
             started_unix_s: 1_700_000_000,
             duration_ns: k * 1_000_000_000,

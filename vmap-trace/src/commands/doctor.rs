@@ -1,18 +1,19 @@
 //! `vmap-trace doctor`: what this kernel offers, what vmap-trace will use, and what each
 //! missing piece costs the user.
-use std::path::Path;
 
 use anyhow::Result;
 use aya::{
     programs::{FEntry, KProbe},
     Btf, EbpfLoader,
 };
+
+use crate::probe::attach::reason;
 use serde::Serialize;
 
 use crate::escape::field;
-use crate::kernel::{btf::KernelBtf, config, kallsyms, privileges, tracefs};
+use crate::kernel::{btf::KernelBtf, config, design, kallsyms, privileges, tracefs};
 use crate::probe::{self, Hook, ProbeOptions};
-use crate::profile::HookStatus;
+use crate::profile::{verifier_log, HookStatus};
 use crate::session::{self, TraceSession};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -26,6 +27,10 @@ pub enum DoctorFormat {
 pub struct DoctorArgs {
     #[arg(short, long, value_enum, default_value_t = DoctorFormat::Text)]
     pub format: DoctorFormat,
+    /// Text only: show the whole verifier log of each program the kernel refuses (by default
+    /// its last lines, which hold the refusal; the JSON always carries the whole log).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,54 +82,85 @@ fn info(item: &str, detail: impl Into<String>) -> Finding {
     }
 }
 
-/// Try to load and attach the no-op kprobe: the kernel's answer is the truth.
-fn try_kprobe() -> Result<(), String> {
-    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        return Err(
-            "no kprobe PMU (/sys/bus/event_source/devices/kprobe): CONFIG_KPROBES is not set"
-                .into(),
-        );
-    }
-    let mut ebpf = EbpfLoader::new()
-        .load(probe::EBPF_OBJECT)
-        .map_err(|e| e.to_string())?;
-    let prog: &mut KProbe = ebpf
-        .program_mut("kprobe_fn0")
-        .ok_or("kprobe_fn0 missing")?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    prog.load().map_err(|e| e.to_string())?;
-    prog.attach("find_vmap_area", 0).map_err(|e| {
-        format!(
-            "{e}: {}",
-            std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        )
-    })?;
-    Ok(())
+/// Functions to test kprobes and fentry on: in every kernel vmap-trace supports (5.10 to 7.x),
+/// traceable (not `notrace`/`NOKPROBE`), rarely called, and never inlined away: the first two
+/// are exported (`EXPORT_SYMBOL`), which keeps an out-of-line copy whatever the compiler
+/// inlines, and `vfs_read` has callers in many files. A vmap function will not do: 5.10 and
+/// 6.1 inline `find_vmap_area`, which the old check probed and so reported no kprobes or fentry
+/// where both work. The first one this kernel lists is used.
+pub const PROBE_TEST_FUNCTIONS: &[&str] = &["vfs_fsync_range", "vfs_statfs", "vfs_read"];
+
+/// The kprobe PMU's perf type: where perf_event_open creates kprobes (`record` uses it).
+const KPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+/// The probe-test function this kernel has: in kallsyms (kprobes) and, for fentry, in BTF.
+pub fn probe_test_function(
+    symbols: &kallsyms::DataSymbols,
+    in_btf: impl Fn(&str) -> bool,
+    need_btf: bool,
+) -> Option<&'static str> {
+    PROBE_TEST_FUNCTIONS
+        .iter()
+        .copied()
+        .find(|f| symbols.resolve_function(f).as_deref() == Some(*f) && (!need_btf || in_btf(f)))
 }
 
-fn try_fentry(btf: &Btf) -> Result<(), String> {
+/// Attach a kprobe through the kprobe PMU, as `record` does: the PMU's type, then a program
+/// on a function every kernel has. The kernel's answer is the finding.
+fn try_kprobe(symbols: Option<&kallsyms::DataSymbols>) -> Result<String, String> {
+    let pmu = std::fs::read_to_string(KPROBE_PMU_TYPE).map_err(|e| {
+        format!("no kprobe PMU ({KPROBE_PMU_TYPE}: {e}): CONFIG_KPROBES or CONFIG_KPROBE_EVENTS is not set")
+    })?;
+    let pmu = pmu.trim();
+    let target = symbols
+        .and_then(|s| probe_test_function(s, |_| true, false))
+        .ok_or_else(|| {
+            format!(
+                "kprobe PMU (type {pmu}) present, but none of {} is in kallsyms to probe",
+                PROBE_TEST_FUNCTIONS.join(", ")
+            )
+        })?;
+    let mut ebpf = EbpfLoader::new()
+        .load(probe::EBPF_OBJECT)
+        .map_err(|e| reason(&e))?;
+    let prog: &mut KProbe = probe::attach::program(&mut ebpf, "kprobe_fn0")?;
+    prog.load().map_err(|e| reason(&e))?;
+    prog.attach(target, 0).map_err(|e| {
+        format!(
+            "kprobe PMU (type {pmu}) present, but a probe on {target} was refused: {}",
+            reason(&e)
+        )
+    })?;
+    Ok(format!(
+        "kprobe PMU (type {pmu}), probe on {target} attached"
+    ))
+}
+
+/// Attach an fentry program (a BPF trampoline) to a function every kernel has.
+fn try_fentry(
+    btf: &Btf,
+    kernel_btf: Option<&KernelBtf>,
+    symbols: Option<&kallsyms::DataSymbols>,
+) -> Result<String, String> {
+    let kernel_btf = kernel_btf.ok_or("no kernel BTF")?;
+    let target = symbols
+        .and_then(|s| probe_test_function(s, |f| kernel_btf.has_function(f), true))
+        .ok_or_else(|| {
+            format!(
+                "none of {} is both in kallsyms and in kernel BTF",
+                PROBE_TEST_FUNCTIONS.join(", ")
+            )
+        })?;
     let mut ebpf = EbpfLoader::new()
         .btf(Some(btf))
         .load(probe::EBPF_OBJECT)
-        .map_err(|e| e.to_string())?;
-    let prog: &mut FEntry = ebpf
-        .program_mut("fentry_fn0")
-        .ok_or("fentry_fn0 missing")?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    let detail = |e: aya::programs::ProgramError| {
-        let mut s = e.to_string();
-        if let Some(src) = std::error::Error::source(&e) {
-            s = format!("{s}: {src}");
-        }
-        s.lines().next().unwrap_or("").to_string()
-    };
-    prog.load("find_vmap_area", btf).map_err(detail)?;
-    prog.attach().map_err(detail)?;
-    Ok(())
+        .map_err(|e| reason(&e))?;
+    let prog: &mut FEntry = probe::attach::program(&mut ebpf, "fentry_fn0")?;
+    prog.load(target, btf)
+        .map_err(|e| format!("fentry on {target} refused at load: {}", reason(&e)))?;
+    prog.attach()
+        .map_err(|e| format!("fentry on {target} refused at attach: {}", reason(&e)))?;
+    Ok(format!("fentry on {target} attached (BPF trampoline)"))
 }
 
 pub fn examine() -> DoctorReport {
@@ -157,8 +193,13 @@ pub fn examine() -> DoctorReport {
     ));
     let btf = btf.ok();
 
-    let design = session::detect_design(btf.as_ref());
+    let symbols = kallsyms::load().ok();
+    let design = match &symbols {
+        Some((vis, syms)) => design::detect(btf.as_ref(), syms, vis.kallsyms_all),
+        None => design::detect(btf.as_ref(), &kallsyms::DataSymbols::default(), false),
+    };
     f.push(info("design", design.label()));
+    f.push(info("design facts", design.evidence.join("; ")));
 
     let tfs = if root {
         tracefs::ensure_mounted().ok()
@@ -191,24 +232,22 @@ pub fn examine() -> DoctorReport {
 
     let aya_btf = Btf::from_sys_fs().ok();
     if root {
-        let kprobe = try_kprobe();
+        let syms = symbols.as_ref().map(|(_, s)| s);
+        let kprobe = try_kprobe(syms);
         f.push(finding(
             "kprobes",
             kprobe.is_ok(),
-            kprobe.clone().err().unwrap_or_else(|| "attach works".into()),
+            kprobe.clone().unwrap_or_else(|e| e),
             "no latency of vmap functions and no two-way spinlock waits; vmap locks seen only via lock:contention_*",
         ));
         let fentry = match &aya_btf {
-            Some(b) => try_fentry(b),
+            Some(b) => try_fentry(b, btf.as_ref(), syms),
             None => Err("no kernel BTF".into()),
         };
         f.push(finding(
             "fentry",
             fentry.is_ok(),
-            fentry
-                .clone()
-                .err()
-                .unwrap_or_else(|| "attach works".into()),
+            fentry.clone().unwrap_or_else(|e| e),
             "kprobes are used instead where present (slightly higher overhead)",
         ));
     } else {
@@ -235,8 +274,8 @@ pub fn examine() -> DoctorReport {
         "confidentiality mode forbids reading kernel memory from BPF: classic tracepoints fail, tp_btf still works",
     ));
 
-    match kallsyms::load() {
-        Ok((vis, _)) => {
+    match symbols {
+        Some((vis, _)) => {
             f.push(finding(
                 "kallsyms addresses",
                 vis.addresses_visible,
@@ -254,10 +293,10 @@ pub fn examine() -> DoctorReport {
                 "CONFIG_KALLSYMS_ALL unset: vmap locks cannot be named by variable; they are attributed by the vmap function in the stack",
             ));
         }
-        Err(e) => f.push(finding(
+        None => f.push(finding(
             "kallsyms addresses",
             false,
-            format!("{e:#}"),
+            format!("cannot read {}", kallsyms::KALLSYMS),
             "stacks cannot be symbolized",
         )),
     }
@@ -312,7 +351,7 @@ pub fn examine() -> DoctorReport {
 
 /// The findings for people. Details quote the kernel (refusals, paths, symbols): shown
 /// escaped, as every view shows text it did not write itself (`crate::escape`).
-pub fn render_text(r: &DoctorReport) -> String {
+pub fn render_text(r: &DoctorReport, verbose: bool) -> String {
     let mut o = String::new();
     for f in &r.findings {
         let mark = match f.status {
@@ -362,6 +401,9 @@ pub fn render_text(r: &DoctorReport) -> String {
                         rej.mechanism.label(),
                         field(&rej.reason)
                     );
+                    if let Some(log) = &rej.verifier_log {
+                        o += &verifier_log::render(log, verbose, &format!("  {:<40}     ", ""));
+                    }
                 }
                 i = j;
             }
@@ -373,7 +415,7 @@ pub fn render_text(r: &DoctorReport) -> String {
 pub fn run(args: DoctorArgs) -> Result<()> {
     let report = examine();
     let text = match args.format {
-        DoctorFormat::Text => render_text(&report),
+        DoctorFormat::Text => render_text(&report, args.verbose),
         DoctorFormat::Json => crate::escape::json(serde_json::to_string_pretty(&report)?) + "\n",
     };
     crate::stdout::print(&text).map(drop)
@@ -392,12 +434,70 @@ mod tests {
             ],
             hooks: None,
         };
-        let t = render_text(&r);
+        let t = render_text(&r, false);
         assert!(t.contains("NO  kprobes"));
         assert!(t.contains("-> no latency"));
         assert!(t.contains("ok  btf"));
         assert!(!t.contains("-> x"));
         assert!(t.contains("not tested (needs root)"));
+    }
+
+    #[test]
+    fn probe_test_function_is_an_out_of_line_function_of_this_kernel() {
+        let (_, syms) = kallsyms::parse(
+            "ffffffff81000000 t vfs_fsync_range.cold\n\
+             ffffffff81000100 T vfs_statfs\n\
+             ffffffff81000200 T vfs_read\n\
+             ffffffffc0000000 T vfs_fsync_range\t[some_module]\n",
+        );
+        // vfs_fsync_range exists here only as a .cold part and in a module: not a target.
+        assert_eq!(
+            probe_test_function(&syms, |_| true, false),
+            Some("vfs_statfs")
+        );
+        assert_eq!(
+            probe_test_function(&syms, |f| f == "vfs_read", true),
+            Some("vfs_read"),
+            "fentry needs the function in BTF too"
+        );
+        assert_eq!(probe_test_function(&syms, |_| false, true), None);
+        let (_, none) = kallsyms::parse("ffffffff81000000 t alloc_vmap_area\n");
+        assert_eq!(probe_test_function(&none, |_| true, false), None);
+    }
+
+    #[test]
+    fn verifier_logs_follow_their_refusal_last_lines_unless_verbose() {
+        let log: String = (0..30).map(|i| format!("{i}: insn\n")).collect::<String>()
+            + "invalid read from stack R10 off=-56 size=8";
+        let r = DoctorReport {
+            findings: vec![],
+            hooks: Some(vec![HookStatus {
+                hook: "lock:contention_begin".into(),
+                mechanism: None,
+                rejected: vec![crate::profile::Rejection {
+                    mechanism: crate::profile::Mechanism::TpBtf,
+                    reason: "the BPF_PROG_LOAD syscall returned Permission denied (os error 13)"
+                        .into(),
+                    verifier_log: Some(log),
+                }],
+            }]),
+        };
+        let short = render_text(&r, false);
+        let refusal = short.find("not tp_btf: the BPF_PROG_LOAD").expect(&short);
+        let heading = short
+            .find("verifier log, last 12 of 31 lines")
+            .expect(&short);
+        assert!(refusal < heading, "{short}");
+        assert!(
+            short.ends_with("invalid read from stack R10 off=-56 size=8\n"),
+            "{short}"
+        );
+        assert!(!short.contains("  0: insn"), "{short}");
+        let all = render_text(&r, true);
+        assert!(
+            all.contains("verifier log (31 lines):") && all.contains("  0: insn\n"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -408,13 +508,13 @@ mod tests {
             hooks: Some(vec![HookStatus {
                 hook: "fn:find_vmap_area".into(),
                 mechanism: None,
-                rejected: vec![crate::profile::Rejection {
-                    mechanism: crate::profile::Mechanism::Kprobe,
-                    reason: HOSTILE.into(),
-                }],
+                rejected: vec![crate::profile::Rejection::new(
+                    crate::profile::Mechanism::Kprobe,
+                    HOSTILE,
+                )],
             }]),
         };
-        let t = render_text(&r);
+        let t = render_text(&r, false);
         assert_inert(&t, false);
         assert!(
             t.contains(&format!("NO  kprobes{:34}{HOSTILE_SHOWN}\n", "")),

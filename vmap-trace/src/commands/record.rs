@@ -57,6 +57,10 @@ pub struct RecordArgs {
     /// Use classic tracepoints even where tp_btf works (to compare the two).
     #[arg(long)]
     pub classic_tracepoints: bool,
+    /// Print the whole verifier log of each program the kernel refuses (by default its last
+    /// lines, which hold the refusal; the recording keeps the log for `report`).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Run this command while recording and stop when it exits (system-wide recording
     /// still: other processes' activity is included).
     #[arg(last = true, value_name = "COMMAND")]
@@ -91,6 +95,14 @@ pub fn run(args: RecordArgs) -> Result<()> {
             None => eprintln!("vmap-trace: {} unavailable", h.hook),
         }
     }
+    eprint!(
+        "{}",
+        crate::profile::verifier_log::render_refusals(
+            session.hooks(),
+            args.verbose,
+            "vmap-trace: "
+        )
+    );
     if session.hooks().iter().all(|h| h.mechanism.is_none()) {
         bail!("no hook could be attached; run `vmap-trace doctor` to see why");
     }

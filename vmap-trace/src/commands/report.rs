@@ -44,6 +44,10 @@ pub struct ReportArgs {
     /// JSON only: keep just the N heaviest stacks and tasks (default: all of them).
     #[arg(long, value_name = "N")]
     pub max_rows: Option<usize>,
+    /// Text only: show the whole verifier log of each program the kernel refused (by default
+    /// its last lines, which hold the refusal).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Compare two recordings instead of printing one.
     #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"], conflicts_with = "file")]
     pub compare: Option<Vec<PathBuf>>,
@@ -61,7 +65,13 @@ pub fn run(args: ReportArgs) -> Result<()> {
     };
     let profile = recording::load(file)?;
     let out = match args.format {
-        ReportFormat::Text => text::render(&profile, &ReportOptions { top: args.top }),
+        ReportFormat::Text => text::render(
+            &profile,
+            &ReportOptions {
+                top: args.top,
+                verbose: args.verbose,
+            },
+        ),
         ReportFormat::Json => json::render(&profile, args.max_rows) + "\n",
         ReportFormat::Csv => csv::render(&profile, args.table.unwrap_or(CsvTable::Locks)),
     };

@@ -292,10 +292,7 @@ mod tests {
         let hook = |name: &str, mechanism, reason: &str| HookStatus {
             hook: name.into(),
             mechanism,
-            rejected: vec![Rejection {
-                mechanism: Mechanism::Kprobe,
-                reason: reason.into(),
-            }],
+            rejected: vec![Rejection::new(Mechanism::Kprobe, reason)],
         };
         let lines = hook_lines(&[
             hook("lock:contention_begin", Some(Mechanism::TpBtf), "-"),

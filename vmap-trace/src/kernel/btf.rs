@@ -100,6 +100,37 @@ impl KernelBtf {
         ))
     }
 
+    /// Whether `struct name` has a member `member`, at top level or inside its anonymous
+    /// unions and structs (5.10's `struct vmap_area` keeps `purge_list` in one).
+    pub fn has_member(&self, name: &str, member: &str) -> bool {
+        let Ok(types) = self.btf.resolve_types_by_name(name) else {
+            return false;
+        };
+        types.iter().any(|t| match t {
+            Type::Struct(s) => self.members_include(&s.members, member, 0),
+            _ => false,
+        })
+    }
+
+    fn members_include(&self, members: &[btf_rs::Member], member: &str, depth: u32) -> bool {
+        members.iter().any(|m| {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            if name == member {
+                return true;
+            }
+            // Anonymous aggregates only, and not deeper than the kernel nests them.
+            if !name.is_empty() || depth > 4 {
+                return false;
+            }
+            match self.btf.resolve_chained_type(m) {
+                Ok(Type::Struct(inner)) | Ok(Type::Union(inner)) => {
+                    self.members_include(&inner.members, member, depth + 1)
+                }
+                _ => false,
+            }
+        })
+    }
+
     /// Size of `struct name` in bytes.
     pub fn struct_size(&self, name: &str) -> Result<usize> {
         let types = self.btf.resolve_types_by_name(name)?;
@@ -154,5 +185,9 @@ mod tests {
         assert!(!btf.has_struct("no_such_struct_vmap_trace"));
         assert_eq!(btf.member_offset("list_head", "next").unwrap(), 0);
         assert_eq!(btf.member_offset("list_head", "prev").unwrap(), 8);
+        assert!(btf.has_member("list_head", "prev"));
+        assert!(!btf.has_member("list_head", "no_such_member"));
+        // `struct vmap_area`'s `vm` sits in an anonymous union in every kernel since 5.4.
+        assert!(btf.has_member("vmap_area", "vm"));
     }
 }

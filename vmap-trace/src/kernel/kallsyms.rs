@@ -1,8 +1,12 @@
-//! /proc/kallsyms: whether addresses are visible, and the data symbols that name locks.
+//! /proc/kallsyms: whether addresses are visible, and the symbols that name locks.
 //!
 //! Stack frames are symbolized with blazesym (see `symbolize`); this module only answers what
 //! blazesym does not: is kallsyms usable at all (kptr_restrict hides addresses as zeros), are
 //! data symbols listed (CONFIG_KALLSYMS_ALL), and which symbol starts exactly at a lock address.
+//!
+//! Names are looked up whatever their type letter: the letter is the ELF section's flags as nm
+//! saw them, not what the symbol is. 7.x links code into `.data` (`KEXEC_RELOCATE_KERNEL`), so
+//! every `.data` variable there (`vmap_nodes`, `nr_vmap_nodes`, `vmap_lazy_nr`) is typed `t`.
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
@@ -22,21 +26,47 @@ pub struct KallsymsVisibility {
     pub kallsyms_all: bool,
 }
 
-/// Data (and bss) symbols by address: what a lock address is called, when the kernel says.
-/// Also the names of text symbols, to resolve probe targets per kernel.
+/// Kernel symbols by address and by name, of any type: what a lock address is called, where a
+/// variable lives. Also the names of text symbols, to resolve probe targets per kernel.
 #[derive(Debug, Default)]
 pub struct DataSymbols {
-    by_addr: HashMap<u64, String>,
-    by_name: HashMap<String, u64>,
+    by_addr: HashMap<u64, Named>,
+    by_name: HashMap<String, Named>,
     functions: std::collections::HashSet<String>,
 }
 
+/// One symbol as kallsyms lists it.
+#[derive(Debug, Clone)]
+struct Named {
+    name: String,
+    addr: u64,
+    /// Typed data, bss or read-only data (`d`, `b`, `r`, either case). A name listed twice
+    /// (statics of two files) prefers such a symbol; other types are accepted when there is
+    /// none (7.x's `.data` variables are typed `t`).
+    data_typed: bool,
+}
+
 impl DataSymbols {
+    /// The symbol starting at `addr`, of any type (a data-typed one where several start there).
     pub fn name_at(&self, addr: u64) -> Option<&str> {
-        self.by_addr.get(&addr).map(String::as_str)
+        self.by_addr.get(&addr).map(|n| n.name.as_str())
     }
+    /// Where symbol `name` is, whatever its type letter.
     pub fn addr_of(&self, name: &str) -> Option<u64> {
-        self.by_name.get(name).copied()
+        self.by_name.get(name).map(|n| n.addr)
+    }
+    /// The first name (in sort order) starting with `prefix`: a function-local static is
+    /// listed as `name.N`, N chosen by the compiler.
+    pub fn first_with_prefix(&self, prefix: &str) -> Option<String> {
+        self.by_name
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .min()
+            .cloned()
+    }
+    /// Whether kallsyms lists a symbol `name` (function or variable, any type).
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
     }
     /// The kernel's name for function `name`: itself, its `_noprof` variant (6.10+ memory
     /// profiling renames), or a compiler clone (`name.isra.0`, `name.constprop.0`,
@@ -80,19 +110,38 @@ pub fn parse(text: &str) -> (KallsymsVisibility, DataSymbols) {
         if addr != 0 {
             vis.addresses_visible = true;
         }
-        if matches!(kind, "t" | "T") && f.clone().next().is_none() {
+        // A fourth field is a module's name: module symbols are never vmap locks or targets.
+        let in_vmlinux = f.next().is_none();
+        if matches!(kind, "t" | "T") && in_vmlinux {
             data.functions.insert(name.to_string());
         }
+        let data_typed = matches!(kind, "d" | "D" | "b" | "B" | "r" | "R");
         if matches!(kind, "d" | "D" | "b" | "B") {
             vis.data_symbols += 1;
-            if addr != 0 && f.next().is_none() {
-                data.by_addr.entry(addr).or_insert_with(|| name.to_string());
-                data.by_name.insert(name.to_string(), addr);
-            }
+        }
+        if addr != 0 && in_vmlinux {
+            let named = Named {
+                name: name.to_string(),
+                addr,
+                data_typed,
+            };
+            keep_preferred(&mut data.by_addr, addr, &named);
+            keep_preferred(&mut data.by_name, name.to_string(), &named);
         }
     }
     vis.kallsyms_all = vis.data_symbols >= KALLSYMS_ALL_THRESHOLD;
     (vis, data)
+}
+
+/// The first symbol seen for `key`, unless a later one is data-typed and it is not.
+fn keep_preferred<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Named>, key: K, named: &Named) {
+    match map.get_mut(&key) {
+        None => {
+            map.insert(key, named.clone());
+        }
+        Some(kept) if named.data_typed && !kept.data_typed => *kept = named.clone(),
+        Some(_) => {}
+    }
 }
 
 pub fn load() -> Result<(KallsymsVisibility, DataSymbols)> {
@@ -229,5 +278,52 @@ mod tests {
             None,
             "module symbols are not kernel locks"
         );
+    }
+
+    /// Debian sid's 7.2.13 as kallsyms lists it: `.data` variables typed `t`, `.bss` ones `b`,
+    /// beside real functions. The lines of `vmap_lazy_nr`, `vmap_nodes`, `_sdata` and `_edata`
+    /// are copied from its System.map (docs/lab/kernel-matrix-facts-2026-12-03.md §4); the
+    /// others have the types that file gives them at addresses made up in the same sections.
+    const KALLSYMS_7_2: &str = "ffffffff81234560 t alloc_vmap_area\n\
+                                ffffffff83200000 T _sdata\n\
+                                ffffffff83209700 t vmap_lazy_nr\n\
+                                ffffffff833ca8e0 t vmap_nodes\n\
+                                ffffffff833ca8e8 t nr_vmap_nodes\n\
+                                ffffffff833ca8f0 t vmap_zone_size\n\
+                                ffffffff8355b900 T _edata\n\
+                                ffffffff83a0c240 b free_vmap_area_lock\n\
+                                ffffffff83a0c260 b vmap_purge_lock\n";
+
+    #[test]
+    fn variables_typed_as_text_are_found_by_name() {
+        let (_, syms) = parse(KALLSYMS_7_2);
+        assert_eq!(syms.addr_of("vmap_nodes"), Some(0xffffffff833ca8e0));
+        assert_eq!(syms.addr_of("nr_vmap_nodes"), Some(0xffffffff833ca8e8));
+        assert_eq!(syms.addr_of("vmap_lazy_nr"), Some(0xffffffff83209700));
+        assert_eq!(
+            syms.addr_of("free_vmap_area_lock"),
+            Some(0xffffffff83a0c240)
+        );
+        assert_eq!(syms.name_at(0xffffffff833ca8e0), Some("vmap_nodes"));
+        assert!(syms.contains("vmap_zone_size"));
+        // Functions still resolve as probe targets.
+        assert_eq!(
+            syms.resolve_function("alloc_vmap_area").as_deref(),
+            Some("alloc_vmap_area")
+        );
+    }
+
+    #[test]
+    fn a_data_typed_symbol_wins_over_a_text_one_of_the_same_name_or_address() {
+        let text = "ffffffff81000000 t dup\n\
+                    ffffffff82000000 d dup\n\
+                    ffffffff82000000 t marker_at_same_address\n\
+                    ffffffff82000100 d first\n\
+                    ffffffff82000200 b first\n";
+        let (_, syms) = parse(text);
+        assert_eq!(syms.addr_of("dup"), Some(0xffffffff82000000));
+        assert_eq!(syms.name_at(0xffffffff82000000), Some("dup"));
+        // Two data-typed symbols of one name: the first listed is kept.
+        assert_eq!(syms.addr_of("first"), Some(0xffffffff82000100));
     }
 }

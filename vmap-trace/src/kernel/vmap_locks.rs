@@ -48,6 +48,11 @@ const LEGACY_LOCKS: &[(&str, VmapLockKind)] = &[
     ("purge_vmap_area_lock", VmapLockKind::Spinlock),
     ("vmap_purge_lock", VmapLockKind::Mutex),
 ];
+const LEGACY_510_LOCKS: &[(&str, VmapLockKind)] = &[
+    ("vmap_area_lock", VmapLockKind::Spinlock),
+    ("free_vmap_area_lock", VmapLockKind::Spinlock),
+    ("vmap_purge_lock", VmapLockKind::Mutex),
+];
 const NODE_GLOBAL_LOCKS: &[(&str, VmapLockKind)] = &[
     ("free_vmap_area_lock", VmapLockKind::Spinlock),
     ("vmap_purge_lock", VmapLockKind::Mutex),
@@ -132,6 +137,11 @@ pub fn discover(
 ) -> VmapLockTable {
     let mut table = VmapLockTable::default();
     match design {
+        // The 5.10 era has no purge_vmap_area_lock: its lazy list is the lock-free
+        // vmap_purge_list, which kallsyms lists wherever it would list the lock.
+        AllocatorDesign::Legacy if data.contains("vmap_purge_list") => {
+            statics(&mut table, data, LEGACY_510_LOCKS)
+        }
         AllocatorDesign::Legacy => statics(&mut table, data, LEGACY_LOCKS),
         AllocatorDesign::NodeSharded => {
             statics(&mut table, data, NODE_GLOBAL_LOCKS);
@@ -175,6 +185,24 @@ mod tests {
         assert!(t.locks.is_empty());
         assert_eq!(t.problems.len(), 4);
         assert!(t.problems[0].contains("vmap_area_lock"));
+    }
+
+    #[test]
+    fn the_5_10_era_expects_no_purge_spinlock() {
+        // Debian 5.10.0-46's lock symbols (System.map, docs/lab/kernel-matrix-facts §4).
+        let (_, data) = super::super::kallsyms::parse(
+            "ffffffff82a1b2c0 b vmap_area_lock\n\
+             ffffffff82a1b2c4 b free_vmap_area_lock\n\
+             ffffffff82a1b2c8 b vmap_purge_list\n\
+             ffffffff8261c400 d vmap_purge_lock\n",
+        );
+        let t = discover(AllocatorDesign::Legacy, &data, None);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        let names: Vec<&str> = t.locks.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["vmap_area_lock", "free_vmap_area_lock", "vmap_purge_lock"]
+        );
     }
 
     #[test]

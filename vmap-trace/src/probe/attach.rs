@@ -5,7 +5,56 @@ use aya::{
 };
 
 use super::links::{LinkId, Links, Target};
-use crate::profile::{Mechanism, Rejection};
+use crate::profile::{verifier_log, Mechanism, Rejection};
+
+/// Why the kernel refused one mechanism: its error on one line, and the verifier's own log
+/// when it is the verifier that refused the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    pub verifier_log: Option<String>,
+}
+
+impl Refusal {
+    pub fn into_rejection(self, mechanism: Mechanism) -> Rejection {
+        Rejection {
+            mechanism,
+            reason: self.reason,
+            verifier_log: self.verifier_log,
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal {
+            reason,
+            verifier_log: None,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
+}
+
+/// A program load's error, with the verifier's log when the verifier refused it (aya keeps
+/// the log in `ProgramError::LoadError`; its message carries the whole log, which `reason`
+/// cuts to the first line).
+pub fn load_refusal(err: &ProgramError) -> Refusal {
+    let verifier_log = match err {
+        ProgramError::LoadError { verifier_log, .. } => {
+            verifier_log::keep(&verifier_log.to_string())
+        }
+        _ => None,
+    };
+    Refusal {
+        reason: reason(err),
+        verifier_log,
+    }
+}
 
 /// The kernel's error, with its causes, on one line.
 pub fn reason(err: &dyn std::error::Error) -> String {
@@ -35,7 +84,7 @@ pub fn reason(err: &dyn std::error::Error) -> String {
 }
 
 /// The program `name` of the object, as type `T`; the error says which is wrong.
-pub(super) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
@@ -55,23 +104,23 @@ pub fn fentry_pair(
     entry: Option<&str>,
     exit: Option<&str>,
     links: &mut Links,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let mut entry_link = None;
     if let Some(entry) = entry {
         let p: &mut FEntry = program(ebpf, entry)?;
         if p.fd().is_err() {
-            p.load(target, btf).map_err(|e| reason(&e))?;
+            p.load(target, btf).map_err(|e| load_refusal(&e))?;
         }
         entry_link = Some(p.attach().map_err(|e| reason(&e))?);
     }
     let mut exit_link = None;
     if let Some(exit) = exit {
-        let attached = (|| {
+        let attached = (|| -> Result<_, Refusal> {
             let p: &mut FExit = program(ebpf, exit)?;
             if p.fd().is_err() {
-                p.load(target, btf).map_err(|e| reason(&e))?;
+                p.load(target, btf).map_err(|e| load_refusal(&e))?;
             }
-            p.attach().map_err(|e| reason(&e))
+            Ok(p.attach().map_err(|e| reason(&e))?)
         })();
         match attached {
             Ok(link) => exit_link = Some(link),
@@ -101,7 +150,7 @@ pub fn kprobe_pair(
     entry: Option<&str>,
     exit: Option<&str>,
     links: &mut Links,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err("no kprobe PMU: this kernel is built without CONFIG_KPROBES".into());
     }
@@ -109,18 +158,18 @@ pub fn kprobe_pair(
     if let Some(entry) = entry {
         let p: &mut KProbe = program(ebpf, entry)?;
         if p.fd().is_err() {
-            p.load().map_err(|e| reason(&e))?;
+            p.load().map_err(|e| load_refusal(&e))?;
         }
         attached_entry = Some(p.attach(symbol, 0).map_err(|e| reason(&e))?);
     }
     let mut attached_exit = None;
     if let Some(exit) = exit {
-        let attached = (|| {
+        let attached = (|| -> Result<_, Refusal> {
             let p: &mut KProbe = program(ebpf, exit)?;
             if p.fd().is_err() {
-                p.load().map_err(|e| reason(&e))?;
+                p.load().map_err(|e| load_refusal(&e))?;
             }
-            p.attach(symbol, 0).map_err(|e| reason(&e))
+            Ok(p.attach(symbol, 0).map_err(|e| reason(&e))?)
         })();
         match attached {
             Ok(link) => attached_exit = Some(link),
@@ -166,39 +215,35 @@ pub fn attach_best(
 ) -> (Option<Mechanism>, Vec<Rejection>) {
     let mut rejected = Vec::new();
     if let Some(why) = choice.skip_fentry {
-        rejected.push(Rejection {
-            mechanism: Mechanism::Fentry,
-            reason: format!("skipped ({why})"),
-        });
+        rejected.push(Rejection::new(
+            Mechanism::Fentry,
+            format!("skipped ({why})"),
+        ));
     } else {
         let tried = match (btf, fentry_target) {
-            (None, _) => Err("no kernel BTF".to_string()),
-            (_, None) => {
-                Err("function not in kernel BTF (inlined, static clone or absent)".to_string())
-            }
+            (None, _) => Err(Refusal::from("no kernel BTF")),
+            (_, None) => Err(Refusal::from(
+                "function not in kernel BTF (inlined, static clone or absent)",
+            )),
             (Some(btf), Some(t)) => {
                 fentry_pair(ebpf, btf, t, fentry_programs.0, fentry_programs.1, links)
             }
         };
         match tried {
             Ok(()) => return (Some(Mechanism::Fentry), rejected),
-            Err(reason) => rejected.push(Rejection {
-                mechanism: Mechanism::Fentry,
-                reason,
-            }),
+            Err(refusal) => rejected.push(refusal.into_rejection(Mechanism::Fentry)),
         }
     }
     let tried = match kprobe_symbol {
-        None => Err("function not in kallsyms (inlined or absent in this kernel)".to_string()),
+        None => Err(Refusal::from(
+            "function not in kallsyms (inlined or absent in this kernel)",
+        )),
         Some(sym) => kprobe_pair(ebpf, sym, kprobe_programs.0, kprobe_programs.1, links),
     };
     match tried {
         Ok(()) => (Some(Mechanism::Kprobe), rejected),
-        Err(reason) => {
-            rejected.push(Rejection {
-                mechanism: Mechanism::Kprobe,
-                reason,
-            });
+        Err(refusal) => {
+            rejected.push(refusal.into_rejection(Mechanism::Kprobe));
             (None, rejected)
         }
     }

@@ -57,10 +57,7 @@ pub fn attach(
             .map(|f| HookStatus {
                 hook: f.label.into(),
                 mechanism: None,
-                rejected: vec![Rejection {
-                    mechanism: Mechanism::Kprobe,
-                    reason: reason.clone(),
-                }],
+                rejected: vec![Rejection::new(Mechanism::Kprobe, reason.clone())],
             })
             .collect();
     }
@@ -70,25 +67,19 @@ pub fn attach(
             .map(|f| HookStatus {
                 hook: f.label.into(),
                 mechanism: None,
-                rejected: vec![Rejection {
-                    mechanism: Mechanism::Kprobe,
-                    reason: e.clone(),
-                }],
+                rejected: vec![Rejection::new(Mechanism::Kprobe, e.clone())],
             })
             .collect();
     }
     FAMILIES
         .iter()
         .map(|f| {
-            let mut rejected = vec![Rejection {
-                mechanism: Mechanism::Fentry,
-                reason: FENTRY_REFUSED.into(),
-            }];
+            let mut rejected = vec![Rejection::new(Mechanism::Fentry, FENTRY_REFUSED)];
             let Some(acquire) = symbols.resolve_function(f.acquire) else {
-                rejected.push(Rejection {
-                    mechanism: Mechanism::Kprobe,
-                    reason: format!("{} is not in kallsyms", f.acquire),
-                });
+                rejected.push(Rejection::new(
+                    Mechanism::Kprobe,
+                    format!("{} is not in kallsyms", f.acquire),
+                ));
                 return HookStatus {
                     hook: f.label.into(),
                     mechanism: None,
@@ -101,10 +92,7 @@ pub fn attach(
                     "{} is not an out-of-line function here (inlined)",
                     f.release
                 );
-                rejected.push(Rejection {
-                    mechanism: Mechanism::Kprobe,
-                    reason,
-                });
+                rejected.push(Rejection::new(Mechanism::Kprobe, reason));
                 return HookStatus {
                     hook: f.label.into(),
                     mechanism: None,
@@ -115,11 +103,8 @@ pub fn attach(
                 .and_then(|()| {
                     kprobe_pair(ebpf, &acquire, Some("kprobe_lock_acquire"), None, links)
                 });
-            if let Err(reason) = attached {
-                rejected.push(Rejection {
-                    mechanism: Mechanism::Kprobe,
-                    reason,
-                });
+            if let Err(refusal) = attached {
+                rejected.push(refusal.into_rejection(Mechanism::Kprobe));
                 return HookStatus {
                     hook: f.label.into(),
                     mechanism: None,

@@ -16,8 +16,8 @@ use aya::{
 use vmap_trace_common::{EventArgs, ProbeConfig};
 
 use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, tracefs, vmap_locks::VmapLockTable};
-use crate::profile::{HookStatus, Mechanism, Rejection, StackKeying};
-use attach::{reason, MechanismChoice};
+use crate::profile::{HookStatus, Mechanism, StackKeying};
+use attach::{load_refusal, reason, MechanismChoice, Refusal};
 pub use functions::FunctionProbe;
 pub use other_locks::OtherLockSampling;
 
@@ -297,11 +297,11 @@ pub fn attach_all(
         let event_exists = tracefs::event_exists(&tracefs_root, category, event);
         for (mechanism, prog_name) in hook.programs() {
             let result = if mechanism == Mechanism::TpBtf && options.classic_tracepoints {
-                Err("skipped (--classic-tracepoints)".into())
+                Err(Refusal::from("skipped (--classic-tracepoints)"))
             } else if mechanism == Mechanism::Tracepoint && !event_exists {
-                Err(format!(
+                Err(Refusal::from(format!(
                     "tracepoint {category}:{event} does not exist in this kernel"
-                ))
+                )))
             } else {
                 try_attach(
                     &mut ebpf,
@@ -318,7 +318,7 @@ pub fn attach_all(
                     status.mechanism = Some(mechanism);
                     break;
                 }
-                Err(reason) => status.rejected.push(Rejection { mechanism, reason }),
+                Err(refusal) => status.rejected.push(refusal.into_rejection(mechanism)),
             }
         }
         log::info!("{}: {:?}", status.hook, status.mechanism);
@@ -369,7 +369,8 @@ pub fn attach_all(
     })
 }
 
-/// Load and attach one program; the error is the kernel's reason, on one line.
+/// Load and attach one program; the error is the kernel's reason, on one line, with the
+/// verifier's log when the verifier refused it.
 fn try_attach(
     ebpf: &mut Ebpf,
     mechanism: Mechanism,
@@ -378,18 +379,18 @@ fn try_attach(
     event: &str,
     btf: Option<&Btf>,
     links: &mut links::Links,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     match mechanism {
         Mechanism::TpBtf => {
             let btf = btf.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux)")?;
             let prog: &mut BtfTracePoint = attach::program(ebpf, prog_name)?;
-            prog.load(event, btf).map_err(|e| reason(&e))?;
+            prog.load(event, btf).map_err(|e| load_refusal(&e))?;
             let link = prog.attach().map_err(|e| reason(&e))?;
             links.add(prog_name, links::Target::TpBtf, links::LinkId::TpBtf(link));
         }
         Mechanism::Tracepoint => {
             let prog: &mut TracePoint = attach::program(ebpf, prog_name)?;
-            prog.load().map_err(|e| reason(&e))?;
+            prog.load().map_err(|e| load_refusal(&e))?;
             let link = prog.attach(category, event).map_err(|e| reason(&e))?;
             let target = links::Target::Tracepoint {
                 category: category.to_string(),
@@ -397,7 +398,7 @@ fn try_attach(
             };
             links.add(prog_name, target, links::LinkId::Tracepoint(link));
         }
-        other => return Err(format!("{} is not compiled for this hook", other.label())),
+        other => return Err(format!("{} is not compiled for this hook", other.label()).into()),
     }
     Ok(())
 }

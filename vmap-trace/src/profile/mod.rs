@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod histogram;
 pub mod recording;
 pub mod sums;
+pub mod verifier_log;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,22 @@ impl Mechanism {
 pub struct Rejection {
     pub mechanism: Mechanism,
     pub reason: String,
+    /// The verifier's own log, when it is the verifier that refused the program (its end,
+    /// at most `verifier_log::KEPT_BYTES`). Shown by `doctor`, `record` and `report`: the last
+    /// lines, all of it with `--verbose`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier_log: Option<String>,
+}
+
+impl Rejection {
+    /// A refusal that is not the verifier's (no log).
+    pub fn new(mechanism: Mechanism, reason: impl Into<String>) -> Self {
+        Rejection {
+            mechanism,
+            reason: reason.into(),
+            verifier_log: None,
+        }
+    }
 }
 
 /// What became of one hook (e.g. `lock:contention_begin`).
@@ -82,6 +99,10 @@ pub struct RecordingMeta {
     pub kernel_release: String,
     pub hostname: String,
     pub design: AllocatorDesign,
+    /// The design precisely (era, PREEMPT_RT) and the kernel facts it was told from; absent
+    /// in recordings made before vmap-trace read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub design_detail: Option<crate::kernel::design::DesignDetail>,
     pub cpus: u32,
     /// Unix time (seconds) when recording started.
     pub started_unix_s: u64,
@@ -734,6 +755,7 @@ pub(crate) mod tests {
                 kernel_release: "6.1.0-test".into(),
                 hostname: "test".into(),
                 design: AllocatorDesign::Legacy,
+                design_detail: None,
                 cpus: 4,
                 started_unix_s: 1_700_000_000,
                 duration_ns: 2_000_000_000,
@@ -859,10 +881,7 @@ pub(crate) mod tests {
         (m.tool_version, m.kernel_release, m.hostname) = (h("0.1.0"), h("6.1.0"), h("host"));
         m.notes = vec![h("note")];
         m.hooks[0].hook = h("lock:contention_begin");
-        m.hooks[0].rejected = vec![Rejection {
-            mechanism: Mechanism::Fentry,
-            reason: h("refused"),
-        }];
+        m.hooks[0].rejected = vec![Rejection::new(Mechanism::Fentry, h("refused"))];
         m.vmap_locks = vec![crate::kernel::vmap_locks::VmapLock {
             name: h("vmap_node[0].busy"),
             addr: 0x1000,
@@ -927,10 +946,7 @@ pub(crate) mod tests {
         m.hooks.push(HookStatus {
             hook: "fn:vm_map_ram".into(),
             mechanism: None,
-            rejected: vec![Rejection {
-                mechanism: Mechanism::Kprobe,
-                reason: "kprobes are not enabled".into(),
-            }],
+            rejected: vec![Rejection::new(Mechanism::Kprobe, "kprobes are not enabled")],
         });
         m.vmap_locks = vec![VmapLock {
             name: "vmap_node[0].busy.lock".into(),

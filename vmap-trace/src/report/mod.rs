@@ -9,11 +9,16 @@ pub mod text;
 pub struct ReportOptions {
     /// Rows per "top" table (other locks, tasks).
     pub top: usize,
+    /// Whole verifier logs of refused programs, not just their last lines.
+    pub verbose: bool,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        ReportOptions { top: 10 }
+        ReportOptions {
+            top: 10,
+            verbose: false,
+        }
     }
 }
 

@@ -20,7 +20,17 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         m.cpus,
         secs
     );
-    let _ = writeln!(o, "allocator design: {}", m.design.label());
+    match &m.design_detail {
+        Some(d) => {
+            let _ = writeln!(o, "allocator design: {}", d.label());
+            if !d.evidence.is_empty() {
+                let _ = writeln!(o, "  (from: {})", d.evidence.join("; "));
+            }
+        }
+        None => {
+            let _ = writeln!(o, "allocator design: {}", m.design.label());
+        }
+    }
     let hooks: Vec<String> = m
         .hooks
         .iter()
@@ -33,6 +43,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         })
         .collect();
     let _ = writeln!(o, "probes: {}", hooks.join(", "));
+    o += &crate::profile::verifier_log::render_refusals(&m.hooks, opts.verbose, "");
     if p.losses.total() > 0 {
         let _ = writeln!(o, "LOST: {}", p.losses.describe().join("; "));
     } else {
@@ -376,6 +387,56 @@ mod tests {
         ] {
             assert!(text.contains(&shown), "{shown:?} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn header_names_the_precise_design_with_its_evidence_and_refusals_with_their_log() {
+        use crate::kernel::design::{DesignDetail, DesignEra};
+        use crate::profile::{Mechanism, Rejection};
+        let mut p = sample_profile();
+        let plain = render(&p, &ReportOptions::default());
+        assert!(
+            plain.contains("allocator design: legacy (global vmap locks, <= 6.8)\n"),
+            "{plain}"
+        );
+        p.meta.design_detail = Some(DesignDetail {
+            era: DesignEra::Legacy510,
+            preempt_rt: false,
+            evidence: vec!["BTF: vmap_area.purge_list (llist_node)".into()],
+            undetermined: None,
+        });
+        let log: String = (0..20).map(|i| format!("{i}: insn\n")).collect::<String>()
+            + "invalid read from stack R10 off=-56 size=8";
+        p.meta.hooks[0].rejected = vec![Rejection {
+            mechanism: Mechanism::TpBtf,
+            reason: "refused".into(),
+            verifier_log: Some(log),
+        }];
+        let text = render(&p, &ReportOptions::default());
+        assert!(
+            text.contains("allocator design: legacy, 5.10 era: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("  (from: BTF: vmap_area.purge_list (llist_node))\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("verifier log, last 12 of 21 lines (--verbose shows all):"),
+            "{text}"
+        );
+        assert!(!text.contains("    0: insn\n"), "{text}");
+        let verbose = render(
+            &p,
+            &ReportOptions {
+                verbose: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            verbose.contains("verifier log (21 lines):") && verbose.contains("    0: insn\n"),
+            "{verbose}"
+        );
     }
 
     #[test]

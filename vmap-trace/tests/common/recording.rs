@@ -76,6 +76,7 @@ pub fn profile(extra: &str) -> Profile {
             kernel_release: x("6.1.0"),
             hostname: x("host"),
             design: AllocatorDesign::Legacy,
+            design_detail: None,
             cpus: 2,
             started_unix_s: 1_700_000_000,
             duration_ns: 1_000_000_000,
