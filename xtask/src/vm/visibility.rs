@@ -56,7 +56,7 @@ pub fn vmap_lock_waits(report: &Value) -> CheckResult {
             _ => other += count,
         }
     }
-    named.sort_by(|a, b| b.1.cmp(&a.1));
+    named.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     let shown: Vec<String> = named
         .iter()
         .take(6)
