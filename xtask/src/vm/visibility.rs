@@ -167,8 +167,9 @@ pub fn op_matches_kprobe_profile(
         &name,
         ok,
         format!(
-            "vmap-trace {ours}, kprobe_profile {theirs} (allowed difference {slack}; arming the \
-             kprobes alone: vmap-trace {footprint}, kprobe_profile {theirs_footprint})"
+            "vmap-trace {ours}, kprobe_profile {theirs} (allowed difference {slack}; subtracted, \
+             from a window that only arms and disarms the events: vmap-trace {footprint}, \
+             kprobe_profile {theirs_footprint})"
         ),
     )
 }
