@@ -645,6 +645,39 @@ mod tests {
     }
 
     #[test]
+    fn visibility_checks_fail_when_the_guest_printed_nothing() {
+        let results = visibility_checks(&HashMap::new());
+        assert!(results.len() >= 4, "{results:?}");
+        assert!(results.iter().all(|r| !r.ok), "{results:?}");
+        // A guest whose sections all exist but whose recording shows nothing still fails.
+        let empty = "{\"profile\": {\"meta\": {\"hooks\": [], \"vmap_locks\": [], \"notes\": []}, \"ops\": {}}}";
+        let mut s = HashMap::new();
+        for name in [
+            "doctor",
+            "report_default",
+            "report_crosscheck",
+            "report_toggle",
+        ] {
+            s.insert(name.to_string(), (empty.to_string(), 0));
+        }
+        s.insert("model_from".to_string(), ("{\"ok\": 1}".to_string(), 0));
+        let results = visibility_checks(&s);
+        let passed: Vec<&str> = results
+            .iter()
+            .filter(|r| r.ok)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(
+            passed,
+            [
+                "model --from the recording",
+                "no program rejected by the verifier"
+            ],
+            "{results:?}"
+        );
+    }
+
+    #[test]
     fn counts_lock_timing_cycles() {
         assert_eq!(
             lock_timing_cycles("cycle 1 rc=0\ncycle 2 rc=1\n[ 3.2] noise\ncycle 3 rc=0\n"),

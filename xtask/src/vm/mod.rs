@@ -244,8 +244,8 @@ fn time_file(series: KernelSeries) -> PathBuf {
     vm_dir().join(format!("time-{}.txt", series.label()))
 }
 
-/// Boot each series, `jobs` at a time, in the order given (longest-running first pays off
-/// only when known; the matrix order is kept so that logs read in order).
+/// Boot each series, `jobs` at a time, in the order given. A boot that cannot even start
+/// (QEMU missing) stops the run; a guest that did not finish is a result (`serial: None`).
 fn boot_all(
     kernels: Vec<(KernelSeries, PathBuf)>,
     initrd: &std::path::Path,
@@ -254,42 +254,54 @@ fn boot_all(
     let queue = std::sync::Mutex::new(kernels.into_iter());
     let results = std::sync::Mutex::new(Vec::new());
     let errors = std::sync::Mutex::new(Vec::new());
+    let (queue, results, errors) = (&queue, &results, &errors);
     std::thread::scope(|scope| {
         for _ in 0..args.jobs.max(1) {
-            scope.spawn(|| loop {
-                let Some((series, kernel)) = queue.lock().map(|mut q| q.next()).unwrap_or(None)
-                else {
-                    break;
-                };
-                let started = std::time::Instant::now();
-                match boot_with_retries(series, &kernel, initrd, args) {
-                    Ok((serial, boots)) => {
-                        let wall_secs = started.elapsed().as_secs_f64();
-                        let _ =
-                            std::fs::write(time_file(series), format!("{wall_secs:.0} {boots}\n"));
-                        if let Ok(mut r) = results.lock() {
-                            r.push(GuestRun {
-                                series,
-                                serial,
-                                wall_secs,
-                                boots,
-                            });
+            // The queue's lock is held only to take the next kernel, never across a boot.
+            let next = || queue.lock().ok().and_then(|mut q| q.next());
+            scope.spawn(move || {
+                while let Some((series, kernel)) = next() {
+                    let started = std::time::Instant::now();
+                    match boot_with_retries(series, &kernel, initrd, args) {
+                        Ok((serial, boots)) => {
+                            let wall_secs = started.elapsed().as_secs_f64();
+                            let _ = std::fs::write(
+                                time_file(series),
+                                format!("{wall_secs:.0} {boots}\n"),
+                            );
+                            if let Ok(mut r) = results.lock() {
+                                r.push(GuestRun {
+                                    series,
+                                    serial,
+                                    wall_secs,
+                                    boots,
+                                });
+                            }
                         }
-                    }
-                    Err(e) => {
-                        if let Ok(mut errs) = errors.lock() {
-                            errs.push(format!("{}: {e:#}", series.label()));
+                        Err(e) => {
+                            if let Ok(mut errs) = errors.lock() {
+                                errs.push(format!("{}: {e:#}", series.label()));
+                            }
                         }
                     }
                 }
             });
         }
     });
-    let errors = errors.into_inner().unwrap_or_default();
+    let errors = std::mem::take(
+        &mut *errors
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a boot thread panicked"))?,
+    );
     if !errors.is_empty() {
         bail!("vm-test could not run: {}", errors.join("; "));
     }
-    Ok(results.into_inner().unwrap_or_default())
+    let guests = std::mem::take(
+        &mut *results
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a boot thread panicked"))?,
+    );
+    Ok(guests)
 }
 
 /// The last run's logs and wall times, for `--from-logs`.

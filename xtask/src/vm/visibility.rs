@@ -56,7 +56,7 @@ pub fn vmap_lock_waits(report: &Value) -> CheckResult {
             _ => other += count,
         }
     }
-    named.sort_by(|a, b| b.1.cmp(&a.1));
+    named.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     let shown: Vec<String> = named
         .iter()
         .take(6)
@@ -167,8 +167,9 @@ pub fn op_matches_kprobe_profile(
         &name,
         ok,
         format!(
-            "vmap-trace {ours}, kprobe_profile {theirs} (allowed difference {slack}; arming the \
-             kprobes alone: vmap-trace {footprint}, kprobe_profile {theirs_footprint})"
+            "vmap-trace {ours}, kprobe_profile {theirs} (allowed difference {slack}; subtracted, \
+             from a window that only arms and disarms the events: vmap-trace {footprint}, \
+             kprobe_profile {theirs_footprint})"
         ),
     )
 }
