@@ -474,10 +474,11 @@ pub mod slow_path {
     /// Nesting of spin waits on one CPU the programs track: qspinlock's own limit
     /// (task, softirq, hardirq, NMI: `MAX_NODES` in kernel/locking/qspinlock.c).
     pub const SPIN_NEST: usize = 4;
-    /// The object's global (u32, written by the loader) that makes the slow-path probes the
-    /// source of spinlock waits: nonzero, `contention_begin` leaves qspinlock begins (flags
-    /// exactly `lock_flags::SPIN`) to them.
-    pub const SPIN_WAITS_GLOBAL: &str = "SPIN_WAITS_FROM_SLOWPATH";
+    /// The object's one-entry u32 array that makes the slow-path probes the source of
+    /// spinlock waits: nonzero, `contention_begin` leaves qspinlock begins (flags exactly
+    /// `lock_flags::SPIN`) to them. A map, not load-time configuration: the loader sets it
+    /// only once a slow path is attached, which it cannot know before loading.
+    pub const SPIN_WAITS_MAP: &str = "SPIN_WAITS_FROM_SLOWPATH";
 }
 
 #[cfg(feature = "user")]

@@ -18,7 +18,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
@@ -31,17 +31,15 @@ use crate::{
     SPIN_SLOT_STALE_NS,
 };
 
-/// Written by the loader (`slow_path::SPIN_WAITS_GLOBAL`): nonzero when these programs are
-/// the source of spinlock waits.
-#[unsafe(no_mangle)]
-static SPIN_WAITS_FROM_SLOWPATH: u32 = 0;
+/// Set by the loader (`slow_path::SPIN_WAITS_MAP`) once a spin slow path is attached.
+#[map]
+static SPIN_WAITS_FROM_SLOWPATH: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Whether the slow-path programs time spinlock waits (then `contention_begin` leaves the
-/// qspinlock's own begins to them).
+/// qspinlock's own begins to them). An array lookup, which the verifier inlines.
 #[inline(always)]
 pub(crate) fn times_spin_waits() -> bool {
-    // Volatile: the compiler must not fold the placeholder value.
-    unsafe { core::ptr::read_volatile(&SPIN_WAITS_FROM_SLOWPATH) != 0 }
+    SPIN_WAITS_FROM_SLOWPATH.get(0).is_some_and(|v| *v != 0)
 }
 
 /// One CPU's spin waits in flight, innermost last.
