@@ -75,6 +75,17 @@ fn count_entry(source: u32, vmap: bool) {
     }
 }
 
+/// The index of the innermost entry, for a stack of depth 1..=SPIN_NEST. Read again and
+/// masked, not derived from the caller's checked depth: from that the compiler addressed the
+/// entry as `waits + 24 * depth - 16`, or indexed with a depth known to be != SPIN_NEST,
+/// bounds that only verifiers refining `!=` branches can prove (6.1.0-47's and 5.10's
+/// refused both: EACCES, map value access out of range). A mask bounds it for any verifier.
+#[inline(always)]
+fn top_index(st: &SpinWaits) -> usize {
+    let depth = unsafe { core::ptr::read_volatile(&st.depth) };
+    (depth.wrapping_sub(1) as usize) & (slow_path::SPIN_NEST - 1)
+}
+
 #[inline(always)]
 fn spin_enter(source: u32, lock_addr: u64) {
     count_entry(source, is_vmap_lock(lock_addr));
@@ -98,7 +109,7 @@ fn spin_enter(source: u32, lock_addr: u64) {
         depth = 0;
     }
     if depth > 0 {
-        if let Some(top) = st.waits.get(depth - 1) {
+        if let Some(top) = st.waits.get(top_index(st)) {
             if now.wrapping_sub(top.start_ns) > SPIN_SLOT_STALE_NS {
                 depth = 0;
             }
@@ -109,14 +120,16 @@ fn spin_enter(source: u32, lock_addr: u64) {
         depth = 0;
     }
     let weight = wait_weight(cpu, lock_addr);
-    if let Some(w) = st.waits.get_mut(depth) {
+    st.depth = depth as u32 + 1;
+    // Through `top_index` (masked), not `depth`: see there.
+    let top = top_index(st);
+    if let Some(w) = st.waits.get_mut(top) {
         *w = ContentionStart {
             lock_addr,
             start_ns: now,
             flags: lock_flags::SPIN,
             weight,
         };
-        st.depth = depth as u32 + 1;
     }
 }
 
@@ -136,7 +149,7 @@ fn spin_exit<C: EbpfContext>(ctx: &C, lock_addr: Option<u64>) {
         st.depth = 0;
         return;
     }
-    let Some(w) = st.waits.get(depth - 1) else {
+    let Some(w) = st.waits.get(top_index(st)) else {
         return;
     };
     let w = *w;

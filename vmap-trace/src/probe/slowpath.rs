@@ -193,9 +193,16 @@ pub fn attach(
     let sleeping = if contention_tracepoints {
         WaitSource::Tracepoints
     } else {
+        // rt_mutex_slowlock exists on every kernel (PI futexes); only PREEMPT_RT kernels,
+        // which have rtlock_slowlock_locked, build spinlock_t and mutex on it.
+        let preempt_rt = symbols.resolve_function("rtlock_slowlock_locked").is_some();
         let mut any = false;
         for path in &SLEEPING_PATHS {
-            if symbols.resolve_function(path.function).is_some() {
+            let wanted = match path.source {
+                slow_path::MUTEX => !preempt_rt,
+                _ => preempt_rt,
+            };
+            if wanted && symbols.resolve_function(path.function).is_some() {
                 any |= attach_one(ebpf, path, &mut hooks);
             }
         }
