@@ -474,7 +474,10 @@ pub mod slow_path {
     /// Nesting of spin waits on one CPU the programs track: qspinlock's own limit
     /// (task, softirq, hardirq, NMI: `MAX_NODES` in kernel/locking/qspinlock.c).
     pub const SPIN_NEST: usize = 4;
-    const _: () = assert!(SPIN_NEST.is_power_of_two(), "indexes are masked with SPIN_NEST - 1");
+    const _: () = assert!(
+        SPIN_NEST.is_power_of_two(),
+        "indexes are masked with SPIN_NEST - 1"
+    );
     /// The object's one-entry u32 array that makes the slow-path probes the source of
     /// spinlock waits: nonzero, `contention_begin` leaves qspinlock begins (flags exactly
     /// `lock_flags::SPIN`) to them. A map, not load-time configuration: the loader sets it

@@ -22,9 +22,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use vmap_trace_common::{
-    lock_flags, slow_path, ContentionStart, LossCounter, MAX_INFLIGHT_TASKS,
-};
+use vmap_trace_common::{lock_flags, slow_path, ContentionStart, LossCounter, MAX_INFLIGHT_TASKS};
 
 use crate::{
     is_vmap_lock, lost_n, percpu_add, record_contention, wait_weight, CONFIG, CPU_CONTENTION,
@@ -69,7 +67,11 @@ static SLOWPATH_ENTRIES: PerCpuArray<u64> =
 
 #[inline(always)]
 fn count_entry(source: u32, vmap: bool) {
-    percpu_add(&SLOWPATH_ENTRIES, slow_path::entries_index(source, false), 1);
+    percpu_add(
+        &SLOWPATH_ENTRIES,
+        slow_path::entries_index(source, false),
+        1,
+    );
     if vmap {
         percpu_add(&SLOWPATH_ENTRIES, slow_path::entries_index(source, true), 1);
     }
@@ -240,11 +242,36 @@ macro_rules! fentry_pair {
 }
 
 use slow_path::{MUTEX, NATIVE_SPIN, PV_SPIN, RTLOCK, RT_MUTEX};
-fentry_pair!(fentry_native_spin_slowpath, fexit_native_spin_slowpath, spin_enter(NATIVE_SPIN), spin_exit);
-fentry_pair!(fentry_pv_spin_slowpath, fexit_pv_spin_slowpath, spin_enter(PV_SPIN), spin_exit);
-fentry_pair!(fentry_mutex_slowpath, fexit_mutex_slowpath, sleeping_enter(MUTEX, lock_flags::MUTEX), sleeping_exit);
-fentry_pair!(fentry_rtlock_slowpath, fexit_rtlock_slowpath, sleeping_enter(RTLOCK, lock_flags::RT), sleeping_exit);
-fentry_pair!(fentry_rt_mutex_slowpath, fexit_rt_mutex_slowpath, sleeping_enter(RT_MUTEX, lock_flags::RT), sleeping_exit);
+fentry_pair!(
+    fentry_native_spin_slowpath,
+    fexit_native_spin_slowpath,
+    spin_enter(NATIVE_SPIN),
+    spin_exit
+);
+fentry_pair!(
+    fentry_pv_spin_slowpath,
+    fexit_pv_spin_slowpath,
+    spin_enter(PV_SPIN),
+    spin_exit
+);
+fentry_pair!(
+    fentry_mutex_slowpath,
+    fexit_mutex_slowpath,
+    sleeping_enter(MUTEX, lock_flags::MUTEX),
+    sleeping_exit
+);
+fentry_pair!(
+    fentry_rtlock_slowpath,
+    fexit_rtlock_slowpath,
+    sleeping_enter(RTLOCK, lock_flags::RT),
+    sleeping_exit
+);
+fentry_pair!(
+    fentry_rt_mutex_slowpath,
+    fexit_rt_mutex_slowpath,
+    sleeping_enter(RT_MUTEX, lock_flags::RT),
+    sleeping_exit
+);
 
 /// kprobe entries, one per slow path (so each counts under its own name: 5.10 has neither
 /// attach cookies nor `bpf_get_func_ip`); the returns are shared, as entries say what to pair.
@@ -261,9 +288,18 @@ macro_rules! kprobe_entry {
 
 kprobe_entry!(kprobe_native_spin_slowpath, spin_enter(NATIVE_SPIN));
 kprobe_entry!(kprobe_pv_spin_slowpath, spin_enter(PV_SPIN));
-kprobe_entry!(kprobe_mutex_slowpath, sleeping_enter(MUTEX, lock_flags::MUTEX));
-kprobe_entry!(kprobe_rtlock_slowpath, sleeping_enter(RTLOCK, lock_flags::RT));
-kprobe_entry!(kprobe_rt_mutex_slowpath, sleeping_enter(RT_MUTEX, lock_flags::RT));
+kprobe_entry!(
+    kprobe_mutex_slowpath,
+    sleeping_enter(MUTEX, lock_flags::MUTEX)
+);
+kprobe_entry!(
+    kprobe_rtlock_slowpath,
+    sleeping_enter(RTLOCK, lock_flags::RT)
+);
+kprobe_entry!(
+    kprobe_rt_mutex_slowpath,
+    sleeping_enter(RT_MUTEX, lock_flags::RT)
+);
 
 #[kretprobe]
 pub fn kretprobe_spin_slowpath(ctx: RetProbeContext) -> u32 {

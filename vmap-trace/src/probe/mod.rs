@@ -362,7 +362,11 @@ pub fn attach_all(
     }
     let contention_tracepoints = [Hook::ContentionBegin, Hook::ContentionEnd]
         .iter()
-        .all(|h| hooks.iter().any(|s| s.hook == h.label() && s.mechanism.is_some()));
+        .all(|h| {
+            hooks
+                .iter()
+                .any(|s| s.hook == h.label() && s.mechanism.is_some())
+        });
     let slow = slowpath::attach(
         &mut ebpf,
         aya_btf.as_ref(),

@@ -508,4 +508,3 @@ mod tests {
         assert!(text.ends_with(&format!("{RAISED_MAX_NOTE}\n")), "{text}");
     }
 }
-
