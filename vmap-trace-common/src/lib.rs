@@ -450,6 +450,41 @@ pub fn log2_bucket(v: u64, buckets: usize) -> usize {
     }
 }
 
+/// The kernel's lock slow paths probed for waits the contention tracepoints miss (two-way
+/// spinlock waits, test-and-set spinning in VMs) or where they do not exist (5.10).
+pub mod slow_path {
+    /// `native_queued_spin_lock_slowpath`: qspinlock waits on bare metal and in VMs without
+    /// paravirt spinlocks (QEMU TCG, KVM without PV_UNHALT).
+    pub const NATIVE_SPIN: u32 = 0;
+    /// `__pv_queued_spin_lock_slowpath`: qspinlock waits in KVM guests with PV spinlocks.
+    pub const PV_SPIN: u32 = 1;
+    /// `__mutex_lock_slowpath`: mutex waits (non-RT kernels).
+    pub const MUTEX: u32 = 2;
+    /// `rtlock_slowlock_locked`: `spinlock_t` waits on PREEMPT_RT.
+    pub const RTLOCK: u32 = 3;
+    /// `rt_mutex_slowlock` (a `.constprop` clone): mutex waits on PREEMPT_RT.
+    pub const RT_MUTEX: u32 = 4;
+    pub const SOURCES: u32 = 5;
+    /// Entries of `SLOWPATH_ENTRIES`: per source, all its entries and those on vmap locks.
+    pub const ENTRY_COUNTERS: u32 = 2 * SOURCES;
+    /// The `SLOWPATH_ENTRIES` index of a source's entries (all locks, or vmap locks only).
+    pub const fn entries_index(source: u32, vmap_locks_only: bool) -> u32 {
+        2 * source + if vmap_locks_only { 1 } else { 0 }
+    }
+    /// Nesting of spin waits on one CPU the programs track: qspinlock's own limit
+    /// (task, softirq, hardirq, NMI: `MAX_NODES` in kernel/locking/qspinlock.c).
+    pub const SPIN_NEST: usize = 4;
+    const _: () = assert!(
+        SPIN_NEST.is_power_of_two(),
+        "indexes are masked with SPIN_NEST - 1"
+    );
+    /// The object's one-entry u32 array that makes the slow-path probes the source of
+    /// spinlock waits: nonzero, `contention_begin` leaves qspinlock begins (flags exactly
+    /// `lock_flags::SPIN`) to them. A map, not load-time configuration: the loader sets it
+    /// only once a slow path is attached, which it cannot know before loading.
+    pub const SPIN_WAITS_MAP: &str = "SPIN_WAITS_FROM_SLOWPATH";
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;

@@ -92,9 +92,9 @@ static LAZY_GAUGE: PerCpuArray<LazyGauge> = PerCpuArray::with_max_entries(1, 0);
 
 /// The contention programs' per-CPU state: see `CpuContention`.
 #[map]
-static CPU_CONTENTION: PerCpuArray<CpuContention> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static CPU_CONTENTION: PerCpuArray<CpuContention> = PerCpuArray::with_max_entries(1, 0);
 /// A spin slot older than this is a begin whose end was never seen: replace it.
-const SPIN_SLOT_STALE_NS: u64 = 1_000_000_000;
+pub(crate) const SPIN_SLOT_STALE_NS: u64 = 1_000_000_000;
 /// Sleeping waits in flight (mutex, rwsem...), per task id.
 #[map]
 static TASK_INFLIGHT: HashMap<u32, ContentionStart> =
@@ -147,7 +147,7 @@ fn racy_max(p: *mut u64, v: u64) {
 }
 
 #[inline(always)]
-fn percpu_add(map: &PerCpuArray<u64>, idx: u32, v: u64) {
+pub(crate) fn percpu_add(map: &PerCpuArray<u64>, idx: u32, v: u64) {
     if let Some(p) = map.get_ptr_mut(idx) {
         unsafe { *p += v };
     }
@@ -160,7 +160,7 @@ fn lost(what: LossCounter) {
 
 /// `n` contentions lost (a sampled wait stands for `weight` of them: see `wait_weight`).
 #[inline(always)]
-fn lost_n(what: LossCounter, n: u64) {
+pub(crate) fn lost_n(what: LossCounter, n: u64) {
     percpu_add(&LOSSES, what as u32, n);
 }
 
@@ -307,7 +307,14 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
         } else {
             SPIN_SLOT
         };
-        let weight = wait_weight(cpu, lock_addr);
+        // A qspinlock's own begin (flags exactly SPIN) while the slow-path probes time spin
+        // waits (slowpath.rs): they count it, so here it only leaves the marker that makes
+        // its end skip cheaply.
+        let weight = if flags == lock_flags::SPIN && slowpath::times_spin_waits() {
+            0
+        } else {
+            wait_weight(cpu, lock_addr)
+        };
         let slot = &mut cpu.spin[idx];
         if weight == 0 {
             // Not timed: no clock read. The marker lets contention_end skip the wait without
@@ -333,20 +340,27 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
         }
         return;
     }
-    let carried = if flags & lock_flags::MUTEX != 0 {
+    // `start` is written on every path, not an Option: with an Option the compiler spilled
+    // the carried start only on the branch that had one and reloaded it on every path, and
+    // verifiers without the CVE-2023-52452 fix (Debian's 6.1.0-47..-54) refuse reading a
+    // stack slot no path wrote ("invalid read from stack", EACCES).
+    let mut start = ContentionStart {
+        lock_addr,
+        start_ns: 0,
+        flags,
+        weight: 0,
+    };
+    let mut carried = false;
+    if flags & lock_flags::MUTEX != 0 {
         // The optimistic spin failed and the task is about to sleep: carry its start (and
         // whether it is timed at all) over.
         let slot = &mut cpu.spin[MUTEX_SPIN_SLOT];
         if slot.lock_addr == lock_addr {
-            let s = *slot;
+            start = *slot;
             slot.lock_addr = 0;
-            Some(s)
-        } else {
-            None
+            carried = true;
         }
-    } else {
-        None
-    };
+    }
     let tid = bpf_get_current_pid_tgid() as u32;
     let replaced_mutex = match TASK_INFLIGHT.get_ptr(tid) {
         // The same wait (a woken mutex waiter going back to sleep): keep its start, and do
@@ -357,22 +371,12 @@ fn on_contention_begin(lock_addr: u64, flags: u32) {
         Some(slot) => (unsafe { (*slot).flags } & lock_flags::MUTEX) != 0,
         None => false,
     };
-    let start = match carried {
-        Some(s) => s,
-        None => {
-            let weight = wait_weight(cpu, lock_addr);
-            ContentionStart {
-                lock_addr,
-                start_ns: if weight == 0 {
-                    0
-                } else {
-                    unsafe { bpf_ktime_get_ns() }
-                },
-                flags,
-                weight,
-            }
+    if !carried {
+        start.weight = wait_weight(cpu, lock_addr);
+        if start.weight != 0 {
+            start.start_ns = unsafe { bpf_ktime_get_ns() };
         }
-    };
+    }
     // Every sleeping wait gets an entry, timed or not (weight 0): its end may come on another
     // CPU, the woken waiter may spin again (above), and next to a sleep the insert is cheap.
     if TASK_INFLIGHT.insert(tid, start, 0).is_ok() {
@@ -413,7 +417,7 @@ fn task_waits_on(lock_addr: u64) -> bool {
 
 /// Whether a vmap lock: one of the static ones or in the `vmap_nodes` array.
 #[inline(always)]
-fn is_vmap_lock(lock_addr: u64) -> bool {
+pub(crate) fn is_vmap_lock(lock_addr: u64) -> bool {
     let statics = config!(vmap_lock_addrs);
     for a in statics {
         if a == lock_addr {
@@ -428,7 +432,7 @@ fn is_vmap_lock(lock_addr: u64) -> bool {
 /// `other_lock_period` and the rest for 0 (not timed). Per CPU and over all other locks, so
 /// the counts add up to within a period per CPU, and a lock's share is sampled.
 #[inline(always)]
-fn wait_weight(cpu: &mut CpuContention, lock_addr: u64) -> u32 {
+pub(crate) fn wait_weight(cpu: &mut CpuContention, lock_addr: u64) -> u32 {
     let period = config!(other_lock_period);
     if period <= 1 || is_vmap_lock(lock_addr) {
         return 1;
@@ -691,7 +695,7 @@ fn end_wait<C: EbpfContext>(ctx: &C, cpu: &mut CpuContention, lock_addr: u64) {
 
 /// The bookkeeping of one finished wait: per lock, per stack (sampled), per CPU, per task.
 #[inline(always)]
-fn record_contention<C: EbpfContext>(
+pub(crate) fn record_contention<C: EbpfContext>(
     ctx: &C,
     cpu: &mut CpuContention,
     lock_addr: u64,
@@ -1049,6 +1053,9 @@ pub fn kprobe_lock_release(ctx: ProbeContext) -> u32 {
     lock_release_enter(ctx.arg(0).unwrap_or(0));
     0
 }
+
+// After every helper and macro above: the slow-path programs use them.
+mod slowpath;
 
 #[cfg(not(test))]
 #[panic_handler]

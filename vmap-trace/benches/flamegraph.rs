@@ -128,6 +128,7 @@ fn profile_of(stacks: &[Vec<String>], counts: &[u64]) -> Profile {
         meta: RecordingMeta {
             stack_keys: Default::default(),
             other_lock_period: 1,
+            lock_waits: Default::default(),
             tool_version: "bench".into(),
             kernel_release: "6.18.0-bench".into(),
             hostname: "bench".into(),

@@ -7,7 +7,9 @@ use anyhow::Result;
 use crate::collect::{self, StackResolver};
 use crate::kernel::{btf::KernelBtf, design, kallsyms, vmap_locks};
 use crate::probe::{self, ProbeOptions, Probes};
-use crate::profile::{AllocatorDesign, HookStatus, Profile, RecordingMeta};
+use crate::profile::{
+    AllocatorDesign, HookStatus, LockWaitSources, Profile, RecordingMeta, WaitSource,
+};
 
 pub struct TraceSession {
     probes: Probes,
@@ -51,6 +53,7 @@ pub fn online_cpus() -> u32 {
 /// Notes a user must read to interpret the recording correctly.
 fn limitation_notes(
     hooks: &[HookStatus],
+    lock_waits: &LockWaitSources,
     vis: &kallsyms::KallsymsVisibility,
     cpus: u32,
 ) -> Vec<String> {
@@ -75,10 +78,7 @@ fn limitation_notes(
                 .into(),
         );
     }
-    if hooks
-        .iter()
-        .any(|h| h.hook.starts_with("lock:") && h.mechanism.is_some())
-    {
+    if lock_waits.spin == WaitSource::Tracepoints {
         notes.push(format!(
             "lock:contention_* only report spinlock waits that reach the MCS queue (3+ contenders); two-way \
              spinlock waits are invisible to them{}",
@@ -104,7 +104,7 @@ impl TraceSession {
         let vmap_locks = vmap_locks::discover(design, &data_symbols, btf.as_ref());
         let probes = probe::attach_all(options, &data_symbols, btf.as_ref(), &vmap_locks)?;
         let cpus = online_cpus();
-        let mut notes = limitation_notes(&probes.hooks, &vis, cpus);
+        let mut notes = limitation_notes(&probes.hooks, &probes.lock_waits, &vis, cpus);
         notes.extend(probes.other_locks.note());
         if options.lock_timing {
             notes.extend(
@@ -133,6 +133,7 @@ impl TraceSession {
             notes,
             hooks: probes.hooks.clone(),
             vmap_locks: vmap_locks.locks.clone(),
+            lock_waits: probes.lock_waits.clone(),
         };
         Ok(TraceSession {
             probes,
@@ -186,6 +187,7 @@ impl TraceSession {
         let duration_ns = duration.as_nanos() as u64;
         let mut meta = self.meta.clone();
         meta.duration_ns = duration_ns;
+        probe::slowpath::read_entries(&self.probes.ebpf, &mut meta.lock_waits)?;
         collect::read(
             &self.probes,
             meta,

@@ -51,6 +51,7 @@ fn profile(kernel: &str, vmap_ns: u64) -> Profile {
         meta: RecordingMeta {
             stack_keys: Default::default(),
             other_lock_period: 1,
+            lock_waits: Default::default(),
             tool_version: "0.1.0".into(),
             kernel_release: kernel.into(),
             hostname: "host".into(),

@@ -70,6 +70,7 @@ fn snapshot(k: u64) -> Profile {
     Profile {
         meta: RecordingMeta { stack_keys: Default::default(),
             other_lock_period: 1,
+            lock_waits: Default::default(),
             tool_version: "0.1.0".into(),
             kernel_release: "6.9.0-test".into(),
             hostname: "box".into(),

@@ -1,11 +1,11 @@
-//! `--stack-depth`, `--stack-samples` and `--sample-other-locks`: how contentions are captured, for
+//! `--stack-depth`, `--stack-samples`, `--sample-other-locks` and `--spin-waits`: how contentions are captured, for
 //! every command that attaches (`record`, `daemon`).
 use vmap_trace_common::{
     DEFAULT_OTHER_LOCK_PERIOD, DEFAULT_STACK_DEPTH, DEFAULT_STACK_SAMPLES, MAX_STACK_DEPTH,
     MAX_STACK_KEYS,
 };
 
-use crate::probe::ProbeOptions;
+use crate::probe::{slowpath::SpinWaitChoice, ProbeOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct StackCaptureArgs {
@@ -45,6 +45,14 @@ pub struct StackCaptureArgs {
     /// so their figures become estimates too. Without it such kernels time every contention.
     #[arg(long)]
     pub sample_unlocated: bool,
+    /// Where spinlock wait times come from. `slow-path`: fentry/fexit (else kprobes) on the
+    /// kernel's qspinlock slow path, entered for every contended spinlock: it sees the two-way
+    /// waits lock:contention_* never report, and in VMs without paravirt spinlocks (QEMU
+    /// TCG, KVM without PV_UNHALT) it is the only source of spinlock waits at all.
+    /// `tracepoint`: lock:contention_begin/end only. `auto`: the slow path where kprobes or
+    /// fentry work, else the tracepoints. The recording says which was used.
+    #[arg(long, value_name = "SOURCE", value_enum, default_value_t = SpinWaitChoice::Auto)]
+    pub spin_waits: SpinWaitChoice,
 }
 
 impl StackCaptureArgs {
@@ -56,6 +64,7 @@ impl StackCaptureArgs {
             stack_keys: Some(self.stack_keys),
             other_lock_period: Some(self.sample_other_locks),
             sample_unlocated: self.sample_unlocated,
+            spin_waits: self.spin_waits,
             ..options
         }
     }

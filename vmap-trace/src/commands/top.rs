@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::probe::slowpath::SpinWaitChoice;
 use crate::top::{self, SortKey, TopOptions};
 
 /// Live full-screen view of vmap lock contention, refreshed every interval (like top).
@@ -26,6 +27,11 @@ pub struct TopArgs {
     /// system (see `record --lock-timing`).
     #[arg(long)]
     pub lock_timing: bool,
+    /// Where spinlock wait times come from: the qspinlock slow path (sees two-way waits and
+    /// the spinning of VMs without paravirt spinlocks), the lock:contention_* tracepoints, or
+    /// auto (the slow path where kprobes or fentry work). See `record --help`.
+    #[arg(long, value_name = "SOURCE", value_enum, default_value_t = SpinWaitChoice::Auto)]
+    pub spin_waits: SpinWaitChoice,
 }
 
 impl TopArgs {
@@ -41,6 +47,7 @@ impl TopArgs {
             sort: self.sort,
             color: color_wanted(self.no_color, std::env::var_os("NO_COLOR")),
             lock_timing: self.lock_timing,
+            spin_waits: self.spin_waits,
         })
     }
 }

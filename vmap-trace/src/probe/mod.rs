@@ -5,6 +5,7 @@ pub mod functions;
 pub mod links;
 pub mod lock_timing;
 pub mod other_locks;
+pub mod slowpath;
 
 use std::path::Path;
 
@@ -16,7 +17,7 @@ use aya::{
 use vmap_trace_common::{EventArgs, ProbeConfig};
 
 use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, tracefs, vmap_locks::VmapLockTable};
-use crate::profile::{HookStatus, Mechanism, StackKeying};
+use crate::profile::{HookStatus, LockWaitSources, Mechanism, StackKeying};
 use attach::{load_refusal, reason, MechanismChoice, Refusal};
 pub use functions::FunctionProbe;
 pub use other_locks::OtherLockSampling;
@@ -194,6 +195,8 @@ pub struct ProbeOptions {
     /// Programs that return at once and record nothing: the hooks' dispatch cost alone, the
     /// floor of `cargo xtask bench toggle`. Never set by the commands.
     pub empty_programs: bool,
+    /// Where spinlock waits are timed (`--spin-waits`).
+    pub spin_waits: slowpath::SpinWaitChoice,
 }
 
 impl ProbeOptions {
@@ -232,6 +235,8 @@ pub struct Probes {
     pub other_locks: OtherLockSampling,
     /// Every link made, to detach and attach again ([`Probes::detach_all`]).
     pub links: links::Links,
+    /// Where lock waits are timed (entry counts left at zero: `slowpath::read_entries`).
+    pub lock_waits: LockWaitSources,
 }
 
 impl Probes {
@@ -355,6 +360,24 @@ pub fn attach_all(
         functions = probes;
         hooks.extend(fn_hooks);
     }
+    let contention_tracepoints = [Hook::ContentionBegin, Hook::ContentionEnd]
+        .iter()
+        .all(|h| {
+            hooks
+                .iter()
+                .any(|s| s.hook == h.label() && s.mechanism.is_some())
+        });
+    let slow = slowpath::attach(
+        &mut ebpf,
+        aya_btf.as_ref(),
+        kernel_btf,
+        symbols,
+        options.spin_waits,
+        choice,
+        contention_tracepoints,
+        &mut links,
+    );
+    hooks.extend(slow.hooks);
     if options.lock_timing {
         hooks.extend(lock_timing::attach(
             &mut ebpf, symbols, vmap_locks, &mut links,
@@ -366,6 +389,7 @@ pub fn attach_all(
         functions,
         other_locks,
         links,
+        lock_waits: slow.sources,
     })
 }
 

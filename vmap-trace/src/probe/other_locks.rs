@@ -42,26 +42,6 @@ impl OtherLockSampling {
     /// vmap lock of the running kernel, or anyway with `unlocated` (the vmap locks not
     /// located are then sampled like other locks).
     pub fn resolve(requested: u32, table: &VmapLockTable, unlocated: bool) -> Self {
-        if requested <= 1 {
-            return Self::exact(None);
-        }
-        let missing = if !table.problems.is_empty() {
-            Some(format!(
-                "not all vmap locks could be located ({})",
-                table.problems.join("; ")
-            ))
-        } else if table.locks.is_empty() {
-            Some("no vmap lock could be located".into())
-        } else {
-            None
-        };
-        let caveat = match missing {
-            Some(why) if !unlocated => return Self::exact(Some(why)),
-            Some(why) => Some(format!(
-                "{why}; with --sample-unlocated the vmap locks not located are sampled like other locks"
-            )),
-            None => None,
-        };
         let (nodes, statics): (Vec<_>, Vec<_>) = table
             .locks
             .iter()
@@ -85,11 +65,36 @@ impl OtherLockSampling {
             (Some(lo), Some(hi)) => lo..hi + 1,
             _ => 0..0,
         };
-        OtherLockSampling {
-            period: requested,
+        // The located locks are passed on even when nothing is sampled: the slow-path probes
+        // time sleeping waits of vmap locks only (probe/slowpath.rs).
+        let located = |period, caveat| OtherLockSampling {
+            period,
             static_locks,
-            nodes,
+            nodes: nodes.clone(),
             caveat,
+        };
+        if requested <= 1 {
+            return located(1, None);
+        }
+        let missing = if !table.problems.is_empty() {
+            Some(format!(
+                "not all vmap locks could be located ({})",
+                table.problems.join("; ")
+            ))
+        } else if table.locks.is_empty() {
+            Some("no vmap lock could be located".into())
+        } else {
+            None
+        };
+        match missing {
+            Some(why) if !unlocated => located(1, Some(why)),
+            Some(why) => located(
+                requested,
+                Some(format!(
+                    "{why}; with --sample-unlocated the vmap locks not located are sampled like other locks"
+                )),
+            ),
+            None => located(requested, None),
         }
     }
 
@@ -178,8 +183,9 @@ mod tests {
         };
         for requested in [0, 1] {
             let s = OtherLockSampling::resolve(requested, &ok, true);
-            assert_eq!(s, OtherLockSampling::exact(None));
-            assert_eq!(s.note(), None);
+            assert_eq!((s.period, s.note()), (1, None));
+            // Still named to the kernel side: the slow-path probes time vmap locks only.
+            assert!(s.is_vmap_lock(0x10));
         }
         let missing = VmapLockTable {
             locks: vec![lock("vmap_area_lock", 0x10)],
@@ -188,6 +194,8 @@ mod tests {
         let s = OtherLockSampling::resolve(8, &missing, false);
         assert_eq!(s.period, 1);
         assert!(s.note().unwrap().contains("vmap_nodes is not in kallsyms"));
+        // 5.10 has no purge_vmap_area_lock: the locks it has are still named.
+        assert!(s.is_vmap_lock(0x10) && !s.is_vmap_lock(0x11));
         let s = OtherLockSampling::resolve(8, &VmapLockTable::default(), false);
         assert_eq!(s.period, 1);
         assert!(s.caveat.is_some());

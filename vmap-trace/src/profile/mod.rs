@@ -125,6 +125,60 @@ pub struct RecordingMeta {
     /// the option timed every one).
     #[serde(default = "every_contention")]
     pub other_lock_period: u32,
+    /// Where the lock wait times came from: the contention tracepoints or the kernel's lock
+    /// slow paths (recordings made before the slow-path probes: the tracepoints).
+    #[serde(default)]
+    pub lock_waits: LockWaitSources,
+}
+
+/// Where one kind of lock wait was timed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitSource {
+    /// lock:contention_begin/end.
+    #[default]
+    Tracepoints,
+    /// Entry to return of the kernel's lock slow paths (fentry/fexit or kprobe/kretprobe).
+    SlowPaths,
+    /// Neither could be attached: these waits are not in the recording.
+    Unavailable,
+}
+
+impl WaitSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            WaitSource::Tracepoints => "lock:contention_* tracepoints",
+            WaitSource::SlowPaths => "lock slow-path probes",
+            WaitSource::Unavailable => "not recorded",
+        }
+    }
+}
+
+/// Where the lock waits of a recording came from, and how often each probed slow path ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockWaitSources {
+    /// Spinlock waits (qspinlock; on PREEMPT_RT only raw spinlocks).
+    pub spin: WaitSource,
+    /// Mutex waits, and on PREEMPT_RT the rtmutex-based spinlock_t and mutex waits.
+    pub sleeping: WaitSource,
+    /// Why spinlock waits came from where they did (the `--spin-waits` choice).
+    #[serde(default)]
+    pub spin_reason: String,
+    /// Each slow path attached, with its entries over the recording.
+    #[serde(default)]
+    pub slow_paths: Vec<SlowPathEntries>,
+}
+
+/// Entries of one probed lock slow path: which slow path the kernel runs, and for which locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlowPathEntries {
+    pub function: String,
+    /// The kernel's symbol (may carry a clone suffix such as `.constprop.0`).
+    pub symbol: Option<String>,
+    /// Entries on any lock.
+    pub entries: u64,
+    /// Entries on a vmap lock.
+    pub vmap_lock_entries: u64,
 }
 
 fn every_contention() -> u32 {
@@ -751,6 +805,7 @@ pub(crate) mod tests {
             meta: RecordingMeta {
                 stack_keys: Default::default(),
                 other_lock_period: 1,
+                lock_waits: Default::default(),
                 tool_version: "0.1.0".into(),
                 kernel_release: "6.1.0-test".into(),
                 hostname: "test".into(),

@@ -44,6 +44,7 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         .collect();
     let _ = writeln!(o, "probes: {}", hooks.join(", "));
     o += &crate::profile::verifier_log::render_refusals(&m.hooks, opts.verbose, "");
+    lock_wait_sources(&mut o, &m.lock_waits);
     if p.losses.total() > 0 {
         let _ = writeln!(o, "LOST: {}", p.losses.describe().join("; "));
     } else {
@@ -364,6 +365,36 @@ fn per_cpu_line(cpus: &[crate::profile::CpuLatency]) -> String {
     parts.join(", ")
 }
 
+/// Where the lock waits came from, and which slow paths the kernel ran.
+fn lock_wait_sources(o: &mut String, w: &crate::profile::LockWaitSources) {
+    let reason = if w.spin_reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", field(&w.spin_reason))
+    };
+    let _ = writeln!(
+        o,
+        "lock waits from: spinlocks: {}{reason}; mutexes and PREEMPT_RT locks: {}",
+        w.spin.label(),
+        w.sleeping.label()
+    );
+    if !w.slow_paths.is_empty() {
+        let entered: Vec<String> = w
+            .slow_paths
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} ({} on vmap locks)",
+                    field(s.symbol.as_deref().unwrap_or(&s.function)),
+                    s.entries,
+                    s.vmap_lock_entries
+                )
+            })
+            .collect();
+        let _ = writeln!(o, "slow paths entered: {}", entered.join(", "));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +468,45 @@ mod tests {
             verbose.contains("verifier log (21 lines):") && verbose.contains("    0: insn\n"),
             "{verbose}"
         );
+    }
+
+    #[test]
+    fn says_where_lock_waits_came_from_and_which_slow_path_ran() {
+        use crate::profile::{LockWaitSources, SlowPathEntries, WaitSource};
+        let mut p = sample_profile();
+        let text = render(&p, &ReportOptions::default());
+        // A recording without the field: its waits came from the tracepoints.
+        assert!(
+            text.contains("lock waits from: spinlocks: lock:contention_* tracepoints; mutexes and PREEMPT_RT locks: lock:contention_* tracepoints\n"),
+            "{text}"
+        );
+        assert!(!text.contains("slow paths entered"), "{text}");
+        p.meta.lock_waits = LockWaitSources {
+            spin: WaitSource::SlowPaths,
+            sleeping: WaitSource::Unavailable,
+            spin_reason: "--spin-waits auto".into(),
+            slow_paths: vec![
+                SlowPathEntries {
+                    function: "native_queued_spin_lock_slowpath".into(),
+                    symbol: Some("native_queued_spin_lock_slowpath".into()),
+                    entries: 120,
+                    vmap_lock_entries: 7,
+                },
+                SlowPathEntries {
+                    function: "__pv_queued_spin_lock_slowpath".into(),
+                    symbol: None,
+                    entries: 0,
+                    vmap_lock_entries: 0,
+                },
+            ],
+        };
+        let text = render(&p, &ReportOptions::default());
+        for line in [
+            "lock waits from: spinlocks: lock slow-path probes (--spin-waits auto); mutexes and PREEMPT_RT locks: not recorded\n",
+            "slow paths entered: native_queued_spin_lock_slowpath 120 (7 on vmap locks), __pv_queued_spin_lock_slowpath 0 (0 on vmap locks)\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
     }
 
     #[test]

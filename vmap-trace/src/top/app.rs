@@ -128,6 +128,8 @@ pub struct TopOptions {
     pub color: bool,
     /// Also time vmap lock acquisitions and holds (see `record --lock-timing`).
     pub lock_timing: bool,
+    /// Where spinlock waits are timed (see `record --spin-waits`).
+    pub spin_waits: crate::probe::slowpath::SpinWaitChoice,
 }
 
 impl Default for TopOptions {
@@ -137,6 +139,7 @@ impl Default for TopOptions {
             sort: SortKey::Wait,
             color: true,
             lock_timing: false,
+            spin_waits: Default::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub fn run(options: TopOptions) -> Result<()> {
     eprintln!("vmap-trace: attaching probes...");
     let probes = crate::probe::ProbeOptions {
         lock_timing: options.lock_timing,
+        spin_waits: options.spin_waits,
         ..Default::default()
     };
     let mut session = TraceSession::start_with(probes)?;

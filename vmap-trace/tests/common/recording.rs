@@ -72,6 +72,7 @@ pub fn profile(extra: &str) -> Profile {
                 ..Default::default()
             },
             other_lock_period: 1,
+            lock_waits: Default::default(),
             tool_version: "0.1.0".into(),
             kernel_release: x("6.1.0"),
             hostname: x("host"),
