@@ -1003,43 +1003,41 @@ fn on_purge_call() {
     );
 }
 
-/// fexit's context holds the arguments, then the return value: its index is the function's
-/// parameter count, known at run time only; context reads need constant offsets.
+/// Word `index` of a fentry/fexit context: the arguments, then (fexit) the return value,
+/// whose index is the function's parameter count. Read with a helper rather than loaded from
+/// the context: a loaded `struct vmap_area *` would be a typed kernel pointer, which the
+/// verifier does not let the failure test do arithmetic and comparisons on as a number.
 #[inline(always)]
-fn fexit_ret(ctx: &FExitContext, index: u32) -> u64 {
-    match index {
-        0 => ctx.arg(0),
-        1 => ctx.arg(1),
-        2 => ctx.arg(2),
-        3 => ctx.arg(3),
-        4 => ctx.arg(4),
-        5 => ctx.arg(5),
-        6 => ctx.arg(6),
-        7 => ctx.arg(7),
-        8 => ctx.arg(8),
-        9 => ctx.arg(9),
-        10 => ctx.arg(10),
-        11 => ctx.arg(11),
-        _ => 0,
-    }
+fn trampoline_word(ctx: *mut core::ffi::c_void, index: u32) -> u64 {
+    let word = (ctx as *const u64).wrapping_add((index & 15) as usize);
+    unsafe { bpf_probe_read_kernel(word) }.unwrap_or(0)
+}
+
+/// Whether this slot's entry argument is used: `alloc_vmap_area`'s size, or
+/// `free_vmap_area_noflush`'s area. Other slots do not read theirs.
+#[inline(always)]
+fn needs_arg0(slot: u32) -> bool {
+    counts_op(slot, config!(ops.alloc_slot), ops_from_functions::ALLOCS)
+        || counts_op(slot, config!(ops.free_slot), ops_from_functions::FREES)
 }
 
 /// One fentry/fexit and one kprobe/kretprobe pair per slot: fentry programs are bound to
 /// their target at load, so each function needs its own; the loader picks one pair per slot.
-/// Only `alloc_vmap_area`'s return value is used (`OpProbes`): other slots skip reading it.
+/// Only the op-counting slots read an argument or the return value (`OpProbes`).
 macro_rules! latency_slots {
     ($($slot:literal => $fe:ident, $fx:ident, $kp:ident, $krp:ident;)*) => {$(
         #[fentry]
         pub fn $fe(ctx: FEntryContext) -> i32 {
             return_if_empty!(0);
-            func_enter($slot, ctx.arg(0));
+            let arg0 = if needs_arg0($slot) { trampoline_word(ctx.as_ptr(), 0) } else { 0 };
+            func_enter($slot, arg0);
             0
         }
         #[fexit]
         pub fn $fx(ctx: FExitContext) -> i32 {
             return_if_empty!(0);
-            let ret = if $slot == config!(ops.alloc_slot) {
-                fexit_ret(&ctx, config!(ops.alloc_ret_index))
+            let ret = if counts_op($slot, config!(ops.alloc_slot), ops_from_functions::ALLOCS) {
+                trampoline_word(ctx.as_ptr(), config!(ops.alloc_ret_index))
             } else {
                 0
             };
@@ -1049,13 +1047,18 @@ macro_rules! latency_slots {
         #[kprobe]
         pub fn $kp(ctx: ProbeContext) -> u32 {
             return_if_empty!(0);
-            func_enter($slot, ctx.arg(0).unwrap_or(0));
+            let arg0 = if needs_arg0($slot) { ctx.arg(0).unwrap_or(0) } else { 0 };
+            func_enter($slot, arg0);
             0
         }
         #[kretprobe]
         pub fn $krp(ctx: RetProbeContext) -> u32 {
             return_if_empty!(0);
-            let ret = if $slot == config!(ops.alloc_slot) { ctx.ret() } else { 0 };
+            let ret = if counts_op($slot, config!(ops.alloc_slot), ops_from_functions::ALLOCS) {
+                ctx.ret()
+            } else {
+                0
+            };
             func_exit($slot, ret);
             0
         }

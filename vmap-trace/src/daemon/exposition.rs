@@ -906,6 +906,29 @@ mod tests {
     }
 
     #[test]
+    fn op_sources_are_exported() {
+        use crate::profile::tests::function_probe_profile;
+        let text = render(&function_probe_profile(), MetricsOptions::default());
+        let samples = parse(&text);
+        let sources: Vec<(String, String)> = samples
+            .iter()
+            .filter(|s| s.metric == "vmap_trace_vmalloc_op_source")
+            .map(|s| (s.labels.get("figure").unwrap().to_string(), s.labels.get("source").unwrap().to_string()))
+            .collect();
+        assert_eq!(sources.len(), 5, "{text}");
+        assert!(sources.iter().all(|(_, s)| s == "function_probe"), "{sources:?}");
+        assert!(sources.contains(&("lazy_backlog".into(), "function_probe".into())));
+        // A recording of tracepoint counts says so too.
+        let text = render(&sample_profile(), MetricsOptions::default());
+        let tracepoint = parse(&text)
+            .into_iter()
+            .filter(|s| s.metric == "vmap_trace_vmalloc_op_source")
+            .filter(|s| s.labels.get("source") == Some("tracepoint"))
+            .count();
+        assert_eq!(tracepoint, 5, "{text}");
+    }
+
+    #[test]
     fn vmap_lock_roles() {
         assert_eq!(vmap_lock_role("vmap_node[12].lazy"), "vmap_node[*].lazy");
         assert_eq!(
