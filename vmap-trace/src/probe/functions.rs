@@ -142,10 +142,20 @@ pub fn op_sources(
     let allocs = source(ops_from_functions::ALLOCS, &[ALLOC_FUNCTION]);
     let frees = source(ops_from_functions::FREES, &[FREE_FUNCTION]);
     let purges = source(ops_from_functions::PURGES, &[PURGE_FUNCTION]);
-    let purged_areas = source(
-        ops_from_functions::PURGES,
-        &[PURGE_FUNCTION, FREE_FUNCTION],
-    );
+    // The purged areas are the frees tallied between purges: they need the frees counted
+    // by the function probes too (the vmalloc tracepoints come and go together, so a kernel
+    // with the free tracepoint and without the purge one is not expected).
+    let purged_areas = if plan.config.from_functions & ops_from_functions::FREES == 0
+        && plan.config.from_functions & ops_from_functions::PURGES != 0
+    {
+        notes.push("purged areas: frees are not counted by the function probes".into());
+        OpSource::Unavailable
+    } else {
+        source(
+            ops_from_functions::PURGES,
+            &[PURGE_FUNCTION, FREE_FUNCTION],
+        )
+    };
     let mut lazy_backlog = frees;
     if frees == OpSource::FunctionProbe {
         if let Some(problem) = &plan.lazy_backlog_problem {
@@ -314,5 +324,16 @@ mod tests {
             sources.describe(),
             "allocations, frees: function probe; lazy backlog, purges, purged areas: unavailable"
         );
+    }
+
+    #[test]
+    fn purged_areas_need_the_frees_tallied_by_the_function_probes() {
+        let plan = op_plan(ops_from_functions::PURGES, &DataSymbols::default(), None, 4, 12);
+        let probes = [probe(FREE_FUNCTION, true), probe(PURGE_FUNCTION, true)];
+        let sources = op_sources(&plan, &probes, |bit| bit != ops_from_functions::PURGES);
+        assert_eq!(sources.frees, OpSource::Tracepoint);
+        assert_eq!(sources.purges, OpSource::FunctionProbe);
+        assert_eq!(sources.purged_areas, OpSource::Unavailable);
+        assert!(sources.notes.iter().any(|n| n.contains("frees are not counted")));
     }
 }
