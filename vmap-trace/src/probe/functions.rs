@@ -157,7 +157,7 @@ pub fn op_sources(
         )
     };
     let mut lazy_backlog = frees;
-    if frees == OpSource::FunctionProbe {
+    if plan.config.from_functions & ops_from_functions::FREES != 0 {
         if let Some(problem) = &plan.lazy_backlog_problem {
             lazy_backlog = OpSource::Unavailable;
             notes.push(format!("lazy backlog: {problem}"));
