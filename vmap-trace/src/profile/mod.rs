@@ -1175,6 +1175,15 @@ pub(crate) mod tests {
                 hist: hist(500, 9),
             },
         }];
+        // Mixed sources, so the fuzz campaign reaches the "counted by" line and its notes.
+        p.ops.sources = Some(OpSources {
+            allocs: OpSource::Tracepoint,
+            frees: OpSource::FunctionProbe,
+            lazy_backlog: OpSource::Unavailable,
+            purges: OpSource::FunctionProbe,
+            purged_areas: OpSource::FunctionProbe,
+            notes: vec!["lazy backlog: vmap_lazy_nr is not in kallsyms".into()],
+        });
         p
     }
 
