@@ -165,7 +165,9 @@ pub fn op_sources(
     }
     if purged_areas == OpSource::FunctionProbe {
         notes.push(
-            "purged areas: the lazy frees between one purge's start and the next (areas as freed;              the 6.2+ tracepoint counts them after merging neighbours); areas freed before recording              began are not counted"
+            "purged areas: the lazy frees between one purge's start and the next (areas as freed; \
+             the 6.2+ tracepoint counts them after merging neighbours); areas freed before recording \
+             began are not counted"
                 .into(),
         );
     }
