@@ -93,6 +93,85 @@ pub enum OpCounter {
 }
 pub const OP_COUNTERS: u32 = 11;
 
+/// `OpProbes::from_functions` bits: the vmalloc operations the vmap function probes count.
+/// Set only for operations whose `vmalloc:*` tracepoint is not attached (kernels before 6.2,
+/// or `record --ops-from-functions`), so no operation is ever counted twice.
+pub mod ops_from_functions {
+    /// `alloc_vmap_area` calls: allocations, failures (an ERR_PTR return), sizes.
+    pub const ALLOCS: u32 = 1 << 0;
+    /// `free_vmap_area_noflush` calls: lazy frees, and the lazy backlog (`vmap_lazy_nr`).
+    pub const FREES: u32 = 1 << 1;
+    /// `__purge_vmap_area_lazy` calls: purges, and the areas freed lazily before each.
+    pub const PURGES: u32 = 1 << 2;
+}
+
+/// How the vmap function probes count vmalloc operations (`ProbeConfig::ops`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpProbes {
+    /// `ops_from_functions` bits.
+    pub from_functions: u32,
+    /// Function-latency slots of `alloc_vmap_area`, `free_vmap_area_noflush` and
+    /// `__purge_vmap_area_lazy` (`FUNC_SLOTS`: not probed).
+    pub alloc_slot: u32,
+    pub free_slot: u32,
+    pub purge_slot: u32,
+    /// Where fexit finds `alloc_vmap_area`'s return value in its context: after the
+    /// arguments, so at the parameter count (6 on 5.10, 8 on 6.1), from BTF.
+    pub alloc_ret_index: u32,
+    /// Byte offsets of `va_start` and `va_end` in `struct vmap_area` (BTF).
+    pub va_start_offset: u32,
+    pub va_end_offset: u32,
+    pub _pad: u32,
+    /// Address of `vmap_lazy_nr` (kallsyms), read at each free for the lazy backlog; 0: not
+    /// located, no backlog.
+    pub lazy_nr_addr: u64,
+    /// `lazy_max_pages()`, computed as the kernel does: fls(online CPUs) * 32 MiB in pages.
+    pub lazy_max_pages: u64,
+}
+
+impl OpProbes {
+    /// Nothing counted from function probes.
+    pub const NONE: OpProbes = OpProbes {
+        from_functions: 0,
+        alloc_slot: FUNC_SLOTS,
+        free_slot: FUNC_SLOTS,
+        purge_slot: FUNC_SLOTS,
+        alloc_ret_index: 0,
+        va_start_offset: 0,
+        va_end_offset: 8,
+        _pad: 0,
+        lazy_nr_addr: 0,
+        lazy_max_pages: 0,
+    };
+}
+
+impl Default for OpProbes {
+    fn default() -> Self {
+        OpProbes::NONE
+    }
+}
+
+/// A vmap function call in flight: when it began and its first argument (`alloc_vmap_area`'s
+/// size, which the return decides whether to count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallEnter {
+    pub start_ns: u64,
+    pub arg0: u64,
+}
+
+/// `alloc_vmap_area` failed: it returned an ERR_PTR (the last 4095 addresses) or NULL.
+#[inline(always)]
+pub fn is_err_or_null(ret: u64) -> bool {
+    ret == 0 || ret >= (-4095i64) as u64
+}
+
+/// Index into `LAZY_FREE_TALLY`.
+pub const TALLY_FREES: u32 = 0;
+/// ... the frees tallied when the latest purge began.
+pub const TALLY_FREES_AT_LAST_PURGE: u32 = 1;
+
 /// Index into the per-CPU `LOSS_COUNTERS` array: everything the kernel side could not record.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +249,8 @@ pub struct ProbeConfig {
     pub vmap_lock_addrs: [u64; STATIC_VMAP_LOCKS],
     pub vmap_nodes_start: u64,
     pub vmap_nodes_end: u64,
+    /// vmalloc operations counted by the vmap function probes.
+    pub ops: OpProbes,
 }
 
 /// Static vmap locks `ProbeConfig` can name (legacy: four; node-sharded: two).
@@ -502,6 +583,8 @@ mod pod {
     unsafe impl aya::Pod for LockEnter {}
     unsafe impl aya::Pod for LockTiming {}
     unsafe impl aya::Pod for StackSampler {}
+    unsafe impl aya::Pod for OpProbes {}
+    unsafe impl aya::Pod for CallEnter {}
 }
 
 #[cfg(test)]
@@ -547,9 +630,20 @@ mod tests {
         assert_eq!(core::mem::size_of::<TaskWait>(), 24 + 8 + COMM_LEN);
         assert_eq!(
             core::mem::size_of::<ProbeConfig>(),
-            4 * 22 + 8 * (STATIC_VMAP_LOCKS + 2)
+            4 * 22 + 8 * (STATIC_VMAP_LOCKS + 2) + core::mem::size_of::<OpProbes>()
         );
+        assert_eq!(core::mem::size_of::<OpProbes>(), 4 * 8 + 8 * 2);
+        assert_eq!(core::mem::size_of::<CallEnter>(), 16);
         assert_eq!(core::mem::align_of::<ProbeConfig>(), 8);
+    }
+
+    #[test]
+    fn err_ptr_returns_are_failures() {
+        assert!(is_err_or_null(0));
+        assert!(is_err_or_null((-12i64) as u64)); // ERR_PTR(-ENOMEM)
+        assert!(is_err_or_null((-4095i64) as u64));
+        assert!(!is_err_or_null((-4096i64) as u64));
+        assert!(!is_err_or_null(0xffff_8880_0123_4000)); // a struct vmap_area *
     }
 
     #[test]

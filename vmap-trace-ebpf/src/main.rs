@@ -17,7 +17,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_stack, bpf_jiffies64,
-        bpf_ktime_get_ns,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -28,13 +28,16 @@ use aya_ebpf::{
     EbpfContext,
 };
 use vmap_trace_common::{
-    lock_flags, log2_bucket, stack_hash, stack_options, ContentionStart, CpuContention, EventArgs,
-    LazyGauge, LockEnter, LockKey, LockTiming, LossCounter, OpCounter, ProbeConfig, StackFrames,
+    is_err_or_null, lock_flags, log2_bucket, ops_from_functions, stack_hash, stack_options,
+    CallEnter, ContentionStart, CpuContention, EventArgs,
+    LazyGauge, LockEnter, LockKey, LockTiming, LossCounter, OpCounter, OpProbes, ProbeConfig,
+    StackFrames,
     StackKey, StackSampler, TaskBatch, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH,
     FUNC_SLOTS, HOT_LOCKS, HOT_LOCK_AFTER, LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS,
     MAX_LOCKS, MAX_STACKS, MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS,
     MUTEX_SPIN_SLOT, OP_COUNTERS, SIZE_BUCKETS, SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS,
-    STACK_SAMPLE_WINDOW_NS, STATIC_VMAP_LOCKS, TIME_BUCKETS,
+    STACK_SAMPLE_WINDOW_NS, STATIC_VMAP_LOCKS, TALLY_FREES, TALLY_FREES_AT_LAST_PURGE,
+    TIME_BUCKETS,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).
@@ -51,6 +54,7 @@ static CONFIG: ProbeConfig = ProbeConfig {
     vmap_lock_addrs: [0; STATIC_VMAP_LOCKS],
     vmap_nodes_start: 0,
     vmap_nodes_end: 0,
+    ops: OpProbes::NONE,
 };
 
 const NO_ARGS: EventArgs = EventArgs {
@@ -181,6 +185,11 @@ fn on_alloc_vmap_area(size_bytes: u64, failed: i32) {
 #[inline(always)]
 fn on_free_vmap_area_noflush(nr_lazy: u64, nr_lazy_max: u64) {
     percpu_add(&OP_COUNTS, OpCounter::Frees as u32, 1);
+    set_lazy_gauge(nr_lazy, nr_lazy_max);
+}
+
+#[inline(always)]
+fn set_lazy_gauge(nr_lazy: u64, nr_lazy_max: u64) {
     if let Some(g) = LAZY_GAUGE.get_ptr_mut(0) {
         let g = unsafe { &mut *g };
         g.nr_lazy = nr_lazy;
@@ -864,11 +873,18 @@ classic_tracepoint!("tracepoint/lock/contention_end", fn tp_contention_end(ctx) 
 
 /// Calls in flight: key = tid << 32 | slot.
 #[map]
-static CALLS_INFLIGHT: HashMap<u64, u64> = HashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
+static CALLS_INFLIGHT: HashMap<u64, CallEnter> = HashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
 /// Latency per function slot, per CPU (the CPU the call returned on): user space sums the
 /// CPUs for the totals and keeps each CPU's histogram for the per-CPU breakdown.
 #[map]
 static FUNC_LATENCY: PerCpuArray<WaitStats> = PerCpuArray::with_max_entries(FUNC_SLOTS, 0);
+/// Lazy frees counted from function probes (`TALLY_FREES`, atomic adds from all CPUs), and
+/// that tally when the latest purge began (`TALLY_FREES_AT_LAST_PURGE`). A purge takes every
+/// area queued before it (5.10: `llist_del_all`; 6.1: the whole purge list), so the frees
+/// between two purge starts are the areas the second one purged, as freed (6.1 merges
+/// adjacent ones in its purge tree, which the 6.2+ tracepoint's `npurged` counts merged).
+#[map]
+static LAZY_FREE_TALLY: Array<u64> = Array::with_max_entries(2, 0);
 
 #[inline(always)]
 fn add_wait(s: &mut WaitStats, v: u64) {
@@ -902,56 +918,152 @@ fn add_wait_this_cpu(s: &mut WaitStats, v: u64, weight: u64) {
     }
 }
 
+/// Whether this slot's function counts a vmalloc operation (`OpProbes`).
 #[inline(always)]
-fn func_enter(slot: u32) {
+fn counts_op(slot: u32, role_slot: u32, bit: u32) -> bool {
+    slot == role_slot && config!(ops.from_functions) & bit != 0
+}
+
+#[inline(always)]
+fn func_enter(slot: u32, arg0: u64) {
+    if counts_op(slot, config!(ops.free_slot), ops_from_functions::FREES) {
+        on_free_call(arg0);
+    } else if counts_op(slot, config!(ops.purge_slot), ops_from_functions::PURGES) {
+        on_purge_call();
+    }
     let key = (bpf_get_current_pid_tgid() << 32) | slot as u64;
-    let now = unsafe { bpf_ktime_get_ns() };
-    if CALLS_INFLIGHT.insert(&key, &now, 0).is_err() {
+    let enter = CallEnter {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        arg0,
+    };
+    if CALLS_INFLIGHT.insert(&key, &enter, 0).is_err() {
         lost(LossCounter::CallsInflightFull);
     }
 }
 
 #[inline(always)]
-fn func_exit(slot: u32) {
+fn func_exit(slot: u32, ret: u64) {
     let key = (bpf_get_current_pid_tgid() << 32) | slot as u64;
-    let Some(start) = CALLS_INFLIGHT.get_ptr(&key) else {
+    let Some(enter) = CALLS_INFLIGHT.get_ptr(&key) else {
         return;
     };
-    let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(unsafe { *start });
+    let enter = unsafe { *enter };
+    let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(enter.start_ns);
     let _ = CALLS_INFLIGHT.remove(&key);
     if let Some(s) = FUNC_LATENCY.get_ptr_mut(slot) {
         // This CPU's own slot: plain adds, no atomics (fexit/kretprobe programs do not nest
         // on one CPU: the kernel's recursion guard skips a nested run).
         add_wait_this_cpu(unsafe { &mut *s }, latency, 1);
     }
+    // Counted at the return, which says whether it failed; the size was kept from the entry.
+    if counts_op(slot, config!(ops.alloc_slot), ops_from_functions::ALLOCS) {
+        on_alloc_vmap_area(enter.arg0, i32::from(is_err_or_null(ret)));
+    }
+}
+
+/// `free_vmap_area_noflush(va)` entered: a lazy free. Its `vmalloc:free_vmap_area_noflush`
+/// tracepoint (6.2+) reports `vmap_lazy_nr` just after adding the area's pages; here, before
+/// the function runs, that is the counter plus the area's pages (5.10 may purge inside the
+/// function, so its return would show the backlog after the purge instead of its peak).
+#[inline(always)]
+fn on_free_call(va: u64) {
+    percpu_add(&OP_COUNTS, OpCounter::Frees as u32, 1);
+    if let Some(tally) = LAZY_FREE_TALLY.get_ptr_mut(TALLY_FREES) {
+        atomic_add(tally, 1);
+    }
+    let lazy_nr_addr = config!(ops.lazy_nr_addr);
+    if lazy_nr_addr == 0 {
+        return;
+    }
+    let read = |addr: u64| unsafe { bpf_probe_read_kernel(addr as *const u64) };
+    let (Ok(lazy), Ok(start), Ok(end)) = (
+        read(lazy_nr_addr),
+        read(va + config!(ops.va_start_offset) as u64),
+        read(va + config!(ops.va_end_offset) as u64),
+    ) else {
+        return;
+    };
+    let pages = end.saturating_sub(start) >> (config!(page_shift) & 63);
+    set_lazy_gauge(lazy.saturating_add(pages), config!(ops.lazy_max_pages));
+}
+
+/// `__purge_vmap_area_lazy` entered: a purge. Purges run under `vmap_purge_lock`, one at a
+/// time, so the last-purge tally has one writer at a time.
+#[inline(always)]
+fn on_purge_call() {
+    percpu_add(&OP_COUNTS, OpCounter::Purges as u32, 1);
+    let (Some(frees), Some(at_last)) = (
+        LAZY_FREE_TALLY.get_ptr_mut(TALLY_FREES),
+        LAZY_FREE_TALLY.get_ptr_mut(TALLY_FREES_AT_LAST_PURGE),
+    ) else {
+        return;
+    };
+    let (frees_now, before) = unsafe { (*frees, *at_last) };
+    unsafe { *at_last = frees_now };
+    percpu_add(
+        &OP_COUNTS,
+        OpCounter::PurgedAreas as u32,
+        frees_now.saturating_sub(before),
+    );
+}
+
+/// Word `index` of a fentry/fexit context: the arguments, then (fexit) the return value,
+/// whose index is the function's parameter count. Read with a helper rather than loaded from
+/// the context: a loaded `struct vmap_area *` would be a typed kernel pointer, which the
+/// verifier does not let the failure test do arithmetic and comparisons on as a number.
+#[inline(always)]
+fn trampoline_word(ctx: *mut core::ffi::c_void, index: u32) -> u64 {
+    let word = (ctx as *const u64).wrapping_add((index & 15) as usize);
+    unsafe { bpf_probe_read_kernel(word) }.unwrap_or(0)
+}
+
+/// Whether this slot's entry argument is used: `alloc_vmap_area`'s size, or
+/// `free_vmap_area_noflush`'s area. Other slots do not read theirs.
+#[inline(always)]
+fn needs_arg0(slot: u32) -> bool {
+    counts_op(slot, config!(ops.alloc_slot), ops_from_functions::ALLOCS)
+        || counts_op(slot, config!(ops.free_slot), ops_from_functions::FREES)
 }
 
 /// One fentry/fexit and one kprobe/kretprobe pair per slot: fentry programs are bound to
 /// their target at load, so each function needs its own; the loader picks one pair per slot.
+/// Only the op-counting slots read an argument or the return value (`OpProbes`).
 macro_rules! latency_slots {
     ($($slot:literal => $fe:ident, $fx:ident, $kp:ident, $krp:ident;)*) => {$(
         #[fentry]
-        pub fn $fe(_ctx: FEntryContext) -> i32 {
+        pub fn $fe(ctx: FEntryContext) -> i32 {
             return_if_empty!(0);
-            func_enter($slot);
+            let arg0 = if needs_arg0($slot) { trampoline_word(ctx.as_ptr(), 0) } else { 0 };
+            func_enter($slot, arg0);
             0
         }
         #[fexit]
-        pub fn $fx(_ctx: FExitContext) -> i32 {
+        pub fn $fx(ctx: FExitContext) -> i32 {
             return_if_empty!(0);
-            func_exit($slot);
+            let ret = if counts_op($slot, config!(ops.alloc_slot), ops_from_functions::ALLOCS) {
+                trampoline_word(ctx.as_ptr(), config!(ops.alloc_ret_index))
+            } else {
+                0
+            };
+            func_exit($slot, ret);
             0
         }
         #[kprobe]
-        pub fn $kp(_ctx: ProbeContext) -> u32 {
+        pub fn $kp(ctx: ProbeContext) -> u32 {
             return_if_empty!(0);
-            func_enter($slot);
+            let arg0 = if needs_arg0($slot) { ctx.arg(0).unwrap_or(0) } else { 0 };
+            func_enter($slot, arg0);
             0
         }
         #[kretprobe]
-        pub fn $krp(_ctx: RetProbeContext) -> u32 {
+        pub fn $krp(ctx: RetProbeContext) -> u32 {
             return_if_empty!(0);
-            func_exit($slot);
+            let ret = if counts_op($slot, config!(ops.alloc_slot), ops_from_functions::ALLOCS) {
+                ctx.ret()
+            } else {
+                0
+            };
+            func_exit($slot, ret);
             0
         }
     )*};

@@ -56,6 +56,7 @@ fn limitation_notes(
     lock_waits: &LockWaitSources,
     vis: &kallsyms::KallsymsVisibility,
     cpus: u32,
+    op_sources: Option<&crate::profile::OpSources>,
 ) -> Vec<String> {
     let mut notes = Vec::new();
     for h in hooks
@@ -68,6 +69,12 @@ fn limitation_notes(
             .map(|r| r.reason.as_str())
             .unwrap_or("unknown");
         notes.push(format!("{} is not recorded: {why}", h.hook));
+    }
+    if let Some(sources) = op_sources.filter(|s| s.any_from_functions()) {
+        notes.push(format!(
+            "vmalloc operations without their tracepoint are counted by the vmap function probes: {}",
+            sources.describe()
+        ));
     }
     if !vis.addresses_visible {
         notes.push(kallsyms::hidden_addresses_hint());
@@ -104,7 +111,13 @@ impl TraceSession {
         let vmap_locks = vmap_locks::discover(design, &data_symbols, btf.as_ref());
         let probes = probe::attach_all(options, &data_symbols, btf.as_ref(), &vmap_locks)?;
         let cpus = online_cpus();
-        let mut notes = limitation_notes(&probes.hooks, &probes.lock_waits, &vis, cpus);
+        let mut notes = limitation_notes(
+            &probes.hooks,
+            &probes.lock_waits,
+            &vis,
+            cpus,
+            Some(&probes.op_sources),
+        );
         notes.extend(probes.other_locks.note());
         if options.lock_timing {
             notes.extend(

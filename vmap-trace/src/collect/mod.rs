@@ -281,6 +281,7 @@ pub fn read(
         lazy_pages_last: newest.nr_lazy,
         lazy_pages_max: newest.nr_lazy_max,
         lazy_pages_peak: lazy.iter().map(|g| g.nr_lazy_peak).max().unwrap_or(0),
+        sources: Some(probes.op_sources.clone()),
     };
 
     let task_map: HashMap<&MapData, u32, TaskWait> = HashMap::try_from(map(ebpf, "TASK_WAITS")?)?;

@@ -61,6 +61,11 @@ pub struct RecordArgs {
     /// lines, which hold the refusal; the recording keeps the log for `report`).
     #[arg(short, long)]
     pub verbose: bool,
+    /// Count vmalloc operations (allocations, frees, purges, lazy backlog) from the vmap
+    /// function probes even where the vmalloc:* tracepoints exist, as kernels before 6.2 must
+    /// (to compare the two sources). The tracepoints are then not attached.
+    #[arg(long)]
+    pub ops_from_functions: bool,
     /// Run this command while recording and stop when it exits (system-wide recording
     /// still: other processes' activity is included).
     #[arg(last = true, value_name = "COMMAND")]
@@ -84,6 +89,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
         lock_timing: args.lock_timing,
         prefer_kprobe: args.prefer_kprobe,
         classic_tracepoints: args.classic_tracepoints,
+        ops_from_functions: args.ops_from_functions,
         per_task: args.per_task,
         user_stacks: args.user_stacks,
         ..Default::default()

@@ -131,7 +131,10 @@ impl MetricsBuilder {
                 .iter()
                 .map(|h| (h.hook.clone(), h.mechanism.map_or("none", |m| m.label())))
                 .collect(),
-            ops: profile.ops.clone(),
+            ops: VmallocOps {
+                sources: Some(profile.op_sources()),
+                ..profile.ops.clone()
+            },
             lock_waits: self.locks.update(profile),
             vmap_functions: vmap_functions
                 .into_iter()
@@ -350,7 +353,7 @@ impl Collector for Exposition {
 
         f.counter(
             "vmap_trace_vmalloc_allocs",
-            "vmalloc:alloc_vmap_area events (vmap area allocations, failed ones included).",
+            "vmap area allocations, failed ones included (vmalloc:alloc_vmap_area, or alloc_vmap_area calls where the tracepoint is missing: vmap_trace_vmalloc_op_source).",
             ops.allocs,
         )?;
         f.counter(
@@ -360,12 +363,12 @@ impl Collector for Exposition {
         )?;
         f.counter(
             "vmap_trace_vmalloc_frees",
-            "vmalloc:free_vmap_area_noflush events (vmap areas freed lazily).",
+            "vmap areas freed lazily (vmalloc:free_vmap_area_noflush, or calls of that function where the tracepoint is missing).",
             ops.frees,
         )?;
         f.counter(
             "vmap_trace_vmalloc_purges",
-            "vmalloc:purge_vmap_area_lazy events (lazy-free purges).",
+            "Lazy-free purges (vmalloc:purge_vmap_area_lazy, or __purge_vmap_area_lazy calls where the tracepoint is missing).",
             ops.purges,
         )?;
         f.counter(
@@ -393,6 +396,22 @@ impl Collector for Exposition {
             "Largest lazy backlog seen since the daemon attached.",
             ops.lazy_pages_peak,
         )?;
+
+        if let Some(sources) = &ops.sources {
+            f.gauges(
+                "vmap_trace_vmalloc_op_source",
+                "Where each vmalloc operation figure comes from (value 1): source=\"tracepoint\" (vmalloc:*, 6.2+), \"function_probe\" (vmap function probes, kernels without the tracepoints) or \"unavailable\" (the figure stays 0).",
+                sources.figures().into_iter().map(|(figure, source)| {
+                    (
+                        vec![
+                            ("figure", figure.replace(' ', "_")),
+                            ("source", source.label().replace(' ', "_")),
+                        ],
+                        1u64,
+                    )
+                }),
+            )?;
+        }
 
         f.lock_histograms(
             "vmap_trace_lock_wait_seconds",
@@ -884,6 +903,29 @@ mod tests {
             2,
             "nodes summed per role"
         );
+    }
+
+    #[test]
+    fn op_sources_are_exported() {
+        use crate::profile::tests::function_probe_profile;
+        let text = render(&function_probe_profile(), MetricsOptions::default());
+        let samples = parse(&text);
+        let sources: Vec<(String, String)> = samples
+            .iter()
+            .filter(|s| s.metric == "vmap_trace_vmalloc_op_source")
+            .map(|s| (s.labels.get("figure").unwrap().to_string(), s.labels.get("source").unwrap().to_string()))
+            .collect();
+        assert_eq!(sources.len(), 5, "{text}");
+        assert!(sources.iter().all(|(_, s)| s == "function_probe"), "{sources:?}");
+        assert!(sources.contains(&("lazy_backlog".into(), "function_probe".into())));
+        // A recording of tracepoint counts says so too.
+        let text = render(&sample_profile(), MetricsOptions::default());
+        let tracepoint = parse(&text)
+            .into_iter()
+            .filter(|s| s.metric == "vmap_trace_vmalloc_op_source")
+            .filter(|s| s.labels.get("source") == Some("tracepoint"))
+            .count();
+        assert_eq!(tracepoint, 5, "{text}");
     }
 
     #[test]

@@ -77,6 +77,21 @@ impl KernelBtf {
             .unwrap_or(false)
     }
 
+    /// Parameter count of function `name`: where fexit finds its return value.
+    pub fn function_param_count(&self, name: &str) -> Result<u32> {
+        let func = self
+            .btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("no {name} in kernel BTF"))?
+            .into_iter()
+            .find_map(|t| if let Type::Func(f) = t { Some(f) } else { None })
+            .ok_or_else(|| anyhow!("{name} is not a function in kernel BTF"))?;
+        match self.btf.resolve_chained_type(&func)? {
+            Type::FuncProto(p) => Ok(p.parameters.len() as u32),
+            other => Err(anyhow!("{name} has no prototype ({})", other.name())),
+        }
+    }
+
     /// Byte offset of member `member` in `struct name` (top-level members only).
     pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
         let types = self.btf.resolve_types_by_name(name)?;

@@ -147,6 +147,28 @@ mod tests {
             .contains("no vmalloc activity"));
     }
 
+    /// A kernel before 6.2 has no vmalloc tracepoints: its operations come from the function
+    /// probes, and `model --from` runs on them as on tracepoint counts.
+    #[test]
+    fn a_function_probe_recording_gives_a_model_run() {
+        use crate::model::measured::compare_measured;
+        use crate::model::params::ModelParams;
+        use crate::model::run::RunConfig;
+        use crate::profile::tests::function_probe_profile;
+        let p = function_probe_profile();
+        let m = measured_from_profile(&p).unwrap();
+        assert_eq!(m.allocs_per_s, 1000.0, "2000 allocs over 2 s");
+        assert_eq!(m.frees_per_s, 995.0);
+        assert_eq!(m.size_pages_histogram.iter().map(|(_, n)| n).sum::<u64>(), 1998);
+        let cfg = RunConfig {
+            warmup_ms: 1.0,
+            duration_ms: 5.0,
+            ..RunConfig::default()
+        };
+        let report = compare_measured(&m, &ModelParams::default(), &[1, 4], &cfg).unwrap();
+        assert!(report.recorded.legacy.simulated_ms >= cfg.duration_ms);
+    }
+
     /// `model --from` on recordings of every extreme rate and duration ends within a bound,
     /// with a result or a clear error. Before the fix, 50 allocations in an hour spun forever
     /// (events were clamped at the simulated-time horizon, and the run's end lay past it).

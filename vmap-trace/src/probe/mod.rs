@@ -17,7 +17,7 @@ use aya::{
 use vmap_trace_common::{EventArgs, ProbeConfig};
 
 use crate::kernel::{btf::KernelBtf, kallsyms::DataSymbols, tracefs, vmap_locks::VmapLockTable};
-use crate::profile::{HookStatus, LockWaitSources, Mechanism, StackKeying};
+use crate::profile::{HookStatus, LockWaitSources, Mechanism, OpSources, StackKeying};
 use attach::{load_refusal, reason, MechanismChoice, Refusal};
 pub use functions::FunctionProbe;
 pub use other_locks::OtherLockSampling;
@@ -98,6 +98,17 @@ impl Hook {
         }
     }
 
+    /// The vmalloc operation this hook counts (`ops_from_functions` bit), if any.
+    pub fn op_bit(self) -> Option<u32> {
+        use vmap_trace_common::ops_from_functions::{ALLOCS, FREES, PURGES};
+        match self {
+            Hook::AllocVmapArea => Some(ALLOCS),
+            Hook::FreeVmapAreaNoflush => Some(FREES),
+            Hook::PurgeVmapAreaLazy => Some(PURGES),
+            Hook::ContentionBegin | Hook::ContentionEnd => None,
+        }
+    }
+
     /// What a user loses when this hook is unavailable.
     pub fn cost_if_missing(self) -> &'static str {
         match self {
@@ -122,6 +133,7 @@ pub fn probe_config(
     btf: Option<&KernelBtf>,
     options: &ProbeOptions,
     other_locks: &OtherLockSampling,
+    ops: vmap_trace_common::OpProbes,
 ) -> ProbeConfig {
     let off = |cat: &str, ev: &str, field: &str| {
         tracefs::field(tracefs_root, cat, ev, field)
@@ -132,7 +144,6 @@ pub fn probe_config(
         btf.and_then(|b| b.tracepoint_arg_index(ev, name).ok())
             .unwrap_or(0)
     };
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     ProbeConfig {
         tp: EventArgs {
             alloc_addr: off("vmalloc", "alloc_vmap_area", "addr"),
@@ -154,7 +165,7 @@ pub fn probe_config(
             contention_lock: arg("contention_begin", "lock"),
             contention_flags: arg("contention_begin", "flags"),
         },
-        page_shift: page_size.trailing_zeros(),
+        page_shift: page_shift(),
         stack_options: options.stack_options(),
         stack_depth: options.stack_keying().depth,
         stack_samples: options.stack_keying().samples_per_cpu_s,
@@ -163,6 +174,22 @@ pub fn probe_config(
         vmap_lock_addrs: other_locks.static_locks,
         vmap_nodes_start: other_locks.nodes.start,
         vmap_nodes_end: other_locks.nodes.end,
+        ops,
+    }
+}
+
+fn page_shift() -> u32 {
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    page_size.trailing_zeros()
+}
+
+/// CPUs online now, as `lazy_max_pages()` counts them (not this process's affinity).
+fn online_cpus() -> u32 {
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as u32
+    } else {
+        1
     }
 }
 
@@ -192,6 +219,9 @@ pub struct ProbeOptions {
     pub other_lock_period: Option<u32>,
     /// Sample other locks even where the vmap locks cannot all be located.
     pub sample_unlocated: bool,
+    /// Count vmalloc operations from the vmap function probes even where the `vmalloc:*`
+    /// tracepoints exist (which are then not attached: nothing is counted twice).
+    pub ops_from_functions: bool,
     /// Programs that return at once and record nothing: the hooks' dispatch cost alone, the
     /// floor of `cargo xtask bench toggle`. Never set by the commands.
     pub empty_programs: bool,
@@ -237,6 +267,8 @@ pub struct Probes {
     pub links: links::Links,
     /// Where lock waits are timed (entry counts left at zero: `slowpath::read_entries`).
     pub lock_waits: LockWaitSources,
+    /// Where each vmalloc operation figure comes from.
+    pub op_sources: OpSources,
 }
 
 impl Probes {
@@ -273,7 +305,31 @@ pub fn attach_all(
         vmap_locks,
         options.sample_unlocated,
     );
-    let config = probe_config(&tracefs_root, kernel_btf, &options, &other_locks);
+    // vmalloc operations whose tracepoint is missing (before 6.2) are counted by the vmap
+    // function probes instead; decided before loading, as the programs read it from .rodata.
+    let missing_ops = Hook::ALL
+        .iter()
+        .filter_map(|&hook| {
+            let (category, event) = hook.event();
+            let counted_by_functions = options.ops_from_functions
+                || !tracefs::event_exists(&tracefs_root, category, event);
+            hook.op_bit().filter(|_| counted_by_functions)
+        })
+        .fold(0, |bits, bit| bits | bit);
+    let op_plan = functions::op_plan(
+        missing_ops,
+        symbols,
+        kernel_btf,
+        online_cpus(),
+        page_shift(),
+    );
+    let config = probe_config(
+        &tracefs_root,
+        kernel_btf,
+        &options,
+        &other_locks,
+        op_plan.config,
+    );
     let aya_btf = Btf::from_sys_fs().ok();
     // Possible CPUs, as the kernel allocates per-CPU map values for each of them.
     // Unreadable (it never is on a real kernel): assume a large machine, so the per-CPU table
@@ -301,7 +357,9 @@ pub fn attach_all(
         };
         let event_exists = tracefs::event_exists(&tracefs_root, category, event);
         for (mechanism, prog_name) in hook.programs() {
-            let result = if mechanism == Mechanism::TpBtf && options.classic_tracepoints {
+            let result = if options.ops_from_functions && hook.op_bit().is_some() {
+                Err(Refusal::from("skipped (--ops-from-functions: the vmap function probes count it)"))
+            } else if mechanism == Mechanism::TpBtf && options.classic_tracepoints {
                 Err(Refusal::from("skipped (--classic-tracepoints)"))
             } else if mechanism == Mechanism::Tracepoint && !event_exists {
                 Err(Refusal::from(format!(
@@ -329,6 +387,19 @@ pub fn attach_all(
         log::info!("{}: {:?}", status.hook, status.mechanism);
         hooks.push((hook, status));
     }
+    let tracepoint_attached = |bit: u32| {
+        hooks
+            .iter()
+            .any(|(hook, status)| hook.op_bit() == Some(bit) && status.mechanism.is_some())
+    };
+    let tracepoint_bits = [
+        vmap_trace_common::ops_from_functions::ALLOCS,
+        vmap_trace_common::ops_from_functions::FREES,
+        vmap_trace_common::ops_from_functions::PURGES,
+    ]
+    .into_iter()
+    .filter(|&bit| tracepoint_attached(bit))
+    .fold(0u32, |bits, bit| bits | bit);
     hooks.sort_by_key(|(hook, _)| Hook::ALL.iter().position(|h| h == hook));
     let mut hooks: Vec<HookStatus> = hooks.into_iter().map(|(_, status)| status).collect();
 
@@ -347,19 +418,27 @@ pub fn attach_all(
         None
     };
     let choice = MechanismChoice { skip_fentry };
-    let mut functions = Vec::new();
-    if !options.no_function_latency {
-        let (probes, fn_hooks) = functions::attach(
-            &mut ebpf,
-            aya_btf.as_ref(),
-            kernel_btf,
-            symbols,
-            choice,
-            &mut links,
-        );
-        functions = probes;
-        hooks.extend(fn_hooks);
-    }
+    // With --no-function-latency, the functions that count operations are still probed.
+    let counts_ops = |function: &str| {
+        use vmap_trace_common::ops_from_functions::{ALLOCS, FREES, PURGES};
+        let bits = op_plan.config.from_functions;
+        (function == functions::ALLOC_FUNCTION && bits & ALLOCS != 0)
+            || (function == functions::FREE_FUNCTION && bits & (FREES | PURGES) != 0)
+            || (function == functions::PURGE_FUNCTION && bits & PURGES != 0)
+    };
+    let (functions, fn_hooks) = functions::attach(
+        &mut ebpf,
+        aya_btf.as_ref(),
+        kernel_btf,
+        symbols,
+        choice,
+        |function| !options.no_function_latency || counts_ops(function),
+        &mut links,
+    );
+    hooks.extend(fn_hooks);
+    let op_sources = functions::op_sources(&op_plan, &functions, |bit| {
+        tracepoint_bits & bit != 0
+    });
     let contention_tracepoints = [Hook::ContentionBegin, Hook::ContentionEnd]
         .iter()
         .all(|h| {
@@ -390,6 +469,7 @@ pub fn attach_all(
         other_locks,
         links,
         lock_waits: slow.sources,
+        op_sources,
     })
 }
 

@@ -278,7 +278,100 @@ impl RecordingMeta {
     }
 }
 
-/// vmalloc tracepoint counts.
+/// Where a vmalloc operation figure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpSource {
+    /// The `vmalloc:*` tracepoints (6.2+).
+    Tracepoint,
+    /// The vmap function probes (entry arguments, return values, `vmap_lazy_nr`): kernels
+    /// without the tracepoints, or `record --ops-from-functions`.
+    FunctionProbe,
+    /// Neither: the figure reads 0 because nothing counted it.
+    Unavailable,
+}
+
+impl OpSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            OpSource::Tracepoint => "tracepoint",
+            OpSource::FunctionProbe => "function probe",
+            OpSource::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The source of each figure of `VmallocOps`, and why any is unavailable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpSources {
+    /// `allocs`, `allocs_failed`, `alloc_pages`, `size_pages`, `allocs_per_cpu`.
+    pub allocs: OpSource,
+    /// `frees`.
+    pub frees: OpSource,
+    /// `lazy_pages_*`.
+    pub lazy_backlog: OpSource,
+    /// `purges`.
+    pub purges: OpSource,
+    /// `purged_areas`. From function probes: the lazy frees counted between one purge's start
+    /// and the next, i.e. the areas each purge took as they were freed (6.1 merges adjacent
+    /// lazy areas before purging, and the tracepoint's `npurged` counts them merged); areas
+    /// freed before the recording began are not in it.
+    pub purged_areas: OpSource,
+    /// Why a figure is unavailable, or what to know about its source.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl OpSources {
+    /// Every figure from the tracepoints.
+    pub fn tracepoints() -> OpSources {
+        OpSources {
+            allocs: OpSource::Tracepoint,
+            frees: OpSource::Tracepoint,
+            lazy_backlog: OpSource::Tracepoint,
+            purges: OpSource::Tracepoint,
+            purged_areas: OpSource::Tracepoint,
+            notes: Vec::new(),
+        }
+    }
+
+    /// (figure, source), in report order.
+    pub fn figures(&self) -> [(&'static str, OpSource); 5] {
+        [
+            ("allocations", self.allocs),
+            ("frees", self.frees),
+            ("lazy backlog", self.lazy_backlog),
+            ("purges", self.purges),
+            ("purged areas", self.purged_areas),
+        ]
+    }
+
+    /// Whether any figure came from the function probes.
+    pub fn any_from_functions(&self) -> bool {
+        self.figures()
+            .iter()
+            .any(|(_, s)| *s == OpSource::FunctionProbe)
+    }
+
+    /// One line for reports: "allocations, frees: function probe; purges: tracepoint".
+    pub fn describe(&self) -> String {
+        let mut groups: Vec<(OpSource, Vec<&str>)> = Vec::new();
+        for (figure, source) in self.figures() {
+            match groups.iter_mut().find(|(s, _)| *s == source) {
+                Some((_, names)) => names.push(figure),
+                None => groups.push((source, vec![figure])),
+            }
+        }
+        groups
+            .iter()
+            .map(|(s, names)| format!("{}: {}", names.join(", "), s.label()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// vmalloc operation counts: from the `vmalloc:*` tracepoints, or where a kernel has none
+/// (before 6.2) from the vmap function probes (`sources`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmallocOps {
     pub allocs: u64,
@@ -295,6 +388,11 @@ pub struct VmallocOps {
     pub lazy_pages_last: u64,
     pub lazy_pages_max: u64,
     pub lazy_pages_peak: u64,
+    /// Where each figure came from. Absent in recordings made before function probes could
+    /// count operations: there every figure came from the tracepoints, when they were attached
+    /// (`Profile::op_sources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<OpSources>,
 }
 
 /// One kernel stack frame.
@@ -594,6 +692,36 @@ pub struct VmapCallSite {
 }
 
 impl Profile {
+    /// Where each vmalloc operation figure came from: as recorded, or for recordings made
+    /// before that was recorded, the tracepoints (the only source then) unless the recording
+    /// lists their hook as unattached.
+    pub fn op_sources(&self) -> OpSources {
+        if let Some(sources) = &self.ops.sources {
+            return sources.clone();
+        }
+        let unattached = |event: &str| {
+            self.meta
+                .hooks
+                .iter()
+                .any(|h| h.hook == format!("vmalloc:{event}") && h.mechanism.is_none())
+        };
+        let source = |event: &str| {
+            if unattached(event) {
+                OpSource::Unavailable
+            } else {
+                OpSource::Tracepoint
+            }
+        };
+        OpSources {
+            allocs: source("alloc_vmap_area"),
+            frees: source("free_vmap_area_noflush"),
+            lazy_backlog: source("free_vmap_area_noflush"),
+            purges: source("purge_vmap_area_lazy"),
+            purged_areas: source("purge_vmap_area_lazy"),
+            notes: Vec::new(),
+        }
+    }
+
     pub fn lock_name(&self, addr: u64) -> Option<&str> {
         self.locks
             .iter()
@@ -975,6 +1103,67 @@ pub(crate) mod tests {
         p
     }
 
+    /// A Debian 6.1 recording (no `vmalloc:*` tracepoints before 6.2): the operations were
+    /// counted by the vmap function probes (kprobes), as `record` does on such kernels.
+    pub fn function_probe_profile() -> Profile {
+        let mut p = sample_profile();
+        p.meta.kernel_release = "6.1.0-57-amd64".into();
+        for event in ["alloc_vmap_area", "free_vmap_area_noflush", "purge_vmap_area_lazy"] {
+            p.meta.hooks.push(HookStatus {
+                hook: format!("vmalloc:{event}"),
+                mechanism: None,
+                rejected: vec![Rejection::new(
+                    Mechanism::Tracepoint,
+                    format!("tracepoint vmalloc:{event} does not exist in this kernel"),
+                )],
+            });
+        }
+        for function in ["alloc_vmap_area", "free_vmap_area_noflush", "__purge_vmap_area_lazy"] {
+            p.meta.hooks.push(HookStatus {
+                hook: format!("fn:{function}"),
+                mechanism: Some(Mechanism::Kprobe),
+                rejected: vec![],
+            });
+        }
+        p.ops.allocs_per_cpu = vec![600, 500, 500, 400];
+        p.ops.allocs_failed = 2;
+        p.ops.alloc_pages = 9000;
+        p.ops.size_pages = Log2Histogram::from_buckets(&[100, 1200, 690, 8]);
+        p.ops.lazy_pages_last = 4000;
+        p.ops.lazy_pages_max = 24576;
+        p.ops.lazy_pages_peak = 24000;
+        p.ops.sources = Some(OpSources {
+            allocs: OpSource::FunctionProbe,
+            frees: OpSource::FunctionProbe,
+            lazy_backlog: OpSource::FunctionProbe,
+            purges: OpSource::FunctionProbe,
+            purged_areas: OpSource::FunctionProbe,
+            notes: vec!["purged areas: the lazy frees between one purge's start and the next".into()],
+        });
+        p
+    }
+
+    #[test]
+    fn op_sources_are_recorded_or_derived_for_old_recordings() {
+        let p = function_probe_profile();
+        assert_eq!(p.op_sources(), p.ops.sources.clone().unwrap());
+        // The same recording as an older vmap-trace wrote it: no `sources`, and the vmalloc
+        // hooks unattached, so its zero counts were not measured.
+        let mut json: serde_json::Value = serde_json::to_value(&p).unwrap();
+        json["ops"].as_object_mut().unwrap().remove("sources");
+        let old: Profile = serde_json::from_value(json).unwrap();
+        assert_eq!(old.ops.sources, None);
+        let derived = old.op_sources();
+        assert!(derived.figures().iter().all(|(_, s)| *s == OpSource::Unavailable), "{derived:?}");
+        // Recordings that did not list the vmalloc hooks had nothing but the tracepoints.
+        let mut sample = sample_profile();
+        sample.ops.sources = None;
+        assert_eq!(sample.op_sources(), OpSources::tracepoints());
+        // Written and read back, the sources survive.
+        let back: Profile = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.ops.sources, p.ops.sources);
+    }
+
     /// Every part of a recording filled in (node-sharded, sampled stacks with tasks and user
     /// stacks, lock timing, per-CPU latencies, losses, a stack whose measured max is below
     /// its mean): a seed for the fuzz campaign (tests/fuzz_recording.rs) that reaches every
@@ -1057,6 +1246,15 @@ pub(crate) mod tests {
                 hist: hist(500, 9),
             },
         }];
+        // Mixed sources, so the fuzz campaign reaches the "counted by" line and its notes.
+        p.ops.sources = Some(OpSources {
+            allocs: OpSource::Tracepoint,
+            frees: OpSource::FunctionProbe,
+            lazy_backlog: OpSource::Unavailable,
+            purges: OpSource::FunctionProbe,
+            purged_areas: OpSource::FunctionProbe,
+            notes: vec!["lazy backlog: vmap_lazy_nr is not in kallsyms".into()],
+        });
         p
     }
 

@@ -4,7 +4,8 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::profile::{
-    CpuWait, FunctionLatency, LockWait, Losses, Profile, RecordingMeta, StackSampling, StackWait,
+    CpuWait, FunctionLatency, LockWait, Losses, OpSources, Profile, RecordingMeta, StackSampling,
+    StackWait,
     TaskWaitSummary, VmallocOps, VmapCallSite, VmapLockTiming,
 };
 
@@ -17,6 +18,9 @@ struct JsonReport<'a> {
     vmap_wait_ns: u64,
     total_wait_ns: u64,
     vmap_call_sites: Vec<VmapCallSite>,
+    /// Where each vmalloc operation figure came from, also for recordings that predate
+    /// `profile.ops.sources` (`Profile::op_sources`).
+    op_sources: OpSources,
     profile: ProfileJson<'a>,
 }
 
@@ -113,6 +117,7 @@ pub fn render(p: &Profile, max_rows: Option<usize>) -> String {
         vmap_wait_ns: whole.vmap_wait_ns(),
         total_wait_ns: whole.total_wait().total_ns,
         vmap_call_sites: whole.vmap_call_sites(),
+        op_sources: whole.op_sources(),
         profile: ProfileJson::new(p),
     };
     crate::escape::json(serde_json::to_string_pretty(&report).expect("report serializes"))
@@ -140,6 +145,11 @@ mod tests {
         assert_eq!(v["vmap_wait_ns"], 50_000);
         assert_eq!(v["vmap_call_sites"][0]["vmap_function"], "alloc_vmap_area");
         assert_eq!(v["profile"]["ops"]["allocs"], 2000);
+        assert_eq!(v["op_sources"]["allocs"], "tracepoint");
+        let fp = crate::profile::tests::function_probe_profile();
+        let w: serde_json::Value = serde_json::from_str(&render(&fp, None)).unwrap();
+        assert_eq!(w["op_sources"]["purged_areas"], "function_probe");
+        assert_eq!(w["profile"]["ops"]["sources"]["allocs"], "function_probe");
         let v: serde_json::Value =
             serde_json::from_str(&render(&sample_profile(), Some(1))).unwrap();
         assert_eq!(v["profile"]["stacks"].as_array().unwrap().len(), 1);

@@ -221,6 +221,15 @@ pub fn render(p: &Profile, opts: &ReportOptions) -> String {
         per_second(ops.purges, secs),
         ops.purged_areas
     );
+    // Say where the figures came from whenever it is not simply the tracepoints: a 0 from
+    // an unavailable source is not a measured 0.
+    let sources = p.op_sources();
+    if sources != crate::profile::OpSources::tracepoints() {
+        let _ = writeln!(o, "counted by: {}", sources.describe());
+        for note in &sources.notes {
+            let _ = writeln!(o, "  {}", field(note));
+        }
+    }
     if ops.lazy_pages_max > 0 {
         let _ = writeln!(
             o,
@@ -507,6 +516,34 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn names_the_source_of_the_op_counts_when_not_the_tracepoints() {
+        use crate::profile::tests::function_probe_profile;
+        let text = render(&function_probe_profile(), &ReportOptions::default());
+        assert!(text.contains("allocs 2000 (1000.0/s, 2 failed)"), "{text}");
+        assert!(
+            text.contains(
+                "counted by: allocations, frees, lazy backlog, purges, purged areas: function probe"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  purged areas: the lazy frees between"), "{text}");
+        assert!(text.contains("lazy backlog: 4000 pages now, peak 24000 of limit 24576"), "{text}");
+        // Tracepoint counts need no such line.
+        let plain = render(&sample_profile(), &ReportOptions::default());
+        assert!(!plain.contains("counted by:"), "{plain}");
+        // An old recording of a 6.1 kernel: its zeros were not measured, and it says so.
+        let mut old = function_probe_profile();
+        old.ops = crate::profile::VmallocOps::default();
+        let text = render(&old, &ReportOptions::default());
+        assert!(
+            text.contains(
+                "counted by: allocations, frees, lazy backlog, purges, purged areas: unavailable"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

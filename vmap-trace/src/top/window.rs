@@ -212,6 +212,7 @@ pub fn zero_like(p: &Profile) -> Profile {
         ops: VmallocOps {
             lazy_pages_max: p.ops.lazy_pages_max,
             allocs_per_cpu: vec![0; p.ops.allocs_per_cpu.len()],
+            sources: p.ops.sources.clone(),
             ..Default::default()
         },
         locks: Vec::new(),
@@ -354,6 +355,7 @@ fn ops_since(e: &VmallocOps, l: &VmallocOps) -> VmallocOps {
         } else {
             e.lazy_pages_last.max(l.lazy_pages_last)
         },
+        sources: l.sources.clone(),
     }
 }
 

@@ -11,13 +11,23 @@ use ratatui::Frame;
 
 use super::table::{self, Column, TableRow};
 use super::theme::Theme;
-use crate::profile::{Log2Histogram, VmallocOps};
+use crate::profile::{Log2Histogram, OpSource, OpSources, VmallocOps};
 use crate::top::app::App;
 use crate::top::format;
 
 /// `1234/32768 pages ███▌   4%` in `width` cells (the bar takes what the figures leave, and
 /// is left out below 4 cells), or `not seen yet` before the first free.
 fn backlog_spans(ops: &VmallocOps, width: usize, theme: Theme) -> Vec<Span<'static>> {
+    let unavailable = ops
+        .sources
+        .as_ref()
+        .is_some_and(|s| s.lazy_backlog == OpSource::Unavailable);
+    if unavailable {
+        return vec![Span::styled(
+            "unavailable in this kernel (vmap_lazy_nr not located)",
+            theme.dim(),
+        )];
+    }
     if ops.lazy_pages_max == 0 {
         return vec![Span::styled(
             "not seen yet (reported when areas are freed)",
@@ -79,6 +89,17 @@ pub fn render_strip(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// The ops view's title: where the figures come from, when that is not the tracepoints
+/// (kernels before 6.2 count them with the vmap function probes).
+fn ops_title(sources: Option<&OpSources>) -> String {
+    match sources {
+        Some(s) if *s != OpSources::tracepoints() => {
+            format!(" vmalloc operations ({}) ", s.describe())
+        }
+        _ => " vmalloc operations ".to_string(),
+    }
+}
+
 /// Size bucket label: `1`, `2-3`, `4-7`, ... pages.
 fn size_label(bucket: usize) -> String {
     let lo = Log2Histogram::bucket_low(bucket).max(1);
@@ -98,7 +119,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
     let b = Block::default()
         .borders(Borders::TOP)
         .border_style(theme.frame())
-        .title(Span::styled(" vmalloc operations ", theme.title()));
+        .title(Span::styled(ops_title(ops.sources.as_ref()), theme.title()));
     let inner = b.inner(area);
     frame.render_widget(b, area);
 
@@ -314,5 +335,24 @@ mod tests {
         assert_eq!(size_label(0), "1");
         assert_eq!(size_label(1), "2-3");
         assert_eq!(size_label(4), "16-31");
+    }
+
+    #[test]
+    fn the_title_and_backlog_say_when_figures_do_not_come_from_the_tracepoints() {
+        use crate::profile::tests::function_probe_profile;
+        assert_eq!(ops_title(None), " vmalloc operations ");
+        assert_eq!(
+            ops_title(Some(&OpSources::tracepoints())),
+            " vmalloc operations "
+        );
+        let mut p = function_probe_profile();
+        let sources = p.ops.sources.as_mut().unwrap();
+        assert!(ops_title(Some(sources)).contains("function probe"));
+        sources.lazy_backlog = OpSource::Unavailable;
+        let text: String = backlog_spans(&p.ops, 60, Theme::new(false))
+            .iter()
+            .map(|s| s.content.to_string())
+            .collect();
+        assert!(text.starts_with("unavailable"), "{text}");
     }
 }
