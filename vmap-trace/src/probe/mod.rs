@@ -431,9 +431,7 @@ pub fn attach_all(
         &mut links,
     );
     hooks.extend(fn_hooks);
-    let op_sources = functions::op_sources(&op_plan, &functions, |bit| {
-        tracepoint_bits & bit != 0
-    });
+    let op_sources = functions::op_sources(&op_plan, &functions, |bit| tracepoint_bits & bit != 0);
     if options.lock_timing {
         hooks.extend(lock_timing::attach(
             &mut ebpf, symbols, vmap_locks, &mut links,
