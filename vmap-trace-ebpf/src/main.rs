@@ -29,15 +29,13 @@ use aya_ebpf::{
 };
 use vmap_trace_common::{
     is_err_or_null, lock_flags, log2_bucket, ops_from_functions, stack_hash, stack_options,
-    CallEnter, ContentionStart, CpuContention, EventArgs,
-    LazyGauge, LockEnter, LockKey, LockTiming, LossCounter, OpCounter, OpProbes, ProbeConfig,
-    StackFrames,
-    StackKey, StackSampler, TaskBatch, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH,
-    FUNC_SLOTS, HOT_LOCKS, HOT_LOCK_AFTER, LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS,
-    MAX_LOCKS, MAX_STACKS, MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS,
-    MUTEX_SPIN_SLOT, OP_COUNTERS, SIZE_BUCKETS, SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS,
-    STACK_SAMPLE_WINDOW_NS, STATIC_VMAP_LOCKS, TALLY_FREES, TALLY_FREES_AT_LAST_PURGE,
-    TIME_BUCKETS,
+    CallEnter, ContentionStart, CpuContention, EventArgs, LazyGauge, LockEnter, LockKey,
+    LockTiming, LossCounter, OpCounter, OpProbes, ProbeConfig, StackFrames, StackKey, StackSampler,
+    TaskBatch, TaskWait, WaitStats, WaitTotals, DEFAULT_STACK_DEPTH, FUNC_SLOTS, HOT_LOCKS,
+    HOT_LOCK_AFTER, LOSS_COUNTERS, MAX_INFLIGHT_CALLS, MAX_INFLIGHT_TASKS, MAX_LOCKS, MAX_STACKS,
+    MAX_STACK_DEPTH, MAX_STACK_KEYS, MAX_TASKS, MAX_VMAP_LOCKS, MUTEX_SPIN_SLOT, OP_COUNTERS,
+    SIZE_BUCKETS, SPIN_SLOT, STACK_SAMPLE_ALWAYS_NS, STACK_SAMPLE_WINDOW_NS, STATIC_VMAP_LOCKS,
+    TALLY_FREES, TALLY_FREES_AT_LAST_PURGE, TIME_BUCKETS,
 };
 
 /// Written by the loader before the object is loaded (tracefs offsets, BTF argument indexes).

@@ -913,10 +913,18 @@ mod tests {
         let sources: Vec<(String, String)> = samples
             .iter()
             .filter(|s| s.metric == "vmap_trace_vmalloc_op_source")
-            .map(|s| (s.labels.get("figure").unwrap().to_string(), s.labels.get("source").unwrap().to_string()))
+            .map(|s| {
+                (
+                    s.labels.get("figure").unwrap().to_string(),
+                    s.labels.get("source").unwrap().to_string(),
+                )
+            })
             .collect();
         assert_eq!(sources.len(), 5, "{text}");
-        assert!(sources.iter().all(|(_, s)| s == "function_probe"), "{sources:?}");
+        assert!(
+            sources.iter().all(|(_, s)| s == "function_probe"),
+            "{sources:?}"
+        );
         assert!(sources.contains(&("lazy_backlog".into(), "function_probe".into())));
         // A recording of tracepoint counts says so too.
         let text = render(&sample_profile(), MetricsOptions::default());

@@ -159,7 +159,10 @@ mod tests {
         let m = measured_from_profile(&p).unwrap();
         assert_eq!(m.allocs_per_s, 1000.0, "2000 allocs over 2 s");
         assert_eq!(m.frees_per_s, 995.0);
-        assert_eq!(m.size_pages_histogram.iter().map(|(_, n)| n).sum::<u64>(), 1998);
+        assert_eq!(
+            m.size_pages_histogram.iter().map(|(_, n)| n).sum::<u64>(),
+            1998
+        );
         let cfg = RunConfig {
             warmup_ms: 1.0,
             duration_ms: 5.0,

@@ -116,9 +116,8 @@ pub fn op_sources(
     tracepoint_attached: impl Fn(u32) -> bool,
 ) -> OpSources {
     let attached = |function: &str| probes.iter().any(|p| p.function == function && p.attached);
-    let missing_probe = |function: &str| {
-        format!("{function} could not be probed (see its fn:{function} hook)")
-    };
+    let missing_probe =
+        |function: &str| format!("{function} could not be probed (see its fn:{function} hook)");
     let mut notes = Vec::new();
     let mut source = |bit: u32, needs: &[&str]| {
         if plan.config.from_functions & bit == 0 {
@@ -151,10 +150,7 @@ pub fn op_sources(
         notes.push("purged areas: frees are not counted by the function probes".into());
         OpSource::Unavailable
     } else {
-        source(
-            ops_from_functions::PURGES,
-            &[PURGE_FUNCTION, FREE_FUNCTION],
-        )
+        source(ops_from_functions::PURGES, &[PURGE_FUNCTION, FREE_FUNCTION])
     };
     let mut lazy_backlog = frees;
     if plan.config.from_functions & ops_from_functions::FREES != 0 {
@@ -275,9 +271,18 @@ mod tests {
 
     #[test]
     fn op_slots_name_the_counting_functions() {
-        assert_eq!(VMAP_FUNCTIONS[slot_of(ALLOC_FUNCTION) as usize], ALLOC_FUNCTION);
-        assert_eq!(VMAP_FUNCTIONS[slot_of(FREE_FUNCTION) as usize], FREE_FUNCTION);
-        assert_eq!(VMAP_FUNCTIONS[slot_of(PURGE_FUNCTION) as usize], PURGE_FUNCTION);
+        assert_eq!(
+            VMAP_FUNCTIONS[slot_of(ALLOC_FUNCTION) as usize],
+            ALLOC_FUNCTION
+        );
+        assert_eq!(
+            VMAP_FUNCTIONS[slot_of(FREE_FUNCTION) as usize],
+            FREE_FUNCTION
+        );
+        assert_eq!(
+            VMAP_FUNCTIONS[slot_of(PURGE_FUNCTION) as usize],
+            PURGE_FUNCTION
+        );
         assert_eq!(slot_of("no_such_function"), FUNC_SLOTS);
     }
 
@@ -300,7 +305,8 @@ mod tests {
 
     #[test]
     fn missing_tracepoints_move_to_function_probes_and_say_what_is_unavailable() {
-        let all = ops_from_functions::ALLOCS | ops_from_functions::FREES | ops_from_functions::PURGES;
+        let all =
+            ops_from_functions::ALLOCS | ops_from_functions::FREES | ops_from_functions::PURGES;
         // No data symbols (this machine's kallsyms): no vmap_lazy_nr, so no backlog.
         let plan = op_plan(all, &DataSymbols::default(), None, 4, 12);
         assert_eq!(plan.config.from_functions, all);
@@ -320,8 +326,14 @@ mod tests {
         assert_eq!(sources.lazy_backlog, OpSource::Unavailable);
         assert_eq!(sources.purges, OpSource::Unavailable);
         assert_eq!(sources.purged_areas, OpSource::Unavailable);
-        assert!(sources.notes.iter().any(|n| n.contains("__purge_vmap_area_lazy could not be probed")));
-        assert!(sources.notes.iter().any(|n| n.starts_with("lazy backlog: vmap_lazy_nr")));
+        assert!(sources
+            .notes
+            .iter()
+            .any(|n| n.contains("__purge_vmap_area_lazy could not be probed")));
+        assert!(sources
+            .notes
+            .iter()
+            .any(|n| n.starts_with("lazy backlog: vmap_lazy_nr")));
         assert_eq!(
             sources.describe(),
             "allocations, frees: function probe; lazy backlog, purges, purged areas: unavailable"
@@ -330,12 +342,21 @@ mod tests {
 
     #[test]
     fn purged_areas_need_the_frees_tallied_by_the_function_probes() {
-        let plan = op_plan(ops_from_functions::PURGES, &DataSymbols::default(), None, 4, 12);
+        let plan = op_plan(
+            ops_from_functions::PURGES,
+            &DataSymbols::default(),
+            None,
+            4,
+            12,
+        );
         let probes = [probe(FREE_FUNCTION, true), probe(PURGE_FUNCTION, true)];
         let sources = op_sources(&plan, &probes, |bit| bit != ops_from_functions::PURGES);
         assert_eq!(sources.frees, OpSource::Tracepoint);
         assert_eq!(sources.purges, OpSource::FunctionProbe);
         assert_eq!(sources.purged_areas, OpSource::Unavailable);
-        assert!(sources.notes.iter().any(|n| n.contains("frees are not counted")));
+        assert!(sources
+            .notes
+            .iter()
+            .any(|n| n.contains("frees are not counted")));
     }
 }

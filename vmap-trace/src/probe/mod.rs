@@ -436,9 +436,7 @@ pub fn attach_all(
         &mut links,
     );
     hooks.extend(fn_hooks);
-    let op_sources = functions::op_sources(&op_plan, &functions, |bit| {
-        tracepoint_bits & bit != 0
-    });
+    let op_sources = functions::op_sources(&op_plan, &functions, |bit| tracepoint_bits & bit != 0);
     let contention_tracepoints = [Hook::ContentionBegin, Hook::ContentionEnd]
         .iter()
         .all(|h| {

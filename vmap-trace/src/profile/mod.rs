@@ -1108,7 +1108,11 @@ pub(crate) mod tests {
     pub fn function_probe_profile() -> Profile {
         let mut p = sample_profile();
         p.meta.kernel_release = "6.1.0-57-amd64".into();
-        for event in ["alloc_vmap_area", "free_vmap_area_noflush", "purge_vmap_area_lazy"] {
+        for event in [
+            "alloc_vmap_area",
+            "free_vmap_area_noflush",
+            "purge_vmap_area_lazy",
+        ] {
             p.meta.hooks.push(HookStatus {
                 hook: format!("vmalloc:{event}"),
                 mechanism: None,
@@ -1118,7 +1122,11 @@ pub(crate) mod tests {
                 )],
             });
         }
-        for function in ["alloc_vmap_area", "free_vmap_area_noflush", "__purge_vmap_area_lazy"] {
+        for function in [
+            "alloc_vmap_area",
+            "free_vmap_area_noflush",
+            "__purge_vmap_area_lazy",
+        ] {
             p.meta.hooks.push(HookStatus {
                 hook: format!("fn:{function}"),
                 mechanism: Some(Mechanism::Kprobe),
@@ -1138,7 +1146,9 @@ pub(crate) mod tests {
             lazy_backlog: OpSource::FunctionProbe,
             purges: OpSource::FunctionProbe,
             purged_areas: OpSource::FunctionProbe,
-            notes: vec!["purged areas: the lazy frees between one purge's start and the next".into()],
+            notes: vec![
+                "purged areas: the lazy frees between one purge's start and the next".into(),
+            ],
         });
         p
     }
@@ -1154,7 +1164,13 @@ pub(crate) mod tests {
         let old: Profile = serde_json::from_value(json).unwrap();
         assert_eq!(old.ops.sources, None);
         let derived = old.op_sources();
-        assert!(derived.figures().iter().all(|(_, s)| *s == OpSource::Unavailable), "{derived:?}");
+        assert!(
+            derived
+                .figures()
+                .iter()
+                .all(|(_, s)| *s == OpSource::Unavailable),
+            "{derived:?}"
+        );
         // Recordings that did not list the vmalloc hooks had nothing but the tracepoints.
         let mut sample = sample_profile();
         sample.ops.sources = None;

@@ -5,8 +5,7 @@ use serde::Serialize;
 
 use crate::profile::{
     CpuWait, FunctionLatency, LockWait, Losses, OpSources, Profile, RecordingMeta, StackSampling,
-    StackWait,
-    TaskWaitSummary, VmallocOps, VmapCallSite, VmapLockTiming,
+    StackWait, TaskWaitSummary, VmallocOps, VmapCallSite, VmapLockTiming,
 };
 
 /// Version of the JSON report schema (see docs/report-schema.md).

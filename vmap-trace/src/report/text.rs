@@ -529,8 +529,14 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("  purged areas: the lazy frees between"), "{text}");
-        assert!(text.contains("lazy backlog: 4000 pages now, peak 24000 of limit 24576"), "{text}");
+        assert!(
+            text.contains("  purged areas: the lazy frees between"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lazy backlog: 4000 pages now, peak 24000 of limit 24576"),
+            "{text}"
+        );
         // Tracepoint counts need no such line.
         let plain = render(&sample_profile(), &ReportOptions::default());
         assert!(!plain.contains("counted by:"), "{plain}");
