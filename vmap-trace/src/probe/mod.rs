@@ -358,7 +358,9 @@ pub fn attach_all(
         let event_exists = tracefs::event_exists(&tracefs_root, category, event);
         for (mechanism, prog_name) in hook.programs() {
             let result = if options.ops_from_functions && hook.op_bit().is_some() {
-                Err(Refusal::from("skipped (--ops-from-functions: the vmap function probes count it)"))
+                Err(Refusal::from(
+                    "skipped (--ops-from-functions: the vmap function probes count it)",
+                ))
             } else if mechanism == Mechanism::TpBtf && options.classic_tracepoints {
                 Err(Refusal::from("skipped (--classic-tracepoints)"))
             } else if mechanism == Mechanism::Tracepoint && !event_exists {
