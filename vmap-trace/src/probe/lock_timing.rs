@@ -22,6 +22,10 @@ struct LockFamily {
     label: &'static str,
     acquire: &'static str,
     release: &'static str,
+    /// PREEMPT_RT's pair, used where the kernel has it: there `spinlock_t` (every vmap
+    /// spinlock) is an rtmutex taken by `rt_spin_lock`, and `_raw_spin_lock` only ever sees
+    /// raw spinlocks, so the vmap locks would never show.
+    rt: Option<(&'static str, &'static str)>,
 }
 
 const FAMILIES: [LockFamily; 2] = [
@@ -29,11 +33,13 @@ const FAMILIES: [LockFamily; 2] = [
         label: "lock-timing:spinlock",
         acquire: "_raw_spin_lock",
         release: "_raw_spin_unlock",
+        rt: Some(("rt_spin_lock", "rt_spin_unlock")),
     },
     LockFamily {
         label: "lock-timing:mutex",
         acquire: "mutex_lock",
         release: "mutex_unlock",
+        rt: None,
     },
 ];
 
@@ -75,10 +81,19 @@ pub fn attach(
         .iter()
         .map(|f| {
             let mut rejected = vec![Rejection::new(Mechanism::Fentry, FENTRY_REFUSED)];
-            let Some(acquire) = symbols.resolve_function(f.acquire) else {
+            let (acquire_name, release_name) = match f.rt {
+                Some((a, r))
+                    if symbols.resolve_function(a).is_some()
+                        && symbols.resolve_function(r).is_some() =>
+                {
+                    (a, r)
+                }
+                _ => (f.acquire, f.release),
+            };
+            let Some(acquire) = symbols.resolve_function(acquire_name) else {
                 rejected.push(Rejection::new(
                     Mechanism::Kprobe,
-                    format!("{} is not in kallsyms", f.acquire),
+                    format!("{acquire_name} is not in kallsyms"),
                 ));
                 return HookStatus {
                     hook: f.label.into(),
@@ -87,11 +102,9 @@ pub fn attach(
                 };
             };
             // Both the lock and the release call are needed: timings are computed at release.
-            let Some(release) = symbols.resolve_function(f.release) else {
-                let reason = format!(
-                    "{} is not an out-of-line function here (inlined)",
-                    f.release
-                );
+            let Some(release) = symbols.resolve_function(release_name) else {
+                let reason =
+                    format!("{release_name} is not an out-of-line function here (inlined)");
                 rejected.push(Rejection::new(Mechanism::Kprobe, reason));
                 return HookStatus {
                     hook: f.label.into(),

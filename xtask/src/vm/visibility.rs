@@ -86,6 +86,11 @@ pub struct OpSource {
     /// window of its own and subtracted, and what is left of it varies by a few calls.
     pub relative: f64,
     pub absolute: u64,
+    /// Also allowed: this share of vmap-trace's own footprint. Attaching the programs makes
+    /// the kernel purge (BPF trampolines and maps free vmap areas): about 30 purges per
+    /// attach on 6.1, varying by a few between the two windows (6.1: 34 in both, against 3
+    /// purges of the stress itself), which a fixed slack of 1 cannot absorb.
+    pub footprint_share: f64,
     /// The kernel's count must be non-zero: the window's stress always does this operation.
     pub must_happen: bool,
 }
@@ -100,6 +105,7 @@ pub const OP_SOURCES: &[OpSource] = &[
         function: "alloc_vmap_area",
         relative: 0.02,
         absolute: 10,
+        footprint_share: 0.0,
         must_happen: true,
     },
     OpSource {
@@ -107,6 +113,7 @@ pub const OP_SOURCES: &[OpSource] = &[
         function: "free_vmap_area_noflush",
         relative: 0.02,
         absolute: 10,
+        footprint_share: 0.0,
         must_happen: true,
     },
     OpSource {
@@ -114,6 +121,7 @@ pub const OP_SOURCES: &[OpSource] = &[
         function: "__purge_vmap_area_lazy",
         relative: 0.0,
         absolute: 1,
+        footprint_share: 0.25,
         must_happen: false,
     },
 ];
@@ -161,7 +169,9 @@ pub fn op_matches_kprobe_profile(
     let theirs_footprint = kprobe_hits(kprobe_profile_toggle, source.function).unwrap_or(0);
     let ours = ours_all.saturating_sub(footprint);
     let theirs = theirs_all.saturating_sub(theirs_footprint);
-    let slack = (theirs as f64 * source.relative) as u64 + source.absolute;
+    let slack = (theirs as f64 * source.relative) as u64
+        + source.absolute
+        + (footprint as f64 * source.footprint_share).ceil() as u64;
     let ok = ours.abs_diff(theirs) <= slack && (theirs > 0 || !source.must_happen);
     result(
         &name,
