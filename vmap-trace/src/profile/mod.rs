@@ -820,6 +820,20 @@ impl Profile {
         sites
     }
 
+    /// The part of `lock`'s wait whose stacks pass through a vmap function.
+    pub fn lock_vmap_wait_ns(&self, lock: &LockWait) -> u64 {
+        sums::saturating_sum(
+            self.stacks
+                .iter()
+                .filter(|s| {
+                    s.lock_addr == lock.lock_addr
+                        && s.flags == lock.flags
+                        && s.attribution.class == LockClass::Vmap
+                })
+                .map(|s| s.total_ns),
+        )
+    }
+
     /// Wait on each lock that went through non-vmap stacks, most first (lock totals minus
     /// their vmap share).
     pub fn other_locks(&self) -> Vec<(LockWait, u64)> {
@@ -827,17 +841,10 @@ impl Profile {
             .locks
             .iter()
             .map(|l| {
-                let vmap_ns = sums::saturating_sum(
-                    self.stacks
-                        .iter()
-                        .filter(|s| {
-                            s.lock_addr == l.lock_addr
-                                && s.flags == l.flags
-                                && s.attribution.class == LockClass::Vmap
-                        })
-                        .map(|s| s.total_ns),
-                );
-                (l.clone(), l.wait.total_ns.saturating_sub(vmap_ns))
+                (
+                    l.clone(),
+                    l.wait.total_ns.saturating_sub(self.lock_vmap_wait_ns(l)),
+                )
             })
             .filter(|(_, other_ns)| *other_ns > 0)
             .collect();

@@ -13,7 +13,6 @@
 use std::borrow::Cow;
 
 use crate::escape::field;
-use crate::profile::sums::saturating_sum;
 use crate::profile::{lock_kind, LockClass, Profile, WaitHistogram};
 
 use super::per_second;
@@ -248,16 +247,7 @@ fn locks(p: &Profile, name: &'static str) -> String {
     let mut locks: Vec<_> = p.locks.iter().collect();
     locks.sort_by_key(|l| std::cmp::Reverse(l.wait.total_ns));
     for l in locks {
-        let vmap_ns = saturating_sum(
-            p.stacks
-                .iter()
-                .filter(|s| {
-                    s.lock_addr == l.lock_addr
-                        && s.flags == l.flags
-                        && s.attribution.class == LockClass::Vmap
-                })
-                .map(|s| s.total_ns),
-        );
+        let vmap_ns = p.lock_vmap_wait_ns(l);
         w.row(&[
             Cell::opt_text(l.name.as_deref()),
             hex(l.lock_addr),
